@@ -1,0 +1,1 @@
+"""spatialjam: ai_accompany."""

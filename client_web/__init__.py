@@ -1,0 +1,1 @@
+"""spatialjam: client_web."""
