@@ -8,8 +8,10 @@ Distance gains follow the Web Audio ``PannerNode`` models (W3C Web Audio API, §
 
 .. math::
 
-    g_\\text{inverse} &= \\frac{d_\\text{ref}}{d_\\text{ref} + \\rho (\\max(d, d_\\text{ref}) - d_\\text{ref})} \\\\
-    g_\\text{linear} &= 1 - \\rho \\frac{\\text{clamp}(d, d_\\text{ref}, d_\\text{max}) - d_\\text{ref}}{d_\\text{max} - d_\\text{ref}} \\\\
+    g_\\text{inverse} &= \\frac{d_\\text{ref}}
+        {d_\\text{ref} + \\rho (\\max(d, d_\\text{ref}) - d_\\text{ref})} \\\\
+    g_\\text{linear} &= 1 - \\rho \\frac{\\text{clamp}(d, d_\\text{ref}, d_\\text{max})
+        - d_\\text{ref}}{d_\\text{max} - d_\\text{ref}} \\\\
     g_\\text{exponential} &= \\left(\\max(d, d_\\text{ref}) / d_\\text{ref}\\right)^{-\\rho}
 
 and the directivity cone is the ``PannerNode`` sound cone: gain 1 inside the inner angle, the

@@ -18,13 +18,28 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, fastmath=True)
 def _accumulate(acc_r, acc_i, xr, xi, hr, hi, e, i0, i1, i2, w0, w1, w2):
     for b in range(acc_r.shape[0]):
         fr = w0 * hr[i0, e, b] + w1 * hr[i1, e, b] + w2 * hr[i2, e, b]
         fi = w0 * hi[i0, e, b] + w1 * hi[i1, e, b] + w2 * hi[i2, e, b]
         acc_r[b] += xr[b] * fr - xi[b] * fi
         acc_i[b] += xr[b] * fi + xi[b] * fr
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _accumulate_changed(pr, pi, dr, di, xr, xi, hr, hi, e,
+                        o0, o1, o2, v0, v1, v2, i0, i1, i2, w0, w1, w2):
+    """``P += X · F_old`` and ``D += X · (F_new − F_old)`` in one pass over the bins."""
+    for b in range(pr.shape[0]):
+        orr = v0 * hr[o0, e, b] + v1 * hr[o1, e, b] + v2 * hr[o2, e, b]
+        oi = v0 * hi[o0, e, b] + v1 * hi[o1, e, b] + v2 * hi[o2, e, b]
+        fr = w0 * hr[i0, e, b] + w1 * hr[i1, e, b] + w2 * hr[i2, e, b] - orr
+        fi = w0 * hi[i0, e, b] + w1 * hi[i1, e, b] + w2 * hi[i2, e, b] - oi
+        pr[b] += xr[b] * orr - xi[b] * oi
+        pi[b] += xr[b] * oi + xi[b] * orr
+        dr[b] += xr[b] * fr - xi[b] * fi
+        di[b] += xr[b] * fi + xi[b] * fr
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -58,17 +73,11 @@ def mix(xr, xi, hr, hi, idx, w, old_idx, old_w, changed, out_p, out_d, listener_
         for s in range(n_s):
             if changed[l, s]:
                 any_change = True
-                if old_w[l, s, 0] != 0 or old_w[l, s, 1] != 0 or old_w[l, s, 2] != 0:
-                    _accumulate(pr, pi, xr[s], xi[s], hr, hi, e,
-                                old_idx[l, s, 0], old_idx[l, s, 1], old_idx[l, s, 2],
-                                old_w[l, s, 0], old_w[l, s, 1], old_w[l, s, 2])
-                    _accumulate(dr, di, xr[s], xi[s], hr, hi, e,
-                                old_idx[l, s, 0], old_idx[l, s, 1], old_idx[l, s, 2],
-                                -old_w[l, s, 0], -old_w[l, s, 1], -old_w[l, s, 2])
-                if w[l, s, 0] != 0 or w[l, s, 1] != 0 or w[l, s, 2] != 0:
-                    _accumulate(dr, di, xr[s], xi[s], hr, hi, e,
-                                idx[l, s, 0], idx[l, s, 1], idx[l, s, 2],
-                                w[l, s, 0], w[l, s, 1], w[l, s, 2])
+                _accumulate_changed(pr, pi, dr, di, xr[s], xi[s], hr, hi, e,
+                                    old_idx[l, s, 0], old_idx[l, s, 1], old_idx[l, s, 2],
+                                    old_w[l, s, 0], old_w[l, s, 1], old_w[l, s, 2],
+                                    idx[l, s, 0], idx[l, s, 1], idx[l, s, 2],
+                                    w[l, s, 0], w[l, s, 1], w[l, s, 2])
             elif w[l, s, 0] != 0 or w[l, s, 1] != 0 or w[l, s, 2] != 0:
                 _accumulate(pr, pi, xr[s], xi[s], hr, hi, e,
                             idx[l, s, 0], idx[l, s, 1], idx[l, s, 2],

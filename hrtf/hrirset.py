@@ -182,7 +182,8 @@ def _to_unit_vectors(positions: np.ndarray, position_type: str) -> tuple[np.ndar
             raise HrtfError("a cartesian source position is at the listener (0, 0, 0)")
         vectors = positions / radius[:, None]
     else:
-        raise HrtfError(f"source position type {position_type!r} is neither spherical nor cartesian")
+        raise HrtfError(
+            f"source position type {position_type!r} is neither spherical nor cartesian")
     return vectors, radius
 
 

@@ -11,7 +11,8 @@ axis (the ears sit at azimuth ±90°). The head shadow is a one-pole, one-zero f
     \\omega_0 = c / a,
 
     \\alpha(\\theta) = \\left(1 + \\frac{\\alpha_\\min}{2}\\right)
-        + \\left(1 - \\frac{\\alpha_\\min}{2}\\right) \\cos\\left(\\frac{\\theta}{\\theta_\\min} \\pi\\right),
+        + \\left(1 - \\frac{\\alpha_\\min}{2}\\right)
+          \\cos\\left(\\frac{\\theta}{\\theta_\\min} \\pi\\right),
     \\quad \\alpha_\\min = 0.1, \\ \\theta_\\min = 150°,
 
 and the delay to each ear follows Woodworth's ray model,
