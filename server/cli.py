@@ -1,0 +1,148 @@
+"""The ``spatialjam`` command: ``serve``, ``render``, ``bench mixer``.
+
+Every failure a user can cause (a missing file, a bad SOFA set, an argument out of range) ends
+in one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+
+from server.errors import CliError
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _finite(kind: str, lo: float | None = None, hi: float | None = None, positive=False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{kind} must be finite, got {text!r}")
+        if positive and value <= 0:
+            raise argparse.ArgumentTypeError(f"{kind} must be > 0, got {text!r}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{kind} must lie in {lo:g}..{hi:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _count(kind: str, lo: int, hi: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{kind} must be a whole number, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{kind} must lie in {lo}..{hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _add_hrtf_args(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--sofa", metavar="FILE", help="SOFA SimpleFreeFieldHRIR file to use")
+    group.add_argument("--hrtf", default="kemar", metavar="NAME",
+                       help="built-in set: kemar (default), spherical-head[:RADIUS_M]")
+
+
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="mixing kernels: cpu (default) or cuda (needs the gpu extra and a GPU)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spatialjam", description="Real-time collaborative audio with binaural 3D mixes.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the jam server")
+    serve.add_argument("--host", default=os.environ.get("SPATIALJAM_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=_count("port", 0, 65535),
+                       default=os.environ.get("SPATIALJAM_PORT", "8080"))
+    _add_device_arg(serve)
+
+    render = sub.add_parser(
+        "render", help="render a mono WAV file binaurally to a stereo WAV file",
+        description="Azimuth 0° is straight ahead, +90° the listener's left; elevation +90° "
+                    "is above (SOFA's convention).")
+    render.add_argument("--in", dest="input", required=True, metavar="IN.wav")
+    render.add_argument("--out", dest="output", required=True, metavar="OUT.wav")
+    _add_hrtf_args(render)
+    render.add_argument("--azimuth", type=_finite("azimuth", -360, 360), default=0.0,
+                        metavar="DEG")
+    render.add_argument("--elevation", type=_finite("elevation", -90, 90), default=0.0,
+                        metavar="DEG")
+    render.add_argument("--distance", type=_finite("distance", 0, 10_000), default=1.0,
+                        metavar="M")
+    render.add_argument("--orbit", type=_finite("orbit period", positive=True), metavar="SECONDS",
+                        help="circle the listener once every SECONDS (towards the left)")
+    render.add_argument("--distance-model", choices=("inverse", "linear", "exponential"),
+                        default="inverse")
+    render.add_argument("--ref-distance", type=_finite("reference distance", positive=True),
+                        default=1.0, metavar="M")
+    render.add_argument("--rolloff", type=_finite("rolloff", 0, 100), default=1.0)
+    render.add_argument("--float", action="store_true", help="write 32-bit float samples")
+    _add_device_arg(render)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    mixer = bench_sub.add_parser(
+        "mixer", help="time the renderer's tick against a naive per-pair convolution")
+    mixer.add_argument("--listeners", type=_count("listeners", 1, 10_000), default=50)
+    mixer.add_argument("--sources", type=_count("sources", 1, 10_000), default=50)
+    mixer.add_argument("--ticks", type=_count("ticks", 1, 100_000), default=100)
+    mixer.add_argument("--baseline-ticks", type=_count("baseline ticks", 0, 1000), default=3)
+    _add_hrtf_args(mixer)
+    _add_device_arg(mixer)
+    mixer.add_argument("--json", action="store_true", help="print the results as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from hrtf.errors import HrtfError
+
+    try:
+        if args.command == "serve":
+            from server.app import run_server
+
+            return run_server(args.host, args.port, device=args.device)
+        if args.command == "render":
+            from server.render_cmd import run_render
+
+            return run_render(args)
+        if args.command == "bench" and args.bench == "mixer":
+            from bench.mixer import run_mixer_bench
+
+            return run_mixer_bench(args)
+    except (CliError, HrtfError) as exc:
+        print(f"spatialjam {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    parser.error("unknown command")
+    return EXIT_USAGE
+
+
+def hrtf_spec(args: argparse.Namespace) -> str:
+    """The HRTF set named by ``--sofa``/``--hrtf``."""
+    return args.sofa if args.sofa else args.hrtf
+
+
+if __name__ == "__main__":
+    sys.exit(main())
