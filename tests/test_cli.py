@@ -1,0 +1,121 @@
+"""The ``spatialjam`` command as a user runs it: render, bench mixer, and their errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io.wavfile
+
+from server.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def mono_wav(tmp_path):
+    path = tmp_path / "in.wav"
+    noise = np.random.default_rng(3).standard_normal(22_050) * 0.2
+    scipy.io.wavfile.write(path, 44_100, (noise * 32767).astype(np.int16))
+    return path
+
+
+def levels_db(path):
+    rate, data = scipy.io.wavfile.read(path)
+    x = data.astype(np.float64)
+    return rate, data, 10 * np.log10(np.mean(x**2, axis=0))
+
+
+def test_render_places_a_source_on_the_left(mono_wav, tmp_path):
+    out = tmp_path / "out.wav"
+    assert main(["render", "--in", str(mono_wav), "--out", str(out),
+                 "--azimuth", "90", "--elevation", "0", "--distance", "1"]) == 0
+    rate, data, (left, right) = levels_db(out)
+    assert rate == 48_000 and data.ndim == 2 and data.shape[1] == 2 and data.dtype == np.int16
+    assert len(data) >= 24_000  # 0.5 s input resampled to 48 kHz, plus the HRTF tail
+    assert left - right > 10
+
+
+def test_render_with_spherical_head_and_orbit_writes_float(mono_wav, tmp_path):
+    out = tmp_path / "orbit.wav"
+    assert main(["render", "--in", str(mono_wav), "--out", str(out), "--hrtf", "spherical-head",
+                 "--azimuth", "-90", "--orbit", "1.0", "--float"]) == 0
+    _, data, _ = levels_db(out)
+    assert data.dtype == np.float32 and np.abs(data).max() <= 0.98 + 1e-6
+    # Starting on the right, a quarter turn later it is in front, half a turn later on the left.
+    q = len(data) // 4
+    first, third = data[: q // 2], data[2 * q : 2 * q + q // 2]
+    assert np.mean(first[:, 1] ** 2) > np.mean(first[:, 0] ** 2)
+    assert np.mean(third[:, 0] ** 2) > np.mean(third[:, 1] ** 2)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--in", "/nonexistent.wav"], "does not exist"),
+        (["--sofa", "NOTAFILE"], "NOTAFILE"),
+    ],
+)
+def test_render_errors_are_one_line_without_traceback(mono_wav, tmp_path, args, message):
+    base = {"--in": str(mono_wav), "--out": str(tmp_path / "o.wav")}
+    argv = ["render"]
+    for key, value in {**base, **dict(zip(args[::2], args[1::2], strict=True))}.items():
+        argv += [key, value]
+    done = run_cli(*argv)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_render_refuses_a_file_that_is_not_wav(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_text("hello")
+    done = run_cli("render", "--in", str(bad), "--out", str(tmp_path / "o.wav"))
+    assert done.returncode == 1 and "not a readable WAV" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_render_refuses_a_bad_sofa_file_with_one_line(mono_wav, tmp_path):
+    bad = tmp_path / "bad.sofa"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00garbage" * 100)
+    done = run_cli("render", "--in", str(mono_wav), "--out", str(tmp_path / "o.wav"),
+                   "--sofa", str(bad))
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1 and "bad.sofa" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.parametrize("azimuth", ["nan", "1e9", "left"])
+def test_render_refuses_bad_numbers(mono_wav, tmp_path, azimuth):
+    done = run_cli("render", "--in", str(mono_wav), "--out", str(tmp_path / "o.wav"),
+                   "--azimuth", azimuth)
+    assert done.returncode == 2 and "azimuth" in done.stderr
+
+
+def test_bench_mixer_json_reports_engine_baseline_and_ratio(capsys):
+    assert main(["bench", "mixer", "--listeners", "3", "--sources", "4", "--ticks", "5",
+                 "--baseline-ticks", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["listeners"] == 3 and report["sources"] == 4 and report["device"] == "cpu"
+    for key in ("engine_static_ms", "engine_moving_ms", "baseline_ms"):
+        assert report[key]["median"] > 0
+    assert report["speedup_moving"] == pytest.approx(
+        report["baseline_ms"]["median"] / report["engine_moving_ms"]["median"], rel=0.05)
+
+
+def test_bench_mixer_on_cuda_without_a_gpu_says_so():
+    done = run_cli("bench", "mixer", "--listeners", "2", "--sources", "2", "--device", "cuda")
+    if done.returncode == 0:
+        pytest.skip("a CUDA device is present")
+    assert done.returncode == 1 and "CUDA" in done.stderr and "Traceback" not in done.stderr
