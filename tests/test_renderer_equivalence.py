@@ -104,3 +104,28 @@ def test_numba_cuda_kernels_match_reference_under_the_simulator(hrtf):
     errors = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(errors) == 3
     assert max(errors) < RTOL, errors
+
+
+def test_a_40000_direction_set_renders_like_the_reference():
+    """Dense sets work end to end (triangulation, spectra, kernels), not only KEMAR-sized ones."""
+    from hrtf.hrirset import HrirSet
+
+    rng = np.random.default_rng(40)
+    n = 40_000
+    positions = np.column_stack([rng.uniform(-180, 180, n),
+                                 np.degrees(np.arcsin(rng.uniform(-1, 1, n))), np.ones(n)])
+    hrir = rng.standard_normal((n, 2, 24)) * np.exp(-np.arange(24) / 6.0)
+    hrirs = HrirSet.from_measurements("dense", positions, hrir, 48_000)
+    assert len(hrirs.directions) > n - 20  # random points closer than 0.01° count as one
+    errors = compare(hrirs, "cpu", listeners=2, sources=3, ticks=3, seed=6)
+    assert max(errors) < RTOL, errors
+
+
+def test_every_tick_kernel_releases_the_gil():
+    """The room clock's thread must not hold the GIL while a tick renders."""
+    from dsp import geometry, limiter, mixer_cpu
+    from hrtf import grid
+
+    kernels = [mixer_cpu.mix, geometry.pair_filters, limiter._limit, grid.locate_many]
+    for kernel in kernels:
+        assert kernel.targetoptions.get("nogil") is True, kernel.py_func.__name__
