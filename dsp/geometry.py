@@ -162,7 +162,7 @@ class Scene:
 
     @property
     def sources(self) -> int:
-        return self.source_forward.shape[0]
+        return self.source_position.shape[-2]
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field that is out of shape or range."""
@@ -175,6 +175,9 @@ class Scene:
         for name, shape in shapes.items():
             if getattr(self, name).shape != shape:
                 raise ValueError(f"{name} has shape {getattr(self, name).shape}, expected {shape}")
+        if self.source_forward.shape != (n_s, 3):
+            raise ValueError(f"source_forward has shape {self.source_forward.shape}, "
+                             f"expected ({n_s}, 3)")
         if self.source_position.shape not in ((n_s, 3), (n_l, n_s, 3)):
             raise ValueError(f"source_position has shape {self.source_position.shape}, "
                              f"expected ({n_s}, 3) or ({n_l}, {n_s}, 3)")
@@ -194,6 +197,14 @@ class Scene:
             raise ValueError("pair_gain must be ≥ 0")
         if np.any(self.ref_distance_m <= 0) or np.any(self.max_distance_m <= self.ref_distance_m):
             raise ValueError("distances need 0 < ref_distance_m < max_distance_m")
+        if not np.all(np.isin(self.distance_model, list(DISTANCE_MODELS.values()))):
+            codes = sorted(DISTANCE_MODELS.values())
+            raise ValueError(f"distance_model codes must be among {codes}")
+        if np.any((self.cone_outer_gain < 0) | (self.cone_outer_gain > 1)):
+            raise ValueError("cone_outer_gain must lie in 0..1")
+        if np.any((self.cone_inner_deg < 0) | (self.cone_outer_deg > 360)
+                  | (self.cone_inner_deg > self.cone_outer_deg)):
+            raise ValueError("cone angles need 0 ≤ cone_inner_deg ≤ cone_outer_deg ≤ 360")
         if np.any(self.rolloff < 0):
             raise ValueError("rolloff must be ≥ 0")
         if np.any((self.distance_model == DISTANCE_MODELS["linear"]) & (self.rolloff > 1)):

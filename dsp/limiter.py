@@ -26,8 +26,16 @@ def _limit(block, gain, threshold, release):
         g = gain[l]
         for t in range(n_t):
             peak = 0.0
+            finite = True
             for c in range(n_c):
-                peak = max(peak, abs(block[l, t, c]))
+                v = block[l, t, c]
+                if not math.isfinite(v):
+                    finite = False
+                peak = max(peak, abs(v))
+            if not finite:  # never pass NaN or infinity to a listener: silence instead
+                for c in range(n_c):
+                    block[l, t, c] = 0.0
+                continue
             target = min(1.0, threshold / max(peak, 1e-30))
             g = target if target < g else g + (target - g) * release
             for c in range(n_c):

@@ -43,15 +43,18 @@ def render_mono(
     padded[: len(signal)] = signal
     renderer = Renderer(hrirs, 1, 1, device=device)
     out = np.empty((frames * FRAME, 2), np.float32)
-    for k in range(frames):
+
+    def scene_at(k: int) -> Scene:
         az = azimuth_deg
         if orbit_s:
             az += 360.0 * (k * FRAME / SAMPLE_RATE) / orbit_s
         position = distance_m * unit_vectors(np.array([az]), np.array([elevation_deg]))
-        scene = Scene.create(
-            [0.0, 0.0, 0.0], position, distance_model=distance_model,
-            ref_distance_m=ref_distance_m, rolloff=rolloff,
-        )
+        return Scene.create([0.0, 0.0, 0.0], position, distance_model=distance_model,
+                            ref_distance_m=ref_distance_m, rolloff=rolloff)
+
+    renderer.prime(scene_at(0))
+    for k in range(frames):
+        scene = scene_at(k)
         block = padded[None, k * FRAME:(k + 1) * FRAME]
         frame = renderer.render(scene, block) if limit else renderer.render_unlimited(scene, block)
         out[k * FRAME:(k + 1) * FRAME] = frame[0]

@@ -32,11 +32,6 @@ log = logging.getLogger(__name__)
 BACKENDS = ("cpu", "cuda")
 
 
-def fft_size(taps: int) -> int:
-    """Smallest power of two that holds a frame plus a ``taps``-long response."""
-    return 1 << int(np.ceil(np.log2(FRAME + taps - 1)))
-
-
 def crossfade_ramp() -> np.ndarray:
     """Raised-cosine ramp from 0 to 1 across one frame (float32, shape ``(FRAME,)``)."""
     n = np.arange(FRAME, dtype=np.float64)
@@ -109,7 +104,7 @@ class Renderer:
         self.hrirs = hrirs
         self.listeners = listeners
         self.sources = sources
-        self.nfft = fft_size(hrirs.taps)
+        self.nfft = hrirs.nfft
         hr, hi = hrirs.spectra(self.nfft)
         self.mixer = make_mixer(device, hr, hi)
         self.device = device
@@ -117,6 +112,8 @@ class Renderer:
         self.pairs = PairState(listeners, sources)
         self.limiter = SafetyLimiter(listeners)
         self.ramp = crossfade_ramp()[None, :, None]
+        #: Frames per source slot replaced by silence because they held NaN or infinity.
+        self.rejected_frames = np.zeros(sources, np.int64)
 
     @property
     def latency_samples(self) -> int:
@@ -126,12 +123,22 @@ class Renderer:
     def reset_source(self, slot: int) -> None:
         """A new source takes ``slot``: forget the old one's audio and filters."""
         self.history[slot] = 0.0
+        self.rejected_frames[slot] = 0
         self.pairs.forget_source(slot)
 
     def reset_listener(self, slot: int) -> None:
         """A new listener takes ``slot``: its mix fades in from silence."""
         self.pairs.forget_listener(slot)
         self.limiter.reset(slot)
+
+    def prime(self, scene: Scene) -> None:
+        """Take ``scene``'s filters as the current ones, so the next tick does not fade in.
+
+        For offline rendering, where the first sample must sound at full level; a room never
+        calls this (a newcomer's mix fades in over one frame instead of starting with a click).
+        """
+        self.pairs.update(scene, self.hrirs)
+        self.pairs.commit()
 
     def render(self, scene: Scene, audio: np.ndarray) -> np.ndarray:
         """Render one frame.
@@ -153,6 +160,15 @@ class Renderer:
         if scene.listeners != self.listeners or scene.sources != self.sources:
             raise ValueError(f"scene has {scene.listeners}×{scene.sources} slots, renderer "
                              f"{self.listeners}×{self.sources}")
+        finite = np.isfinite(audio).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            self.rejected_frames[bad] += 1
+            first = bad[self.rejected_frames[bad] == 1]
+            if len(first):
+                log.warning("source slots %s sent NaN or infinite samples: silenced (counted "
+                            "in rejected_frames)", first.tolist())
+            audio = np.where(finite[:, None], audio, np.float32(0.0))
         out = self.render_unlimited(scene, audio)
         return self.limiter.process(out)
 

@@ -16,7 +16,7 @@ from fractions import Fraction
 import numpy as np
 from scipy.signal import resample_poly
 
-from hrtf.constants import SAMPLE_RATE
+from hrtf.constants import FRAME, SAMPLE_RATE
 from hrtf.errors import HrtfError
 from hrtf.grid import DirectionGrid, unit_vectors
 
@@ -35,6 +35,9 @@ ONSET_MARGIN = 4
 ONSET_THRESHOLD_DB = -50.0
 #: Trailing samples below this level relative to the set's peak are dropped.
 TAIL_THRESHOLD_DB = -90.0
+#: Largest frequency-domain form a set may need (grid points × 2 ears × bins × complex64).
+MAX_SPECTRA_BYTES = 2 * 2**30
+_SPECTRA_CHUNK = 1024
 #: Directions closer than this are the same direction; the first one measured is kept.
 SAME_DIRECTION_DEG = 0.01
 
@@ -72,6 +75,11 @@ class HrirSet:
         return self.hrir.shape[2]
 
     @property
+    def nfft(self) -> int:
+        """FFT size of the block renderer: the smallest power of two ≥ ``FRAME + taps − 1``."""
+        return fft_size(self.taps)
+
+    @property
     def grid_hrir(self) -> np.ndarray:
         """Responses for every grid point, virtual points included, shape ``(P, 2, N)``."""
         return self.hrir[self.grid.source_of]
@@ -84,11 +92,15 @@ class HrirSet:
         if nfft < self.taps:
             raise ValueError(f"nfft {nfft} is shorter than the {self.taps}-tap responses")
         if nfft not in self._spectra:
-            spec = np.fft.rfft(self.grid_hrir.astype(np.float64), n=nfft, axis=-1)
-            self._spectra[nfft] = (
-                np.ascontiguousarray(spec.real, dtype=np.float32),
-                np.ascontiguousarray(spec.imag, dtype=np.float32),
-            )
+            points = len(self.grid.points)
+            shape = (points, 2, nfft // 2 + 1)
+            re, im = np.empty(shape, np.float32), np.empty(shape, np.float32)
+            for lo in range(0, points, _SPECTRA_CHUNK):  # chunks: no set-sized temporaries
+                rows = self.grid.source_of[lo:lo + _SPECTRA_CHUNK]
+                spec = np.fft.rfft(self.hrir[rows], n=nfft, axis=-1)
+                re[lo:lo + len(rows)] = spec.real
+                im[lo:lo + len(rows)] = spec.imag
+            self._spectra[nfft] = (re, im)
         return self._spectra[nfft]
 
     @classmethod
@@ -156,8 +168,18 @@ class HrirSet:
         out = _apply_delay(out, delay * (SAMPLE_RATE / rate))
         out, trimmed = _trim(out)
         out = out.astype(np.float32)
+        need = (len(vectors) + 6) * 2 * (fft_size(out.shape[-1]) // 2 + 1) * 8
+        if need > MAX_SPECTRA_BYTES:
+            raise HrtfError(
+                f"{len(vectors)} directions of {out.shape[-1]} taps would need "
+                f"{need / 2**30:.1f} GiB in the renderer (limit {MAX_SPECTRA_BYTES / 2**30:g} GiB)")
         digest = hashlib.sha256(vectors.tobytes() + out.tobytes()).hexdigest()
         return cls(name, vectors, out, DirectionGrid(vectors), trimmed, digest)
+
+
+def fft_size(taps: int) -> int:
+    """Smallest power of two that holds a frame plus a ``taps``-long response."""
+    return 1 << int(np.ceil(np.log2(FRAME + taps - 1)))
 
 
 def _finite_array(value, what: str) -> np.ndarray:

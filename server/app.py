@@ -96,6 +96,7 @@ def http_router(state: ServerState):
 
 def _reply(connection: ServerConnection, status, body: str, content_type: str) -> Response:
     response = connection.respond(status, body)
+    del response.headers["Content-Type"]  # respond() sets text/plain; replace, don't add
     response.headers["Content-Type"] = content_type
     response.headers["Cache-Control"] = "no-store"
     return response

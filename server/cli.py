@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_count("port", 0, 65535),
                        default=os.environ.get("SPATIALJAM_PORT", "8080"))
     _add_device_arg(serve)
+    serve.add_argument("--hrtf", default="kemar", metavar="NAME_OR_FILE",
+                       help="default HRTF set: kemar, spherical-head[:RADIUS_M] or a SOFA file")
 
     render = sub.add_parser(
         "render", help="render a mono WAV file binaurally to a stereo WAV file",
@@ -86,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="DEG")
     render.add_argument("--distance", type=_finite("distance", 0, 10_000), default=1.0,
                         metavar="M")
-    render.add_argument("--orbit", type=_finite("orbit period", positive=True), metavar="SECONDS",
+    render.add_argument("--orbit", type=_finite("orbit period", 0.05, 86_400), metavar="SECONDS",
                         help="circle the listener once every SECONDS (towards the left)")
     render.add_argument("--distance-model", choices=("inverse", "linear", "exponential"),
                         default="inverse")
-    render.add_argument("--ref-distance", type=_finite("reference distance", positive=True),
+    render.add_argument("--ref-distance", type=_finite("reference distance", 0.01, 1000),
                         default=1.0, metavar="M")
     render.add_argument("--rolloff", type=_finite("rolloff", 0, 100), default=1.0)
     render.add_argument("--float", action="store_true", help="write 32-bit float samples")
@@ -113,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    quiet = logging.INFO if args.command == "serve" else logging.WARNING
+    logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from hrtf.errors import HrtfError
 
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from server.app import run_server
 
-            return run_server(args.host, args.port, device=args.device)
+            return run_server(args.host, args.port, device=args.device, hrtf=args.hrtf)
         if args.command == "render":
             from server.render_cmd import run_render
 
@@ -132,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             return run_mixer_bench(args)
     except (CliError, HrtfError) as exc:
         print(f"spatialjam {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except MemoryError:
+        print(f"spatialjam {args.command}: not enough memory for this request", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

@@ -35,6 +35,9 @@ def read_wav_mono(path: str) -> np.ndarray:
         raise CliError(f"input {path!r} is a directory, not a WAV file") from None
     except (ValueError, OSError, EOFError) as exc:
         raise CliError(f"input file {path!r} is not a readable WAV file ({exc})") from None
+    if not 1_000 <= rate <= 768_000:
+        raise CliError(f"input file {path!r} declares a sample rate of {rate} Hz "
+                       "(expected 1000..768000)")
     if data.size == 0:
         raise CliError(f"input file {path!r} holds no samples")
     if len(data) > MAX_INPUT_SECONDS * rate:
@@ -58,6 +61,8 @@ def read_wav_mono(path: str) -> np.ndarray:
 
 
 def run_render(args: argparse.Namespace) -> int:
+    if args.distance_model == "linear" and args.rolloff > 1:
+        raise CliError("the linear distance model needs --rolloff ≤ 1")
     signal = read_wav_mono(args.input)
     hrirs = load_hrtf(hrtf_spec(args))
     try:
@@ -67,13 +72,13 @@ def run_render(args: argparse.Namespace) -> int:
             distance_model=args.distance_model, ref_distance_m=args.ref_distance,
             rolloff=args.rolloff,
         )
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         raise CliError(str(exc)) from None
     out = stereo if args.float else np.round(np.clip(stereo, -1, 1) * 32767).astype(np.int16)
     try:
         scipy.io.wavfile.write(args.output, SAMPLE_RATE, out)
     except OSError as exc:
         raise CliError(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
-    log.info("wrote %s: %.2f s stereo at %d Hz with %s", args.output,
-             len(stereo) / SAMPLE_RATE, SAMPLE_RATE, hrirs.name)
+    print(f"wrote {args.output}: {len(stereo) / SAMPLE_RATE:.2f} s stereo at {SAMPLE_RATE} Hz "
+          f"({hrirs.name})")
     return 0

@@ -45,17 +45,22 @@ def test_render_places_a_source_on_the_left(mono_wav, tmp_path):
     assert left - right > 10
 
 
-def test_render_with_spherical_head_and_orbit_writes_float(mono_wav, tmp_path):
+def test_render_orbit_turns_towards_the_left_and_writes_float(tmp_path):
+    src = tmp_path / "long.wav"
+    noise = np.random.default_rng(4).standard_normal(96_000) * 0.2
+    scipy.io.wavfile.write(src, 48_000, noise.astype(np.float32))
     out = tmp_path / "orbit.wav"
-    assert main(["render", "--in", str(mono_wav), "--out", str(out), "--hrtf", "spherical-head",
-                 "--azimuth", "-90", "--orbit", "1.0", "--float"]) == 0
+    assert main(["render", "--in", str(src), "--out", str(out), "--hrtf", "spherical-head",
+                 "--azimuth", "0", "--orbit", "2.0", "--float"]) == 0
     _, data, _ = levels_db(out)
     assert data.dtype == np.float32 and np.abs(data).max() <= 0.98 + 1e-6
-    # Starting on the right, a quarter turn later it is in front, half a turn later on the left.
-    q = len(data) // 4
-    first, third = data[: q // 2], data[2 * q : 2 * q + q // 2]
-    assert np.mean(first[:, 1] ** 2) > np.mean(first[:, 0] ** 2)
-    assert np.mean(third[:, 0] ** 2) > np.mean(third[:, 1] ** 2)
+
+    def ild_db(t0):  # left minus right over 0.1 s centred on t0 seconds
+        seg = data[int((t0 - 0.05) * 48_000):int((t0 + 0.05) * 48_000)].astype(np.float64)
+        return 10 * np.log10(np.mean(seg[:, 0] ** 2) / np.mean(seg[:, 1] ** 2))
+
+    assert ild_db(0.5) > 3.0  # a quarter lap later (+90°): on the left
+    assert ild_db(1.5) < -3.0  # three quarters (+270°): on the right
 
 
 @pytest.mark.parametrize(
@@ -94,6 +99,28 @@ def test_render_refuses_a_bad_sofa_file_with_one_line(mono_wav, tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1 and "bad.sofa" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--distance-model", "linear", "--rolloff", "2"], "rolloff"),
+        (["--orbit", "1e-307"], "orbit"),
+        (["--ref-distance", "20000"], "reference distance"),
+    ],
+)
+def test_render_refuses_inconsistent_settings_with_one_line(mono_wav, tmp_path, args, message):
+    done = run_cli("render", "--in", str(mono_wav), "--out", str(tmp_path / "o.wav"), *args)
+    assert done.returncode in (1, 2) and message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_render_refuses_a_wav_with_an_absurd_sample_rate(tmp_path):
+    bad = tmp_path / "fast.wav"
+    scipy.io.wavfile.write(bad, 2**31 - 1, np.zeros(100, np.int16))
+    done = run_cli("render", "--in", str(bad), "--out", str(tmp_path / "o.wav"))
+    assert done.returncode == 1 and "sample rate" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("azimuth", ["nan", "1e9", "left"])

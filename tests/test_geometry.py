@@ -72,6 +72,9 @@ def test_cone_gain_inside_between_and_outside():
         ("pair_gain", np.array([[-1.0]]), "pair_gain"),
         ("pair_gain", np.ones((2, 2)), "shape"),
         ("ref_distance_m", np.array([0.0]), "ref_distance_m"),
+        ("source_forward", np.ones((2, 3)), "source_forward"),
+        ("distance_model", np.array([7]), "distance_model"),
+        ("cone_outer_gain", np.array([2.0]), "cone_outer_gain"),
     ],
 )
 def test_scene_validation_names_the_bad_field(field, value, message):

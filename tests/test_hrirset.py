@@ -76,3 +76,11 @@ def test_absurd_sample_rates_are_refused(rng, rate):
 def test_spherical_head_radius_is_checked():
     with pytest.raises(HrtfError, match="head radius"):
         spherical_head_set(0.5)
+
+
+def test_a_set_too_large_for_the_renderer_is_refused(monkeypatch, rng):
+    import hrtf.hrirset
+
+    monkeypatch.setattr(hrtf.hrirset, "MAX_SPECTRA_BYTES", 10 * 2**20)
+    with pytest.raises(HrtfError, match="GiB in the renderer"):
+        HrirSet.from_measurements("x", *small_set(rng, n=1000, taps=256), 48_000)

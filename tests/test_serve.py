@@ -40,6 +40,8 @@ def test_serve_answers_health_and_metrics_then_stops_cleanly():
                 assert time.monotonic() < deadline, "server did not come up"
                 time.sleep(0.3)
         assert status == 200 and json.loads(body)["status"] == "ok"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            assert response.headers.get_all("Content-Type") == ["application/json"]
         status, metrics = get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200 and "spatialjam_up 1" in metrics
         assert "# TYPE spatialjam_uptime_seconds gauge" in metrics
