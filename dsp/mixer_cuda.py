@@ -23,7 +23,7 @@ def _filter(hr, hi, e, b, i0, i1, i2, w0, w1, w2):
     return fr, fi
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _mix_kernel(xr, xi, hr, hi, idx, w, old_idx, old_w, changed, pr_out, pi_out, dr_out, di_out):
     b = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     task = cuda.blockIdx.y
