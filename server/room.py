@@ -237,7 +237,9 @@ class Room:
         overrides = {}
         for m in self.members.values():
             s = m.slot
-            if self.override_mask[l, s] or self.personal_gain[l, s] != 1 or self.personal_mute[l, s]:
+            personal = (self.override_mask[l, s] or self.personal_gain[l, s] != 1
+                        or self.personal_mute[l, s])
+            if personal:
                 entry = {"gain": float(self.personal_gain[l, s]),
                          "mute": bool(self.personal_mute[l, s])}
                 if self.override_mask[l, s]:
