@@ -1,0 +1,115 @@
+"""Receive-side buffering of one source's decoded frames (no I/O; the tick pulls).
+
+aiortc's own audio jitter buffer waits for 4 frames before playing and can settle hundreds of
+milliseconds behind after a loss; spatialjam bypasses it (packets go straight to the decoder)
+and buffers decoded 20 ms frames here, keyed by their RTP timestamp, with an adaptive target:
+
+- playback starts once ``target`` frames are queued (``target`` starts at 1);
+- each tick takes the frame due next; a frame that is missing is *concealed* (the last frame
+  repeated at half level, then silence) and the playout point moves on, so a late frame is
+  dropped when it arrives instead of delaying everything after it;
+- a concealment followed by the missing frame arriving late is an *underrun*: the target grows
+  by one frame (up to ``max_target``);
+- after ``calm_ticks`` ticks without an underrun the target shrinks by one frame;
+- when more than ``target + slack`` frames are queued (a burst, or clocks drifting apart), the
+  oldest are dropped so the delay never stays high.
+
+Every event is counted, and :attr:`depth` is the delay this buffer adds right now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hrtf.constants import FRAME
+
+#: Frames of headroom over the target before the oldest frames are dropped.
+SLACK_FRAMES = 2
+
+
+@dataclass
+class JitterStats:
+    played: int = 0
+    concealed: int = 0
+    late: int = 0
+    dropped: int = 0
+    underruns: int = 0
+    duplicates: int = 0
+
+
+class JitterBuffer:
+    """Decoded frames of one source, waiting for the room clock."""
+
+    def __init__(self, target: int = 1, max_target: int = 8, calm_ticks: int = 500) -> None:
+        self.target = target
+        self.min_target = target
+        self.max_target = max_target
+        self.calm_ticks = calm_ticks
+        self.stats = JitterStats()
+        self._frames: dict[int, np.ndarray] = {}
+        self._next: int | None = None  # timestamp due at the next tick
+        self._playing = False
+        self._last = np.zeros(FRAME, np.float32)
+        self._conceal_run = 0
+        self._missed: set[int] = set()
+        self._calm = 0
+
+    @property
+    def depth(self) -> int:
+        """Frames queued now (each is 20 ms of delay)."""
+        return len(self._frames)
+
+    def push(self, timestamp: int, samples: np.ndarray) -> None:
+        """A decoded frame arrived: ``timestamp`` in samples (48 kHz), ``samples`` (FRAME,)."""
+        if self._playing and timestamp < self._next:
+            self.stats.late += 1
+            if timestamp in self._missed:
+                self._missed.discard(timestamp)
+                self._on_underrun()
+            return
+        if timestamp in self._frames:
+            self.stats.duplicates += 1
+            return
+        self._frames[timestamp] = samples
+        while len(self._frames) > self.target + SLACK_FRAMES:
+            del self._frames[min(self._frames)]
+            self.stats.dropped += 1
+            if self._playing:
+                self._next = min(self._frames)
+
+    def pop(self) -> np.ndarray:
+        """The frame for this tick (silence while buffering, concealment when missing)."""
+        if not self._playing:
+            if len(self._frames) < self.target:
+                return np.zeros(FRAME, np.float32)
+            self._playing = True
+            self._next = min(self._frames)
+        frame = self._frames.pop(self._next, None)
+        if frame is None:
+            self._missed.add(self._next)
+            self.stats.concealed += 1
+            self._conceal_run += 1
+            frame = self._last * 0.5 if self._conceal_run == 1 else np.zeros(FRAME, np.float32)
+        else:
+            self.stats.played += 1
+            self._conceal_run = 0
+            self._calm += 1
+            if self._calm >= self.calm_ticks and self.target > self.min_target:
+                self.target -= 1
+                self._calm = 0
+        self._next += FRAME
+        self._last = frame
+        self._missed = {t for t in self._missed if t > self._next - 64 * FRAME}
+        if self._conceal_run > self.max_target + SLACK_FRAMES and not self._frames:
+            self._playing = False  # the source went quiet: buffer afresh when it returns
+            self._next = None
+        return frame
+
+    def _on_underrun(self) -> None:
+        self.stats.underruns += 1
+        self._calm = 0
+        if self.target < self.max_target:
+            self.target += 1
+            self._playing = False  # rebuild the cushion before playing on

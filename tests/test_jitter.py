@@ -1,0 +1,89 @@
+"""The receive buffer: start-up depth, concealment, late frames, adaptation, bounded delay."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hrtf.constants import FRAME
+from server.jitter import SLACK_FRAMES, JitterBuffer
+
+
+def frame(k: int) -> np.ndarray:
+    return np.full(FRAME, k + 1, np.float32)
+
+
+def label(samples: np.ndarray) -> int:
+    return round(float(samples[0])) - 1
+
+
+def test_plays_from_the_first_frame_with_one_frame_of_buffering():
+    jb = JitterBuffer()
+    assert not jb.pop().any()  # nothing yet: silence
+    jb.push(0, frame(0))
+    assert label(jb.pop()) == 0
+    for k in range(1, 50):
+        jb.push(k * FRAME, frame(k))
+        assert label(jb.pop()) == k
+    assert jb.stats.played == 50 and jb.stats.concealed == 0 and jb.depth == 0
+
+
+def test_a_lost_frame_is_concealed_and_playout_moves_on():
+    jb = JitterBuffer()
+    jb.push(0, frame(0))
+    jb.pop()
+    jb.push(2 * FRAME, frame(2))  # frame 1 lost
+    concealed = jb.pop()
+    np.testing.assert_allclose(concealed, frame(0) * 0.5)
+    assert label(jb.pop()) == 2
+    assert jb.stats.concealed == 1 and jb.target == 1
+
+
+def test_a_late_frame_is_dropped_counted_and_grows_the_target():
+    jb = JitterBuffer()
+    jb.push(0, frame(0))
+    jb.pop()
+    jb.pop()  # frame 1 not there yet: concealed
+    jb.push(FRAME, frame(1))  # arrives too late
+    assert jb.stats.late == 1 and jb.stats.underruns == 1 and jb.target == 2
+    jb.push(2 * FRAME, frame(2))
+    assert not jb.pop().any()  # rebuilding a two-frame cushion
+    jb.push(3 * FRAME, frame(3))
+    assert label(jb.pop()) == 2 and label(jb.pop()) == 3
+
+
+def test_target_shrinks_back_after_a_calm_period():
+    jb = JitterBuffer(target=1, calm_ticks=10)
+    jb.target = 3
+    for k in range(40):
+        jb.push(k * FRAME, frame(k))
+        if k >= 2:
+            jb.pop()
+    assert jb.target == 1
+
+
+def test_a_burst_never_leaves_a_permanent_lag():
+    jb = JitterBuffer()
+    for k in range(20):  # 20 frames arrive at once
+        jb.push(k * FRAME, frame(k))
+    assert jb.depth <= jb.target + SLACK_FRAMES
+    assert jb.stats.dropped == 20 - (jb.target + SLACK_FRAMES)
+    assert label(jb.pop()) == 20 - (jb.target + SLACK_FRAMES)
+
+
+def test_reordered_frames_play_in_order_and_duplicates_are_ignored():
+    jb = JitterBuffer(target=2)
+    jb.push(FRAME, frame(1))
+    jb.push(0, frame(0))
+    jb.push(0, frame(0))
+    assert [label(jb.pop()), label(jb.pop())] == [0, 1]
+    assert jb.stats.duplicates == 1
+
+
+def test_a_source_that_goes_quiet_buffers_afresh_when_it_returns():
+    jb = JitterBuffer()
+    jb.push(0, frame(0))
+    jb.pop()
+    for _ in range(20):
+        jb.pop()
+    jb.push(500 * FRAME, frame(7))  # resumes much later (new talk spurt)
+    assert label(jb.pop()) == 7
