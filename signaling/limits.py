@@ -1,0 +1,46 @@
+"""The protocol's limits, defined once: sizes, lengths, character sets and numeric ranges.
+
+``docs/PROTOCOL.md`` documents the same numbers. Per-deployment knobs (message rate, strikes)
+live in :class:`signaling.session.SessionLimits` instead.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: Largest message, in UTF-8 bytes. The WebSocket shell should set ``max_size`` a little above.
+MAX_MESSAGE_BYTES = 64 * 1024
+#: Largest SDP offer or answer, in UTF-8 bytes.
+MAX_SDP_BYTES = 32 * 1024
+#: Deepest nesting of objects and arrays; the top-level object is depth 1, a position array 2.
+MAX_DEPTH = 8
+
+#: Room names: letters, digits, ``-`` and ``_`` (they appear in URLs: ``/?room=band``).
+ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: Participant and source ids, as the server assigns them (``p-3``, ``ai-1``).
+SOURCE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: Seat tokens are opaque URL-safe strings handed out in ``joined``.
+SEAT_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: Room access tokens (``spatialjam token``): URL-safe base64 and the JWT-style separators.
+TOKEN_RE = re.compile(r"[A-Za-z0-9_.~+/=-]{1,1024}")
+#: ICE fields are ASCII in every browser: printable ASCII only.
+PRINTABLE_ASCII_RE = re.compile(r"[\x20-\x7e]*")
+
+MAX_NAME_CHARS = 40
+MAX_INSTRUMENT_CHARS = 40
+MAX_CLIENT_ID_CHARS = 64
+MAX_CANDIDATE_CHARS = 1024
+MAX_SDP_MID_CHARS = 64
+MAX_UFRAG_CHARS = 256
+MAX_MLINE_INDEX = 255
+
+#: Largest integer a JavaScript number holds exactly (``Number.MAX_SAFE_INTEGER``).
+MAX_SAFE_INTEGER = 2**53 - 1
+#: Positions beyond this many metres from the room's origin are refused.
+MAX_COORDINATE_M = 1000.0
+#: Angles beyond this many degrees either way are refused (two turns allow unwrapped input).
+MAX_ANGLE_DEG = 720.0
+#: Largest personal-mix gain, linear (about +12 dB).
+MAX_GAIN = 4.0
+#: A head-pose quaternion's norm may differ from 1 by this much; it is then normalised.
+QUATERNION_NORM_TOLERANCE = 0.01

@@ -1,0 +1,101 @@
+"""Server→client messages, as frozen dataclasses that :func:`signaling.wire.encode` writes.
+
+``offer``, ``answer`` and ``ice`` share their shape with the client's and reuse
+:class:`~signaling.messages.Offer`, :class:`~signaling.messages.Answer` and
+:class:`~signaling.messages.Ice`. Replies to a client message carry its ``id`` as ``msg_id``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from signaling.errors import ErrorCode, MessageId, ProtocolError
+from signaling.messages import Answer, Ice, Offer
+from signaling.stage_messages import Vec3
+from signaling.wire import WireMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Member(WireMessage):
+    """One participant of a room, as the others see them."""
+
+    id: str
+    name: str
+    instrument: str
+
+
+@dataclass(frozen=True, slots=True)
+class Placement(WireMessage):
+    """Where one source stands on the shared stage and where it faces.
+
+    ``source`` is a participant's id or an AI accompanist's (``ai-1``); ``label`` is what the
+    client shows on its marker. Facing: yaw 0 looks along +x, 90 along +y (left); degrees.
+    """
+
+    source: str
+    label: str
+    position_m: Vec3
+    yaw_deg: float = 0.0
+    pitch_deg: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState(WireMessage):
+    """A room's members and stage layout, broadcast to every member whenever either changes.
+
+    ``revision`` grows by one with every change, so a client can drop a stale state.
+    """
+
+    TYPE: ClassVar[str] = "room_state"
+
+    room: str
+    revision: int
+    members: tuple[Member, ...]
+    stage: tuple[Placement, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Joined(WireMessage):
+    """The reply to ``join``: your participant id, your seat token, and the room as it is."""
+
+    TYPE: ClassVar[str] = "joined"
+
+    participant: str
+    seat: str
+    state: RoomState
+    msg_id: MessageId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorMessage(WireMessage):
+    """A refusal with a stable ``code``; the connection stays open unless a close follows."""
+
+    TYPE: ClassVar[str] = "error"
+
+    code: ErrorCode
+    message: str
+    msg_id: MessageId | None = None
+
+    @classmethod
+    def from_exception(cls, exc: ProtocolError) -> ErrorMessage:
+        """The error message reporting ``exc`` to the client."""
+        return cls(code=exc.code, message=exc.message, msg_id=exc.msg_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(WireMessage):
+    """The reply to ``ping``: the client's own ``t_ms``, so it can compute the round trip."""
+
+    TYPE: ClassVar[str] = "pong"
+
+    t_ms: float
+    msg_id: MessageId | None = None
+
+
+ServerMessage = Joined | RoomState | Offer | Answer | Ice | ErrorMessage | Pong
+
+#: Every server→client message type.
+SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(
+    cls.TYPE for cls in (Joined, RoomState, Offer, Answer, Ice, ErrorMessage, Pong)
+)

@@ -1,0 +1,104 @@
+"""docs/PROTOCOL.md cannot drift from the code: every example in it is parsed here."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from signaling.errors import ErrorCode, ProtocolError
+from signaling.messages import CLIENT_MESSAGES, Answer, Ice, Offer, parse_message, parse_object
+from signaling.server_messages import (
+    SERVER_MESSAGE_TYPES,
+    ErrorMessage,
+    Joined,
+    Member,
+    Placement,
+    Pong,
+    RoomState,
+)
+from signaling.wire import encode
+
+PROTOCOL = (Path(__file__).parent.parent / "docs" / "PROTOCOL.md").read_text()
+BLOCKS = re.findall(r"^```json (\w+)(?: (\w+))?\n(.*?)\n```$", PROTOCOL, re.DOTALL | re.MULTILINE)
+CLIENT = [text for tag, _, text in BLOCKS if tag == "client"]
+SERVER = [text for tag, _, text in BLOCKS if tag == "server"]
+REFUSED = [(code, text) for tag, code, text in BLOCKS if tag == "refused"]
+
+
+def rounded(value):
+    """JSON values with floats rounded to 6 decimals (a quaternion is renormalised on parsing)."""
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def room_state(d: dict) -> RoomState:
+    return RoomState(
+        room=d["room"], revision=d["revision"],
+        members=tuple(Member(**m) for m in d["members"]),
+        stage=tuple(Placement(p["source"], p["label"], tuple(p["position_m"]), p["yaw_deg"],
+                              p["pitch_deg"]) for p in d["stage"]),
+    )
+
+
+def server_message(d: dict):
+    """Build the server dataclass a documented example claims to be."""
+    kind, msg_id = d["type"], d.get("id")
+    if kind in ("offer", "answer", "ice"):
+        message = parse_object(d)
+        assert isinstance(message, Offer | Answer | Ice)
+        return message
+    if kind == "joined":
+        return Joined(d["participant"], d["seat"], room_state(d["state"]), msg_id)
+    if kind == "room_state":
+        return room_state(d)
+    if kind == "error":
+        return ErrorMessage(ErrorCode(d["code"]), d["message"], msg_id)
+    assert kind == "pong"
+    return Pong(d["t_ms"], msg_id)
+
+
+def test_doc_has_examples_of_every_kind():
+    assert len(CLIENT) >= len(CLIENT_MESSAGES) and SERVER and REFUSED
+
+
+def test_doc_names_the_websocket_endpoint():
+    assert "`/ws`" in PROTOCOL
+
+
+@pytest.mark.parametrize("text", CLIENT)
+def test_client_example_validates(text):
+    message = parse_message(text)
+    assert rounded(json.loads(encode(message))) == rounded(json.loads(text))
+
+
+def test_every_client_message_type_has_an_example():
+    assert {json.loads(text)["type"] for text in CLIENT} == set(CLIENT_MESSAGES)
+
+
+@pytest.mark.parametrize("text", SERVER)
+def test_server_example_is_what_encode_writes(text):
+    example = json.loads(text)
+    assert json.loads(encode(server_message(example))) == example
+
+
+def test_every_server_message_type_has_an_example():
+    assert {json.loads(text)["type"] for text in SERVER} == set(SERVER_MESSAGE_TYPES)
+
+
+@pytest.mark.parametrize(("code", "text"), REFUSED)
+def test_refused_example_earns_its_code(code, text):
+    with pytest.raises(ProtocolError) as info:
+        parse_message(text)
+    assert info.value.code == code
+
+
+def test_error_code_table_lists_exactly_the_codes():
+    section = PROTOCOL.split("## Error codes", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE)
+    assert sorted(documented) == sorted(ErrorCode)
