@@ -1,8 +1,10 @@
-"""The server process: HTTP endpoints on one asyncio loop (uvloop).
+"""The server process: HTTP, signaling and rooms on one asyncio loop (uvloop).
 
-This first slice serves ``GET /healthz``, ``GET /metrics`` (Prometheus text) and a landing page
-at ``/``, with the binaural engine loaded and its kernels compiled at start-up. Rooms, WebRTC
-and signaling at ``/ws`` come with the live-room work.
+- ``GET /`` and ``GET /static/...``: the web client (``client_web/``, no build step);
+- ``GET /healthz``: JSON health; ``GET /metrics``: Prometheus text;
+- ``/ws``: WebSocket signaling (``docs/PROTOCOL.md``), handled by :class:`server.hub.Hub`.
+
+The binaural engine is loaded and its kernels compiled before the port opens.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import asyncio
 import http
 import json
 import logging
+import mimetypes
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import uvloop
@@ -21,51 +25,61 @@ from websockets.asyncio.server import Request, Response, ServerConnection, serve
 from dsp.geometry import Scene
 from dsp.renderer import Renderer
 from hrtf.constants import FRAME
+from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
 from server.errors import CliError
+from server.hub import Hub
+from signaling import limits
 
 log = logging.getLogger(__name__)
 
-LANDING_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>spatialjam</title></head>
-<body><h1>spatialjam</h1>
-<p>The binaural engine is running ({hrtf}, {device}). The jam room client is not served yet.</p>
-</body></html>
-"""
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_web"
+STATIC_TYPES = {".html", ".js", ".css", ".svg", ".png", ".wasm", ".json", ".ico"}
 
 
 class ServerState:
-    """What the endpoints report; filled at start-up."""
+    """What the HTTP endpoints report."""
 
-    def __init__(self, hrtf_name: str, device: str, warmup_ms: float) -> None:
+    def __init__(self, hrirs: HrirSet, device: str, warmup_ms: float, hub: Hub) -> None:
         self.started = time.monotonic()
-        self.hrtf_name = hrtf_name
+        self.hrirs = hrirs
         self.device = device
         self.warmup_ms = warmup_ms
+        self.hub = hub
 
     def health(self) -> dict:
-        return {"status": "ok", "hrtf": self.hrtf_name, "device": self.device,
+        return {"status": "ok", "hrtf": self.hrirs.name, "device": self.device,
+                "rooms": len(self.hub.rooms),
                 "uptime_s": round(time.monotonic() - self.started, 3)}
 
     def metrics(self) -> str:
-        lines = [
-            "# HELP spatialjam_up Whether the server is serving.",
-            "# TYPE spatialjam_up gauge",
-            "spatialjam_up 1",
-            "# HELP spatialjam_uptime_seconds Seconds since start-up.",
-            "# TYPE spatialjam_uptime_seconds gauge",
-            f"spatialjam_uptime_seconds {time.monotonic() - self.started:.3f}",
-            "# HELP spatialjam_engine_warmup_seconds Time to load the HRTF set and compile.",
-            "# TYPE spatialjam_engine_warmup_seconds gauge",
-            f"spatialjam_engine_warmup_seconds {self.warmup_ms / 1e3:.3f}",
-            "# HELP spatialjam_rooms Rooms open on this process.",
-            "# TYPE spatialjam_rooms gauge",
-            "spatialjam_rooms 0",
-        ]
+        values = {
+            "up": (1, "gauge", "Whether the server is serving."),
+            "uptime_seconds": (round(time.monotonic() - self.started, 3), "gauge",
+                               "Seconds since start-up."),
+            "engine_warmup_seconds": (round(self.warmup_ms / 1e3, 3), "gauge",
+                                      "Time to load the HRTF set and compile the kernels."),
+        }
+        help_text = {
+            "rooms": ("gauge", "Rooms open on this process."),
+            "participants": ("gauge", "Participants in those rooms."),
+            "ticks_total": ("counter", "Room clock ticks rendered."),
+            "tick_overruns_total": ("counter", "Ticks whose work took longer than 20 ms."),
+            "late_ticks_total": ("counter", "Ticks that started more than 10 ms late."),
+            "skipped_ticks_total": ("counter", "Ticks skipped after falling far behind."),
+            "tick_ms_p95_max": ("gauge", "Worst room's 95th percentile tick time (ms)."),
+        }
+        for name, value in self.hub.metrics().items():
+            kind, text = help_text[name]
+            values[name] = (value, kind, text)
+        lines = []
+        for name, (value, kind, text) in values.items():
+            lines += [f"# HELP spatialjam_{name} {text}", f"# TYPE spatialjam_{name} {kind}",
+                      f"spatialjam_{name} {value}"]
         return "\n".join(lines) + "\n"
 
 
-def warm_up(hrtf: str, device: str) -> ServerState:
+def warm_up(hrtf: str, device: str) -> tuple[HrirSet, float]:
     """Load the HRTF set and run one tick so kernels are compiled before anyone joins."""
     t0 = time.perf_counter()
     hrirs = load_hrtf(hrtf)
@@ -73,23 +87,41 @@ def warm_up(hrtf: str, device: str) -> ServerState:
     renderer.render(Scene.create([0, 0, 0], [1, 0, 0]), np.zeros((1, FRAME), np.float32))
     warmup_ms = 1e3 * (time.perf_counter() - t0)
     log.info("engine ready: %s on %s in %.0f ms", hrirs.name, device, warmup_ms)
-    return ServerState(hrirs.name, device, warmup_ms)
+    return hrirs, warmup_ms
+
+
+def static_file(path: str) -> Path | None:
+    """The client file for a URL path, or None (no traversal, known types only)."""
+    if path in ("/", "/index.html"):
+        return CLIENT_DIR / "index.html"
+    if not path.startswith("/static/"):
+        return None
+    candidate = (CLIENT_DIR / path[len("/static/"):]).resolve()
+    if CLIENT_DIR not in candidate.parents or candidate.suffix not in STATIC_TYPES:
+        return None
+    return candidate if candidate.is_file() else None
 
 
 def http_router(state: ServerState):
     def route(connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
+        if path == "/ws":
+            return None  # the WebSocket handshake goes on
         if path == "/healthz":
             return _reply(connection, http.HTTPStatus.OK, json.dumps(state.health()),
                           "application/json")
         if path == "/metrics":
             return _reply(connection, http.HTTPStatus.OK, state.metrics(),
                           "text/plain; version=0.0.4")
-        if path in ("/", "/index.html"):
-            page = LANDING_PAGE.format(hrtf=state.hrtf_name, device=state.device)
-            return _reply(connection, http.HTTPStatus.OK, page, "text/html; charset=utf-8")
+        file = static_file(path)
+        if file is not None:
+            kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+            if kind.startswith("text/") or kind == "application/javascript":
+                kind += "; charset=utf-8"
+            return _reply(connection, http.HTTPStatus.OK, file.read_text(encoding="utf-8"),
+                          kind)
         return _reply(connection, http.HTTPStatus.NOT_FOUND, f"no such page: {path}\n",
-                      "text/plain")
+                      "text/plain; charset=utf-8")
 
     return route
 
@@ -102,27 +134,29 @@ def _reply(connection: ServerConnection, status, body: str, content_type: str) -
     return response
 
 
-async def _no_websocket(connection: ServerConnection) -> None:
-    await connection.close(1008, "signaling is not available on this server")
-
-
 async def serve_forever(host: str, port: int, state: ServerState) -> None:
-    stop = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
-    async with serve(_no_websocket, host, port, process_request=http_router(state)) as server:
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    async with serve(state.hub.handle, host, port, process_request=http_router(state),
+                     max_size=limits.MAX_MESSAGE_BYTES + 1024, compression=None,
+                     ping_interval=20, ping_timeout=20) as server:
         bound = ", ".join(f"http://{s.getsockname()[0]}:{s.getsockname()[1]}"
                           for s in server.sockets)
         log.info("serving on %s", bound)
         await stop
+        await state.hub.close()
     log.info("stopped")
 
 
-def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar") -> int:
+def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar",
+               capacity: int = 16) -> int:
     try:
-        state = warm_up(hrtf, device)
+        hrirs, warmup_ms = warm_up(hrtf, device)
     except RuntimeError as exc:
         raise CliError(str(exc)) from None
+    state = ServerState(hrirs, device, warmup_ms, Hub(hrirs, device, capacity))
     try:
         uvloop.run(serve_forever(host, port, state))
     except OSError as exc:

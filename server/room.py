@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsp.geometry import Scene, yaw_pitch_roll_matrix
+from signaling.server_messages import Member as WireMember
+from signaling.server_messages import Placement, RoomState
 
 DEFAULT_CAPACITY = 16
 #: New members are placed on a circle of this radius around the stage centre.
@@ -217,19 +219,21 @@ class Room:
                                    else yaw_pitch_roll_matrix(*self.head.T))
         return scene
 
-    def describe(self) -> dict:
-        """The shared room state, as sent to members (JSON-ready)."""
-        return {
-            "room": self.name,
-            "version": self.version,
-            "members": [
-                {"id": m.id, "name": m.name, "instrument": m.instrument,
-                 "position": [round(float(v), 4) for v in self.position[m.slot]],
-                 "facing": {"yaw": round(float(self.facing[m.slot, 0]), 3),
-                            "pitch": round(float(self.facing[m.slot, 1]), 3)}}
-                for m in self.members.values()
-            ],
-        }
+    def describe(self) -> RoomState:
+        """The shared room state, as broadcast to members."""
+        members = sorted(self.members.values(), key=lambda m: m.slot)
+        return RoomState(
+            room=self.name,
+            revision=self.version,
+            members=tuple(WireMember(id=m.id, name=m.name, instrument=m.instrument)
+                          for m in members),
+            stage=tuple(
+                Placement(source=m.id, label=m.instrument or m.name,
+                          position_m=tuple(round(float(v), 4) for v in self.position[m.slot]),
+                          yaw_deg=round(float(self.facing[m.slot, 0]), 3),
+                          pitch_deg=round(float(self.facing[m.slot, 1]), 3))
+                for m in members),
+        )
 
     def describe_personal(self, listener_id: str) -> dict:
         """One listener's own settings: head pose and personal overrides (JSON-ready)."""

@@ -199,7 +199,7 @@ CLIENT_MESSAGES: dict[str, type[ClientMessage]] = {
     cls.TYPE: cls for cls in (Join, Offer, Answer, Ice, Leave, MoveSource, TurnSource, HeadPose,
                               MixOverride, MixReset, Ping)
 }
-_SERVER_ONLY = frozenset({"joined", "room_state", "error", "pong"})
+_SERVER_ONLY = frozenset({"joined", "room_state", "error", "pong", "stats"})
 
 
 def _read_id(obj: dict[str, Any]) -> MessageId | None:

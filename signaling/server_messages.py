@@ -93,9 +93,32 @@ class Pong(WireMessage):
     msg_id: MessageId | None = None
 
 
-ServerMessage = Joined | RoomState | Offer | Answer | Ice | ErrorMessage | Pong
+@dataclass(frozen=True, slots=True)
+class Stats(WireMessage):
+    """Once a second, what the server holds of this member's audio (for the latency panel).
+
+    ``tick_ms_p50``/``tick_ms_p95``: the room's render-and-encode time per 20 ms tick;
+    ``late_ticks``/``skipped_ticks``: ticks that started late or were skipped since the room
+    opened; ``uplink_buffer_ms`` and ``uplink_target_ms``: your source's receive buffer now and
+    its target; ``concealed``: your frames concealed so far (lost or late);
+    ``downlink_queue_ms``: your mix waiting to be sent.
+    """
+
+    TYPE: ClassVar[str] = "stats"
+
+    tick_ms_p50: float
+    tick_ms_p95: float
+    late_ticks: int
+    skipped_ticks: int
+    uplink_buffer_ms: float
+    uplink_target_ms: float
+    concealed: int
+    downlink_queue_ms: float
+
+
+ServerMessage = Joined | RoomState | Offer | Answer | Ice | ErrorMessage | Pong | Stats
 
 #: Every server→client message type.
 SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(
-    cls.TYPE for cls in (Joined, RoomState, Offer, Answer, Ice, ErrorMessage, Pong)
+    cls.TYPE for cls in (Joined, RoomState, Offer, Answer, Ice, ErrorMessage, Pong, Stats)
 )

@@ -93,9 +93,10 @@ def test_describe_lists_members_with_their_places():
     room = Room("band")
     a = room.join("Ann", "violin")
     state = room.describe()
-    assert state["room"] == "band"
-    assert state["members"][0]["name"] == "Ann" and state["members"][0]["instrument"] == "violin"
-    assert state["members"][0]["position"] == pytest.approx(list(room.position[a.slot]), abs=1e-4)
+    assert state.room == "band" and state.revision == room.version
+    assert state.members[0].name == "Ann" and state.members[0].instrument == "violin"
+    assert state.stage[0].source == a.id and state.stage[0].label == "violin"
+    assert state.stage[0].position_m == pytest.approx(list(room.position[a.slot]), abs=1e-4)
 
 
 @pytest.fixture

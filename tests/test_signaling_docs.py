@@ -18,6 +18,7 @@ from signaling.server_messages import (
     Placement,
     Pong,
     RoomState,
+    Stats,
 )
 from signaling.wire import encode
 
@@ -59,6 +60,8 @@ def server_message(d: dict):
         return room_state(d)
     if kind == "error":
         return ErrorMessage(ErrorCode(d["code"]), d["message"], msg_id)
+    if kind == "stats":
+        return Stats(**{k: v for k, v in d.items() if k != "type"})
     assert kind == "pong"
     return Pong(d["t_ms"], msg_id)
 

@@ -1,0 +1,172 @@
+"""A scripted participant: a real aiortc peer that joins a room over signaling, plays a
+signal into its uplink and records the personal mix it receives.
+
+Used by the integration tests and the scenario benchmarks (latency, capacity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import time
+
+import av
+import numpy as np
+import websockets
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from hrtf.constants import FRAME, SAMPLE_RATE
+from server.media import frame_to_mono
+from server.sdp import with_music_opus
+
+TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+
+
+class SignalTrack(MediaStreamTrack):
+    """Mono audio from a callable ``signal(start_sample, n) -> float32[n]``, paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self, signal) -> None:
+        super().__init__()
+        self.signal = signal
+        self._start: float | None = None
+        self._sent = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + self._sent / SAMPLE_RATE
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        samples = np.clip(self.signal(self._sent, FRAME), -1, 1)
+        pcm = np.round(samples * 32767).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._sent
+        frame.time_base = TIME_BASE
+        self._sent += FRAME
+        return frame
+
+
+def tone(freq_hz: float, level: float = 0.3):
+    def signal(start: int, n: int) -> np.ndarray:
+        t = (start + np.arange(n)) / SAMPLE_RATE
+        return (level * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+    return signal
+
+
+def silence(start: int, n: int) -> np.ndarray:
+    return np.zeros(n, np.float32)
+
+
+class Bot:
+    """One participant. ``async with Bot(url, room, name, signal) as bot: ...``"""
+
+    def __init__(self, url: str, room: str, name: str, signal=silence,
+                 instrument: str = "bot") -> None:
+        self.url, self.room, self.name, self.instrument = url, room, name, instrument
+        self.track = SignalTrack(signal)
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.participant: str | None = None
+        self.seat: str | None = None
+        self.state: dict | None = None
+        self.stats: dict | None = None
+        self.errors: list[dict] = []
+        self.received: list[np.ndarray] = []  # stereo frames (n, 2) float32
+        self._ws = None
+        self._tasks: list[asyncio.Task] = []
+        self._replies: dict[str, asyncio.Future] = {}
+
+    async def __aenter__(self) -> Bot:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._ws = await websockets.connect(self.url)
+        self._tasks.append(loop.create_task(self._read()))
+        joined = await self.request({"type": "join", "room": self.room, "name": self.name,
+                                     "instrument": self.instrument}, "joined")
+        self.participant, self.seat = joined["participant"], joined["seat"]
+        self.state = joined["state"]
+
+        @self.pc.on("track")
+        def on_track(track) -> None:
+            self._tasks.append(loop.create_task(self._record(track)))
+
+        self.pc.addTrack(self.track)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        answer = await self.request(
+            {"type": "offer", "sdp": with_music_opus(self.pc.localDescription.sdp)}, "answer")
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+
+    async def request(self, message: dict, reply_type: str, timeout: float = 10.0) -> dict:
+        future = asyncio.get_running_loop().create_future()
+        self._replies[reply_type] = future
+        await self.send(message)
+        async with asyncio.timeout(timeout):
+            return await future
+
+    async def send(self, message: dict) -> None:
+        await self._ws.send(json.dumps(message))
+
+    async def _read(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for text in self._ws:
+                message = json.loads(text)
+                kind = message["type"]
+                if kind == "room_state":
+                    self.state = message
+                elif kind == "stats":
+                    self.stats = message
+                elif kind == "error":
+                    self.errors.append(message)
+                future = self._replies.pop(kind, None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+                if kind == "error":
+                    for f in self._replies.values():
+                        if not f.done():
+                            f.set_exception(
+                                RuntimeError(f"{message['code']}: {message['message']}"))
+
+    async def _record(self, track) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            data = frame.to_ndarray()
+            stereo = data.reshape(-1, len(frame.layout.channels)).astype(np.float32) / 32768.0
+            if stereo.shape[1] == 1:
+                stereo = np.repeat(stereo, 2, axis=1)
+            self.received.append(stereo[:, :2])
+
+    def recording(self) -> np.ndarray:
+        return np.concatenate(self.received) if self.received else np.zeros((0, 2), np.float32)
+
+    async def listen(self, seconds: float) -> np.ndarray:
+        """What arrives in the next ``seconds``."""
+        start = len(self.received)
+        await asyncio.sleep(seconds)
+        got = self.received[start:]
+        return np.concatenate(got) if got else np.zeros((0, 2), np.float32)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.pc.close()
+        if self._ws is not None:
+            await self._ws.close()
+
+
+__all__ = ["Bot", "SignalTrack", "frame_to_mono", "silence", "tone"]

@@ -1,0 +1,139 @@
+"""A live room: its clock, its renderer and the media of its members (the asyncio shell).
+
+Every 20 ms, on a deadline schedule (:class:`~server.clock.TickSchedule`):
+
+1. on the loop: each source's frame is taken from its :class:`~server.jitter.JitterBuffer`;
+2. off the loop, in the room's own thread: the renderer renders every listener's mix and the
+   mixes are Opus-encoded (:class:`~server.media.MusicOpusEncoder`);
+3. on the loop: each listener's packets go to its :class:`~server.media.ListenerTrack`.
+
+The tick never awaits network I/O; a tick that overruns is counted, and the clock skips rather
+than drifting (see :mod:`server.clock`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dsp.renderer import Renderer
+from hrtf.constants import FRAME, FRAME_MS
+from hrtf.hrirset import HrirSet
+from server.clock import TickSchedule
+from server.jitter import JitterBuffer
+from server.media import ListenerTrack, MusicOpusEncoder
+from server.room import Room
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TickStats:
+    ticks: int = 0
+    overruns: int = 0
+    last_ms: float = 0.0
+    recent_ms: list[float] = field(default_factory=list)
+
+    def record(self, ms: float) -> None:
+        self.ticks += 1
+        self.last_ms = ms
+        self.recent_ms.append(ms)
+        if len(self.recent_ms) > 500:
+            del self.recent_ms[:250]
+        if ms > FRAME_MS:
+            self.overruns += 1
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.recent_ms, q)) if self.recent_ms else 0.0
+
+
+class RoomRunner:
+    """Runs one :class:`~server.room.Room`: slots' media, the clock, the renderer."""
+
+    def __init__(self, room: Room, hrirs: HrirSet, device: str = "cpu") -> None:
+        self.room = room
+        self.renderer = Renderer(hrirs, room.capacity, room.capacity, device=device)
+        self.buffers: dict[int, JitterBuffer] = {}
+        self.tracks: dict[int, ListenerTrack] = {}
+        self.encoders: dict[int, MusicOpusEncoder] = {}
+        self.stats = TickStats()
+        self.schedule: TickSchedule | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"room-{room.name}")
+        self._task: asyncio.Task | None = None
+
+    # slots --------------------------------------------------------------------------------
+
+    def attach(self, slot: int) -> tuple[JitterBuffer, ListenerTrack]:
+        """Fresh media for a member taking ``slot``: its uplink buffer and downlink track."""
+        self.detach(slot)
+        self.buffers[slot] = JitterBuffer()
+        self.tracks[slot] = ListenerTrack()
+        self.encoders[slot] = MusicOpusEncoder()
+        return self.buffers[slot], self.tracks[slot]
+
+    def detach(self, slot: int) -> None:
+        self.buffers.pop(slot, None)
+        self.encoders.pop(slot, None)
+        track = self.tracks.pop(slot, None)
+        if track is not None:
+            track.stop()
+
+    # the clock ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.room.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for slot in list(self.tracks):
+            self.detach(slot)
+        self._executor.shutdown(wait=False)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.schedule = TickSchedule(start=loop.time())
+        while True:
+            wait = self.schedule.seconds_until_next(loop.time())
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self.schedule.begin_tick(loop.time())
+            try:
+                await self._tick(loop)
+            except Exception:  # one bad tick must not end the room
+                log.exception("tick of room %s failed", self.room.name)
+
+    async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        audio = np.zeros((self.room.capacity, FRAME), np.float32)
+        for slot, buffer in self.buffers.items():
+            audio[slot] = buffer.pop()
+        scene = self.room.scene()
+        fresh = self.room.drain_fresh_slots()
+        listeners = [s for s in self.tracks if self.room.active[s]]
+        encoders = {s: self.encoders[s] for s in listeners}
+        t0 = time.perf_counter()
+        packets = await loop.run_in_executor(
+            self._executor, self._render_and_encode, scene, audio, fresh, encoders)
+        self.stats.record(1e3 * (time.perf_counter() - t0))
+        for slot, slot_packets in packets.items():
+            track = self.tracks.get(slot)
+            if track is not None:
+                track.deliver(slot_packets)
+
+    def _render_and_encode(self, scene, audio, fresh, encoders) -> dict:
+        """The tick's work off the event loop: render every mix, encode each listener's."""
+        for slot in fresh:
+            self.renderer.reset_source(slot)
+            self.renderer.reset_listener(slot)
+        mixes = self.renderer.render(scene, audio)
+        return {slot: enc.encode(mixes[slot]) for slot, enc in encoders.items()}
