@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
+CHROMIUM := /usr/bin/chromium
+
 .PHONY: serve test lint bench clean-venv
 
 $(STAMP): pyproject.toml
@@ -15,13 +17,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The browser tests drive Debian's chromium (a browser cannot be downloaded here). Installed
+# once when missing; without it (no apt, no root) those tests skip and say why.
+$(CHROMIUM):
+	-if command -v apt-get >/dev/null; then \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium; fi
+
 serve: $(STAMP)
 	$(BIN)/spatialjam serve $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) lint
+test: $(STAMP) $(CHROMIUM) lint
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(STAMP)

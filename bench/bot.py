@@ -19,7 +19,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from hrtf.constants import FRAME, SAMPLE_RATE
-from server.media import frame_to_mono
+from server.media import bypass_receiver_buffer, frame_to_mono
 from server.sdp import with_music_opus
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
@@ -35,6 +35,8 @@ class SignalTrack(MediaStreamTrack):
         self.signal = signal
         self._start: float | None = None
         self._sent = 0
+        #: time.monotonic() when each frame was handed to the peer connection.
+        self.sent_at: list[float] = []
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -50,6 +52,7 @@ class SignalTrack(MediaStreamTrack):
         frame.pts = self._sent
         frame.time_base = TIME_BASE
         self._sent += FRAME
+        self.sent_at.append(time.monotonic())
         return frame
 
 
@@ -69,8 +72,10 @@ class Bot:
     """One participant. ``async with Bot(url, room, name, signal) as bot: ...``"""
 
     def __init__(self, url: str, room: str, name: str, signal=silence,
-                 instrument: str = "bot") -> None:
+                 instrument: str = "bot", stock_receiver: bool = False) -> None:
         self.url, self.room, self.name, self.instrument = url, room, name, instrument
+        #: Keep aiortc's 4-frame receive buffer (True), or decode packets as they arrive.
+        self.stock_receiver = stock_receiver
         self.track = SignalTrack(signal)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.participant: str | None = None
@@ -79,6 +84,7 @@ class Bot:
         self.stats: dict | None = None
         self.errors: list[dict] = []
         self.received: list[np.ndarray] = []  # stereo frames (n, 2) float32
+        self.received_at: list[float] = []  # time.monotonic() when each frame arrived
         self._ws = None
         self._tasks: list[asyncio.Task] = []
         self._replies: dict[str, asyncio.Future] = {}
@@ -101,6 +107,10 @@ class Bot:
 
         @self.pc.on("track")
         def on_track(track) -> None:
+            if not self.stock_receiver:
+                for transceiver in self.pc.getTransceivers():
+                    if transceiver.receiver.track is track:
+                        bypass_receiver_buffer(transceiver.receiver)
             self._tasks.append(loop.create_task(self._record(track)))
 
         self.pc.addTrack(self.track)
@@ -150,6 +160,7 @@ class Bot:
             if stereo.shape[1] == 1:
                 stereo = np.repeat(stereo, 2, axis=1)
             self.received.append(stereo[:, :2])
+            self.received_at.append(time.monotonic())
 
     def recording(self) -> np.ndarray:
         return np.concatenate(self.received) if self.received else np.zeros((0, 2), np.float32)

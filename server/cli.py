@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hrtf_args(mixer)
     _add_device_arg(mixer)
     mixer.add_argument("--json", action="store_true", help="print the results as JSON")
+    room = bench_sub.add_parser(
+        "room", help="a live room of aiortc bots: tick time and one-way delay through the server")
+    room.add_argument("--bots", type=_count("bots", 2, 64), default=2)
+    room.add_argument("--seconds", type=_finite("seconds", 1, 3600), default=10.0)
+    room.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
 
 
@@ -133,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.mixer import run_mixer_bench
 
             return run_mixer_bench(args)
+        if args.command == "bench" and args.bench == "room":
+            from bench.room import run_room_bench
+
+            return run_room_bench(args)
     except (CliError, HrtfError) as exc:
         print(f"spatialjam {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -11,8 +11,10 @@ and buffers decoded 20 ms frames here, keyed by their RTP timestamp, with an ada
 - a concealment followed by the missing frame arriving late is an *underrun*: the target grows
   by one frame (up to ``max_target``);
 - after ``calm_ticks`` ticks without an underrun the target shrinks by one frame;
-- when more than ``target + slack`` frames are queued (a burst, or clocks drifting apart), the
-  oldest are dropped so the delay never stays high.
+- when more than ``target + slack`` frames are queued (a burst), the oldest are dropped at once;
+- when the queue has held more than the target for a whole ``trim_ticks`` window (after a
+  start-up burst, or clocks drifting apart), the surplus frames are dropped: the delay never
+  stays above the target.
 
 Every event is counted, and :attr:`depth` is the delay this buffer adds right now.
 """
@@ -42,7 +44,8 @@ class JitterStats:
 class JitterBuffer:
     """Decoded frames of one source, waiting for the room clock."""
 
-    def __init__(self, target: int = 1, max_target: int = 8, calm_ticks: int = 500) -> None:
+    def __init__(self, target: int = 1, max_target: int = 8, calm_ticks: int = 500,
+                 trim_ticks: int = 50) -> None:
         self.target = target
         self.min_target = target
         self.max_target = max_target
@@ -55,6 +58,9 @@ class JitterBuffer:
         self._conceal_run = 0
         self._missed: set[int] = set()
         self._calm = 0
+        self.trim_ticks = trim_ticks
+        self._window_ticks = 0
+        self._window_min = 1 << 30
 
     @property
     def depth(self) -> int:
@@ -101,11 +107,26 @@ class JitterBuffer:
                 self._calm = 0
         self._next += FRAME
         self._last = frame
+        self._trim()
         self._missed = {t for t in self._missed if t > self._next - 64 * FRAME}
         if self._conceal_run > self.max_target + SLACK_FRAMES and not self._frames:
             self._playing = False  # the source went quiet: buffer afresh when it returns
             self._next = None
         return frame
+
+    def _trim(self) -> None:
+        """Drop frames the queue has held beyond the target for a whole window."""
+        self._window_min = min(self._window_min, len(self._frames))
+        self._window_ticks += 1
+        if self._window_ticks < self.trim_ticks:
+            return
+        surplus = self._window_min - (self.target - 1)
+        for _ in range(max(0, surplus)):
+            oldest = min(self._frames)
+            del self._frames[oldest]
+            self.stats.dropped += 1
+            self._next = oldest + FRAME
+        self._window_ticks, self._window_min = 0, 1 << 30
 
     def _on_underrun(self) -> None:
         self.stats.underruns += 1

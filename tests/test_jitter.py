@@ -87,3 +87,16 @@ def test_a_source_that_goes_quiet_buffers_afresh_when_it_returns():
         jb.pop()
     jb.push(500 * FRAME, frame(7))  # resumes much later (new talk spurt)
     assert label(jb.pop()) == 7
+
+
+def test_a_standing_queue_above_the_target_is_trimmed_within_a_window():
+    jb = JitterBuffer(trim_ticks=10)
+    for k in range(3):  # a start-up burst: three frames before the first tick
+        jb.push(k * FRAME, frame(k))
+    played = []
+    for k in range(3, 40):
+        jb.push(k * FRAME, frame(k))
+        played.append(label(jb.pop()))
+    assert jb.depth == 0  # each tick now plays the frame that just arrived
+    assert played[-1] == 39 and jb.stats.dropped >= 2
+    assert played == sorted(played)

@@ -119,3 +119,16 @@ async def test_garbage_from_one_client_does_not_stop_the_room(server):
                     while True:
                         await rogue.recv()
         assert band_level_db(await heard(b)) > -40
+
+
+def test_bench_room_measures_ticks_and_the_delay_of_clicks():
+    done = subprocess.run([sys.executable, "-m", "server.cli", "bench", "room", "--bots", "2",
+                           "--seconds", "2", "--json"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    report = json.loads(done.stdout)
+    assert report["bots"] == 2 and report["tick_ms_p50"] > 0
+    assert report["clicks_heard"] >= 3
+    assert 0 < report["one_way_delay_ms"]["p50"] < 500

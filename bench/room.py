@@ -1,0 +1,157 @@
+"""``spatialjam bench room``: a live room with bots, its tick time and its one-way delay.
+
+Starts ``spatialjam serve`` on loopback and ``--bots`` aiortc bots (in this process) in one
+room. Bot 0 plays a click (a 2 ms 2 kHz burst) every 500 ms, the others silence. Reported:
+
+- the room's render-and-encode time per 20 ms tick (p50/p95, from the server's ``stats``) and
+  its late and skipped ticks;
+- the one-way delay from bot 0 to bot 1: when a frame holding a click was handed to bot 0's
+  peer connection, to when the frame holding it came out of bot 1's (click found by
+  envelope threshold, sample-accurate within the frame). It covers Opus encode and decode on
+  both legs, the network stack on loopback, the server's receive buffer, the wait for the tick,
+  rendering and the send queue; not a microphone's or a sound card's buffers.
+
+The bots share this process (and the machine's cores) with nothing but each other; the server
+runs in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from bench.bot import Bot, silence
+from hrtf.constants import FRAME, SAMPLE_RATE
+
+ROOT = Path(__file__).resolve().parents[1]
+CLICK_EVERY = SAMPLE_RATE // 2
+CLICK_LEN = 96
+
+
+def clicks(start: int, n: int) -> np.ndarray:
+    t = start + np.arange(n)
+    phase = t % CLICK_EVERY
+    burst = np.sin(2 * np.pi * 2000 * t / SAMPLE_RATE) * 0.5
+    return np.where(phase < CLICK_LEN, burst, 0.0).astype(np.float32)
+
+
+def start_server() -> tuple[subprocess.Popen, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            return proc, port
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("the server did not start")
+
+
+def click_times(frames: list[np.ndarray], times: list[float], threshold: float) -> list[float]:
+    """Timeline times of click onsets in a frame stream (frame time + offset / rate)."""
+    out, last = [], -1.0
+    for frame, t in zip(frames, times, strict=True):
+        env = np.abs(frame).max(axis=1) if frame.ndim == 2 else np.abs(frame)
+        hits = np.flatnonzero(env > threshold)
+        if len(hits):
+            onset = t + hits[0] / SAMPLE_RATE
+            if onset - last > 0.25:
+                out.append(onset)
+                last = onset
+    return out
+
+
+def one_way_delays_ms(sender: Bot, receiver: Bot) -> list[float]:
+    sent_frames = [clicks(k * FRAME, FRAME) for k in range(len(sender.track.sent_at))]
+    sent = click_times(sent_frames, sender.track.sent_at, 0.05)
+    got = click_times(receiver.received, receiver.received_at, 0.02)
+    delays = []
+    for t in got:
+        before = [s for s in sent if s <= t]
+        if before and t - before[-1] < 0.25:
+            delays.append(1e3 * (t - before[-1]))
+    return delays
+
+
+async def run_room(url: str, bots: int, seconds: float) -> dict:
+    members = [Bot(url, "bench", f"bot{k}", clicks if k == 0 else silence) for k in range(bots)]
+    for bot in members:
+        await bot.connect()
+    await members[1].send({"type": "move_source", "source": members[0].participant,
+                           "position_m": [3.0, 0.0, 1.2]})
+    await asyncio.sleep(2.5)  # let the buffers settle (and trim a start-up surplus)
+    for bot in members:
+        bot.received.clear()
+        bot.received_at.clear()
+    members[0].track.sent_at.clear()
+    members[0].track._sent = 0
+    await asyncio.sleep(seconds)
+    stats = members[1].stats or {}
+    delays = one_way_delays_ms(members[0], members[1])
+    for bot in members:
+        await bot.close()
+    return {"stats": stats, "delays_ms": delays}
+
+
+def room_benchmark(bots: int, seconds: float) -> dict:
+    proc, port = start_server()
+    try:
+        result = asyncio.run(run_room(f"ws://127.0.0.1:{port}/ws", bots, seconds))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    delays = np.array(result["delays_ms"])
+    stats = result["stats"]
+    report = {
+        "benchmark": "room",
+        "bots": bots,
+        "seconds": seconds,
+        "tick_ms_p50": stats.get("tick_ms_p50"),
+        "tick_ms_p95": stats.get("tick_ms_p95"),
+        "late_ticks": stats.get("late_ticks"),
+        "skipped_ticks": stats.get("skipped_ticks"),
+        "clicks_heard": len(delays),
+    }
+    if len(delays):
+        report["one_way_delay_ms"] = {
+            "p50": round(float(np.median(delays)), 2),
+            "p95": round(float(np.percentile(delays, 95)), 2),
+            "min": round(float(delays.min()), 2),
+            "max": round(float(delays.max()), 2),
+        }
+    return report
+
+
+def run_room_bench(args: argparse.Namespace) -> int:
+    from server.errors import CliError
+
+    try:
+        report = room_benchmark(args.bots, args.seconds)
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        delay = report.get("one_way_delay_ms", {})
+        print(f"room with {report['bots']} bots for {report['seconds']} s: tick "
+              f"p50 {report['tick_ms_p50']} ms, p95 {report['tick_ms_p95']} ms, late "
+              f"{report['late_ticks']}, skipped {report['skipped_ticks']}; one-way delay "
+              f"bot→server→bot p50 {delay.get('p50')} ms, p95 {delay.get('p95')} ms "
+              f"({report['clicks_heard']} clicks)")
+    return 0
