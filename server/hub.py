@@ -281,11 +281,15 @@ class Hub:
                                    message.roll_deg or 0.0)
             return
         elif isinstance(message, MixOverride):
+            if message.source == me:  # your own source: self-monitoring on or off
+                room.set_self_monitor(me, not message.mute if message.mute is not None else True)
             room.set_override(me, message.source, position=message.position_m,
                               gain=message.gain, mute=message.mute)
             return
         elif isinstance(message, MixReset):
             room.reset_override(me, message.source)
+            if message.source in (None, me):
+                room.set_self_monitor(me, False)
             return
         self._broadcast(live)
 

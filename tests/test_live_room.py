@@ -94,12 +94,16 @@ async def test_three_bots_hear_each_other_where_the_stage_and_their_mixes_say(se
         assert not a.errors and not b.errors and not c.errors
 
 
-async def test_own_voice_is_not_in_ones_own_mix(server):
+async def test_own_voice_is_left_out_unless_self_monitoring(server):
     url, _ = server
     async with Bot(url, "solo", "A", tone(1000.0)) as a:
         alone = await heard(a)
         assert len(alone) > 0
         assert band_level_db(alone) < -60
+        await a.send({"type": "mix_override", "source": a.participant, "gain": 1.0})
+        assert band_level_db(await heard(a)) > -40
+        await a.send({"type": "mix_reset", "source": a.participant})
+        assert band_level_db(await heard(a)) < -60
 
 
 async def test_garbage_from_one_client_does_not_stop_the_room(server):
