@@ -225,11 +225,19 @@ class Hub:
         if p.pc is None:
             p.pc = self._peer(p, slot)
         pc = p.pc
-        await pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
-        track = live.runner.tracks[slot]
-        if all(t.sender.track is not track for t in pc.getTransceivers()):
-            pc.addTrack(track)
-        await pc.setLocalDescription(await pc.createAnswer())
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
+            track = live.runner.tracks[slot]
+            if all(t.sender.track is not track for t in pc.getTransceivers()):
+                pc.addTrack(track)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # aiortc raises many kinds on SDP it cannot use
+            p.pc = None
+            await pc.close()
+            reason = str(exc) or type(exc).__name__
+            p.session.refuse(offer, ErrorCode.BAD_SDP, f"the offer cannot be used: {reason}"[:300],
+                             asyncio.get_running_loop().time())
+            return
         p.session.send(Answer(sdp=with_music_opus(pc.localDescription.sdp), msg_id=offer.msg_id))
 
     def _peer(self, p: Participant, slot: int) -> RTCPeerConnection:

@@ -136,3 +136,52 @@ def test_bench_room_measures_ticks_and_the_delay_of_clicks():
     assert report["bots"] == 2 and report["tick_ms_p50"] > 0
     assert report["clicks_heard"] >= 3
     assert 0 < report["one_way_delay_ms"]["p50"] < 500
+
+
+@pytest.mark.parametrize("sdp", [
+    "v=0\r\nhello\r\n",
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\n"
+    "a=rtpmap:96 speex/8000\r\n",
+    "v=0\r\n" + "a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n" * 600,
+])
+async def test_an_unusable_offer_is_refused_and_the_room_plays_on(server, sdp):
+    url, _ = server
+    import json
+
+    import websockets
+
+    async with Bot(url, "sdp", "A", tone(1000.0)) as a, Bot(url, "sdp", "B") as b:
+        await b.send({"type": "move_source", "source": a.participant, "position_m": [0, 3, 1.2]})
+        async with websockets.connect(url) as rogue:
+            await rogue.send(json.dumps({"type": "join", "room": "sdp", "name": "R"}))
+            await rogue.recv()
+            await rogue.send(json.dumps({"type": "offer", "id": 9, "sdp": sdp}))
+            async with asyncio.timeout(10):
+                while True:
+                    reply = json.loads(await rogue.recv())
+                    if reply["type"] in ("error", "answer"):
+                        break
+            assert reply["type"] == "error" and reply["id"] == 9
+            assert reply["code"] in ("bad_sdp", "too_large")
+        assert band_level_db(await heard(b)) > -40
+
+
+async def test_an_oversized_message_closes_only_that_connection(server):
+    url, _ = server
+    import json
+
+    import websockets
+
+    async with Bot(url, "big", "A", tone(1000.0)) as a, Bot(url, "big", "B") as b:
+        await b.send({"type": "move_source", "source": a.participant, "position_m": [0, 3, 1.2]})
+        async with websockets.connect(url, max_size=None) as rogue:
+            await rogue.send(json.dumps({"type": "join", "room": "big", "name": "R"}))
+            await rogue.recv()
+            await rogue.send(json.dumps({"type": "offer", "sdp": "v=0\r\n" + "x" * 200_000}))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(10):
+                    while True:
+                        await rogue.recv()
+            assert closed.value.rcvd.code == 1009  # message too big
+        assert band_level_db(await heard(b)) > -40
+        assert len(b.state["members"]) == 2
