@@ -118,8 +118,11 @@ def http_router(state: ServerState):
             kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
             if kind.startswith("text/") or kind == "application/javascript":
                 kind += "; charset=utf-8"
-            return _reply(connection, http.HTTPStatus.OK, file.read_text(encoding="utf-8"),
-                          kind)
+            response = _reply(connection, http.HTTPStatus.OK, "", kind)
+            response.body = file.read_bytes()
+            del response.headers["Content-Length"]
+            response.headers["Content-Length"] = str(len(response.body))
+            return response
         return _reply(connection, http.HTTPStatus.NOT_FOUND, f"no such page: {path}\n",
                       "text/plain; charset=utf-8")
 

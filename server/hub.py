@@ -164,6 +164,15 @@ class Hub:
         if live.closing is not None:
             live.closing.cancel()
             live.closing = None
+        holder = live.room.seat_holder(join.seat)
+        if holder is not None and holder in live.participants:
+            # The seat's old connection has not noticed its network is gone: this join is the
+            # same player coming back, so it takes the seat over.
+            old = live.participants[holder]
+            await self._leave(old)
+            old.session.close(4000, "replaced by a newer connection for this seat")
+            old.flush()
+            asyncio.get_running_loop().create_task(self._close(old))
         try:
             member = live.room.join(join.name, join.instrument, join.seat)
         except RoomFull as exc:

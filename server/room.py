@@ -78,6 +78,7 @@ class Room:
         c = capacity
         self.members: dict[str, Member] = {}
         self._seats: dict[str, int] = {}
+        self._seat_ids: dict[str, str] = {}  # a seat keeps its participant id across rejoins
         self.active = np.zeros(c, np.bool_)
         self.position = np.array([default_position(k) for k in range(c)], np.float64)
         self.facing = np.zeros((c, 2), np.float64)  # yaw, pitch of each source
@@ -104,14 +105,22 @@ class Room:
             slot = int(free[0])
             seat = secrets.token_urlsafe(12)
             self._reset_slot(slot)
-        member = Member(id=secrets.token_hex(4), name=name, instrument=instrument, slot=slot,
-                        seat=seat)
+        member_id = self._seat_ids.get(seat) or secrets.token_hex(4)
+        member = Member(id=member_id, name=name, instrument=instrument, slot=slot, seat=seat)
+        self._seat_ids[seat] = member_id
         self._seats[seat] = slot
         self.members[member.id] = member
         self.active[slot] = True
         self._fresh_slots.append(slot)
         self.version += 1
         return member
+
+    def seat_holder(self, seat: str | None) -> str | None:
+        """The member now in ``seat``, if it is taken."""
+        slot = self._seats.get(seat) if seat else None
+        if slot is None or not self.active[slot]:
+            return None
+        return next((m.id for m in self.members.values() if m.slot == slot), None)
 
     def leave(self, member_id: str) -> Member:
         member = self.member(member_id)
@@ -139,6 +148,7 @@ class Room:
         """A new occupant: default place, facing the centre, no personal settings."""
         for seat in [s for s, k in self._seats.items() if k == slot]:
             del self._seats[seat]
+            self._seat_ids.pop(seat, None)
         self.position[slot] = default_position(slot)
         yaw = facing_centre_yaw_deg(self.position[slot])
         self.facing[slot] = (yaw, 0.0)

@@ -38,7 +38,7 @@ def test_a_reconnect_with_the_seat_token_gets_the_same_slot_and_place():
     room.move_source(a.id, (1.0, 3.0, 1.2))
     room.leave(a.id)
     back = room.join("a", seat=a.seat)
-    assert back.slot == a.slot and back.seat == a.seat
+    assert back.slot == a.slot and back.seat == a.seat and back.id == a.id
     np.testing.assert_allclose(room.position[back.slot], (1.0, 3.0, 1.2))
 
 

@@ -60,3 +60,33 @@ def test_serve_refuses_a_busy_port_with_one_line():
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_client_is_served_with_its_own_types_and_nothing_outside_it():
+    from server.app import static_file
+
+    assert static_file("/").name == "index.html"
+    assert static_file("/static/app.js").name == "app.js"
+    for bad in ("/static/../server/app.py", "/static/%2e%2e/pyproject.toml", "/static/__init__.py",
+                "/etc/passwd", "/static/"):
+        assert static_file(bad) is None, bad
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                response = urllib.request.urlopen(f"http://127.0.0.1:{port}/static/app.js",
+                                                  timeout=5)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.3)
+        body = response.read()
+        assert response.headers.get_all("Content-Type") == ["text/javascript; charset=utf-8"]
+        assert response.headers.get_all("Content-Length") == [str(len(body))]
+        assert body == (ROOT / "client_web" / "app.js").read_bytes()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)

@@ -1,0 +1,123 @@
+// The personal mix: per source gain, mute and reset, for this listener only
+// (`mix_override` / `mix_reset` in docs/PROTOCOL.md). Your own row is the self-monitor.
+
+import { ME_COLOUR, sourceColour } from "./colours.js";
+
+export const MIN_GAIN_DB = -30;
+export const MAX_GAIN_DB = 12; // the server caps personal gain at 4 (+12.04 dB)
+
+export function dbToGain(db) {
+  return 10 ** (db / 20);
+}
+
+/**
+ * @typedef {object} PersonalSettings
+ * @property {number} gainDb
+ * @property {boolean} mute
+ * @property {number[]|null} position  override position, or null for the stage's
+ */
+
+export class MixPanel {
+  /**
+   * @param {HTMLElement} list  where the rows go
+   * @param {{onGain: (id: string, db: number, final: boolean) => void,
+   *          onMute: (id: string, mute: boolean) => void,
+   *          onReset: (id: string) => void,
+   *          onMonitor: (on: boolean) => void}} handlers
+   */
+  constructor(list, handlers) {
+    this.list = list;
+    this.handlers = handlers;
+    this.rows = new Map(); // id -> {row, slider, value, mute, reset}
+    this.signature = "";
+  }
+
+  /**
+   * @param {{id: string, label: string, name: string, isMe: boolean}[]} sources
+   * @param {Map<string, PersonalSettings>} personal
+   * @param {boolean} monitorOn
+   */
+  update(sources, personal, monitorOn) {
+    const signature = sources.map((s) => `${s.id}:${s.label}:${s.name}:${s.isMe}`).join("|");
+    if (signature !== this.signature) this.rebuild(sources);
+    this.signature = signature;
+    for (const source of sources) {
+      const row = this.rows.get(source.id);
+      const settings = personal.get(source.id);
+      const gainDb = settings?.gainDb ?? 0;
+      if (document.activeElement !== row.slider) row.slider.value = String(gainDb);
+      row.value.textContent = formatDb(gainDb);
+      if (source.isMe) {
+        row.mute.textContent = monitorOn ? "On" : "Off";
+        row.mute.setAttribute("aria-pressed", String(monitorOn));
+        row.mute.classList.toggle("active", monitorOn);
+        row.slider.disabled = !monitorOn;
+      } else {
+        const muted = settings?.mute ?? false;
+        row.mute.setAttribute("aria-pressed", String(muted));
+        row.mute.classList.toggle("active", muted);
+        row.row.classList.toggle("muted", muted);
+        row.reset.disabled = !settings;
+        row.row.classList.toggle("overridden", Boolean(settings?.position));
+      }
+    }
+  }
+
+  rebuild(sources) {
+    this.list.replaceChildren();
+    this.rows.clear();
+    for (const source of sources) {
+      const row = document.createElement("li");
+      row.className = "mix-row";
+      row.dataset.source = source.id;
+      const name = document.createElement("span");
+      name.className = "mix-name";
+      name.style.setProperty("--dot", source.isMe ? ME_COLOUR : sourceColour(source.id));
+      name.textContent = source.isMe ? "Hear myself" : source.label;
+      name.title = source.name && source.name !== source.label
+        ? `${source.name} · ${source.label}` : source.label;
+      const slider = document.createElement("input");
+      slider.type = "range";
+      slider.min = String(MIN_GAIN_DB);
+      slider.max = String(MAX_GAIN_DB);
+      slider.step = "0.5";
+      slider.value = "0";
+      slider.className = "mix-gain";
+      slider.setAttribute("aria-label", `${name.textContent} gain`);
+      const value = document.createElement("output");
+      value.className = "mix-value";
+      const mute = document.createElement("button");
+      mute.type = "button";
+      mute.className = "mix-mute";
+      mute.textContent = source.isMe ? "Off" : "Mute";
+      mute.title = source.isMe ? "Hear yourself through the server" : "Mute in my mix";
+      const reset = document.createElement("button");
+      reset.type = "button";
+      reset.className = "mix-reset";
+      reset.textContent = "↺";
+      reset.title = "Back to the stage layout (gain, mute, position)";
+      const gain = (final) => this.handlers.onGain(source.id, Number(slider.value), final);
+      slider.addEventListener("input", () => gain(false));
+      slider.addEventListener("change", () => gain(true));
+      slider.addEventListener("dblclick", () => {
+        slider.value = "0";
+        this.handlers.onGain(source.id, 0, true);
+      });
+      mute.addEventListener("click", () => {
+        const pressed = mute.getAttribute("aria-pressed") === "true";
+        if (source.isMe) this.handlers.onMonitor(!pressed);
+        else this.handlers.onMute(source.id, !pressed);
+      });
+      reset.addEventListener("click", () => this.handlers.onReset(source.id));
+      if (source.isMe) reset.hidden = true;
+      row.append(name, slider, value, mute, reset);
+      this.list.append(row);
+      this.rows.set(source.id, { row, slider, value, mute, reset });
+    }
+  }
+}
+
+function formatDb(db) {
+  if (db === 0) return "0 dB";
+  return `${db > 0 ? "+" : "−"}${Math.abs(db).toFixed(1)} dB`;
+}

@@ -1,0 +1,95 @@
+// The WebRTC half: one RTCPeerConnection to the server per (re)join.
+//
+// - No ICE servers: the server is reached directly (host candidates).
+// - Our offer is edited for stereo Opus BEFORE setLocalDescription (see sdp.js).
+// - We wait for ICE gathering to finish, so the offer we send carries every candidate
+//   (the server also accepts trickled `ice` messages; it trickles none itself today, but any it
+//   sends are added).
+// - The server may renegotiate with its own `offer`: we answer, edited the same way.
+
+import { withStereoOpus } from "./sdp.js";
+
+const GATHERING_TIMEOUT_MS = 3000;
+
+export class ServerPeer extends EventTarget {
+  /**
+   * @param {MediaStream} micStream  the microphone; its audio track is sent
+   * @param {(message: object) => void} send  sends a signaling message
+   */
+  constructor(micStream, send) {
+    super();
+    this.send = send;
+    this.pc = new RTCPeerConnection({ iceServers: [] });
+    for (const track of micStream.getAudioTracks()) this.pc.addTrack(track, micStream);
+    this.pc.ontrack = (event) => {
+      const stream = event.streams[0] ?? new MediaStream([event.track]);
+      this.emit("mix", { stream });
+    };
+    this.pc.onconnectionstatechange = () => {
+      this.emit("state", { state: this.pc.connectionState });
+    };
+    this.offerId = null;
+  }
+
+  /** Create, edit and send our offer; the `answer` arrives through `handle()`. */
+  async start(messageId) {
+    const offer = await this.pc.createOffer();
+    // The stereo edit must reach setLocalDescription: Chrome configures its Opus decoder from
+    // the *local* description, so editing only what we send would still give mono.
+    await this.pc.setLocalDescription({ type: "offer", sdp: withStereoOpus(offer.sdp) });
+    await iceGatheringComplete(this.pc, GATHERING_TIMEOUT_MS);
+    this.offerId = messageId;
+    this.send({ type: "offer", id: messageId, sdp: this.pc.localDescription.sdp });
+  }
+
+  /** Apply a server message meant for the peer (answer, offer, ice). */
+  async handle(message) {
+    if (message.type === "answer") {
+      await this.pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+    } else if (message.type === "offer") {
+      await this.pc.setRemoteDescription({ type: "offer", sdp: message.sdp });
+      const answer = await this.pc.createAnswer();
+      await this.pc.setLocalDescription({ type: "answer", sdp: withStereoOpus(answer.sdp) });
+      this.send({ type: "answer", sdp: this.pc.localDescription.sdp });
+    } else if (message.type === "ice") {
+      if (message.candidate) {
+        const { candidate, sdpMid, sdpMLineIndex, usernameFragment } = message;
+        await this.pc.addIceCandidate({ candidate, sdpMid, sdpMLineIndex, usernameFragment });
+      } else {
+        await this.pc.addIceCandidate(); // end of candidates
+      }
+    }
+  }
+
+  /** The inbound audio and the transport's stats, as RTCStatsReport. */
+  getStats() {
+    return this.pc.getStats();
+  }
+
+  close() {
+    this.pc.ontrack = null;
+    this.pc.onconnectionstatechange = null;
+    this.pc.close();
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+/** Resolves when `pc` has gathered all its candidates, or after `timeoutMs`. */
+function iceGatheringComplete(pc, timeoutMs) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === "complete") done();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}

@@ -1,0 +1,278 @@
+"""End to end in real headless Chromium: the web client against a real ``spatialjam serve``.
+
+Two browser processes (each with its own fake microphone, a WAV this module writes) open the
+client at ``/?room=e2e`` and join through the join form. Page A's microphone plays a 1 kHz tone,
+page B's silence. Everything is done through the page as a musician would: B's own marker and
+A's marker are dragged with the mouse on B's stage, B's head is turned with keys and the "Face
+front" button. B's received stream is analysed in the page (Web Audio, one AnalyserNode per
+channel) through the client's ``window.spatialjam.levels()`` hook.
+
+Needs Debian's ``chromium`` at /usr/bin/chromium (``make test`` installs it) and the
+``playwright`` Python package; no browser is downloaded. ``SPATIALJAM_UPDATE_SCREENSHOT=1``
+also writes page B's screenshot to ``docs/client.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = ROOT / "docs" / "client.png"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason="needs Debian's chromium at /usr/bin/chromium "
+                                       "(apt-get install chromium; make test does it)")
+
+SAMPLE_RATE = 48_000
+TONE_HZ = 2000.0  # KEMAR's ILD at 90° is ~6 dB at 1 kHz, ~10 dB here
+BAND_HZ = {"lowHz": 1600, "highHz": 2500}
+#: The in-page analysis window is ~0.68 s: give a move that long and some to reach the ears.
+SETTLE_S = 1.2
+VERDICT_S = 10.0
+VIEWPORT = {"width": 1280, "height": 860}
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+]
+
+
+def write_wav(path: Path, samples: np.ndarray) -> Path:
+    """16-bit mono 48 kHz PCM (what Chrome's fake capture device reads, and loops)."""
+    pcm = np.round(np.clip(samples, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(pcm.tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.3)
+    yield f"http://127.0.0.1:{port}"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+
+
+class Jam:
+    """Two joined pages (A plays the tone, B listens) and every URL they requested."""
+
+    def __init__(self, base: str, a, b, requests: list[str]) -> None:
+        self.base, self.a, self.b, self.requests = base, a, b, requests
+        self.a_id = a.evaluate("spatialjam.participant")
+        self.b_id = b.evaluate("spatialjam.participant")
+
+
+@pytest.fixture(scope="module")
+def jam(server_url, tmp_path_factory):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    folder = tmp_path_factory.mktemp("wav")
+    t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE  # 4 s, a whole number of 1 kHz periods
+    tone_wav = write_wav(folder / "tone.wav", 0.3 * np.sin(2 * np.pi * TONE_HZ * t))
+    silence_wav = write_wav(folder / "silence.wav", np.zeros(4 * SAMPLE_RATE))
+    requests: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browsers = []
+        try:
+            pages = []
+            for name, instrument, wav in (("Ada", "Sine", tone_wav), ("Bo", "Ears", silence_wav)):
+                # One browser process per page: the fake microphone file is a process flag.
+                browser = p.chromium.launch(
+                    executable_path=str(CHROMIUM), headless=True,
+                    args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"])
+                browsers.append(browser)
+                pages.append(join(browser, server_url, name, instrument, requests))
+            b = pages[1]
+            b.wait_for_function("spatialjam.state.stage.length === 2")
+            yield Jam(server_url, pages[0], b, requests)
+        finally:
+            for browser in browsers:
+                browser.close()
+
+
+def join(browser, base: str, name: str, instrument: str, requests: list[str]):
+    """Open the client, fill in the join form, click Join, wait until the audio is live."""
+    page = browser.new_page(viewport=VIEWPORT)
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("pageerror", lambda error: requests.append(f"pageerror: {error}"))
+    page.goto(f"{base}/?room=e2e")
+    assert page.input_value("#room") == "e2e"
+    page.fill("#name", name)
+    page.fill("#instrument", instrument)
+    page.click("#join")
+    page.wait_for_function("window.spatialjam.peerState() === 'connected'", timeout=20_000)
+    return page
+
+
+def drag(page, source: str, to_xy: tuple[float, float]) -> None:
+    """A real mouse drag of ``source``'s marker to room ``to_xy`` on ``page``'s stage."""
+    start = page.evaluate("id => spatialjam.markerViewport(id)", source)
+    end = page.evaluate("xy => spatialjam.roomViewport(xy)", list(to_xy))
+    page.mouse.move(start["x"], start["y"])
+    page.mouse.down()
+    page.mouse.move(end["x"], end["y"], steps=12)
+    page.mouse.up()
+
+
+def wait_for_stage_position(page, source: str, xy: tuple[float, float]) -> None:
+    """Until ``page`` has heard from the server that ``source`` stands at ``xy``."""
+    page.wait_for_function(
+        """([id, x, y]) => spatialjam.state.stage.some(s => s.source === id
+               && Math.abs(s.position_m[0] - x) < 0.01 && Math.abs(s.position_m[1] - y) < 0.01)""",
+        arg=[source, *xy], timeout=5_000)
+
+
+def ild_db(page) -> tuple[float, dict]:
+    """Left minus right level of B's received mix around 1 kHz (dB), and the levels."""
+    levels = page.evaluate("band => spatialjam.levels(band)", BAND_HZ)
+    return levels["left_db"] - levels["right_db"], levels
+
+
+def settle_ild(page, wanted) -> tuple[float, dict]:
+    """The first ILD reading, at least SETTLE_S after a move, for which ``wanted`` holds."""
+    time.sleep(SETTLE_S)
+    deadline = time.monotonic() + VERDICT_S
+    while True:
+        ild, levels = ild_db(page)
+        if wanted(ild) or time.monotonic() > deadline:
+            return ild, levels
+        time.sleep(0.25)
+
+
+def place_b_at_the_centre_facing_front(jam: Jam) -> None:
+    b = jam.b
+    drag(b, jam.b_id, (0.0, 0.0))
+    wait_for_stage_position(jam.a, jam.b_id, (0.0, 0.0))
+    b.click("#face-front")
+    b.keyboard.press("ArrowLeft")  # keys turn the head: left is positive yaw
+    assert b.evaluate("spatialjam.headYawDeg") == 5
+    b.click("#face-front")
+    assert b.evaluate("spatialjam.headYawDeg") == 0
+    assert b.text_content("#yaw-value") == "0° (front)"
+
+
+def test_dragging_a_on_bs_stage_moves_the_tone_between_bs_ears(jam):
+    a, b = jam.a, jam.b
+    place_b_at_the_centre_facing_front(jam)
+
+    drag(b, jam.a_id, (0.0, 2.0))  # A to B's left
+    wait_for_stage_position(a, jam.a_id, (0.0, 2.0))
+    left, levels = settle_ild(b, lambda ild: ild >= 6.0)
+    assert levels["left_db"] > -50, f"B does not hear A's tone: {levels}"
+    assert left >= 6.0, f"A at B's left, yet L−R = {left:.1f} dB ({levels})"
+
+    drag(b, jam.a_id, (0.0, -2.0))  # and to B's right
+    wait_for_stage_position(a, jam.a_id, (0.0, -2.0))
+    right, levels = settle_ild(b, lambda ild: ild <= -6.0)
+    assert right <= -6.0, f"A at B's right, yet L−R = {right:.1f} dB ({levels})"
+
+    # The latency panel fills in from getStats, pings and the server's stats.
+    b.wait_for_function("spatialjam.latency().self_loop_ms > 0", timeout=5_000)
+    a_marker = b.evaluate("id => spatialjam.markerViewport(id)", jam.a_id)
+    b.mouse.click(a_marker["x"], a_marker["y"])  # a click selects without moving
+    assert b.text_content("#selected-where").endswith("2.0 m, 90° right")
+    b.evaluate("window.scrollTo(0, 0)")
+    shot = b.screenshot(full_page=True)
+    assert shot.startswith(b"\x89PNG") and len(shot) < 1_000_000
+    if os.environ.get("SPATIALJAM_UPDATE_SCREENSHOT"):
+        SCREENSHOT.write_bytes(shot)
+
+
+def test_move_in_my_mix_only_changes_b_and_leaves_the_stage(jam):
+    a, b = jam.a, jam.b
+    place_b_at_the_centre_facing_front(jam)
+    drag(b, jam.a_id, (0.0, -2.0))
+    wait_for_stage_position(a, jam.a_id, (0.0, -2.0))
+
+    b.check("#personal-mode")
+    drag(b, jam.a_id, (0.0, 2.0))  # A to B's left, in B's mix alone
+    left, levels = settle_ild(b, lambda ild: ild >= 6.0)
+    assert left >= 6.0, f"A moved left in B's mix, yet L−R = {left:.1f} dB ({levels})"
+    time.sleep(0.3)
+    wait_for_stage_position(a, jam.a_id, (0.0, -2.0))  # the shared stage kept A on the right
+
+    b.click(f"[data-source='{jam.a_id}'] .mix-reset")  # back to the stage layout
+    right, levels = settle_ild(b, lambda ild: ild <= -6.0)
+    assert right <= -6.0, f"after reset, L−R = {right:.1f} dB ({levels})"
+    b.uncheck("#personal-mode")
+
+
+def test_the_browser_applies_stereo_opus_to_its_own_description(jam):
+    # Chrome decodes stereo only if its *local* description says so (RFC 7587, 6.1).
+    sdp = jam.b.evaluate("spatialjam.localDescription()")
+    opus = re.search(r"^a=rtpmap:(\d+) opus/48000/2\r?$", sdp, re.MULTILINE | re.IGNORECASE)
+    assert opus, sdp
+    fmtp = re.search(rf"^a=fmtp:{opus.group(1)} (.*?)\r?$", sdp, re.MULTILINE)
+    params = dict(p.split("=", 1) for p in fmtp.group(1).split(";"))
+    assert params["stereo"] == "1" and params["maxaveragebitrate"] == "128000"
+
+
+def test_a_server_error_is_shown_and_the_session_goes_on(jam):
+    b = jam.b
+    b.evaluate("spatialjam.send({type: 'move_source', id: 'x1', source: 'nobody', "
+               "position_m: [0, 0, 0]})")
+    toast = b.locator(".toast", has_text="unknown_source")
+    toast.wait_for(timeout=5_000)
+    assert "nobody" in toast.text_content()
+    assert b.evaluate("spatialjam.state.errors.at(-1).code") == "unknown_source"
+    assert b.evaluate("spatialjam.peerState()") == "connected"
+    assert b.text_content("#status").startswith("In room")
+
+
+def test_after_a_network_drop_the_client_rejoins_its_seat(jam):
+    a, b = jam.a, jam.b
+    place_b_at_the_centre_facing_front(jam)
+    drag(b, jam.a_id, (0.0, 2.0))
+    wait_for_stage_position(a, jam.a_id, (0.0, 2.0))
+
+    rejoins = b.evaluate("spatialjam.state.rejoins")
+    b.evaluate("spatialjam.drop()")
+    b.wait_for_function(
+        "n => spatialjam.state.rejoins > n && spatialjam.peerState() === 'connected'",
+        arg=rejoins, timeout=20_000)
+    me = b.evaluate("spatialjam.participant")
+    mine = b.evaluate("id => spatialjam.state.stage.find(s => s.source === id).position_m", me)
+    assert mine[:2] == [0, 0], "the seat (and its place on the stage) was not kept"
+    left, levels = settle_ild(b, lambda ild: ild >= 6.0)
+    assert left >= 6.0, f"after rejoining, L−R = {left:.1f} dB ({levels})"
+    jam.b_id = me
+
+
+def test_the_client_loads_nothing_but_the_server(jam):
+    errors = [r for r in jam.requests if r.startswith("pageerror")]
+    assert not errors
+    foreign = [r for r in jam.requests
+               if not r.startswith((jam.base + "/", "data:", "blob:"))
+               and not r.startswith(jam.base.replace("http", "ws", 1) + "/")]
+    assert not foreign, f"requests beyond the server: {foreign}"
+    assert any(r.endswith("/static/app.js") for r in jam.requests)
