@@ -20,19 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 
 from bench.bot import Bot, silence
+from bench.serverproc import ServerProcess
 from hrtf.constants import FRAME, SAMPLE_RATE
 
-ROOT = Path(__file__).resolve().parents[1]
 CLICK_EVERY = SAMPLE_RATE // 2
 CLICK_LEN = 96
 
@@ -42,25 +36,6 @@ def clicks(start: int, n: int) -> np.ndarray:
     phase = t % CLICK_EVERY
     burst = np.sin(2 * np.pi * 2000 * t / SAMPLE_RATE) * 0.5
     return np.where(phase < CLICK_LEN, burst, 0.0).astype(np.float32)
-
-
-def start_server() -> tuple[subprocess.Popen, int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
-            return proc, port
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("the server did not start")
 
 
 def click_times(frames: list[np.ndarray], times: list[float], threshold: float) -> list[float]:
@@ -110,12 +85,8 @@ async def run_room(url: str, bots: int, seconds: float) -> dict:
 
 
 def room_benchmark(bots: int, seconds: float) -> dict:
-    proc, port = start_server()
-    try:
-        result = asyncio.run(run_room(f"ws://127.0.0.1:{port}/ws", bots, seconds))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with ServerProcess() as server:
+        result = asyncio.run(run_room(server.ws, bots, seconds))
     delays = np.array(result["delays_ms"])
     stats = result["stats"]
     report = {
