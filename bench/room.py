@@ -52,9 +52,11 @@ def click_times(frames: list[np.ndarray], times: list[float], threshold: float) 
     return out
 
 
-def one_way_delays_ms(sender: Bot, receiver: Bot) -> list[float]:
-    sent_frames = [clicks(k * FRAME, FRAME) for k in range(len(sender.track.sent_at))]
-    sent = click_times(sent_frames, sender.track.sent_at, 0.05)
+def one_way_delays_ms(sender: Bot, receiver: Bot, first_frame: int = 0) -> list[float]:
+    """Delays of the clicks sent from frame ``first_frame`` on, as the receiver heard them."""
+    sent_at = sender.track.sent_at[first_frame:]
+    sent_frames = [clicks((first_frame + k) * FRAME, FRAME) for k in range(len(sent_at))]
+    sent = click_times(sent_frames, sent_at, 0.05)
     got = click_times(receiver.received, receiver.received_at, 0.02)
     delays = []
     for t in got:
@@ -74,11 +76,10 @@ async def run_room(url: str, bots: int, seconds: float) -> dict:
     for bot in members:
         bot.received.clear()
         bot.received_at.clear()
-    members[0].track.sent_at.clear()
-    members[0].track._sent = 0
+    first_frame = len(members[0].track.sent_at)
     await asyncio.sleep(seconds)
     stats = members[1].stats or {}
-    delays = one_way_delays_ms(members[0], members[1])
+    delays = one_way_delays_ms(members[0], members[1], first_frame)
     for bot in members:
         await bot.close()
     return {"stats": stats, "delays_ms": delays}

@@ -185,6 +185,8 @@ function onJoined(message, rejoin) {
   state.revision = -1;
   applyRoomState(message.state);
   if (!rejoin) {
+    state.personal.clear(); // a new seat has no personal mix on the server
+    state.monitorOn = false;
     // A new seat starts with the head turned as the server placed it (facing the centre).
     const me = state.stage.find((s) => s.source === state.participant);
     head.set(me ? me.yaw_deg : 0, { quiet: true });

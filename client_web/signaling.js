@@ -114,7 +114,9 @@ export class SignalingClient extends EventTarget {
 
   dispatch(message) {
     if (message.type === "joined") {
-      const rejoin = this.seat !== null;
+      // Our old seat back (same token): the server kept our place and mix. A new token means
+      // the seat was gone (the room closed meanwhile): start afresh.
+      const rejoin = this.seat !== null && message.seat === this.seat;
       this.seat = message.seat;
       this.participant = message.participant;
       this.joined = true;

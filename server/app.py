@@ -17,6 +17,7 @@ import mimetypes
 import signal
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import uvloop
@@ -102,10 +103,25 @@ def static_file(path: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def same_origin(request: Request) -> bool:
+    """A browser's WebSocket must come from a page of this server (no cross-site use of /ws).
+
+    Clients that send no ``Origin`` (bots, command-line tools) are not browsers and pass.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc.lower() == (request.headers.get("Host") or "").lower()
+
+
 def http_router(state: ServerState):
     def route(connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/ws":
+            if not same_origin(request):
+                return _reply(connection, http.HTTPStatus.FORBIDDEN,
+                              "signaling accepts pages served by this server only\n",
+                              "text/plain; charset=utf-8")
             return None  # the WebSocket handshake goes on
         if path == "/healthz":
             return _reply(connection, http.HTTPStatus.OK, json.dumps(state.health()),

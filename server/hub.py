@@ -28,9 +28,10 @@ from server.room_runner import RoomRunner
 from server.sdp import with_music_opus
 from signaling.errors import ErrorCode
 from signaling.messages import Answer, Ice, Join, Leave, Offer
-from signaling.server_messages import Stats
+from signaling.server_messages import ErrorMessage, Stats
 from signaling.session import CLOSE_POLICY_VIOLATION, SignalingSession, State
 from signaling.stage_messages import HeadPose, MixOverride, MixReset, MoveSource, TurnSource
+from signaling.wire import encode
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,12 @@ class Participant:
     def flush(self) -> None:
         for text in self.session.data_to_send():
             self.outbox.put_nowait(text)
-        if self.outbox.qsize() > OUTBOX_LIMIT:
+        if self.outbox.qsize() > OUTBOX_LIMIT and self.session.close_requested is None:
+            # A reader this far behind is gone or stuck: close it now (its handler then
+            # leaves the room), rather than rendering for it until the keepalive notices.
             self.session.close(CLOSE_POLICY_VIOLATION, "not reading: too many messages queued")
+            asyncio.get_running_loop().create_task(
+                self.ws.close(CLOSE_POLICY_VIOLATION, "not reading"))
 
     async def writer(self) -> None:
         while True:
@@ -146,10 +151,10 @@ class Hub:
             p.session.refuse(message, ErrorCode.UNKNOWN_SOURCE,
                              f"no source {exc.args[0]!r} in this room",
                              asyncio.get_running_loop().time())
-        except Exception as exc:  # a bad offer or a peer failure must not end the server
+        except Exception as exc:  # a peer failure must not end the server (and is no strike)
             log.warning("%s from %s failed: %s", type(message).__name__, p.member_id, exc)
-            p.session.refuse(message, ErrorCode.INTERNAL_ERROR, f"could not apply: {exc}",
-                             asyncio.get_running_loop().time())
+            p.session.send(ErrorMessage(ErrorCode.INTERNAL_ERROR, f"could not apply: {exc}"[:300],
+                                        message.msg_id))
 
     # joining and leaving -----------------------------------------------------------------
 
@@ -161,9 +166,6 @@ class Hub:
             self.rooms[join.room] = live
             live.runner.start()
             log.info("room %s opened", join.room)
-        if live.closing is not None:
-            live.closing.cancel()
-            live.closing = None
         holder = live.room.seat_holder(join.seat)
         if holder is not None and holder in live.participants:
             # The seat's old connection has not noticed its network is gone: this join is the
@@ -173,6 +175,9 @@ class Hub:
             old.session.close(4000, "replaced by a newer connection for this seat")
             old.flush()
             asyncio.get_running_loop().create_task(self._close(old))
+        if live.closing is not None:  # someone is here again: the room stays
+            live.closing.cancel()
+            live.closing = None
         try:
             member = live.room.join(join.name, join.instrument, join.seat)
         except RoomFull as exc:
@@ -205,13 +210,17 @@ class Hub:
             p.session.state = State.AWAITING_JOIN
         if live.room.empty:
             loop = asyncio.get_running_loop()
-            live.closing = loop.call_later(EMPTY_ROOM_GRACE_S,
-                                           lambda: loop.create_task(self._close_room(live)))
+            if live.closing is not None:
+                live.closing.cancel()
+            handle = loop.call_later(
+                EMPTY_ROOM_GRACE_S, lambda: loop.create_task(self._close_room(live, handle)))
+            live.closing = handle
         else:
             self._broadcast(live)
 
-    async def _close_room(self, live: LiveRoom) -> None:
-        if not live.room.empty or self.rooms.get(live.room.name) is not live:
+    async def _close_room(self, live: LiveRoom, timer: asyncio.TimerHandle) -> None:
+        if (live.closing is not timer or not live.room.empty
+                or self.rooms.get(live.room.name) is not live):
             return
         del self.rooms[live.room.name]
         await live.runner.stop()
@@ -231,7 +240,8 @@ class Hub:
         if live is None or p.member_id is None:
             return
         slot = live.room.member(p.member_id).slot
-        if p.pc is None:
+        fresh_pc = p.pc is None
+        if fresh_pc:
             p.pc = self._peer(p, slot)
         pc = p.pc
         try:
@@ -241,8 +251,9 @@ class Hub:
                 pc.addTrack(track)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises many kinds on SDP it cannot use
-            p.pc = None
-            await pc.close()
+            if fresh_pc:  # a renegotiation that fails keeps the connection that works
+                p.pc = None
+                await pc.close()
             reason = str(exc) or type(exc).__name__
             p.session.refuse(offer, ErrorCode.BAD_SDP, f"the offer cannot be used: {reason}"[:300],
                              asyncio.get_running_loop().time())
@@ -274,7 +285,12 @@ class Hub:
     async def _ice(self, p: Participant, ice: Ice) -> None:
         if p.pc is None or ice.candidate is None:
             return
-        candidate = candidate_from_sdp(ice.candidate.split(":", 1)[1])
+        try:
+            candidate = candidate_from_sdp(ice.candidate.split(":", 1)[1])
+        except (ValueError, IndexError) as exc:
+            p.session.refuse(ice, ErrorCode.BAD_VALUE, f"'candidate' cannot be parsed: {exc}",
+                             asyncio.get_running_loop().time())
+            return
         candidate.sdpMid = ice.sdp_mid
         candidate.sdpMLineIndex = ice.sdp_mline_index
         await p.pc.addIceCandidate(candidate)
@@ -311,10 +327,10 @@ class Hub:
         self._broadcast(live)
 
     def _broadcast(self, live: LiveRoom, exclude: Participant | None = None) -> None:
-        state = live.room.describe()
+        text = encode(live.room.describe())  # once for everyone
         for other in live.participants.values():
             if other is not exclude:
-                other.session.send(state)
+                other.session.send_encoded(text)
                 other.flush()
 
     async def _send_stats(self, p: Participant) -> None:

@@ -125,7 +125,7 @@ class JitterBuffer:
             oldest = min(self._frames)
             del self._frames[oldest]
             self.stats.dropped += 1
-            self._next = oldest + FRAME
+            self._next = min(self._frames) if self._frames else oldest + FRAME
         self._window_ticks, self._window_min = 0, 1 << 30
 
     def _on_underrun(self) -> None:

@@ -63,17 +63,30 @@ def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
     return (pcm.astype(np.float32).mean(axis=1) / scale).astype(np.float32)
 
 
+def unwrap_timestamp(last: int | None, timestamp: int) -> int:
+    """``timestamp`` placed within 2³¹ of ``last`` (RFC 3550 serial-number arithmetic).
+
+    aiortc maps RTP timestamps to a running count, but reads any timestamp older than the one
+    before as a 32-bit wrap and jumps every later one forward by 2³²: one reordered packet
+    would otherwise look like a stream that leapt a day ahead.
+    """
+    if last is None:
+        return timestamp
+    return last + ((timestamp - last + (1 << 31)) % (1 << 32)) - (1 << 31)
+
+
 async def read_uplink(track: MediaStreamTrack, buffer: JitterBuffer) -> None:
     """Feed ``buffer`` with ``track``'s decoded frames until the track ends."""
     pending = np.zeros(0, np.float32)
     pending_ts: int | None = None
+    last: int | None = None
     while True:
         try:
             frame = await track.recv()
         except MediaStreamError:
             return
         samples = frame_to_mono(frame)
-        ts = int(frame.pts) if frame.pts is not None else 0
+        ts = last = unwrap_timestamp(last, int(frame.pts) if frame.pts is not None else 0)
         if len(samples) == FRAME and not len(pending):
             buffer.push(ts, samples)
             continue

@@ -224,8 +224,10 @@ class Room:
         yaw, pitch = np.radians(self.facing[:, 0]), np.radians(self.facing[:, 1])
         forward = np.column_stack([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw),
                                    np.sin(pitch)])
-        scene = Scene.create(self.position, positions, pair_gain=gain, source_forward=forward)
-        scene.listener_rotation = (self.head_rotation if self.head_rotation is not None
+        # Copies: the tick renders on another thread while the loop keeps editing the room.
+        scene = Scene.create(self.position.copy(), positions, pair_gain=gain,
+                             source_forward=forward)
+        scene.listener_rotation = (self.head_rotation.copy() if self.head_rotation is not None
                                    else yaw_pitch_roll_matrix(*self.head.T))
         return scene
 
@@ -244,21 +246,3 @@ class Room:
                           pitch_deg=round(float(self.facing[m.slot, 1]), 3))
                 for m in members),
         )
-
-    def describe_personal(self, listener_id: str) -> dict:
-        """One listener's own settings: head pose and personal overrides (JSON-ready)."""
-        l = self.member(listener_id).slot
-        overrides = {}
-        for m in self.members.values():
-            s = m.slot
-            personal = (self.override_mask[l, s] or self.personal_gain[l, s] != 1
-                        or self.personal_mute[l, s])
-            if personal:
-                entry = {"gain": float(self.personal_gain[l, s]),
-                         "mute": bool(self.personal_mute[l, s])}
-                if self.override_mask[l, s]:
-                    entry["position"] = [float(v) for v in self.override_position[l, s]]
-                overrides[m.id] = entry
-        yaw, pitch, roll = (float(v) for v in self.head[l])
-        return {"head": {"yaw": yaw, "pitch": pitch, "roll": roll}, "overrides": overrides,
-                "self_monitor": bool(self.self_monitor[l])}

@@ -117,23 +117,26 @@ class RoomRunner:
         audio = np.zeros((self.room.capacity, FRAME), np.float32)
         for slot, buffer in self.buffers.items():
             audio[slot] = buffer.pop()
-        scene = self.room.scene()
         fresh = self.room.drain_fresh_slots()
         listeners = [s for s in self.tracks if self.room.active[s]]
+        if not listeners and not fresh:
+            return  # nobody to render for (an empty room waiting for its members)
+        # What this tick renders for, captured now: a slot may change hands meanwhile.
+        tracks = {s: self.tracks[s] for s in listeners}
         encoders = {s: self.encoders[s] for s in listeners}
-        t0 = time.perf_counter()
-        packets = await loop.run_in_executor(
-            self._executor, self._render_and_encode, scene, audio, fresh, encoders)
-        self.stats.record(1e3 * (time.perf_counter() - t0))
+        packets, work_ms = await loop.run_in_executor(
+            self._executor, self._render_and_encode, self.room.scene(), audio, fresh, encoders)
+        self.stats.record(work_ms)
         for slot, slot_packets in packets.items():
-            track = self.tracks.get(slot)
-            if track is not None:
-                track.deliver(slot_packets)
+            if self.tracks.get(slot) is tracks[slot]:
+                tracks[slot].deliver(slot_packets)
 
-    def _render_and_encode(self, scene, audio, fresh, encoders) -> dict:
+    def _render_and_encode(self, scene, audio, fresh, encoders) -> tuple[dict, float]:
         """The tick's work off the event loop: render every mix, encode each listener's."""
+        t0 = time.perf_counter()
         for slot in fresh:
             self.renderer.reset_source(slot)
             self.renderer.reset_listener(slot)
         mixes = self.renderer.render(scene, audio)
-        return {slot: enc.encode(mixes[slot]) for slot, enc in encoders.items()}
+        packets = {slot: enc.encode(mixes[slot]) for slot, enc in encoders.items()}
+        return packets, 1e3 * (time.perf_counter() - t0)

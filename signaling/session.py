@@ -201,6 +201,12 @@ class SignalingSession:
         if self.state is not State.CLOSED:
             self._outgoing.append(encode(message))
 
+    def send_encoded(self, text: str) -> None:
+        """Queue a message already encoded with :func:`~signaling.wire.encode` (a broadcast
+        encodes once for all recipients)."""
+        if self.state is not State.CLOSED:
+            self._outgoing.append(text)
+
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Ask the shell to close the connection; later input and sends are dropped."""
         if self.state is not State.CLOSED:

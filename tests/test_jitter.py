@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from hrtf.constants import FRAME
@@ -100,3 +102,26 @@ def test_a_standing_queue_above_the_target_is_trimmed_within_a_window():
     assert jb.depth == 0  # each tick now plays the frame that just arrived
     assert played[-1] == 39 and jb.stats.dropped >= 2
     assert played == sorted(played)
+
+
+def test_a_reordered_packet_through_aiortcs_timestamp_mapping_is_not_a_leap():
+    """aiortc reads an older timestamp as a 32-bit wrap; the uplink undoes that."""
+    from aiortc.rtcrtpreceiver import TimestampMapper
+
+    from server.media import unwrap_timestamp
+
+    rtp = [3_000_000_000 + k * FRAME for k in range(12)]
+    rtp[5], rtp[6] = rtp[6], rtp[5]  # one pair swapped on the way
+    rtp += [(3_000_000_000 + k * FRAME) % (1 << 32) for k in range(12, 4_500_000)][::200_000]
+    mapper, last, out = TimestampMapper(), None, []
+    for ts in rtp:
+        last = unwrap_timestamp(last, mapper.map(ts))
+        out.append(last)
+    assert out[:12] == [k * FRAME for k in (0, 1, 2, 3, 4, 6, 5, 7, 8, 9, 10, 11)]
+    assert all(b > a for a, b in itertools.pairwise(out[12:]))  # real wraps still count
+    jb = JitterBuffer(target=2)
+    for k, ts in enumerate(out[:12]):
+        jb.push(ts, frame(ts // FRAME))
+        if k >= 1:
+            jb.pop()
+    assert jb.stats.concealed == 0 and jb.stats.dropped == 0

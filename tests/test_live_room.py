@@ -108,6 +108,36 @@ async def test_garbage_from_one_client_does_not_stop_the_room(server):
         assert band_level_db(await heard(b)) > -40
 
 
+async def test_a_room_keeps_playing_through_a_flood_of_stage_edits(server):
+    """A client at the edge of its rate limit, every edit broadcast to all: B still hears A."""
+    url, _ = server
+    import json
+
+    import websockets
+
+    async with Bot(url, "flood", "A", tone(TONE_HZ)) as a, Bot(url, "flood", "B") as b:
+        await b.send({"type": "move_source", "source": a.participant, "position_m": [0, 3, 1.2]})
+        await asyncio.sleep(SETTLE_S)
+        late_before = (b.stats or {}).get("late_ticks", 0)
+        async with websockets.connect(url) as rogue:
+            await rogue.send(json.dumps({"type": "join", "room": "flood", "name": "R"}))
+            me = json.loads(await rogue.recv())["participant"]
+
+            async def flood() -> None:
+                for k in range(100):  # 45 edits a second for about two seconds
+                    await rogue.send(json.dumps({"type": "move_source", "source": me,
+                                                 "position_m": [k % 5, 1, 1.2]}))
+                    await asyncio.sleep(1 / 45)
+
+            flooding = asyncio.get_running_loop().create_task(flood())
+            during = await b.listen(2.0)
+            await flooding
+            assert rogue.close_code is None  # within its rate: not refused
+        assert band_level_db(during[2400:]) > -40
+        assert band_ild_db(during) > 3.0
+        assert (b.stats or {}).get("late_ticks", 0) - late_before <= 5
+        assert b.state["revision"] > 100
+
 def test_bench_room_measures_ticks_and_the_delay_of_clicks():
     done = subprocess.run([sys.executable, "-m", "server.cli", "bench", "room", "--bots", "2",
                            "--seconds", "3", "--json"], cwd=ROOT, capture_output=True,

@@ -59,3 +59,23 @@ def test_the_client_is_served_with_its_own_types_and_nothing_outside_it():
         assert response.headers.get_all("Content-Type") == ["text/javascript; charset=utf-8"]
         assert response.headers.get_all("Content-Length") == [str(len(body))]
         assert body == (ROOT / "client_web" / "app.js").read_bytes()
+
+
+def test_signaling_refuses_pages_of_other_sites():
+    import asyncio
+
+    import websockets
+
+    async def handshake(origin: str | None) -> int:
+        headers = {"Origin": origin} if origin else {}
+        try:
+            async with websockets.connect(server.ws, additional_headers=headers,
+                                          origin=None):
+                return 101
+        except websockets.InvalidStatus as exc:
+            return exc.response.status_code
+
+    with ServerProcess() as server:
+        assert asyncio.run(handshake(f"http://127.0.0.1:{server.port}")) == 101
+        assert asyncio.run(handshake(None)) == 101  # not a browser
+        assert asyncio.run(handshake("https://evil.example")) == 403
