@@ -5,6 +5,9 @@ room. Bot 0 plays a click (a 2 ms 2 kHz burst) every 500 ms, the others silence.
 
 - the room's render-and-encode time per 20 ms tick (p50/p95, from the server's ``stats``) and
   its late and skipped ticks;
+- the server-added delay on that path by stage: bot 0's frames' wait from arrival to the tick
+  (receive buffer and tick phase), the tick's render and encode, bot 1's packets' wait to be
+  sent;
 - the one-way delay from bot 0 to bot 1: when a frame holding a click was handed to bot 0's
   peer connection, to when the frame holding it came out of bot 1's (click found by
   envelope threshold, sample-accurate within the frame). It covers Opus encode and decode on
@@ -78,7 +81,10 @@ async def run_room(url: str, bots: int, seconds: float) -> dict:
         bot.received_at.clear()
     first_frame = len(members[0].track.sent_at)
     await asyncio.sleep(seconds)
-    stats = members[1].stats or {}
+    stats = dict(members[1].stats or {})
+    speaker = members[0].stats or {}
+    stats["speaker_uplink_wait_ms_p50"] = speaker.get("uplink_wait_ms_p50")
+    stats["speaker_uplink_wait_ms_p95"] = speaker.get("uplink_wait_ms_p95")
     delays = one_way_delays_ms(members[0], members[1], first_frame)
     for bot in members:
         await bot.close()
@@ -99,6 +105,14 @@ def room_benchmark(bots: int, seconds: float) -> dict:
         "late_ticks": stats.get("late_ticks"),
         "skipped_ticks": stats.get("skipped_ticks"),
         "clicks_heard": len(delays),
+        # Server-added delay on the measured path, by stage (from the server's stats):
+        "server_stages_ms": {
+            "uplink_wait_p50": stats.get("speaker_uplink_wait_ms_p50"),
+            "uplink_wait_p95": stats.get("speaker_uplink_wait_ms_p95"),
+            "tick_p50": stats.get("tick_ms_p50"),
+            "tick_p95": stats.get("tick_ms_p95"),
+            "downlink_wait_p95": stats.get("downlink_wait_ms_p95"),
+        },
     }
     if len(delays):
         report["one_way_delay_ms"] = {

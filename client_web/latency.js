@@ -12,6 +12,7 @@ const ROWS = [
   ["tick", "Server tick p50 / p95"],
   ["ticks_late", "Late / skipped ticks"],
   ["uplink", "Server buffer for you"],
+  ["uplink_wait", "Your audio's wait at the server p50 / p95"],
   ["server_concealed", "Your frames concealed"],
   ["downlink", "Server send queue"],
   ["output", "Audio output (device)"],
@@ -96,7 +97,10 @@ export class LatencyPanel {
     const s = v.server;
     const rtt = v.ice_rtt_ms ?? v.rtt_ms;
     if (!s || rtt == null || v.jitter_buffer_ms == null) return null;
-    return FRAME_MS + rtt + s.uplink_buffer_ms + s.tick_ms_p50 + s.downlink_queue_ms
+    // The measured wait from arrival to the tick (buffer and tick phase) when the server
+    // reports it; the buffer's depth alone otherwise.
+    const wait = s.uplink_wait_ms_p50 || s.uplink_buffer_ms;
+    return FRAME_MS + rtt + wait + s.tick_ms_p50 + (s.downlink_wait_ms_p95 ?? s.downlink_queue_ms)
       + v.jitter_buffer_ms + (v.output_ms ?? 0);
   }
 
@@ -123,7 +127,11 @@ export class LatencyPanel {
       set("ticks_late", `${s.late_ticks} / ${s.skipped_ticks}`);
       set("uplink", `${ms(s.uplink_buffer_ms)} (target ${ms(s.uplink_target_ms)})`);
       set("server_concealed", String(s.concealed));
-      set("downlink", ms(s.downlink_queue_ms));
+      set("uplink_wait", s.uplink_wait_ms_p95 != null
+        ? `${ms(s.uplink_wait_ms_p50)} / ${ms(s.uplink_wait_ms_p95)}` : "—");
+      set("downlink", s.downlink_wait_ms_p95 != null
+        ? `${ms(s.downlink_queue_ms)} (p95 wait ${ms(s.downlink_wait_ms_p95, 2)})`
+        : ms(s.downlink_queue_ms));
       const late = s.late_ticks > 0 || s.skipped_ticks > 0;
       this.cells.get("ticks_late").classList.toggle("warn", late);
       this.cells.get("tick").classList.toggle("warn", s.tick_ms_p95 > FRAME_MS * 0.75);

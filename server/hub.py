@@ -352,6 +352,9 @@ class Hub:
                 uplink_target_ms=float(buffer.target * FRAME_MS) if buffer else 0.0,
                 concealed=buffer.stats.concealed if buffer else 0,
                 downlink_queue_ms=float(track.queued * FRAME_MS) if track else 0.0,
+                uplink_wait_ms_p50=round(buffer.waits_ms.percentile(50), 3) if buffer else 0.0,
+                uplink_wait_ms_p95=round(buffer.waits_ms.percentile(95), 3) if buffer else 0.0,
+                downlink_wait_ms_p95=round(track.waits_ms.percentile(95), 3) if track else 0.0,
             ))
             p.flush()
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hrtf.constants import FRAME
+from server.recent import Recent
 
 #: Frames of headroom over the target before the oldest frames are dropped.
 SLACK_FRAMES = 2
@@ -52,6 +53,9 @@ class JitterBuffer:
         self.calm_ticks = calm_ticks
         self.stats = JitterStats()
         self._frames: dict[int, np.ndarray] = {}
+        self._arrivals: dict[int, float] = {}
+        #: Milliseconds each played frame waited here, from arrival to its tick.
+        self.waits_ms = Recent()
         self._next: int | None = None  # timestamp due at the next tick
         self._playing = False
         self._last = np.zeros(FRAME, np.float32)
@@ -67,8 +71,9 @@ class JitterBuffer:
         """Frames queued now (each is 20 ms of delay)."""
         return len(self._frames)
 
-    def push(self, timestamp: int, samples: np.ndarray) -> None:
-        """A decoded frame arrived: ``timestamp`` in samples (48 kHz), ``samples`` (FRAME,)."""
+    def push(self, timestamp: int, samples: np.ndarray, arrival: float | None = None) -> None:
+        """A decoded frame arrived: ``timestamp`` in samples (48 kHz), ``samples`` (FRAME,),
+        ``arrival`` the time it arrived (seconds, the clock :meth:`pop` is given)."""
         if self._playing and timestamp < self._next:
             self.stats.late += 1
             if timestamp in self._missed:
@@ -79,14 +84,19 @@ class JitterBuffer:
             self.stats.duplicates += 1
             return
         self._frames[timestamp] = samples
+        if arrival is not None:
+            self._arrivals[timestamp] = arrival
         while len(self._frames) > self.target + SLACK_FRAMES:
             del self._frames[min(self._frames)]
             self.stats.dropped += 1
             if self._playing:
                 self._next = min(self._frames)
 
-    def pop(self) -> np.ndarray:
-        """The frame for this tick (silence while buffering, concealment when missing)."""
+    def pop(self, now: float | None = None) -> np.ndarray:
+        """The frame for this tick (silence while buffering, concealment when missing).
+
+        ``now``, on the clock of ``push``'s ``arrival``, times the played frame's wait.
+        """
         if not self._playing:
             if len(self._frames) < self.target:
                 return np.zeros(FRAME, np.float32)
@@ -99,6 +109,9 @@ class JitterBuffer:
             self._conceal_run += 1
             frame = self._last * 0.5 if self._conceal_run == 1 else np.zeros(FRAME, np.float32)
         else:
+            arrival = self._arrivals.pop(self._next, None)
+            if arrival is not None and now is not None:
+                self.waits_ms.add(1e3 * (now - arrival))
             self.stats.played += 1
             self._conceal_run = 0
             self._calm += 1
@@ -109,6 +122,8 @@ class JitterBuffer:
         self._last = frame
         self._trim()
         self._missed = {t for t in self._missed if t > self._next - 64 * FRAME}
+        if len(self._arrivals) > len(self._frames):  # dropped frames' arrival times
+            self._arrivals = {t: a for t, a in self._arrivals.items() if t in self._frames}
         if self._conceal_run > self.max_target + SLACK_FRAMES and not self._frames:
             self._playing = False  # the source went quiet: buffer afresh when it returns
             self._next = None

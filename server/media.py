@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
+import time
 
 import av
 import numpy as np
@@ -25,6 +26,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from hrtf.constants import FRAME, SAMPLE_RATE
 from server.jitter import JitterBuffer
+from server.recent import Recent
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,8 @@ def unwrap_timestamp(last: int | None, timestamp: int) -> int:
 
 
 async def read_uplink(track: MediaStreamTrack, buffer: JitterBuffer) -> None:
-    """Feed ``buffer`` with ``track``'s decoded frames until the track ends."""
+    """Feed ``buffer`` with ``track``'s decoded frames until the track ends, each stamped with
+    its arrival on ``time.monotonic`` (uvloop's own clock counts whole milliseconds)."""
     pending = np.zeros(0, np.float32)
     pending_ts: int | None = None
     last: int | None = None
@@ -88,14 +91,14 @@ async def read_uplink(track: MediaStreamTrack, buffer: JitterBuffer) -> None:
         samples = frame_to_mono(frame)
         ts = last = unwrap_timestamp(last, int(frame.pts) if frame.pts is not None else 0)
         if len(samples) == FRAME and not len(pending):
-            buffer.push(ts, samples)
+            buffer.push(ts, samples, time.monotonic())
             continue
         # Odd-sized frames (another codec, or 10 ms Opus): regroup into 20 ms frames.
         if pending_ts is None or ts != pending_ts + len(pending):
             pending, pending_ts = np.zeros(0, np.float32), ts
         pending = np.concatenate([pending, samples])
         while len(pending) >= FRAME:
-            buffer.push(pending_ts, pending[:FRAME])
+            buffer.push(pending_ts, pending[:FRAME], time.monotonic())
             pending, pending_ts = pending[FRAME:], pending_ts + FRAME
 
 
@@ -133,17 +136,20 @@ class ListenerTrack(MediaStreamTrack):
 
     def __init__(self) -> None:
         super().__init__()
-        self._queue: asyncio.Queue[av.Packet] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[av.Packet, float]] = asyncio.Queue()
         self._pts = 0
         self.dropped_packets = 0
+        #: Milliseconds each packet waited between its tick and aiortc taking it to send.
+        self.waits_ms = Recent()
 
     def deliver(self, packets: list[av.Packet]) -> None:
         """Called on the event loop after each tick with this listener's packets."""
+        now = time.monotonic()
         for packet in packets:
             packet.pts = self._pts
             packet.time_base = TIME_BASE
             self._pts += FRAME
-            self._queue.put_nowait(packet)
+            self._queue.put_nowait((packet, now))
         while self._queue.qsize() > MAX_QUEUED_PACKETS:
             self._queue.get_nowait()
             self.dropped_packets += 1
@@ -156,4 +162,6 @@ class ListenerTrack(MediaStreamTrack):
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
-        return await self._queue.get()
+        packet, delivered = await self._queue.get()
+        self.waits_ms.add(1e3 * (time.monotonic() - delivered))
+        return packet

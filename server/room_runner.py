@@ -28,6 +28,7 @@ from hrtf.hrirset import HrirSet
 from server.clock import TickSchedule
 from server.jitter import JitterBuffer
 from server.media import ListenerTrack, MusicOpusEncoder
+from server.recent import Recent
 from server.room import Room
 
 log = logging.getLogger(__name__)
@@ -35,22 +36,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TickStats:
+    """The room's render-and-encode time per tick."""
+
     ticks: int = 0
     overruns: int = 0
     last_ms: float = 0.0
-    recent_ms: list[float] = field(default_factory=list)
+    recent_ms: Recent = field(default_factory=Recent)
 
     def record(self, ms: float) -> None:
         self.ticks += 1
         self.last_ms = ms
-        self.recent_ms.append(ms)
-        if len(self.recent_ms) > 500:
-            del self.recent_ms[:250]
+        self.recent_ms.add(ms)
         if ms > FRAME_MS:
             self.overruns += 1
 
     def percentile_ms(self, q: float) -> float:
-        return float(np.percentile(self.recent_ms, q)) if self.recent_ms else 0.0
+        return self.recent_ms.percentile(q)
 
 
 class RoomRunner:
@@ -115,8 +116,9 @@ class RoomRunner:
 
     async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         audio = np.zeros((self.room.capacity, FRAME), np.float32)
+        now = time.monotonic()  # the clock read_uplink stamps arrivals with
         for slot, buffer in self.buffers.items():
-            audio[slot] = buffer.pop()
+            audio[slot] = buffer.pop(now)
         fresh = self.room.drain_fresh_slots()
         listeners = [s for s in self.tracks if self.room.active[s]]
         if not listeners and not fresh:

@@ -101,7 +101,11 @@ class Stats(WireMessage):
     ``late_ticks``/``skipped_ticks``: ticks that started late or were skipped since the room
     opened; ``uplink_buffer_ms`` and ``uplink_target_ms``: your source's receive buffer now and
     its target; ``concealed``: your frames concealed so far (lost or late);
-    ``downlink_queue_ms``: your mix waiting to be sent.
+    ``downlink_queue_ms``: your mix waiting to be sent; ``uplink_wait_ms_p50``/``_p95``: how
+    long your frames waited at the server, from arrival to the tick that mixed them (receive
+    buffer and wait for the tick); ``downlink_wait_ms_p95``: how long your mixed packets waited
+    between their tick and being sent. A path's server-added delay is the speaker's uplink
+    wait plus the tick plus the listener's downlink wait.
     """
 
     TYPE: ClassVar[str] = "stats"
@@ -114,6 +118,9 @@ class Stats(WireMessage):
     uplink_target_ms: float
     concealed: int
     downlink_queue_ms: float
+    uplink_wait_ms_p50: float = 0.0
+    uplink_wait_ms_p95: float = 0.0
+    downlink_wait_ms_p95: float = 0.0
 
 
 ServerMessage = Joined | RoomState | Offer | Answer | Ice | ErrorMessage | Pong | Stats

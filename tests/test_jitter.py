@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 
 from hrtf.constants import FRAME
 from server.jitter import SLACK_FRAMES, JitterBuffer
@@ -125,3 +126,27 @@ def test_a_reordered_packet_through_aiortcs_timestamp_mapping_is_not_a_leap():
         if k >= 1:
             jb.pop()
     assert jb.stats.concealed == 0 and jb.stats.dropped == 0
+
+
+def test_each_played_frame_reports_its_wait_from_arrival_to_tick():
+    jb = JitterBuffer()
+    jb.push(0, frame(0), arrival=10.000)
+    jb.pop(now=10.012)
+    jb.push(FRAME, frame(1), arrival=10.025)
+    jb.pop(now=10.032)
+    jb.pop(now=10.052)  # nothing arrived: concealed, no wait recorded
+    assert len(jb.waits_ms) == 2
+    assert jb.waits_ms.percentile(0) == pytest.approx(7.0)
+    assert jb.waits_ms.percentile(100) == pytest.approx(12.0)
+
+
+async def test_the_downlink_reports_how_long_packets_wait_to_be_sent():
+    import av
+
+    from server.media import ListenerTrack
+
+    track = ListenerTrack()
+    track.deliver([av.Packet(b"\x00")])
+    packet = await track.recv()
+    assert packet.pts == 0 and len(track.waits_ms) == 1
+    assert 0 <= track.waits_ms.percentile(50) < 100

@@ -1,0 +1,28 @@
+"""A bounded window of recent measurements and their percentiles (no I/O, no clock)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+WINDOW = 500
+
+
+class Recent:
+    """The last ``window`` values added (for example, ten seconds of 20 ms ticks)."""
+
+    def __init__(self, window: int = WINDOW) -> None:
+        self._values: deque[float] = deque(maxlen=window)
+        self.count = 0
+
+    def add(self, value: float) -> None:
+        self._values.append(value)
+        self.count += 1
+
+    def percentile(self, q: float) -> float:
+        """The ``q``-th percentile of the window (0 when empty)."""
+        return float(np.percentile(self._values, q)) if self._values else 0.0
+
+    def __len__(self) -> int:
+        return len(self._values)
