@@ -1,7 +1,7 @@
 """``spatialjam bench room``: a live room with bots, its tick time and its one-way delay.
 
 Starts ``spatialjam serve`` on loopback and ``--bots`` aiortc bots (in this process) in one
-room. Bot 0 plays a click (a 2 ms 2 kHz burst) every 500 ms, the others silence. Reported:
+room. Bot 0 plays a click (:mod:`bench.clicks`) every 500 ms, the others silence. Reported:
 
 - the room's render-and-encode time per 20 ms tick (p50/p95, from the server's ``stats``) and
   its late and skipped ticks;
@@ -27,46 +27,17 @@ import json
 import numpy as np
 
 from bench.bot import Bot, silence
+from bench.clicks import clicks, found_click_times, sent_click_times, stream_times
 from bench.serverproc import ServerProcess
-from hrtf.constants import FRAME, SAMPLE_RATE
-
-CLICK_EVERY = SAMPLE_RATE // 2
-CLICK_LEN = 96
-
-
-def clicks(start: int, n: int) -> np.ndarray:
-    t = start + np.arange(n)
-    phase = t % CLICK_EVERY
-    burst = np.sin(2 * np.pi * 2000 * t / SAMPLE_RATE) * 0.5
-    return np.where(phase < CLICK_LEN, burst, 0.0).astype(np.float32)
-
-
-def click_times(frames: list[np.ndarray], times: list[float], threshold: float) -> list[float]:
-    """Timeline times of click onsets in a frame stream (frame time + offset / rate)."""
-    out, last = [], -1.0
-    for frame, t in zip(frames, times, strict=True):
-        env = np.abs(frame).max(axis=1) if frame.ndim == 2 else np.abs(frame)
-        hits = np.flatnonzero(env > threshold)
-        if len(hits):
-            onset = t + hits[0] / SAMPLE_RATE
-            if onset - last > 0.25:
-                out.append(onset)
-                last = onset
-    return out
 
 
 def one_way_delays_ms(sender: Bot, receiver: Bot, first_frame: int = 0) -> list[float]:
     """Delays of the clicks sent from frame ``first_frame`` on, as the receiver heard them."""
-    sent_at = sender.track.sent_at[first_frame:]
-    sent_frames = [clicks((first_frame + k) * FRAME, FRAME) for k in range(len(sent_at))]
-    sent = click_times(sent_frames, sent_at, 0.05)
-    got = click_times(receiver.received, receiver.received_at, 0.02)
-    delays = []
-    for t in got:
-        before = [s for s in sent if s <= t]
-        if before and t - before[-1] < 0.25:
-            delays.append(1e3 * (t - before[-1]))
-    return delays
+    sent = sent_click_times(np.array(sender.track.sent_at), first_frame)
+    lengths = np.array([len(f) for f in receiver.received], np.int64)
+    times = stream_times(lengths, np.array(receiver.received_at))
+    mono = receiver.recording().mean(axis=1)
+    return [1e3 * (heard - t) for t, heard in found_click_times(mono, times, sent)]
 
 
 async def run_room(url: str, bots: int, seconds: float) -> dict:

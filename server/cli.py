@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     room.add_argument("--bots", type=_count("bots", 2, 64), default=2)
     room.add_argument("--seconds", type=_finite("seconds", 1, 3600), default=10.0)
     room.add_argument("--json", action="store_true", help="print the results as JSON")
+    latency = bench_sub.add_parser(
+        "latency", help="mouth-to-ear through the server beside peer-to-peer baselines")
+    latency.add_argument("--bots", type=_count("bots", 2, 32), default=2)
+    latency.add_argument("--seconds", type=_finite("seconds", 2, 3600), default=10.0)
+    latency.add_argument("--out", default="bench/results", metavar="DIR",
+                         help="where the JSON, PNG and markdown go (default bench/results)")
+    latency.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
 
 
@@ -142,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.room import run_room_bench
 
             return run_room_bench(args)
+        if args.command == "bench" and args.bench == "latency":
+            from bench.latency import run_latency_bench
+
+            return run_latency_bench(args)
     except (CliError, HrtfError) as exc:
         print(f"spatialjam {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -221,3 +221,22 @@ async def test_a_rejoin_with_the_seat_takes_it_over_from_a_stale_connection(serv
             async with asyncio.timeout(10):
                 await a._ws.wait_closed()
             assert a._ws.close_code == 4000
+
+
+def test_bench_latency_writes_results_and_shows_stock_aiortcs_buffer(tmp_path):
+    import json
+
+    done = subprocess.run([sys.executable, "-m", "server.cli", "bench", "latency", "--bots", "2",
+                           "--seconds", "2", "--out", str(tmp_path), "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["through_server_ms"]["clicks"] >= 4
+    assert report["p2p_own_receive_ms"]["clicks"] >= 4
+    # aiortc's own receive buffer holds 4 frames: it shows as ~80 ms between the baselines.
+    gap = report["p2p_stock_aiortc_ms"]["p50"] - report["p2p_own_receive_ms"]["p50"]
+    assert 50 <= gap <= 150
+    assert report["server_stages_ms"]["tick_p50"] > 0
+    kinds = sorted(p.suffix for p in tmp_path.iterdir())
+    assert kinds == [".json", ".md", ".png"]
+    assert (next(tmp_path.glob("*.png")).read_bytes()[:4]) == b"\x89PNG"

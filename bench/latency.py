@@ -1,0 +1,214 @@
+"""``spatialjam bench latency``: mouth-to-ear through the server, beside peer-to-peer baselines.
+
+In one run:
+
+- **through the server**: ``spatialjam serve`` and ``--bots`` aiortc bots, each in its own
+  process; bot 0 plays a click every 500 ms, the others record their personal mixes;
+- **peer to peer, stock aiortc**: two peer connections with no server, the receiver keeping
+  aiortc's own 4-frame receive buffer (what an aiortc application gets by default);
+- **peer to peer, own receive path**: the same with that buffer bypassed as the server does
+  (the floor: Opus both ways and loopback).
+
+Each click is found in the receiver's stream by cross-correlation with the click itself; its
+delay is the time from the sender handing the frame holding it to aiortc to the receiver
+getting the frame holding it back (``time.monotonic()``, one clock for all processes), plus the
+offsets within the frames. The server's share is broken down from its own measurements (the
+speaker's wait from arrival to the tick, the tick's render and encode, the listener's wait to
+be sent). Writes JSON, a PNG plot and a markdown table under ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection
+
+from bench.bot import SignalTrack
+from bench.clicks import clicks, found_click_times, sent_click_times, stream_times
+from bench.serverproc import ROOT, ServerProcess
+from hrtf.constants import FRAME
+from server.media import bypass_receiver_buffer
+
+RESULTS = ROOT / "bench" / "results"
+SETTLE_S = 3.0
+
+
+def summary(delays_ms: list[float]) -> dict:
+    d = np.asarray(delays_ms)
+    if not len(d):
+        return {"clicks": 0}
+    return {"clicks": len(d), "p50": round(float(np.percentile(d, 50)), 2),
+            "p95": round(float(np.percentile(d, 95)), 2),
+            "p99": round(float(np.percentile(d, 99)), 2),
+            "min": round(float(d.min()), 2), "max": round(float(d.max()), 2)}
+
+
+def through_server(bots: int, seconds: float) -> tuple[list[float], dict]:
+    with ServerProcess() as server, tempfile.TemporaryDirectory() as tmp:
+        outs = [Path(tmp) / f"bot{k}.npz" for k in range(bots)]
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "bench.botproc", server.ws, "latency", f"bot{k}",
+             "clicks" if k == 0 else "silence", str(seconds), str(outs[k]),
+             "--settle", str(SETTLE_S)], cwd=ROOT)
+            for k in range(bots)]
+        for proc in procs:
+            if proc.wait(timeout=seconds + SETTLE_S + 120) != 0:
+                raise RuntimeError(f"a bot failed (exit {proc.returncode})")
+        data = [dict(np.load(out)) for out in outs]
+    speaker = data[0]
+    sent = sent_click_times(speaker["sent_at"], first_frame=int(SETTLE_S * 1000 / 20))
+    delays: list[float] = []
+    for listener in data[1:]:
+        times = stream_times(listener["received_frames"], listener["received_at"])
+        mono = listener["received"].mean(axis=1)
+        delays += [1e3 * (heard - t) for t, heard in found_click_times(mono, times, sent)]
+    speaker_stats = json.loads(str(speaker["stats"]))
+    listener_stats = [json.loads(str(d["stats"])) for d in data[1:]]
+    stages = {
+        "uplink_wait_p50": speaker_stats.get("uplink_wait_ms_p50"),
+        "uplink_wait_p95": speaker_stats.get("uplink_wait_ms_p95"),
+        "tick_p50": float(np.median([s.get("tick_ms_p50", 0) for s in listener_stats])),
+        "tick_p95": float(np.max([s.get("tick_ms_p95", 0) for s in listener_stats])),
+        "downlink_wait_p95": float(np.max([s.get("downlink_wait_ms_p95", 0)
+                                           for s in listener_stats])),
+        "late_ticks": int(max(s.get("late_ticks", 0) for s in listener_stats)),
+    }
+    return delays, stages
+
+
+async def _peer_to_peer(seconds: float, stock: bool) -> list[float]:
+    config = RTCConfiguration(iceServers=[])
+    sender, receiver = RTCPeerConnection(config), RTCPeerConnection(config)
+    track = SignalTrack(clicks)
+    sender.addTrack(track)
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+
+    async def record(remote) -> None:
+        while True:
+            try:
+                frame = await remote.recv()
+            except Exception:
+                return
+            pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))
+            frames.append(pcm.astype(np.float32).mean(axis=1) / 32768.0)
+            times.append(time.monotonic())
+
+    tasks = []
+
+    @receiver.on("track")
+    def on_track(remote) -> None:
+        if not stock:
+            for transceiver in receiver.getTransceivers():
+                if transceiver.receiver.track is remote:
+                    bypass_receiver_buffer(transceiver.receiver)
+        tasks.append(asyncio.get_running_loop().create_task(record(remote)))
+
+    await sender.setLocalDescription(await sender.createOffer())
+    await receiver.setRemoteDescription(sender.localDescription)
+    await receiver.setLocalDescription(await receiver.createAnswer())
+    await sender.setRemoteDescription(receiver.localDescription)
+    await asyncio.sleep(SETTLE_S + seconds)
+    for task in tasks:
+        task.cancel()
+    await sender.close()
+    await receiver.close()
+    sent = sent_click_times(np.array(track.sent_at), first_frame=int(SETTLE_S * 1000 / 20))
+    lengths = np.array([len(f) for f in frames], np.int64)
+    stamps = stream_times(lengths, np.array(times))
+    audio = np.concatenate(frames) if frames else np.zeros(0, np.float32)
+    return [1e3 * (heard - t) for t, heard in found_click_times(audio, stamps, sent)]
+
+
+def latency_benchmark(bots: int, seconds: float) -> dict:
+    server_delays, stages = through_server(bots, seconds)
+    stock = asyncio.run(_peer_to_peer(seconds, stock=True))
+    own = asyncio.run(_peer_to_peer(seconds, stock=False))
+    server = summary(server_delays)
+    server_share = [stages.get("uplink_wait_p50"), stages.get("tick_p50")]
+    report = {
+        "benchmark": "latency",
+        "bots": bots,
+        "seconds": seconds,
+        "through_server_ms": server,
+        "server_stages_ms": stages,
+        "server_added_p50_ms": round(sum(v for v in server_share if v) +
+                                     (stages.get("downlink_wait_p95") or 0), 2),
+        "p2p_stock_aiortc_ms": summary(stock),
+        "p2p_own_receive_ms": summary(own),
+        "frame_ms": 1000 * FRAME // 48_000,
+    }
+    if server.get("clicks") and report["p2p_own_receive_ms"].get("clicks"):
+        report["server_cost_p50_ms"] = round(server["p50"] - report["p2p_own_receive_ms"]["p50"], 2)
+    report["_delays"] = {"server": server_delays, "p2p_stock": stock, "p2p_own": own}
+    return report
+
+
+def write_results(report: dict, out_dir: Path) -> list[Path]:
+    """JSON, PNG (delay distributions) and a markdown table; returns the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = out_dir / f"latency-{stamp}"
+    delays = report.pop("_delays")
+    paths = [base.with_suffix(".json"), base.with_suffix(".md"), base.with_suffix(".png")]
+    paths[0].write_text(json.dumps({**report, "delays_ms": delays}, indent=2))
+    rows = [("through the server", report["through_server_ms"]),
+            ("peer to peer, stock aiortc", report["p2p_stock_aiortc_ms"]),
+            ("peer to peer, own receive path", report["p2p_own_receive_ms"])]
+    lines = [f"# Latency, {report['bots']} bots, {report['seconds']} s",
+             "", "| path | clicks | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {s.get('clicks', 0)} | {s.get('p50', '—')} | {s.get('p95', '—')} | "
+              f"{s.get('p99', '—')} |" for name, s in rows]
+    st = report["server_stages_ms"]
+    lines += ["", f"Server stages (ms): uplink wait p50 {st.get('uplink_wait_p50')} / p95 "
+              f"{st.get('uplink_wait_p95')}, tick p50 {st.get('tick_p50')} / p95 "
+              f"{st.get('tick_p95')}, downlink wait p95 {st.get('downlink_wait_p95')}"]
+    paths[1].write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for (name, _), key in zip(rows, ("server", "p2p_stock", "p2p_own"), strict=True):
+        if delays[key]:
+            d = np.sort(delays[key])
+            ax.step(d, np.arange(1, len(d) + 1) / len(d), where="post", label=name)
+    ax.set_xlabel("one-way delay (ms)")
+    ax.set_ylabel("fraction of clicks")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(paths[2], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def run_latency_bench(args: argparse.Namespace) -> int:
+    from server.errors import CliError
+
+    try:
+        report = latency_benchmark(args.bots, args.seconds)
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    paths = write_results(report, Path(args.out))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        s, stock, own = (report["through_server_ms"], report["p2p_stock_aiortc_ms"],
+                         report["p2p_own_receive_ms"])
+        print(f"through the server : p50 {s.get('p50')} ms, p95 {s.get('p95')} ms, "
+              f"p99 {s.get('p99')} ms ({s.get('clicks')} clicks)")
+        print(f"p2p, stock aiortc  : p50 {stock.get('p50')} ms, p95 {stock.get('p95')} ms")
+        print(f"p2p, own receive   : p50 {own.get('p50')} ms, p95 {own.get('p95')} ms")
+        print(f"server stages (ms) : {report['server_stages_ms']}")
+        print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
