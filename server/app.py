@@ -69,6 +69,12 @@ class ServerState:
             "late_ticks_total": ("counter", "Ticks that started more than 10 ms late."),
             "skipped_ticks_total": ("counter", "Ticks skipped after falling far behind."),
             "tick_ms_p95_max": ("gauge", "Worst room's 95th percentile tick time (ms)."),
+            "uplink_wait_ms_p95_max": ("gauge", "Worst source's 95th percentile wait from "
+                                       "arrival to its tick (ms): receive buffer and tick phase."),
+            "downlink_wait_ms_p95_max": ("gauge", "Worst listener's 95th percentile wait from "
+                                         "its tick to being sent (ms)."),
+            "concealed_frames_total": ("counter", "Frames concealed (lost or late) in the "
+                                       "sources present now."),
         }
         for name, value in self.hub.metrics().items():
             kind, text = help_text[name]

@@ -369,4 +369,10 @@ class Hub:
             "late_ticks_total": sum(r.schedule.late_ticks for r in runners if r.schedule),
             "skipped_ticks_total": sum(r.schedule.skipped_ticks for r in runners if r.schedule),
             "tick_ms_p95_max": max((r.stats.percentile_ms(95) for r in runners), default=0.0),
+            "uplink_wait_ms_p95_max": max((b.waits_ms.percentile(95) for r in runners
+                                           for b in r.buffers.values()), default=0.0),
+            "downlink_wait_ms_p95_max": max((t.waits_ms.percentile(95) for r in runners
+                                             for t in r.tracks.values()), default=0.0),
+            "concealed_frames_total": sum(b.stats.concealed for r in runners
+                                          for b in r.buffers.values()),
         }
