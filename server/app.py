@@ -75,6 +75,10 @@ class ServerState:
                                          "its tick to being sent (ms)."),
             "concealed_frames_total": ("counter", "Frames concealed (lost or late) in the "
                                        "sources present now."),
+            "overload_degradations_total": ("counter", "Slow ticks that lowered a room's cap "
+                                            "on sources per mix."),
+            "culled_pairs_total": ("counter", "Listener-source pairs left out of mixes under "
+                                   "overload (pair-ticks)."),
         }
         for name, value in self.hub.metrics().items():
             kind, text = help_text[name]

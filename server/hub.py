@@ -355,6 +355,7 @@ class Hub:
                 uplink_wait_ms_p50=round(buffer.waits_ms.percentile(50), 3) if buffer else 0.0,
                 uplink_wait_ms_p95=round(buffer.waits_ms.percentile(95), 3) if buffer else 0.0,
                 downlink_wait_ms_p95=round(track.waits_ms.percentile(95), 3) if track else 0.0,
+                sources_cap=runner.governor.max_sources or 0,
             ))
             p.flush()
 
@@ -375,4 +376,6 @@ class Hub:
                                              for t in r.tracks.values()), default=0.0),
             "concealed_frames_total": sum(b.stats.concealed for r in runners
                                           for b in r.buffers.values()),
+            "overload_degradations_total": sum(r.governor.degradations for r in runners),
+            "culled_pairs_total": sum(r.culled_pairs for r in runners),
         }

@@ -16,22 +16,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
+from dsp.culling import cull_quietest
 from dsp.renderer import Renderer
 from hrtf.constants import FRAME, FRAME_MS
 from hrtf.hrirset import HrirSet
 from server.clock import TickSchedule
 from server.jitter import JitterBuffer
 from server.media import ListenerTrack, MusicOpusEncoder
+from server.overload import OverloadGovernor
 from server.recent import Recent
 from server.room import Room
 
 log = logging.getLogger(__name__)
+
+_SERIAL = threading.Lock()
+
+
+def render_lock():
+    """Rooms render in their own threads at once, which numba's parallel kernels allow with
+    the OpenMP or TBB threading layers; its fallback layer (workqueue) does not, so then the
+    renders take turns."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run in this process yet
+        return _SERIAL
+    return _SERIAL if layer == "workqueue" else contextlib.nullcontext()
 
 
 @dataclass
@@ -64,6 +81,9 @@ class RoomRunner:
         self.tracks: dict[int, ListenerTrack] = {}
         self.encoders: dict[int, MusicOpusEncoder] = {}
         self.stats = TickStats()
+        self.governor = OverloadGovernor()
+        #: Pairs left out of mixes by the overload governor, since the room opened.
+        self.culled_pairs = 0
         self.schedule: TickSchedule | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"room-{room.name}")
         self._task: asyncio.Task | None = None
@@ -126,9 +146,17 @@ class RoomRunner:
         # What this tick renders for, captured now: a slot may change hands meanwhile.
         tracks = {s: self.tracks[s] for s in listeners}
         encoders = {s: self.encoders[s] for s in listeners}
+        scene = self.room.scene()
+        cap = self.governor.max_sources
+        if cap is not None:
+            self.culled_pairs += cull_quietest(scene, np.sqrt(np.mean(audio**2, axis=1)), cap)
         packets, work_ms = await loop.run_in_executor(
-            self._executor, self._render_and_encode, self.room.scene(), audio, fresh, encoders)
+            self._executor, self._render_and_encode, scene, audio, fresh, encoders)
         self.stats.record(work_ms)
+        new_cap = self.governor.observe(work_ms, int(self.room.active.sum()))
+        if new_cap != cap:
+            log.warning("room %s: tick took %.1f ms; mixes now hold %s sources", self.room.name,
+                        work_ms, "all" if new_cap is None else f"at most {new_cap}")
         for slot, slot_packets in packets.items():
             if self.tracks.get(slot) is tracks[slot]:
                 tracks[slot].deliver(slot_packets)
@@ -136,9 +164,13 @@ class RoomRunner:
     def _render_and_encode(self, scene, audio, fresh, encoders) -> tuple[dict, float]:
         """The tick's work off the event loop: render every mix, encode each listener's."""
         t0 = time.perf_counter()
+        with render_lock():
+            packets = self._render_and_encode_locked(scene, audio, fresh, encoders)
+        return packets, 1e3 * (time.perf_counter() - t0)
+
+    def _render_and_encode_locked(self, scene, audio, fresh, encoders) -> dict:
         for slot in fresh:
             self.renderer.reset_source(slot)
             self.renderer.reset_listener(slot)
         mixes = self.renderer.render(scene, audio)
-        packets = {slot: enc.encode(mixes[slot]) for slot, enc in encoders.items()}
-        return packets, 1e3 * (time.perf_counter() - t0)
+        return {slot: enc.encode(mixes[slot]) for slot, enc in encoders.items()}

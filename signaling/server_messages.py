@@ -105,7 +105,8 @@ class Stats(WireMessage):
     long your frames waited at the server, from arrival to the tick that mixed them (receive
     buffer and wait for the tick); ``downlink_wait_ms_p95``: how long your mixed packets waited
     between their tick and being sent. A path's server-added delay is the speaker's uplink
-    wait plus the tick plus the listener's downlink wait.
+    wait plus the tick plus the listener's downlink wait. ``sources_cap``: when the room is
+    overloaded, the most sources each mix holds (the most audible kept); 0 when all are.
     """
 
     TYPE: ClassVar[str] = "stats"
@@ -121,6 +122,7 @@ class Stats(WireMessage):
     uplink_wait_ms_p50: float = 0.0
     uplink_wait_ms_p95: float = 0.0
     downlink_wait_ms_p95: float = 0.0
+    sources_cap: int = 0
 
 
 ServerMessage = Joined | RoomState | Offer | Answer | Ice | ErrorMessage | Pong | Stats
