@@ -64,3 +64,14 @@ def found_click_times(audio: np.ndarray, times: np.ndarray, sent: list[float],
             continue
         pairs.append((t_sent, float(times[lo + peak])))
     return pairs
+
+
+def delay_summary(delays_ms: list[float]) -> dict:
+    """Count and percentiles (ms) of click delays."""
+    d = np.asarray(delays_ms)
+    if not len(d):
+        return {"clicks": 0}
+    return {"clicks": len(d), "p50": round(float(np.percentile(d, 50)), 2),
+            "p95": round(float(np.percentile(d, 95)), 2),
+            "p99": round(float(np.percentile(d, 99)), 2),
+            "min": round(float(d.min()), 2), "max": round(float(d.max()), 2)}

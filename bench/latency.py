@@ -32,23 +32,21 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from bench.bot import SignalTrack
-from bench.clicks import clicks, found_click_times, sent_click_times, stream_times
+from bench.clicks import (
+    clicks,
+    found_click_times,
+    sent_click_times,
+    stream_times,
+)
+from bench.clicks import (
+    delay_summary as summary,
+)
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME
 from server.media import bypass_receiver_buffer
 
 RESULTS = ROOT / "bench" / "results"
 SETTLE_S = 3.0
-
-
-def summary(delays_ms: list[float]) -> dict:
-    d = np.asarray(delays_ms)
-    if not len(d):
-        return {"clicks": 0}
-    return {"clicks": len(d), "p50": round(float(np.percentile(d, 50)), 2),
-            "p95": round(float(np.percentile(d, 95)), 2),
-            "p99": round(float(np.percentile(d, 99)), 2),
-            "min": round(float(d.min()), 2), "max": round(float(d.max()), 2)}
 
 
 def through_server(bots: int, seconds: float) -> tuple[list[float], dict]:

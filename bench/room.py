@@ -27,7 +27,13 @@ import json
 import numpy as np
 
 from bench.bot import Bot, silence
-from bench.clicks import clicks, found_click_times, sent_click_times, stream_times
+from bench.clicks import (
+    clicks,
+    delay_summary,
+    found_click_times,
+    sent_click_times,
+    stream_times,
+)
 from bench.serverproc import ServerProcess
 
 
@@ -86,12 +92,7 @@ def room_benchmark(bots: int, seconds: float) -> dict:
         },
     }
     if len(delays):
-        report["one_way_delay_ms"] = {
-            "p50": round(float(np.median(delays)), 2),
-            "p95": round(float(np.percentile(delays, 95)), 2),
-            "min": round(float(delays.min()), 2),
-            "max": round(float(delays.max()), 2),
-        }
+        report["one_way_delay_ms"] = delay_summary(delays)
     return report
 
 
