@@ -4,8 +4,9 @@
 import { AudioAnalysis } from "./audio.js";
 import { HeadControl } from "./head.js";
 import { Inspector, describeFrom } from "./inspector.js";
-import { LatencyPanel } from "./latency.js";
+import { LatencyPanel, LoopTestView } from "./latency.js";
 import { LevelMeter } from "./meters.js";
+import { explain, findClicks, loadWorklet, recordLoop } from "./looptest.js";
 import { MixPanel, dbToGain } from "./mix.js";
 import { notify, setStatus } from "./notices.js";
 import { Pacer } from "./pacer.js";
@@ -55,14 +56,27 @@ let signaling = null;
 let pacer = null;
 let peer = null;
 let mic = null;
+let mixStream = null; // the received stream (your personal mix)
 let audioCtx = null;
 let analysis = null;
 let timers = [];
+let latencyTestRun = null; // the promise of the test in progress
+let lastLatencyTest = null; // its last result (or {error})
 
 // ------------------------------------------------------------------------------------------
 // the page
 
 const latency = new LatencyPanel($("latency"));
+const loopTest = new LoopTestView({
+  button: $("latency-test-run"),
+  box: $("latency-test"),
+  summary: $("latency-test-summary"),
+  breakdown: $("latency-test-breakdown"),
+  note: $("latency-test-note"),
+});
+loopTest.button.addEventListener("click", () => {
+  testLatency().catch(() => {}); // the panel shows the failure
+});
 const meters = {
   input: new LevelMeter($("meter-input")),
   left: new LevelMeter($("meter-left")),
@@ -141,6 +155,7 @@ async function join() {
 
   audioCtx = makeAudioContext();
   await audioCtx.resume();
+  loadWorklet(audioCtx).catch(() => {}); // for "Test my latency"; see loadWorklet()
   mic = await navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
   analysis = new AudioAnalysis(audioCtx);
   analysis.setInput(mic);
@@ -208,6 +223,7 @@ async function startPeer() {
   peer = current;
   current.addEventListener("mix", (e) => {
     const audio = $("mix-audio");
+    mixStream = e.detail.stream;
     // Chrome feeds a remote stream to Web Audio only while a media element plays it.
     audio.srcObject = e.detail.stream;
     audio.play().catch(() => {
@@ -263,6 +279,7 @@ function teardown() {
   peer?.close();
   peer = null;
   mic?.getTracks().forEach((t) => t.stop());
+  mixStream = null;
   audioCtx?.close();
   audioCtx = null;
   head.enabled = false;
@@ -443,8 +460,70 @@ function ping() {
 async function pollStats() {
   if (!peer || !audioCtx) return;
   const report = await peer.getStats();
-  const outputS = (audioCtx.outputLatency ?? 0) + (audioCtx.baseLatency ?? 0);
-  latency.onPeerStats(report, outputS > 0 ? outputS * 1000 : null);
+  latency.onPeerStats(report, outputLatencyMs());
+}
+
+/** The audio device's output latency as the AudioContext reports it (ms), or null. */
+function outputLatencyMs() {
+  if (!audioCtx) return null;
+  const seconds = (audioCtx.outputLatency ?? 0) + (audioCtx.baseLatency ?? 0);
+  return seconds > 0 ? seconds * 1000 : null;
+}
+
+/** "Test my latency": clicks through the server into your own mix (looptest.js). */
+function testLatency() {
+  latencyTestRun ??= runLatencyTest().finally(() => {
+    latencyTestRun = null;
+    renderStatus();
+  });
+  return latencyTestRun;
+}
+
+async function runLatencyTest() {
+  loopTest.started();
+  try {
+    if (!peer || state.peer !== "connected" || !mixStream) {
+      throw new Error("the audio connection is not live");
+    }
+    // The clicks come back only if you hear yourself: turn self-monitoring on (at unity gain)
+    // unless it is on already, and off again afterwards, as it was.
+    const monitorWasOn = state.monitorOn;
+    if (!monitorWasOn) monitorForTest(true);
+    let recording;
+    try {
+      recording = await recordLoop({
+        ctx: audioCtx, pc: peer.pc, received: mixStream,
+        onPlaying: (seconds) => loopTest.playing(seconds),
+      });
+    } finally {
+      // (Unless you switched it off yourself meanwhile, or left.)
+      if (!monitorWasOn && state.monitorOn && pacer) monitorForTest(false);
+    }
+    const { left, right, click, onsets, sampleRate } = recording;
+    const { found } = findClicks(left, right, click, onsets, sampleRate);
+    // The server's stages as its latest `stats` (once a second) gives them.
+    const result = explain(recording, found, latency.values.server ?? null, outputLatencyMs());
+    lastLatencyTest = result;
+    loopTest.finished(result);
+    return result;
+  } catch (error) {
+    lastLatencyTest = { error: error.message };
+    loopTest.failed(error);
+    throw error;
+  }
+}
+
+/** Self-monitoring on at gain 1 (`mix_override`), or off (`mix_reset` of your own source). */
+function monitorForTest(on) {
+  const id = state.participant;
+  state.monitorOn = on;
+  pacer.cancel((key) => key.startsWith("mix-") && key.endsWith(`:${id}`));
+  if (on) {
+    pacer.offer(`mix-monitor:${id}`, { type: "mix_override", source: id, gain: 1, mute: false }, 0);
+  } else {
+    pacer.offer(`mix-reset:${id}`, { type: "mix_reset", source: id }, 0);
+  }
+  render();
 }
 
 function drawMeters(now) {
@@ -496,6 +575,7 @@ function renderSelection() {
 }
 
 function renderStatus() {
+  loopTest.setAvailable(state.connection === "joined" && state.peer === "connected");
   if (state.connection === "reconnecting") return;
   if (state.connection === "joined") {
     const media = {
@@ -522,6 +602,17 @@ window.spatialjam = {
   /** Received L/R and microphone RMS (dBFS) over the last ~0.68 s; optional band in Hz. */
   levels: (band) => (analysis ? analysis.levels(band) : null),
   latency: () => latency.snapshot(),
+  /** Run "Test my latency": a promise of {round_trip_ms, clicks, breakdown, …}. */
+  latencyTest: () => testLatency(),
+  /** The last latency test's result, {error} if it failed, or null. */
+  get lastLatencyTest() {
+    return lastLatencyTest;
+  },
+  /** Whether the microphone's track is the one the connection sends. */
+  micOnSender: () => {
+    const track = mic?.getAudioTracks()[0];
+    return Boolean(track && peer?.pc.getSenders().some((s) => s.track === track));
+  },
   peerState: () => state.peer,
   /** The session description this browser applied to itself (after our SDP edits). */
   localDescription: () => peer?.pc.localDescription?.sdp ?? null,

@@ -11,6 +11,7 @@ const ROWS = [
   ["loss", "Packets lost / concealed"],
   ["tick", "Server tick p50 / p95"],
   ["ticks_late", "Late / skipped ticks"],
+  ["load", "Server load"],
   ["uplink", "Server buffer for you"],
   ["uplink_wait", "Your audio's wait at the server p50 / p95"],
   ["server_concealed", "Your frames concealed"],
@@ -55,20 +56,7 @@ export class LatencyPanel {
 
   /** Read the peer's getStats() report (RTCStatsReport). */
   onPeerStats(report, outputLatencyMs) {
-    let pair = null;
-    let selectedPairId = null;
-    let inbound = null;
-    report.forEach((s) => {
-      if (s.type === "transport" && s.selectedCandidatePairId) {
-        selectedPairId = s.selectedCandidatePairId;
-      }
-      if (s.type === "inbound-rtp" && s.kind === "audio") inbound = s;
-    });
-    report.forEach((s) => {
-      if (s.type !== "candidate-pair") return;
-      const inUse = selectedPairId ? s.id === selectedPairId : s.nominated && s.state === "succeeded";
-      if (inUse) pair = s;
-    });
+    const { pair, inbound } = readPeerStats(report);
     const v = this.values;
     v.ice_rtt_ms = pair?.currentRoundTripTime != null ? pair.currentRoundTripTime * 1000 : null;
     v.output_ms = outputLatencyMs;
@@ -132,12 +120,128 @@ export class LatencyPanel {
       set("downlink", s.downlink_wait_ms_p95 != null
         ? `${ms(s.downlink_queue_ms)} (p95 wait ${ms(s.downlink_wait_ms_p95, 2)})`
         : ms(s.downlink_queue_ms));
+      // sources_cap > 0: the server is overloaded and each mix keeps only its loudest sources.
+      set("load", s.sources_cap > 0 ? `overloaded: loudest ${s.sources_cap} sources per mix`
+        : "normal");
+      this.cells.get("load").classList.toggle("warn", s.sources_cap > 0);
       const late = s.late_ticks > 0 || s.skipped_ticks > 0;
       this.cells.get("ticks_late").classList.toggle("warn", late);
       this.cells.get("tick").classList.toggle("warn", s.tick_ms_p95 > FRAME_MS * 0.75);
     }
     set("self_loop", ms(this.selfLoopMs()));
   }
+}
+
+/**
+ * "Test my latency" (looptest.js): the button, and the result with its breakdown. What is
+ * measured and what is derived is said in each label.
+ */
+export class LoopTestView {
+  /** @param {{button: HTMLButtonElement, box: HTMLElement, summary: HTMLElement,
+   *           breakdown: HTMLElement, note: HTMLElement}} elements */
+  constructor(elements) {
+    Object.assign(this, elements);
+    this.running = false;
+  }
+
+  /** Whether the button may be pressed: a live connection and no test running. */
+  setAvailable(live) {
+    this.button.disabled = !live || this.running;
+  }
+
+  started() {
+    this.running = true;
+    this.button.disabled = true;
+    this.box.hidden = false;
+    this.box.dataset.state = "running";
+    this.summary.textContent = "Sending clicks through the server…";
+    this.breakdown.replaceChildren();
+    this.note.textContent = "Your microphone is paused while the clicks play.";
+  }
+
+  /** The clicks are playing; the whole test takes `seconds`. */
+  playing(seconds) {
+    this.note.textContent = `Your microphone is paused for about ${seconds.toFixed(0)} s ` +
+      "while the clicks play.";
+  }
+
+  /** A result of looptest.explain(). */
+  finished(result) {
+    this.running = false;
+    this.box.dataset.state = result.round_trip_ms == null ? "failed" : "done";
+    const b = result.breakdown;
+    if (result.round_trip_ms == null) {
+      this.summary.textContent = `Round trip through the server: — (${result.clicks} of ` +
+        `${result.clicks_sent} clicks came back; too few to tell)`;
+      this.breakdown.replaceChildren();
+      this.note.textContent = "Is the audio connection live? Loud sound in your mix can " +
+        "hide the clicks: mute the others in your mix and try again.";
+      return;
+    }
+    this.summary.textContent = `Round trip through the server: ${result.round_trip_ms.toFixed(0)} ms ` +
+      `(${result.clicks} clicks)`;
+    const num = (v, digits = 1) => (v == null ? "—" : v.toFixed(digits));
+    const server = b.server_ms == null ? "—"
+      : `${num(b.server_uplink_wait_ms)} + ${num(b.server_tick_ms)} + ` +
+        `${num(b.server_downlink_wait_ms)} = ${ms(b.server_ms)}`;
+    // [key, label, value, what it is (tooltip)]
+    const rows = [
+      ["media_rtt", "Network round trip (measured)", ms(b.media_rtt_ms),
+        "The ICE candidate pair's current round-trip time (getStats)"],
+      ["server", "Server: wait + tick + send (reported)", server,
+        "From the server's stats: your audio's wait from arrival to its tick (p50), the " +
+        "tick's render and encode (p50) and your mix's wait to be sent (p95)"],
+      ["jitter_buffer", "Your jitter buffer (measured)", ms(b.jitter_buffer_ms),
+        "getStats: jitterBufferDelay / jitterBufferEmittedCount over the test"],
+      ["rest", "Rest (derived)", ms(b.rest_ms),
+        "The round trip minus the above, not measured: Opus framing (20 ms) and look-ahead " +
+        "both ways, and the browser's capture and playout buffers between WebRTC and Web Audio"],
+    ];
+    this.breakdown.replaceChildren(...rows.flatMap(([key, label, value, about]) => {
+      const dt = document.createElement("dt");
+      dt.textContent = label;
+      dt.title = about;
+      const dd = document.createElement("dd");
+      dd.textContent = value;
+      dd.dataset.part = key;
+      return [dt, dd];
+    }));
+    const lo = Math.min(...result.per_click_ms);
+    const hi = Math.max(...result.per_click_ms);
+    const device = result.device_output_ms != null
+      ? ` (output about ${result.device_output_ms.toFixed(0)} ms)` : "";
+    this.note.textContent = `Median of ${result.clicks} of ${result.clicks_sent} clicks ` +
+      `(${lo.toFixed(1)}–${hi.toFixed(1)} ms), timed from this page's audio engine and back ` +
+      "to it. Rest = round trip − the parts above: codecs, 20 ms framing, capture and " +
+      `playout buffers. Your sound card's own buffers come on top${device}.`;
+  }
+
+  failed(error) {
+    this.running = false;
+    this.box.dataset.state = "failed";
+    this.summary.textContent = `The latency test failed: ${error.message}`;
+    this.breakdown.replaceChildren();
+    this.note.textContent = "";
+  }
+}
+
+/** The candidate pair in use and the inbound audio of a getStats() report (either may be null). */
+export function readPeerStats(report) {
+  let pair = null;
+  let selectedPairId = null;
+  let inbound = null;
+  report.forEach((s) => {
+    if (s.type === "transport" && s.selectedCandidatePairId) {
+      selectedPairId = s.selectedCandidatePairId;
+    }
+    if (s.type === "inbound-rtp" && s.kind === "audio") inbound = s;
+  });
+  report.forEach((s) => {
+    if (s.type !== "candidate-pair") return;
+    const inUse = selectedPairId ? s.id === selectedPairId : s.nominated && s.state === "succeeded";
+    if (inUse) pair = s;
+  });
+  return { pair, inbound };
 }
 
 function ms(value, digits = 1) {
