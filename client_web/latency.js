@@ -114,7 +114,9 @@ export class LatencyPanel {
       set("tick", `${ms(s.tick_ms_p50, 2)} / ${ms(s.tick_ms_p95, 2)}`);
       set("ticks_late", `${s.late_ticks} / ${s.skipped_ticks}`);
       set("uplink", `${ms(s.uplink_buffer_ms)} (target ${ms(s.uplink_target_ms)})`);
-      set("server_concealed", String(s.concealed));
+      // How the server filled them in: the next packet's FEC, Opus PLC, or silence.
+      set("server_concealed", s.concealed > 0 && s.concealed_fec != null
+        ? `${s.concealed} (FEC ${s.concealed_fec}, PLC ${s.concealed_plc})` : String(s.concealed));
       set("uplink_wait", s.uplink_wait_ms_p95 != null
         ? `${ms(s.uplink_wait_ms_p50)} / ${ms(s.uplink_wait_ms_p95)}` : "—");
       set("downlink", s.downlink_wait_ms_p95 != null

@@ -75,6 +75,10 @@ class ServerState:
                                          "its tick to being sent (ms)."),
             "concealed_frames_total": ("counter", "Frames concealed (lost or late) in the "
                                        "sources present now."),
+            "fec_frames_total": ("counter", "Of those, frames rebuilt from the next packet's "
+                                 "in-band FEC."),
+            "plc_frames_total": ("counter", "Of those, frames concealed by Opus packet-loss "
+                                 "concealment."),
             "overload_degradations_total": ("counter", "Slow ticks that lowered a room's cap "
                                             "on sources per mix."),
             "culled_pairs_total": ("counter", "Listener-source pairs left out of mixes under "

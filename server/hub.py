@@ -22,10 +22,11 @@ from websockets.exceptions import ConnectionClosed
 from dsp.geometry import quaternion_matrix
 from hrtf.constants import FRAME_MS
 from hrtf.hrirset import HrirSet
-from server.media import bypass_receiver_buffer, read_uplink
+from server.media import read_uplink
 from server.room import Room, RoomFull, UnknownMember
 from server.room_runner import RoomRunner
 from server.sdp import with_music_opus
+from server.uplink import tap_receiver
 from signaling.errors import ErrorCode
 from signaling.messages import Answer, Ice, Join, Leave, Offer
 from signaling.server_messages import ErrorMessage, Stats
@@ -270,7 +271,8 @@ class Hub:
                 return
             for transceiver in pc.getTransceivers():
                 if transceiver.receiver.track is track:
-                    bypass_receiver_buffer(transceiver.receiver)
+                    tap_receiver(transceiver.receiver, buffer)
+            # Opus packets go to the buffer from the tap; frames of anything else come here.
             p.tasks.append(asyncio.get_running_loop().create_task(read_uplink(track, buffer)))
 
         @pc.on("connectionstatechange")
@@ -342,6 +344,7 @@ class Hub:
             slot = live.room.member(p.member_id).slot
             runner = live.runner
             buffer, track = runner.buffers.get(slot), runner.tracks.get(slot)
+            decoder = runner.decoders.get(slot)
             schedule = runner.schedule
             p.session.send(Stats(
                 tick_ms_p50=round(runner.stats.percentile_ms(50), 3),
@@ -351,6 +354,8 @@ class Hub:
                 uplink_buffer_ms=float(buffer.depth * FRAME_MS) if buffer else 0.0,
                 uplink_target_ms=float(buffer.target * FRAME_MS) if buffer else 0.0,
                 concealed=buffer.stats.concealed if buffer else 0,
+                concealed_fec=decoder.stats.fec if decoder else 0,
+                concealed_plc=decoder.stats.plc if decoder else 0,
                 downlink_queue_ms=float(track.queued * FRAME_MS) if track else 0.0,
                 uplink_wait_ms_p50=round(buffer.waits_ms.percentile(50), 3) if buffer else 0.0,
                 uplink_wait_ms_p95=round(buffer.waits_ms.percentile(95), 3) if buffer else 0.0,
@@ -376,6 +381,8 @@ class Hub:
                                              for t in r.tracks.values()), default=0.0),
             "concealed_frames_total": sum(b.stats.concealed for r in runners
                                           for b in r.buffers.values()),
+            "fec_frames_total": sum(d.stats.fec for r in runners for d in r.decoders.values()),
+            "plc_frames_total": sum(d.stats.plc for r in runners for d in r.decoders.values()),
             "overload_degradations_total": sum(r.governor.degradations for r in runners),
             "culled_pairs_total": sum(r.culled_pairs for r in runners),
         }

@@ -1,13 +1,16 @@
-"""Receive-side buffering of one source's decoded frames (no I/O; the tick pulls).
+"""Receive-side buffering of one source's 20 ms frames (no I/O; the tick pulls).
 
 aiortc's own audio jitter buffer waits for 4 frames before playing and can settle hundreds of
-milliseconds behind after a loss; spatialjam bypasses it (packets go straight to the decoder)
-and buffers decoded 20 ms frames here, keyed by their RTP timestamp, with an adaptive target:
+milliseconds behind after a loss; spatialjam bypasses it and buffers each source's frames
+here — Opus packets still encoded (decoded at the tick, so a lost one can be concealed by
+Opus itself: :mod:`server.uplink`), or decoded samples for other codecs — keyed by their RTP
+timestamp, with an adaptive target:
 
 - playback starts once ``target`` frames are queued (``target`` starts at 1);
-- each tick takes the frame due next; a frame that is missing is *concealed* (the last frame
-  repeated at half level, then silence) and the playout point moves on, so a late frame is
-  dropped when it arrives instead of delaying everything after it;
+- each tick takes the frame due next (:class:`Playout`, with the frame after it when that is
+  here already, for Opus FEC); a frame that is missing is *concealed* by the decoder and the
+  playout point moves on, so a late frame is dropped when it arrives instead of delaying
+  everything after it;
 - a concealment followed by the missing frame arriving late is an *underrun*: the target grows
   by one frame (up to ``max_target``);
 - after ``calm_ticks`` ticks without an underrun the target shrinks by one frame;
@@ -22,8 +25,7 @@ Every event is counted, and :attr:`depth` is the delay this buffer adds right no
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
+from typing import Any
 
 from hrtf.constants import FRAME
 from server.recent import Recent
@@ -42,8 +44,23 @@ class JitterStats:
     duplicates: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Playout:
+    """What one tick plays of a source: ``frame`` (a packet or samples, as pushed), or
+    ``None`` when it is missing and must be concealed; ``following``, the frame after it if it
+    is here already; ``buffering`` while nothing plays (silence, not a loss)."""
+
+    frame: Any = None
+    following: Any = None
+    buffering: bool = False
+
+
+#: The source is not playing: silence, nothing to conceal.
+BUFFERING = Playout(buffering=True)
+
+
 class JitterBuffer:
-    """Decoded frames of one source, waiting for the room clock."""
+    """Frames of one source, waiting for the room clock."""
 
     def __init__(self, target: int = 1, max_target: int = 8, calm_ticks: int = 500,
                  trim_ticks: int = 50) -> None:
@@ -52,13 +69,12 @@ class JitterBuffer:
         self.max_target = max_target
         self.calm_ticks = calm_ticks
         self.stats = JitterStats()
-        self._frames: dict[int, np.ndarray] = {}
+        self._frames: dict[int, Any] = {}
         self._arrivals: dict[int, float] = {}
         #: Milliseconds each played frame waited here, from arrival to its tick.
         self.waits_ms = Recent()
         self._next: int | None = None  # timestamp due at the next tick
         self._playing = False
-        self._last = np.zeros(FRAME, np.float32)
         self._conceal_run = 0
         self._missed: set[int] = set()
         self._calm = 0
@@ -71,9 +87,10 @@ class JitterBuffer:
         """Frames queued now (each is 20 ms of delay)."""
         return len(self._frames)
 
-    def push(self, timestamp: int, samples: np.ndarray, arrival: float | None = None) -> None:
-        """A decoded frame arrived: ``timestamp`` in samples (48 kHz), ``samples`` (FRAME,),
-        ``arrival`` the time it arrived (seconds, the clock :meth:`pop` is given)."""
+    def push(self, timestamp: int, frame: Any, arrival: float | None = None) -> None:
+        """A frame arrived: ``timestamp`` in samples (48 kHz), ``frame`` 20 ms of audio (an
+        encoded packet or samples), ``arrival`` when (seconds, the clock :meth:`pop` is
+        given)."""
         if self._playing and timestamp < self._next:
             self.stats.late += 1
             if timestamp in self._missed:
@@ -83,7 +100,7 @@ class JitterBuffer:
         if timestamp in self._frames:
             self.stats.duplicates += 1
             return
-        self._frames[timestamp] = samples
+        self._frames[timestamp] = frame
         if arrival is not None:
             self._arrivals[timestamp] = arrival
         while len(self._frames) > self.target + SLACK_FRAMES:
@@ -92,14 +109,15 @@ class JitterBuffer:
             if self._playing:
                 self._next = min(self._frames)
 
-    def pop(self, now: float | None = None) -> np.ndarray:
-        """The frame for this tick (silence while buffering, concealment when missing).
+    def pop(self, now: float | None = None) -> Playout:
+        """What this tick plays (:data:`BUFFERING` while buffering; a ``None`` frame when the
+        one due is missing).
 
         ``now``, on the clock of ``push``'s ``arrival``, times the played frame's wait.
         """
         if not self._playing:
             if len(self._frames) < self.target:
-                return np.zeros(FRAME, np.float32)
+                return BUFFERING
             self._playing = True
             self._next = min(self._frames)
         frame = self._frames.pop(self._next, None)
@@ -107,7 +125,6 @@ class JitterBuffer:
             self._missed.add(self._next)
             self.stats.concealed += 1
             self._conceal_run += 1
-            frame = self._last * 0.5 if self._conceal_run == 1 else np.zeros(FRAME, np.float32)
         else:
             arrival = self._arrivals.pop(self._next, None)
             if arrival is not None and now is not None:
@@ -119,7 +136,7 @@ class JitterBuffer:
                 self.target -= 1
                 self._calm = 0
         self._next += FRAME
-        self._last = frame
+        playout = Playout(frame, self._frames.get(self._next))
         self._trim()
         self._missed = {t for t in self._missed if t > self._next - 64 * FRAME}
         if len(self._arrivals) > len(self._frames):  # dropped frames' arrival times
@@ -127,7 +144,7 @@ class JitterBuffer:
         if self._conceal_run > self.max_target + SLACK_FRAMES and not self._frames:
             self._playing = False  # the source went quiet: buffer afresh when it returns
             self._next = None
-        return frame
+        return playout
 
     def _trim(self) -> None:
         """Drop frames the queue has held beyond the target for a whole window."""

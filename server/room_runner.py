@@ -3,8 +3,9 @@
 Every 20 ms, on a deadline schedule (:class:`~server.clock.TickSchedule`):
 
 1. on the loop: each source's frame is taken from its :class:`~server.jitter.JitterBuffer`;
-2. off the loop, in the room's own thread: the renderer renders every listener's mix and the
-   mixes are Opus-encoded (:class:`~server.media.MusicOpusEncoder`);
+2. off the loop, in the room's own thread: each source's frame is decoded, or concealed if it
+   is missing (:class:`~server.uplink.UplinkDecoder`), the renderer renders every listener's
+   mix and the mixes are Opus-encoded (:class:`~server.media.MusicOpusEncoder`);
 3. on the loop: each listener's packets go to its :class:`~server.media.ListenerTrack`.
 
 The tick never awaits network I/O; a tick that overruns is counted, and the clock skips rather
@@ -34,6 +35,7 @@ from server.media import ListenerTrack, MusicOpusEncoder
 from server.overload import OverloadGovernor
 from server.recent import Recent
 from server.room import Room
+from server.uplink import UplinkDecoder
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ class RoomRunner:
         self.room = room
         self.renderer = Renderer(hrirs, room.capacity, room.capacity, device=device)
         self.buffers: dict[int, JitterBuffer] = {}
+        self.decoders: dict[int, UplinkDecoder] = {}
         self.tracks: dict[int, ListenerTrack] = {}
         self.encoders: dict[int, MusicOpusEncoder] = {}
         self.stats = TickStats()
@@ -94,12 +97,14 @@ class RoomRunner:
         """Fresh media for a member taking ``slot``: its uplink buffer and downlink track."""
         self.detach(slot)
         self.buffers[slot] = JitterBuffer()
+        self.decoders[slot] = UplinkDecoder()
         self.tracks[slot] = ListenerTrack()
         self.encoders[slot] = MusicOpusEncoder()
         return self.buffers[slot], self.tracks[slot]
 
     def detach(self, slot: int) -> None:
         self.buffers.pop(slot, None)
+        self.decoders.pop(slot, None)
         self.encoders.pop(slot, None)
         track = self.tracks.pop(slot, None)
         if track is not None:
@@ -135,10 +140,9 @@ class RoomRunner:
                 log.exception("tick of room %s failed", self.room.name)
 
     async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        audio = np.zeros((self.room.capacity, FRAME), np.float32)
-        now = time.monotonic()  # the clock read_uplink stamps arrivals with
-        for slot, buffer in self.buffers.items():
-            audio[slot] = buffer.pop(now)
+        now = time.monotonic()  # the clock arrivals are stamped with
+        playouts = {slot: (buffer.pop(now), self.decoders[slot])
+                    for slot, buffer in self.buffers.items()}
         fresh = self.room.drain_fresh_slots()
         listeners = [s for s in self.tracks if self.room.active[s]]
         if not listeners and not fresh:
@@ -148,10 +152,8 @@ class RoomRunner:
         encoders = {s: self.encoders[s] for s in listeners}
         scene = self.room.scene()
         cap = self.governor.max_sources
-        if cap is not None:
-            self.culled_pairs += cull_quietest(scene, np.sqrt(np.mean(audio**2, axis=1)), cap)
         packets, work_ms = await loop.run_in_executor(
-            self._executor, self._render_and_encode, scene, audio, fresh, encoders)
+            self._executor, self._render_and_encode, scene, playouts, cap, fresh, encoders)
         self.stats.record(work_ms)
         new_cap = self.governor.observe(work_ms, int(self.room.active.sum()))
         if new_cap != cap:
@@ -161,9 +163,15 @@ class RoomRunner:
             if self.tracks.get(slot) is tracks[slot]:
                 tracks[slot].deliver(slot_packets)
 
-    def _render_and_encode(self, scene, audio, fresh, encoders) -> tuple[dict, float]:
-        """The tick's work off the event loop: render every mix, encode each listener's."""
+    def _render_and_encode(self, scene, playouts, cap, fresh, encoders) -> tuple[dict, float]:
+        """The tick's work off the event loop: decode every source, render every mix, encode
+        each listener's."""
         t0 = time.perf_counter()
+        audio = np.zeros((self.room.capacity, FRAME), np.float32)
+        for slot, (playout, decoder) in playouts.items():
+            audio[slot] = decoder.frame(playout)
+        if cap is not None:
+            self.culled_pairs += cull_quietest(scene, np.sqrt(np.mean(audio**2, axis=1)), cap)
         with render_lock():
             packets = self._render_and_encode_locked(scene, audio, fresh, encoders)
         return packets, 1e3 * (time.perf_counter() - t0)

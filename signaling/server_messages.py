@@ -100,7 +100,9 @@ class Stats(WireMessage):
     ``tick_ms_p50``/``tick_ms_p95``: the room's render-and-encode time per 20 ms tick;
     ``late_ticks``/``skipped_ticks``: ticks that started late or were skipped since the room
     opened; ``uplink_buffer_ms`` and ``uplink_target_ms``: your source's receive buffer now and
-    its target; ``concealed``: your frames concealed so far (lost or late);
+    its target; ``concealed``: your frames concealed so far (lost or late), of which
+    ``concealed_fec`` were rebuilt from the next packet's in-band FEC and ``concealed_plc``
+    continued by Opus packet-loss concealment (the rest faded to silence);
     ``downlink_queue_ms``: your mix waiting to be sent; ``uplink_wait_ms_p50``/``_p95``: how
     long your frames waited at the server, from arrival to the tick that mixed them (receive
     buffer and wait for the tick); ``downlink_wait_ms_p95``: how long your mixed packets waited
@@ -123,6 +125,8 @@ class Stats(WireMessage):
     uplink_wait_ms_p95: float = 0.0
     downlink_wait_ms_p95: float = 0.0
     sources_cap: int = 0
+    concealed_fec: int = 0
+    concealed_plc: int = 0
 
 
 ServerMessage = Joined | RoomState | Offer | Answer | Ice | ErrorMessage | Pong | Stats

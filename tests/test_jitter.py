@@ -1,4 +1,7 @@
-"""The receive buffer: start-up depth, concealment, late frames, adaptation, bounded delay."""
+"""The receive buffer: start-up depth, missing frames, late frames, adaptation, bounded delay.
+
+Frames here are arrays labelled by their first sample; the buffer holds whatever it is given
+(Opus packets in the server, decoded samples for other codecs)."""
 
 from __future__ import annotations
 
@@ -8,20 +11,22 @@ import numpy as np
 import pytest
 
 from hrtf.constants import FRAME
-from server.jitter import SLACK_FRAMES, JitterBuffer
+from server.jitter import SLACK_FRAMES, JitterBuffer, Playout
 
 
 def frame(k: int) -> np.ndarray:
     return np.full(FRAME, k + 1, np.float32)
 
 
-def label(samples: np.ndarray) -> int:
-    return round(float(samples[0])) - 1
+def label(playout) -> int | None:
+    """The played frame's number, or None when the frame due is missing (concealed)."""
+    assert not playout.buffering
+    return None if playout.frame is None else round(float(playout.frame[0])) - 1
 
 
 def test_plays_from_the_first_frame_with_one_frame_of_buffering():
     jb = JitterBuffer()
-    assert not jb.pop().any()  # nothing yet: silence
+    assert jb.pop().buffering  # nothing yet: silence
     jb.push(0, frame(0))
     assert label(jb.pop()) == 0
     for k in range(1, 50):
@@ -35,8 +40,9 @@ def test_a_lost_frame_is_concealed_and_playout_moves_on():
     jb.push(0, frame(0))
     jb.pop()
     jb.push(2 * FRAME, frame(2))  # frame 1 lost
-    concealed = jb.pop()
-    np.testing.assert_allclose(concealed, frame(0) * 0.5)
+    missing = jb.pop()
+    assert missing.frame is None
+    assert label(Playout(missing.following)) == 2  # the next one is offered (for Opus FEC)
     assert label(jb.pop()) == 2
     assert jb.stats.concealed == 1 and jb.target == 1
 
@@ -45,11 +51,11 @@ def test_a_late_frame_is_dropped_counted_and_grows_the_target():
     jb = JitterBuffer()
     jb.push(0, frame(0))
     jb.pop()
-    jb.pop()  # frame 1 not there yet: concealed
+    assert label(jb.pop()) is None  # frame 1 not there yet: concealed
     jb.push(FRAME, frame(1))  # arrives too late
     assert jb.stats.late == 1 and jb.stats.underruns == 1 and jb.target == 2
     jb.push(2 * FRAME, frame(2))
-    assert not jb.pop().any()  # rebuilding a two-frame cushion
+    assert jb.pop().buffering  # rebuilding a two-frame cushion
     jb.push(3 * FRAME, frame(3))
     assert label(jb.pop()) == 2 and label(jb.pop()) == 3
 
