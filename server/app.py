@@ -81,6 +81,8 @@ class ServerState:
                                  "concealment."),
             "overload_degradations_total": ("counter", "Slow ticks that lowered a room's cap "
                                             "on sources per mix."),
+            "clock_phase_shifts_total": ("counter", "Times a room clock moved its tick to "
+                                         "just after its players' frames arrive."),
             "culled_pairs_total": ("counter", "Listener-source pairs left out of mixes under "
                                    "overload (pair-ticks)."),
         }
@@ -184,12 +186,13 @@ async def serve_forever(host: str, port: int, state: ServerState) -> None:
 
 
 def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar",
-               capacity: int = 16) -> int:
+               capacity: int = 16, follow_phase: bool = True) -> int:
     try:
         hrirs, warmup_ms = warm_up(hrtf, device)
     except RuntimeError as exc:
         raise CliError(str(exc)) from None
-    state = ServerState(hrirs, device, warmup_ms, Hub(hrirs, device, capacity))
+    state = ServerState(hrirs, device, warmup_ms, Hub(hrirs, device, capacity,
+                                                         follow_phase=follow_phase))
     try:
         uvloop.run(serve_forever(host, port, state))
     except OSError as exc:

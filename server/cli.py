@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_arg(serve)
     serve.add_argument("--hrtf", default="kemar", metavar="NAME_OR_FILE",
                        help="default HRTF set: kemar, spherical-head[:RADIUS_M] or a SOFA file")
+    serve.add_argument("--clock-phase", choices=("follow", "fixed"), default="follow",
+                       help="follow: each room's tick moves to just after its players' frames "
+                       "arrive (default); fixed: it stays where it started (for comparisons)")
 
     render = sub.add_parser(
         "render", help="render a mono WAV file binaurally to a stereo WAV file",
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from server.app import run_server
 
-            return run_server(args.host, args.port, device=args.device, hrtf=args.hrtf)
+            return run_server(args.host, args.port, device=args.device, hrtf=args.hrtf,
+                              follow_phase=args.clock_phase == "follow")
         if args.command == "render":
             from server.render_cmd import run_render
 

@@ -35,6 +35,11 @@ class TickSchedule:
         """How long to sleep before the next tick is due (≤ 0: run it now)."""
         return self.deadline(self.next_tick) - now
 
+    def shift(self, seconds: float) -> None:
+        """Move every later deadline by ``seconds`` (negative: earlier), keeping the period:
+        the clock's phase, not its rate (see :mod:`server.phase`)."""
+        self.start += seconds
+
     def begin_tick(self, now: float) -> int:
         """Claim the tick that is due at ``now``; returns its number.
 

@@ -81,10 +81,12 @@ class Participant:
 class Hub:
     """All rooms of this process."""
 
-    def __init__(self, hrirs: HrirSet, device: str = "cpu", capacity: int = 16) -> None:
+    def __init__(self, hrirs: HrirSet, device: str = "cpu", capacity: int = 16,
+                 follow_phase: bool = True) -> None:
         self.hrirs = hrirs
         self.device = device
         self.capacity = capacity
+        self.follow_phase = follow_phase
         self.rooms: dict[str, LiveRoom] = {}
 
     # the connection ----------------------------------------------------------------------
@@ -163,7 +165,8 @@ class Hub:
         live = self.rooms.get(join.room)
         if live is None:
             room = Room(join.room, self.capacity)
-            live = LiveRoom(room, RoomRunner(room, self.hrirs, self.device))
+            live = LiveRoom(room, RoomRunner(room, self.hrirs, self.device,
+                                                    follow_phase=self.follow_phase))
             self.rooms[join.room] = live
             live.runner.start()
             log.info("room %s opened", join.room)
@@ -385,4 +388,5 @@ class Hub:
             "plc_frames_total": sum(d.stats.plc for r in runners for d in r.decoders.values()),
             "overload_degradations_total": sum(r.governor.degradations for r in runners),
             "culled_pairs_total": sum(r.culled_pairs for r in runners),
+            "clock_phase_shifts_total": sum(r.aligner.shifts for r in runners if r.aligner),
         }

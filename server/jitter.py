@@ -73,6 +73,8 @@ class JitterBuffer:
         self._arrivals: dict[int, float] = {}
         #: Milliseconds each played frame waited here, from arrival to its tick.
         self.waits_ms = Recent()
+        #: The wait of the frame the last pop played (None: it played none, or untimed).
+        self.last_wait_ms: float | None = None
         self._next: int | None = None  # timestamp due at the next tick
         self._playing = False
         self._conceal_run = 0
@@ -115,6 +117,7 @@ class JitterBuffer:
 
         ``now``, on the clock of ``push``'s ``arrival``, times the played frame's wait.
         """
+        self.last_wait_ms = None
         if not self._playing:
             if len(self._frames) < self.target:
                 return BUFFERING
@@ -128,7 +131,8 @@ class JitterBuffer:
         else:
             arrival = self._arrivals.pop(self._next, None)
             if arrival is not None and now is not None:
-                self.waits_ms.add(1e3 * (now - arrival))
+                self.last_wait_ms = 1e3 * (now - arrival)
+                self.waits_ms.add(self.last_wait_ms)
             self.stats.played += 1
             self._conceal_run = 0
             self._calm += 1

@@ -9,7 +9,8 @@ Every 20 ms, on a deadline schedule (:class:`~server.clock.TickSchedule`):
 3. on the loop: each listener's packets go to its :class:`~server.media.ListenerTrack`.
 
 The tick never awaits network I/O; a tick that overruns is counted, and the clock skips rather
-than drifting (see :mod:`server.clock`).
+than drifting (see :mod:`server.clock`). The clock's phase follows the sources: the tick moves
+to just after their frames arrive (:mod:`server.phase`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from server.clock import TickSchedule
 from server.jitter import JitterBuffer
 from server.media import ListenerTrack, MusicOpusEncoder
 from server.overload import OverloadGovernor
+from server.phase import PhaseAligner
 from server.recent import Recent
 from server.room import Room
 from server.uplink import UplinkDecoder
@@ -76,7 +78,8 @@ class TickStats:
 class RoomRunner:
     """Runs one :class:`~server.room.Room`: slots' media, the clock, the renderer."""
 
-    def __init__(self, room: Room, hrirs: HrirSet, device: str = "cpu") -> None:
+    def __init__(self, room: Room, hrirs: HrirSet, device: str = "cpu",
+                 follow_phase: bool = True) -> None:
         self.room = room
         self.renderer = Renderer(hrirs, room.capacity, room.capacity, device=device)
         self.buffers: dict[int, JitterBuffer] = {}
@@ -87,6 +90,8 @@ class RoomRunner:
         self.governor = OverloadGovernor()
         #: Pairs left out of mixes by the overload governor, since the room opened.
         self.culled_pairs = 0
+        self.aligner = PhaseAligner() if follow_phase else None
+        self._underruns_seen = 0
         self.schedule: TickSchedule | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"room-{room.name}")
         self._task: asyncio.Task | None = None
@@ -143,6 +148,7 @@ class RoomRunner:
         now = time.monotonic()  # the clock arrivals are stamped with
         playouts = {slot: (buffer.pop(now), self.decoders[slot])
                     for slot, buffer in self.buffers.items()}
+        self._align_phase()
         fresh = self.room.drain_fresh_slots()
         listeners = [s for s in self.tracks if self.room.active[s]]
         if not listeners and not fresh:
@@ -162,6 +168,18 @@ class RoomRunner:
         for slot, slot_packets in packets.items():
             if self.tracks.get(slot) is tracks[slot]:
                 tracks[slot].deliver(slot_packets)
+
+    def _align_phase(self) -> None:
+        """Move the clock's phase to just after the frames' arrivals (:mod:`server.phase`)."""
+        if self.aligner is None:
+            return
+        underruns = sum(b.stats.underruns for b in self.buffers.values())
+        new = max(0, underruns - self._underruns_seen)
+        self._underruns_seen = underruns
+        step_ms = self.aligner.observe({s: b.last_wait_ms for s, b in self.buffers.items()}, new)
+        if step_ms and self.schedule is not None:
+            self.schedule.shift(step_ms / 1e3)
+            log.debug("room %s: clock phase moved %+.1f ms", self.room.name, step_ms)
 
     def _render_and_encode(self, scene, playouts, cap, fresh, encoders) -> tuple[dict, float]:
         """The tick's work off the event loop: decode every source, render every mix, encode

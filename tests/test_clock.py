@@ -45,3 +45,12 @@ def test_a_few_ticks_behind_are_caught_up_not_skipped():
     s.begin_tick(0.0)
     assert run(s, [0.061, 0.0611, 0.0612]) == [1, 2, 3]
     assert s.skipped_ticks == 0 and s.late_ticks == 2
+
+
+def test_a_phase_shift_moves_later_deadlines_and_keeps_the_period():
+    s = TickSchedule(start=0.0)
+    s.begin_tick(0.0)
+    s.shift(-0.005)  # tick earlier (server.phase)
+    assert s.seconds_until_next(0.0) == pytest.approx(0.015)
+    assert s.begin_tick(0.015) == 1 and s.late_ticks == 0
+    assert s.seconds_until_next(0.015) == pytest.approx(0.020)

@@ -138,9 +138,11 @@ def test_each_played_frame_reports_its_wait_from_arrival_to_tick():
     jb = JitterBuffer()
     jb.push(0, frame(0), arrival=10.000)
     jb.pop(now=10.012)
+    assert jb.last_wait_ms == pytest.approx(12.0)
     jb.push(FRAME, frame(1), arrival=10.025)
     jb.pop(now=10.032)
     jb.pop(now=10.052)  # nothing arrived: concealed, no wait recorded
+    assert jb.last_wait_ms is None
     assert len(jb.waits_ms) == 2
     assert jb.waits_ms.percentile(0) == pytest.approx(7.0)
     assert jb.waits_ms.percentile(100) == pytest.approx(12.0)
