@@ -11,6 +11,7 @@ import contextlib
 import fractions
 import json
 import time
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -72,10 +73,16 @@ class Bot:
     """One participant. ``async with Bot(url, room, name, signal) as bot: ...``"""
 
     def __init__(self, url: str, room: str, name: str, signal=silence,
-                 instrument: str = "bot", stock_receiver: bool = False) -> None:
+                 instrument: str = "bot", stock_receiver: bool = False,
+                 offer_filter: Callable[[str], str] | None = None,
+                 answer_filter: Callable[[str], str] | None = None) -> None:
         self.url, self.room, self.name, self.instrument = url, room, name, instrument
         #: Keep aiortc's 4-frame receive buffer (True), or decode packets as they arrive.
         self.stock_receiver = stock_receiver
+        #: Edits of the offer before it is sent and of the answer before it is applied, for
+        #: example :meth:`bench.impair.Relay.rewrite_offer` / ``rewrite_answer``.
+        self.offer_filter = offer_filter
+        self.answer_filter = answer_filter
         self.track = SignalTrack(signal)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.participant: str | None = None
@@ -115,9 +122,13 @@ class Bot:
 
         self.pc.addTrack(self.track)
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        answer = await self.request(
-            {"type": "offer", "sdp": with_music_opus(self.pc.localDescription.sdp)}, "answer")
-        await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        offer = with_music_opus(self.pc.localDescription.sdp)
+        if self.offer_filter is not None:
+            offer = self.offer_filter(offer)
+        answer = (await self.request({"type": "offer", "sdp": offer}, "answer"))["sdp"]
+        if self.answer_filter is not None:
+            answer = self.answer_filter(answer)
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
 
     async def request(self, message: dict, reply_type: str, timeout: float = 10.0) -> dict:
         future = asyncio.get_running_loop().create_future()

@@ -124,6 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--out", default="bench/results", metavar="DIR",
                          help="where the JSON, PNG and markdown go (default bench/results)")
     latency.add_argument("--json", action="store_true", help="print the results as JSON")
+    from bench.impair import PROFILES
+
+    network = bench_sub.add_parser(
+        "network", help="delay, concealment and recovery under loss, jitter and reordering")
+    network.add_argument("--seconds", type=_finite("seconds", 2, 3600), default=10.0,
+                         help="length of the impaired period (default 10)")
+    network.add_argument("--tail", type=_finite("tail", 3, 600), default=8.0, metavar="SECONDS",
+                         help="clean seconds after it, to see the delay come back (default 8)")
+    network.add_argument("--profiles", nargs="+", choices=list(PROFILES), default=list(PROFILES),
+                         metavar="PROFILE", help=f"any of {', '.join(PROFILES)} (default: all)")
+    network.add_argument("--legs", choices=("both", "up", "down"), default="both",
+                         help="impair the speaker's uplink, the listener's downlink, or both")
+    network.add_argument("--seed", type=_count("seed", 0, 2**31 - 1), default=1)
+    network.add_argument("--out", default="bench/results", metavar="DIR",
+                         help="where the JSON, PNG and markdown go (default bench/results)")
+    network.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
 
 
@@ -157,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.latency import run_latency_bench
 
             return run_latency_bench(args)
+        if args.command == "bench" and args.bench == "network":
+            from bench.network import run_network_bench
+
+            return run_network_bench(args)
     except (CliError, HrtfError) as exc:
         print(f"spatialjam {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED

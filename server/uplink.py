@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,16 +45,18 @@ class PacketTap:
 
     capacity = 1
 
-    def __init__(self, buffer: JitterBuffer, opus_payload_types: set[int]) -> None:
+    def __init__(self, buffer: JitterBuffer, is_opus: Callable[[int], bool]) -> None:
         self.buffer = buffer
-        self.opus_payload_types = opus_payload_types
+        #: Whether a payload type is Opus (asked per packet: aiortc learns its codecs only
+        #: once the connection runs, after the track is announced).
+        self.is_opus = is_opus
         self._last: int | None = None
         self.packets = 0
         self.passed_on = 0
 
     def add(self, packet) -> tuple[bool, JitterFrame | None]:
         data = packet._data
-        if packet.payload_type in self.opus_payload_types and packet_samples(data) == FRAME:
+        if self.is_opus(packet.payload_type) and packet_samples(data) == FRAME:
             self._last = unwrap_timestamp(self._last, packet.timestamp)
             self.buffer.push(self._last, bytes(data), time.monotonic())
             self.packets += 1
@@ -67,12 +70,15 @@ class PacketTap:
 
 def tap_receiver(receiver, buffer: JitterBuffer) -> PacketTap:
     """Put a :class:`PacketTap` feeding ``buffer`` in place of ``receiver``'s jitter buffer."""
-    attr = "_RTCRtpReceiver__jitter_buffer"
-    codecs = getattr(receiver, "_RTCRtpReceiver__codecs", None)
-    if not hasattr(receiver, attr) or codecs is None:
+    attr, codecs_attr = "_RTCRtpReceiver__jitter_buffer", "_RTCRtpReceiver__codecs"
+    if not hasattr(receiver, attr) or not hasattr(receiver, codecs_attr):
         raise RuntimeError("this aiortc version has no receiver jitter buffer to replace")
-    opus = {pt for pt, codec in codecs.items() if codec.mimeType.lower() == "audio/opus"}
-    tap = PacketTap(buffer, opus)
+
+    def is_opus(payload_type: int) -> bool:
+        codec = getattr(receiver, codecs_attr).get(payload_type)
+        return codec is not None and codec.mimeType.lower() == "audio/opus"
+
+    tap = PacketTap(buffer, is_opus)
     setattr(receiver, attr, tap)
     return tap
 

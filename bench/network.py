@@ -1,0 +1,317 @@
+"""``spatialjam bench network``: mouth-to-ear delay, concealment and recovery on a bad network.
+
+For each profile (loss, jitter, reordering; :data:`PROFILES`) a fresh pair of bots joins a
+room on one ``spatialjam serve``; each bot runs in its own process with its own
+:class:`~bench.impair.Relay` between it and the server (only media is impaired; STUN and DTLS
+pass untouched). The speaker plays a click every 500 ms (:mod:`bench.clicks`); the listener
+records its personal mix. By default the profile's impairment applies to both legs of the path,
+the speaker's uplink and the listener's downlink (``--legs up`` or ``down`` for one of them), so
+"1 % loss" loses about 2 % end to end.
+
+Each run has three phases on one ``time.monotonic`` clock shared by all processes:
+
+1. a clean **lead-in** (after both bots hear audio), whose clicks give the run's own clean delay;
+2. the **impaired** period (``--seconds``);
+3. a clean **tail** (``--tail``): the delay must come back near the lead-in's, never a
+   permanent lag after a loss (``lag_end_ms``: the median delay of the tail's last three
+   clicks minus the lead-in's; ``lag_after_ms``: the whole tail's, after its first second).
+
+Reported per profile and phase: the click delay p50/p95/p99 (bot to server to bot, found by
+cross-correlation), clicks heard of clicks sent; the server's receive buffer for the speaker
+from its ``stats`` (frames concealed, target and depth, wait from arrival to tick); the relays'
+counts (dropped, reordered); and what the listener got (frames missing, the longest gap between
+frames). JSON, a markdown table and a PNG go under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.bot import Bot, silence
+from bench.clicks import clicks, delay_summary, found_click_times, sent_click_times, stream_times
+from bench.impair import CLEAN, PROFILES, Impairment, LegCounts, Relay
+from bench.serverproc import ROOT, ServerProcess
+from hrtf.constants import FRAME, SAMPLE_RATE
+
+FRAME_S = FRAME / SAMPLE_RATE
+LEAD_S = 3.0
+#: Clicks sent this long before a phase ends belong to no phase (their packets straddle it).
+EDGE_S = 0.5
+#: The tail's first second is left out of its delay: packets in flight, buffers draining.
+TAIL_SKIP_S = 1.0
+READY_TIMEOUT_S = 60.0
+#: The tail's last clicks, whose median delay against the lead-in's is the lag left at its end.
+END_CLICKS = 3
+
+# --- the bot process: python -m bench.network URL ROOM NAME ROLE OUT --uplink J --downlink J
+
+
+async def _bot(args: argparse.Namespace) -> None:
+    """Join through a relay, say ``ready`` once audio flows, read ``T1 T2 T3`` on stdin, impair
+    from T1 to T2, stop at T3, and save what was sent, heard and counted to ``args.out``."""
+    loop = asyncio.get_running_loop()
+    impaired = {"uplink": Impairment.from_dict(json.loads(args.uplink)),
+                "downlink": Impairment.from_dict(json.loads(args.downlink))}
+    async with Relay(seed=args.seed) as relay:
+        bot = Bot(args.url, args.room, args.name, clicks if args.role == "clicks" else silence,
+                  offer_filter=relay.rewrite_offer, answer_filter=relay.rewrite_answer)
+        try:
+            await bot.connect()
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                while len(bot.received) < 25:
+                    await asyncio.sleep(0.05)
+            print("ready", flush=True)
+            t1, t2, t3 = map(float, (await loop.run_in_executor(None, sys.stdin.readline)).split())
+            stats_log: list[tuple[float, dict]] = []
+            poll = loop.create_task(_log_stats(bot, stats_log))
+            counts = {}
+            for mark, at, spec in (("t1", t1, impaired), ("t2", t2, {}), ("t3", t3, None)):
+                await asyncio.sleep(max(0.0, at - time.monotonic()))
+                counts[mark] = {k: vars(v) for k, v in relay.counts().items()}
+                if spec is not None:
+                    relay.set_impairment(spec.get("uplink", CLEAN), spec.get("downlink", CLEAN))
+            poll.cancel()
+            np.savez(args.out, sent_at=np.array(bot.track.sent_at),
+                     received=bot.recording().mean(axis=1).astype(np.float32),
+                     received_frames=np.array([len(f) for f in bot.received], np.int64),
+                     received_at=np.array(bot.received_at),
+                     stats=json.dumps(stats_log), counts=json.dumps(counts))
+        finally:
+            await bot.close()
+
+
+async def _log_stats(bot: Bot, log: list[tuple[float, dict]]) -> None:
+    last = None
+    while True:
+        if bot.stats is not None and bot.stats is not last:
+            last = bot.stats
+            log.append((time.monotonic(), last))
+        await asyncio.sleep(0.05)
+
+
+def _bot_main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.network")
+    for name in ("url", "room", "name"):
+        parser.add_argument(name)
+    parser.add_argument("role", choices=("clicks", "silence"))
+    parser.add_argument("out")
+    parser.add_argument("--uplink", default="{}", help="Impairment fields as JSON")
+    parser.add_argument("--downlink", default="{}", help="Impairment fields as JSON")
+    parser.add_argument("--seed", type=int, default=0)
+    asyncio.run(_bot(parser.parse_args()))
+
+
+# --- the benchmark
+
+
+def _spawn(url: str, room: str, name: str, role: str, out: Path, uplink: Impairment,
+           downlink: Impairment, seed: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.network", url, room, name, role, str(out),
+         "--uplink", json.dumps(uplink.to_dict()), "--downlink", json.dumps(downlink.to_dict()),
+         "--seed", str(seed)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _wait_ready(procs: list[subprocess.Popen], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or proc.poll() is not None:
+                raise RuntimeError("a bot did not connect through its relay "
+                                   f"(exit {proc.poll()}) within {timeout_s:g} s")
+            if (select.select([proc.stdout], [], [], min(left, 0.5))[0]
+                    and proc.stdout.readline().strip() == "ready"):
+                break
+
+
+def run_profile(url: str, name: str, seconds: float, tail_s: float, legs: str,
+                seed: int) -> dict:
+    """One profile: two bot processes through relays, lead-in, impaired period, clean tail."""
+    label, spec = PROFILES[name]
+    up = spec if legs in ("both", "up") else CLEAN
+    down = spec if legs in ("both", "down") else CLEAN
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = [Path(tmp) / "speaker.npz", Path(tmp) / "listener.npz"]
+        procs = [_spawn(url, f"net-{name}", "speaker", "clicks", outs[0], up, CLEAN, seed),
+                 _spawn(url, f"net-{name}", "listener", "silence", outs[1], CLEAN, down,
+                        seed + 1)]
+        try:
+            _wait_ready(procs, READY_TIMEOUT_S)
+            t1 = time.monotonic() + LEAD_S
+            t2, t3 = t1 + seconds, t1 + seconds + tail_s
+            for proc in procs:
+                proc.stdin.write(f"{t1} {t2} {t3}\n")
+                proc.stdin.flush()
+            for proc in procs:
+                if proc.wait(timeout=t3 - time.monotonic() + 60) != 0:
+                    raise RuntimeError(f"a bot failed (exit {proc.returncode})")
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        speaker, listener = (dict(np.load(out)) for out in outs)
+    return {"name": name, "label": label, "uplink": up.to_dict(), "downlink": down.to_dict(),
+            **analyse(speaker, listener, t1, t2, t3)}
+
+
+def analyse(speaker: dict, listener: dict, t1: float, t2: float, t3: float) -> dict:
+    """Delays, server and relay counts and listener gaps of one run, per phase."""
+    sent = sent_click_times(speaker["sent_at"])
+    times = stream_times(listener["received_frames"], listener["received_at"])
+    heard = dict(found_click_times(listener["received"], times, [t for t in sent if t < t3]))
+    phases = {"before": (t1 - LEAD_S + EDGE_S, t1 - EDGE_S), "impaired": (t1, t2 - EDGE_S),
+              "tail": (t2 + TAIL_SKIP_S, t3 - EDGE_S)}
+    report: dict = {"delay_ms": {}, "clicks": {}, "curve": []}
+    for phase, (lo, hi) in phases.items():
+        sent_here = [t for t in sent if lo <= t < hi]
+        delays = [1e3 * (heard[t] - t) for t in sent_here if t in heard]
+        report["delay_ms"][phase] = delay_summary(delays)
+        report["clicks"][phase] = {"sent": len(sent_here), "heard": len(delays)}
+    report["curve"] = [(round(t - t1, 3), round(1e3 * (h - t), 2)) for t, h in heard.items()
+                       if t >= t1 - LEAD_S]
+    before, tail = report["delay_ms"]["before"], report["delay_ms"]["tail"]
+    lo, hi = phases["tail"]
+    tail_end = [1e3 * (heard[t] - t) for t in sent if lo <= t < hi and t in heard][-END_CLICKS:]
+    if before.get("clicks") and tail_end:
+        report["lag_after_ms"] = round(tail["p50"] - before["p50"], 2)
+        report["lag_end_ms"] = round(float(np.median(tail_end)) - before["p50"], 2)
+    report["server"] = _server(json.loads(str(speaker["stats"])), t1, t2, t3)
+    up, down = json.loads(str(speaker["counts"])), json.loads(str(listener["counts"]))
+    report["relay"] = {
+        "speaker_uplink": vars(LegCounts(**up["t2"]["uplink"]).minus(
+            LegCounts(**up["t1"]["uplink"]))),
+        "listener_downlink": vars(LegCounts(**down["t2"]["downlink"]).minus(
+            LegCounts(**down["t1"]["downlink"])))}
+    report["listener"] = _gaps(listener["received_at"], t1, t2)
+    return report
+
+
+def _server(log: list, t1: float, t2: float, t3: float) -> dict:
+    """The server's buffer for the speaker, from its once-a-second ``stats``."""
+    def at(t: float) -> dict:  # the last stats received by t
+        older = [s for when, s in log if when <= t]
+        return older[-1] if older else (log[0][1] if log else {})
+
+    during = [s for when, s in log if t1 <= when <= t2 + 1.0] or [at(t2)]
+    end_impaired, end = at(t2 + 1.0), at(t3)
+    return {
+        "concealed_impaired": end_impaired.get("concealed", 0) - at(t1).get("concealed", 0),
+        "concealed_tail": end.get("concealed", 0) - end_impaired.get("concealed", 0),
+        # Of the concealed frames, those Opus rebuilt from the next packet's FEC, and those
+        # its packet-loss concealment continued (the rest faded to silence).
+        "fec_impaired": end_impaired.get("concealed_fec", 0) - at(t1).get("concealed_fec", 0),
+        "plc_impaired": end_impaired.get("concealed_plc", 0) - at(t1).get("concealed_plc", 0),
+        "target_ms_max": max(s.get("uplink_target_ms", 0) for s in during),
+        "buffer_ms_max": max(s.get("uplink_buffer_ms", 0) for s in during),
+        "wait_ms_p50": end_impaired.get("uplink_wait_ms_p50"),
+        "wait_ms_p95": end_impaired.get("uplink_wait_ms_p95"),
+        "target_ms_end": end.get("uplink_target_ms"),
+        "buffer_ms_end": end.get("uplink_buffer_ms"),
+        "late_ticks": end.get("late_ticks"),
+    }
+
+
+def _gaps(received_at: np.ndarray, t1: float, t2: float) -> dict:
+    """Frames the listener missed in the impaired period, and its longest wait for one."""
+    arrivals = received_at[(received_at >= t1) & (received_at < t2)]
+    expected = round((t2 - t1) / FRAME_S)
+    gaps = np.diff(arrivals) if len(arrivals) > 1 else np.zeros(1)
+    return {"frames_expected": expected, "frames_received": len(arrivals),
+            "frames_missing": max(0, expected - len(arrivals)),
+            "longest_gap_ms": round(1e3 * float(gaps.max()), 1),
+            "gaps_over_50ms": int((gaps > 0.05).sum())}
+
+
+def network_benchmark(profiles: list[str], seconds: float, tail_s: float, legs: str = "both",
+                      seed: int = 1) -> dict:
+    runs = []
+    with ServerProcess() as server:
+        for k, name in enumerate(profiles):
+            runs.append(run_profile(server.ws, name, seconds, tail_s, legs, seed + 10 * k))
+    return {"benchmark": "network", "seconds": seconds, "tail_s": tail_s, "lead_s": LEAD_S,
+            "legs": legs, "seed": seed, "profiles": runs}
+
+
+def table(report: dict) -> list[str]:
+    """The markdown table (one row per profile)."""
+    lines = [f"# Network, {report['seconds']:g} s impaired + {report['tail_s']:g} s clean tail, "
+             f"legs: {report['legs']}", "",
+             "| profile | clicks heard | p50 ms | p95 ms | p99 ms | before p50 | tail p50 | "
+             "lag at end ms | concealed (PLC/FEC) | target max/end ms | buffer max ms | wait p50/p95 ms | "
+             "up dropped/reordered | down dropped/reordered | listener missing | longest gap ms |",
+             "|---" * 16 + "|"]
+    for run in report["profiles"]:
+        d, c, s = run["delay_ms"], run["clicks"]["impaired"], run["server"]
+        up, down, ls = run["relay"]["speaker_uplink"], run["relay"]["listener_downlink"], \
+            run["listener"]
+        lines.append(
+            f"| {run['label']} | {c['heard']}/{c['sent']} | {d['impaired'].get('p50', '—')} | "
+            f"{d['impaired'].get('p95', '—')} | {d['impaired'].get('p99', '—')} | "
+            f"{d['before'].get('p50', '—')} | {d['tail'].get('p50', '—')} | "
+            f"{run.get('lag_end_ms', '—')} | {s['concealed_impaired']} ({s['plc_impaired']}/{s['fec_impaired']}) | "
+            f"{s['target_ms_max']:g}/{s['target_ms_end']:g} | {s['buffer_ms_max']:g} | "
+            f"{s['wait_ms_p50']}/{s['wait_ms_p95']} | {up['dropped']}/{up['reordered']} | "
+            f"{down['dropped']}/{down['reordered']} | {ls['frames_missing']} | "
+            f"{ls['longest_gap_ms']} |")
+    return lines
+
+
+def write_results(report: dict, out_dir: Path) -> list[Path]:
+    """JSON, markdown and PNG (delay of each click over the run); returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = out_dir / f"network-{time.strftime('%Y%m%d-%H%M%S')}"
+    paths = [base.with_suffix(".json"), base.with_suffix(".md"), base.with_suffix(".png")]
+    paths[0].write_text(json.dumps(report, indent=2))
+    paths[1].write_text("\n".join(table(report)) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.axvspan(0, report["seconds"], color="0.9", label="impaired")
+    for run in report["profiles"]:
+        if run["curve"]:
+            t, d = zip(*run["curve"], strict=True)
+            ax.plot(t, d, marker=".", label=run["label"])
+    ax.set_xlabel("click sent (s from the start of the impaired period)")
+    ax.set_ylabel("mouth-to-ear delay (ms)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(paths[2], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def run_network_bench(args: argparse.Namespace) -> int:
+    from server.errors import CliError
+
+    try:
+        report = network_benchmark(args.profiles, args.seconds, args.tail, args.legs, args.seed)
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    paths = write_results(report, Path(args.out))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(table(report)))
+        print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    _bot_main()
