@@ -250,7 +250,8 @@ def table(report: dict) -> list[str]:
     lines = [f"# Network, {report['seconds']:g} s impaired + {report['tail_s']:g} s clean tail, "
              f"legs: {report['legs']}", "",
              "| profile | clicks heard | p50 ms | p95 ms | p99 ms | before p50 | tail p50 | "
-             "lag at end ms | concealed (PLC/FEC) | target max/end ms | buffer max ms | wait p50/p95 ms | "
+             "lag at end ms | concealed (PLC/FEC) | target max/end ms | buffer max ms | "
+             "wait p50/p95 ms | "
              "up dropped/reordered | down dropped/reordered | listener missing | longest gap ms |",
              "|---" * 16 + "|"]
     for run in report["profiles"]:
@@ -261,7 +262,8 @@ def table(report: dict) -> list[str]:
             f"| {run['label']} | {c['heard']}/{c['sent']} | {d['impaired'].get('p50', '—')} | "
             f"{d['impaired'].get('p95', '—')} | {d['impaired'].get('p99', '—')} | "
             f"{d['before'].get('p50', '—')} | {d['tail'].get('p50', '—')} | "
-            f"{run.get('lag_end_ms', '—')} | {s['concealed_impaired']} ({s['plc_impaired']}/{s['fec_impaired']}) | "
+            f"{run.get('lag_end_ms', '—')} | {s['concealed_impaired']} "
+            f"({s['plc_impaired']}/{s['fec_impaired']}) | "
             f"{s['target_ms_max']:g}/{s['target_ms_end']:g} | {s['buffer_ms_max']:g} | "
             f"{s['wait_ms_p50']}/{s['wait_ms_p95']} | {up['dropped']}/{up['reordered']} | "
             f"{down['dropped']}/{down['reordered']} | {ls['frames_missing']} | "

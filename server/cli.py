@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_arg(serve)
     serve.add_argument("--hrtf", default="kemar", metavar="NAME_OR_FILE",
                        help="default HRTF set: kemar, spherical-head[:RADIUS_M] or a SOFA file")
+    serve.add_argument("--room-capacity", type=_count("room capacity", 1, 256), default=16,
+                       metavar="N", help="the most participants in one room (default 16); the "
+                       "renderer of every room is sized to it")
     serve.add_argument("--clock-phase", choices=("follow", "fixed"), default="follow",
                        help="follow: each room's tick moves to just after its players' frames "
                        "arrive (default); fixed: it stays where it started (for comparisons)")
@@ -140,6 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_argument("--out", default="bench/results", metavar="DIR",
                          help="where the JSON, PNG and markdown go (default bench/results)")
     network.add_argument("--json", action="store_true", help="print the results as JSON")
+    capacity = bench_sub.add_parser(
+        "capacity", help="ramp bots into one room, then into many rooms, until real time fails")
+    capacity.add_argument("--max-bots", type=_count("max bots", 2, 256), default=60, metavar="N",
+                          help="stop each phase here (default 60)")
+    capacity.add_argument("--step", type=_count("step", 1, 256), default=5, metavar="S",
+                          help="participants added per step (default 5)")
+    capacity.add_argument("--hold", type=_finite("hold", 1, 600), default=5.0,
+                          metavar="SECONDS", help="measured window per step (default 5)")
+    capacity.add_argument("--rooms-of", type=_count("rooms of", 1, 256), default=4, metavar="K",
+                          help="participants per room in the many-rooms phase (default 4)")
+    capacity.add_argument("--bots-per-process", type=_count("bots per process", 1, 64),
+                          default=10, metavar="B", help="bots sharing one process (default 10)")
+    capacity.add_argument("--out", default="bench/results", metavar="DIR",
+                          help="where the JSON, PNG and markdown go (default bench/results)")
+    capacity.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
 
 
@@ -156,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             from server.app import run_server
 
             return run_server(args.host, args.port, device=args.device, hrtf=args.hrtf,
+                              capacity=args.room_capacity,
                               follow_phase=args.clock_phase == "follow")
         if args.command == "render":
             from server.render_cmd import run_render
@@ -177,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.network import run_network_bench
 
             return run_network_bench(args)
+        if args.command == "bench" and args.bench == "capacity":
+            from bench.capacity import run_capacity_bench
+
+            return run_capacity_bench(args)
     except (CliError, HrtfError) as exc:
         print(f"spatialjam {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
