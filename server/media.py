@@ -26,6 +26,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from hrtf.constants import FRAME, SAMPLE_RATE
 from server.jitter import JitterBuffer
+from server.opus import OpusEncoder
 from server.recent import Recent
 
 log = logging.getLogger(__name__)
@@ -103,30 +104,20 @@ async def read_uplink(track: MediaStreamTrack, buffer: JitterBuffer) -> None:
 
 
 class MusicOpusEncoder:
-    """Opus for music: stereo, 128 kb/s, low-delay mode, one packet per 20 ms frame."""
+    """Opus for music: stereo, 128 kb/s, low-delay mode, one packet per 20 ms frame.
+
+    libopus through ctypes (:class:`server.opus.OpusEncoder`): it runs without the GIL, so a
+    room's listeners encode on all cores at once.
+    """
 
     def __init__(self, bitrate: int = DOWNLINK_BITRATE) -> None:
-        self.codec = av.CodecContext.create("libopus", "w")
-        self.codec.bit_rate = bitrate
-        self.codec.format = "s16"
-        self.codec.layout = "stereo"
-        self.codec.sample_rate = SAMPLE_RATE
-        self.codec.time_base = TIME_BASE
-        self.codec.options = {"application": "lowdelay", "frame_duration": "20", "vbr": "on"}
-        self._pts = 0
+        self.codec = OpusEncoder(bitrate)
 
     def encode(self, stereo: np.ndarray) -> list[av.Packet]:
         """Encode one frame, ``stereo`` float32 ``(FRAME, 2)`` in ±1."""
-        pcm = np.round(np.clip(stereo, -1.0, 1.0) * 32767.0).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="stereo")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._pts
-        frame.time_base = TIME_BASE
-        self._pts += FRAME
-        packets = self.codec.encode(frame)
-        for p in packets:
-            p.time_base = TIME_BASE
-        return packets
+        packet = av.Packet(self.codec.encode(np.clip(stereo, -1.0, 1.0)))
+        packet.time_base = TIME_BASE
+        return [packet]
 
 
 class ListenerTrack(MediaStreamTrack):

@@ -1,4 +1,4 @@
-"""An Opus decoder that can conceal: libopus through ctypes.
+"""Opus through ctypes: a decoder that can conceal, and an encoder that runs without the GIL.
 
 PyAV decodes Opus well but cannot conceal a lost packet (an empty packet flushes its decoder),
 and in-band FEC needs the *next* packet decoded with ``decode_fec``. This module calls libopus
@@ -11,7 +11,11 @@ system's — for the three things the receive path needs:
   modes can carry; libopus falls back to packet-loss concealment when there is none;
 - :meth:`OpusDecoder.conceal` — packet-loss concealment (PLC) with nothing to go on.
 
-ctypes releases the GIL during each call; a decoder is used by one thread at a time.
+:class:`OpusEncoder` encodes each listener's mix. Through ctypes, libopus runs without the GIL
+(PyAV's encoder holds it for part of each call), so listeners' mixes encode in parallel on
+all cores.
+
+ctypes releases the GIL during each call; a decoder or encoder is used by one thread at a time.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ import numpy as np
 from hrtf.constants import FRAME, SAMPLE_RATE
 
 OPUS_OK = 0
+OPUS_APPLICATION_RESTRICTED_LOWDELAY = 2051
+OPUS_SET_BITRATE = 4002
+OPUS_SET_VBR = 4006
+#: The most bytes a 20 ms packet may take (RFC 6716 allows 1275 per frame).
+MAX_PACKET = 1500
 
 
 class OpusError(RuntimeError):
@@ -61,6 +70,15 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.opus_decode_float.restype = c_int
     lib.opus_packet_get_nb_samples.argtypes = [c_char_p, ctypes.c_int32, ctypes.c_int32]
     lib.opus_packet_get_nb_samples.restype = c_int
+    lib.opus_encoder_create.argtypes = [ctypes.c_int32, c_int, c_int, ctypes.POINTER(c_int)]
+    lib.opus_encoder_create.restype = c_void_p
+    lib.opus_encoder_destroy.argtypes = [c_void_p]
+    lib.opus_encoder_destroy.restype = None
+    lib.opus_encode_float.argtypes = [c_void_p, c_void_p, c_int, c_char_p, ctypes.c_int32]
+    lib.opus_encode_float.restype = ctypes.c_int32
+    # opus_encoder_ctl is variadic; every request used here takes one int.
+    lib.opus_encoder_ctl.argtypes = [c_void_p, c_int, c_int]
+    lib.opus_encoder_ctl.restype = c_int
     lib.opus_strerror.argtypes = [c_int]
     lib.opus_strerror.restype = c_char_p
     if hasattr(lib, "opus_packet_has_lbrr"):  # libopus ≥ 1.5
@@ -142,3 +160,39 @@ class OpusDecoder:
     def conceal(self, samples: int = FRAME) -> np.ndarray:
         """``samples`` of packet-loss concealment, continuing what was last decoded."""
         return self._run(None, samples, 0)
+
+
+class OpusEncoder:
+    """A stereo 48 kHz encoder in the restricted low-delay mode (CELT only: 2.5 ms look-ahead,
+    no speech processing), variable bitrate around ``bitrate``."""
+
+    def __init__(self, bitrate: int, channels: int = 2) -> None:
+        lib = library()
+        error = ctypes.c_int(0)
+        self.channels = channels
+        self._handle = lib.opus_encoder_create(SAMPLE_RATE, channels,
+                                               OPUS_APPLICATION_RESTRICTED_LOWDELAY,
+                                               ctypes.byref(error))
+        if error.value != OPUS_OK or not self._handle:
+            raise OpusError(f"cannot create an Opus encoder: {_error(error.value)}")
+        for request, value in ((OPUS_SET_BITRATE, bitrate), (OPUS_SET_VBR, 1)):
+            code = lib.opus_encoder_ctl(self._handle, request, value)
+            if code != OPUS_OK:
+                raise OpusError(f"the Opus encoder refused setting {request}: {_error(code)}")
+        self._out = ctypes.create_string_buffer(MAX_PACKET)
+
+    def __del__(self) -> None:
+        handle, self._handle = getattr(self, "_handle", None), None
+        if handle and _lib is not None:
+            _lib.opus_encoder_destroy(handle)
+
+    def encode(self, pcm: np.ndarray) -> bytes:
+        """One packet of ``pcm``: float32 ``(samples, channels)``, interleaved, in ±1."""
+        pcm = np.ascontiguousarray(pcm, np.float32)
+        if pcm.ndim != 2 or pcm.shape[1] != self.channels:
+            raise ValueError(f"expected (samples, {self.channels}) samples, got {pcm.shape}")
+        n = library().opus_encode_float(self._handle, pcm.ctypes.data, pcm.shape[0], self._out,
+                                        MAX_PACKET)
+        if n < 0:
+            raise OpusError(f"Opus cannot encode this frame: {_error(n)}")
+        return self._out.raw[:n]

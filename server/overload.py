@@ -1,15 +1,25 @@
 """How many sources each mix may hold, from how long the ticks take (no I/O, no clock).
 
 A room whose render-and-encode time nears the 20 ms frame is overloaded. The governor watches
-each tick's work time and sets a cap on sources per mix: when a tick takes more than
-``high_ms``, the cap drops to a fraction of what the mixes hold; after ``calm_ticks`` ticks below
-``low_ms`` it rises again by one source at a time, until it is lifted. Every change is counted
-so the server can say it is degrading (``/metrics``, ``stats``, the log).
+each tick's work time and sets a cap on sources per mix:
+
+- **degrade** when the room is overloaded, not when one tick was slow: a tick over the frame
+  itself (``FRAME_MS``: the next one starts late), or ``slow_ticks`` of the last ``window``
+  ticks over ``high_ms``. The cap drops to ``shrink`` of what the mixes hold, and the window
+  starts afresh, so the next cut waits for fresh evidence;
+- **recover** after ``calm_ticks`` ticks in a row under ``low_ms``: the cap rises by a quarter
+  (at least one source), and is lifted once it holds every source.
+
+One slow tick on a busy machine (another process took the core for a moment) costs nothing;
+a room that cannot keep up loses its least audible sources within a few ticks rather than
+falling behind. Every change is counted so the server can say it is degrading (``/metrics``,
+``stats``, the log).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from hrtf.constants import FRAME_MS
 
@@ -17,27 +27,37 @@ from hrtf.constants import FRAME_MS
 @dataclass
 class OverloadGovernor:
     high_ms: float = 0.75 * FRAME_MS
-    low_ms: float = 0.4 * FRAME_MS
+    low_ms: float = 0.5 * FRAME_MS
+    window: int = 10
+    slow_ticks: int = 3
     calm_ticks: int = 50
     shrink: float = 0.75
+    grow: float = 0.25
     min_sources: int = 2
     #: The cap on sources per mix; None when nothing is culled.
     max_sources: int | None = None
     degradations: int = 0
     _calm: int = 0
+    _recent: deque = field(default_factory=deque, repr=False)
 
     def observe(self, work_ms: float, sources_heard: int) -> int | None:
         """Record a tick's work time; returns the cap for the next tick (None: no cap)."""
-        if work_ms > self.high_ms:
+        self._recent.append(work_ms > self.high_ms)
+        if len(self._recent) > self.window:
+            self._recent.popleft()
+        if work_ms > FRAME_MS or sum(self._recent) >= self.slow_ticks:
             current = self.max_sources if self.max_sources is not None else sources_heard
             self.max_sources = max(self.min_sources, int(current * self.shrink))
             self.degradations += 1
             self._calm = 0
-        elif self.max_sources is not None and work_ms < self.low_ms:
+            self._recent.clear()
+        elif work_ms < self.low_ms:
             self._calm += 1
-            if self._calm >= self.calm_ticks:
+            if self.max_sources is not None and self._calm >= self.calm_ticks:
                 self._calm = 0
-                self.max_sources += 1
+                self.max_sources += max(1, int(self.max_sources * self.grow))
                 if self.max_sources >= sources_heard:
                     self.max_sources = None
+        else:
+            self._calm = 0
         return self.max_sources

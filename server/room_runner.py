@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,30 @@ from server.uplink import UplinkDecoder
 log = logging.getLogger(__name__)
 
 _SERIAL = threading.Lock()
+
+#: Helps the rooms' threads encode their listeners' mixes (libopus runs without the GIL).
+_ENCODE_HELPERS = max(1, (os.cpu_count() or 1) - 1)
+_ENCODE_POOL = ThreadPoolExecutor(_ENCODE_HELPERS, thread_name_prefix="encode")
+#: Below this many listeners a room encodes alone (handing work over costs ~50 µs).
+PARALLEL_ENCODE_FROM = 6
+
+
+def encode_all(mixes: np.ndarray, encoders: dict) -> dict:
+    """Every listener's mix encoded: ``{slot: [packet]}``. From :data:`PARALLEL_ENCODE_FROM`
+    listeners on, the calling thread and the encode pool's share the work."""
+    slots = list(encoders)
+
+    def run(part: list[int]) -> dict:
+        return {slot: encoders[slot].encode(mixes[slot]) for slot in part}
+
+    if len(slots) < PARALLEL_ENCODE_FROM:
+        return run(slots)
+    parts = [slots[k::_ENCODE_HELPERS + 1] for k in range(_ENCODE_HELPERS + 1)]
+    futures = [_ENCODE_POOL.submit(run, part) for part in parts[1:]]
+    packets = run(parts[0])
+    for future in futures:
+        packets.update(future.result())
+    return packets
 
 
 def render_lock():
@@ -191,12 +216,9 @@ class RoomRunner:
         if cap is not None:
             self.culled_pairs += cull_quietest(scene, np.sqrt(np.mean(audio**2, axis=1)), cap)
         with render_lock():
-            packets = self._render_and_encode_locked(scene, audio, fresh, encoders)
+            for slot in fresh:
+                self.renderer.reset_source(slot)
+                self.renderer.reset_listener(slot)
+            mixes = self.renderer.render(scene, audio)
+        packets = encode_all(mixes, encoders)
         return packets, 1e3 * (time.perf_counter() - t0)
-
-    def _render_and_encode_locked(self, scene, audio, fresh, encoders) -> dict:
-        for slot in fresh:
-            self.renderer.reset_source(slot)
-            self.renderer.reset_listener(slot)
-        mixes = self.renderer.render(scene, audio)
-        return {slot: enc.encode(mixes[slot]) for slot, enc in encoders.items()}
