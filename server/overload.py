@@ -3,10 +3,10 @@
 A room whose render-and-encode time nears the 20 ms frame is overloaded. The governor watches
 each tick's work time and sets a cap on sources per mix:
 
-- **degrade** when the room is overloaded, not when one tick was slow: a tick over the frame
-  itself (``FRAME_MS``: the next one starts late), or ``slow_ticks`` of the last ``window``
-  ticks over ``high_ms``. The cap drops to ``shrink`` of what the mixes hold, and the window
-  starts afresh, so the next cut waits for fresh evidence;
+- **degrade** when the room is overloaded, not when one tick was slow: ``slow_ticks`` of the
+  last ``window`` ticks over ``high_ms`` (one stall, even past the frame, costs a late tick
+  that the deadline clock absorbs, not a cut). The cap drops to ``shrink`` of what the mixes
+  hold, and the window starts afresh, so the next cut waits for fresh evidence;
 - **recover** after ``calm_ticks`` ticks in a row under ``low_ms``: the cap rises by a quarter
   (at least one source), and is lifted once it holds every source.
 
@@ -45,7 +45,7 @@ class OverloadGovernor:
         self._recent.append(work_ms > self.high_ms)
         if len(self._recent) > self.window:
             self._recent.popleft()
-        if work_ms > FRAME_MS or sum(self._recent) >= self.slow_ticks:
+        if sum(self._recent) >= self.slow_ticks:
             current = self.max_sources if self.max_sources is not None else sources_heard
             self.max_sources = max(self.min_sources, int(current * self.shrink))
             self.degradations += 1
