@@ -13,7 +13,7 @@ timestamp, with an adaptive target:
   everything after it;
 - a concealment followed by the missing frame arriving late is an *underrun*: the target grows
   by one frame (up to ``max_target``);
-- after ``calm_ticks`` ticks without an underrun the target shrinks by one frame;
+- after ``calm_ticks`` ticks (5 s) without an underrun the target shrinks by one frame;
 - when more than ``target + slack`` frames are queued (a burst), the oldest are dropped at once;
 - when the queue has held more than the target for a whole ``trim_ticks`` window (after a
   start-up burst, or clocks drifting apart), the surplus frames are dropped: the delay never
@@ -62,7 +62,7 @@ BUFFERING = Playout(buffering=True)
 class JitterBuffer:
     """Frames of one source, waiting for the room clock."""
 
-    def __init__(self, target: int = 1, max_target: int = 8, calm_ticks: int = 500,
+    def __init__(self, target: int = 1, max_target: int = 8, calm_ticks: int = 250,
                  trim_ticks: int = 50) -> None:
         self.target = target
         self.min_target = target
