@@ -17,7 +17,8 @@ and receive their personal mixes, counted packet by packet and decoded one packe
 **A step** adds its bots and waits until each has heard its first packet, lets the rooms
 settle for :data:`SETTLE_S` and then until the overload governor has lifted any cap that the
 joins set off (at most :data:`CALM_TIMEOUT_S`: joining peers cost the event loop a burst of
-DTLS and ICE work, and the governor lifts a cap by one source per second of ticks under 8 ms),
+DTLS and ICE work, and the governor gives back a quarter of a cap per second without a tick
+over 15 ms),
 then measures a window of ``--hold`` seconds:
 
 - *the server process's* CPU (user + system, ``/proc/PID/stat``) and RSS (``/proc/PID/status``),

@@ -357,6 +357,11 @@ class Hub:
                 uplink_buffer_ms=float(buffer.depth * FRAME_MS) if buffer else 0.0,
                 uplink_target_ms=float(buffer.target * FRAME_MS) if buffer else 0.0,
                 concealed=buffer.stats.concealed if buffer else 0,
+                uplink_tick_wait_ms_p50=round(buffer.tick_waits_ms.percentile(50), 3)
+                if buffer else 0.0,
+                decode_ms_p50=round(runner.stats.parts_ms["decode"].percentile(50), 3),
+                render_ms_p50=round(runner.stats.parts_ms["render"].percentile(50), 3),
+                encode_ms_p50=round(runner.stats.parts_ms["encode"].percentile(50), 3),
                 concealed_fec=decoder.stats.fec if decoder else 0,
                 concealed_plc=decoder.stats.plc if decoder else 0,
                 downlink_queue_ms=float(track.queued * FRAME_MS) if track else 0.0,

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hrtf.constants import FRAME
+from hrtf.constants import FRAME, SAMPLE_RATE
 from server.recent import Recent
 
 #: Frames of headroom over the target before the oldest frames are dropped.
@@ -73,6 +73,9 @@ class JitterBuffer:
         self._arrivals: dict[int, float] = {}
         #: Milliseconds each played frame waited here, from arrival to its tick.
         self.waits_ms = Recent()
+        #: Of each wait, the part spent waiting for the first tick after the frame arrived
+        #: (the rest, whole frames, it spent queued behind others: the buffer's depth).
+        self.tick_waits_ms = Recent()
         #: The wait of the frame the last pop played (None: it played none, or untimed).
         self.last_wait_ms: float | None = None
         self._next: int | None = None  # timestamp due at the next tick
@@ -133,6 +136,7 @@ class JitterBuffer:
             if arrival is not None and now is not None:
                 self.last_wait_ms = 1e3 * (now - arrival)
                 self.waits_ms.add(self.last_wait_ms)
+                self.tick_waits_ms.add(self.last_wait_ms % (1e3 * FRAME / SAMPLE_RATE))
             self.stats.played += 1
             self._conceal_run = 0
             self._calm += 1

@@ -7,8 +7,10 @@ each tick's work time and sets a cap on sources per mix:
   last ``window`` ticks over ``high_ms`` (one stall, even past the frame, costs a late tick
   that the deadline clock absorbs, not a cut). The cap drops to ``shrink`` of what the mixes
   hold, and the window starts afresh, so the next cut waits for fresh evidence;
-- **recover** after ``calm_ticks`` ticks in a row under ``low_ms``: the cap rises by a quarter
-  (at least one source), and is lifted once it holds every source.
+- **recover** after ``calm_ticks`` ticks in a row none of them over ``high_ms``: the cap rises
+  by a quarter (at least one source), and is lifted once it holds every source. A room that
+  runs near its limit may so be cut and given back more than once; each cut and each return
+  fades (the renderer crossfades), and both are counted.
 
 One slow tick on a busy machine (another process took the core for a moment) costs nothing;
 a room that cannot keep up loses its least audible sources within a few ticks rather than
@@ -27,7 +29,6 @@ from hrtf.constants import FRAME_MS
 @dataclass
 class OverloadGovernor:
     high_ms: float = 0.75 * FRAME_MS
-    low_ms: float = 0.5 * FRAME_MS
     window: int = 10
     slow_ticks: int = 3
     calm_ticks: int = 50
@@ -42,7 +43,8 @@ class OverloadGovernor:
 
     def observe(self, work_ms: float, sources_heard: int) -> int | None:
         """Record a tick's work time; returns the cap for the next tick (None: no cap)."""
-        self._recent.append(work_ms > self.high_ms)
+        slow = work_ms > self.high_ms
+        self._recent.append(slow)
         if len(self._recent) > self.window:
             self._recent.popleft()
         if sum(self._recent) >= self.slow_ticks:
@@ -51,13 +53,13 @@ class OverloadGovernor:
             self.degradations += 1
             self._calm = 0
             self._recent.clear()
-        elif work_ms < self.low_ms:
+        elif slow:
+            self._calm = 0
+        else:
             self._calm += 1
             if self.max_sources is not None and self._calm >= self.calm_ticks:
                 self._calm = 0
                 self.max_sources += max(1, int(self.max_sources * self.grow))
                 if self.max_sources >= sources_heard:
                     self.max_sources = None
-        else:
-            self._calm = 0
         return self.max_sources

@@ -3,9 +3,10 @@
 Every 20 ms, on a deadline schedule (:class:`~server.clock.TickSchedule`):
 
 1. on the loop: each source's frame is taken from its :class:`~server.jitter.JitterBuffer`;
-2. off the loop, in the room's own thread: each source's frame is decoded, or concealed if it
-   is missing (:class:`~server.uplink.UplinkDecoder`), the renderer renders every listener's
-   mix and the mixes are Opus-encoded (:class:`~server.media.MusicOpusEncoder`);
+2. off the loop, on the process's tick threads (one per core, shared by the rooms): each
+   source's frame is decoded, or concealed if it is missing
+   (:class:`~server.uplink.UplinkDecoder`), the renderer renders every listener's mix and the
+   mixes are Opus-encoded (:class:`~server.media.MusicOpusEncoder`);
 3. on the loop: each listener's packets go to its :class:`~server.media.ListenerTrack`.
 
 The tick never awaits network I/O; a tick that overruns is counted, and the clock skips rather
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 
 _SERIAL = threading.Lock()
 
+#: Where every room's tick work runs: one thread per core, shared by the rooms (a thread per
+#: room would have many rooms' ticks time-slice one another, each stretched past its frame).
+#: A room's ticks never overlap: each awaits the one before.
+_TICK_POOL = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="tick")
 #: Helps the rooms' threads encode their listeners' mixes (libopus runs without the GIL).
 _ENCODE_HELPERS = max(1, (os.cpu_count() or 1) - 1)
 _ENCODE_POOL = ThreadPoolExecutor(_ENCODE_HELPERS, thread_name_prefix="encode")
@@ -70,7 +75,7 @@ def encode_all(mixes: np.ndarray, encoders: dict) -> dict:
 
 
 def render_lock():
-    """Rooms render in their own threads at once, which numba's parallel kernels allow with
+    """Rooms render on the tick threads at once, which numba's parallel kernels allow with
     the OpenMP or TBB threading layers; its fallback layer (workqueue) does not, so then the
     renders take turns."""
     try:
@@ -82,17 +87,22 @@ def render_lock():
 
 @dataclass
 class TickStats:
-    """The room's render-and-encode time per tick."""
+    """The room's work per tick (decode, render, encode), and each part of it."""
 
     ticks: int = 0
     overruns: int = 0
     last_ms: float = 0.0
     recent_ms: Recent = field(default_factory=Recent)
+    #: Milliseconds per tick decoding (and concealing) the sources, rendering, encoding.
+    parts_ms: dict[str, Recent] = field(
+        default_factory=lambda: {part: Recent() for part in ("decode", "render", "encode")})
 
-    def record(self, ms: float) -> None:
+    def record(self, ms: float, parts: dict[str, float] | None = None) -> None:
         self.ticks += 1
         self.last_ms = ms
         self.recent_ms.add(ms)
+        for part, part_ms in (parts or {}).items():
+            self.parts_ms[part].add(part_ms)
         if ms > FRAME_MS:
             self.overruns += 1
 
@@ -118,7 +128,6 @@ class RoomRunner:
         self.aligner = PhaseAligner() if follow_phase else None
         self._underruns_seen = 0
         self.schedule: TickSchedule | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"room-{room.name}")
         self._task: asyncio.Task | None = None
 
     # slots --------------------------------------------------------------------------------
@@ -154,7 +163,6 @@ class RoomRunner:
             self._task = None
         for slot in list(self.tracks):
             self.detach(slot)
-        self._executor.shutdown(wait=False)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -183,9 +191,9 @@ class RoomRunner:
         encoders = {s: self.encoders[s] for s in listeners}
         scene = self.room.scene()
         cap = self.governor.max_sources
-        packets, work_ms = await loop.run_in_executor(
-            self._executor, self._render_and_encode, scene, playouts, cap, fresh, encoders)
-        self.stats.record(work_ms)
+        packets, work_ms, parts = await loop.run_in_executor(
+            _TICK_POOL, self._render_and_encode, scene, playouts, cap, fresh, encoders)
+        self.stats.record(work_ms, parts)
         new_cap = self.governor.observe(work_ms, int(self.room.active.sum()))
         if new_cap != cap:
             log.warning("room %s: tick took %.1f ms; mixes now hold %s sources", self.room.name,
@@ -206,13 +214,14 @@ class RoomRunner:
             self.schedule.shift(step_ms / 1e3)
             log.debug("room %s: clock phase moved %+.1f ms", self.room.name, step_ms)
 
-    def _render_and_encode(self, scene, playouts, cap, fresh, encoders) -> tuple[dict, float]:
+    def _render_and_encode(self, scene, playouts, cap, fresh, encoders):
         """The tick's work off the event loop: decode every source, render every mix, encode
-        each listener's."""
+        each listener's. Returns the packets, the work's time and its parts (ms)."""
         t0 = time.perf_counter()
         audio = np.zeros((self.room.capacity, FRAME), np.float32)
         for slot, (playout, decoder) in playouts.items():
             audio[slot] = decoder.frame(playout)
+        t1 = time.perf_counter()
         if cap is not None:
             self.culled_pairs += cull_quietest(scene, np.sqrt(np.mean(audio**2, axis=1)), cap)
         with render_lock():
@@ -220,5 +229,8 @@ class RoomRunner:
                 self.renderer.reset_source(slot)
                 self.renderer.reset_listener(slot)
             mixes = self.renderer.render(scene, audio)
+        t2 = time.perf_counter()
         packets = encode_all(mixes, encoders)
-        return packets, 1e3 * (time.perf_counter() - t0)
+        t3 = time.perf_counter()
+        parts = {"decode": 1e3 * (t1 - t0), "render": 1e3 * (t2 - t1), "encode": 1e3 * (t3 - t2)}
+        return packets, 1e3 * (t3 - t0), parts

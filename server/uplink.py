@@ -4,7 +4,7 @@ aiortc decodes every audio packet as it arrives, in its own thread, after a 4-fr
 a lost packet is then just a gap. spatialjam takes Opus packets before aiortc decodes them
 (:class:`PacketTap` in place of aiortc's receive buffer), buffers them still encoded in the
 source's :class:`~server.jitter.JitterBuffer`, and decodes each at the tick that plays it,
-in the room's thread (:class:`UplinkDecoder`), so that a missing one is concealed by Opus:
+on the room's tick thread (:class:`UplinkDecoder`), so that a missing one is concealed by Opus:
 
 - from the next packet's in-band FEC when it is here already and carries one (senders add it
   in the SILK and hybrid modes — voice-like and low-bitrate streams — when the receiver

@@ -109,6 +109,10 @@ class Stats(WireMessage):
     between their tick and being sent. A path's server-added delay is the speaker's uplink
     wait plus the tick plus the listener's downlink wait. ``sources_cap``: when the room is
     overloaded, the most sources each mix holds (the most audible kept); 0 when all are.
+    ``uplink_tick_wait_ms_p50``: of your frames' wait, the part spent waiting for the first
+    tick after arriving (the rest is the receive buffer's depth); ``decode_ms_p50``,
+    ``render_ms_p50``, ``encode_ms_p50``: the tick's parts (decoding and concealing the
+    sources, rendering every mix, encoding them).
     """
 
     TYPE: ClassVar[str] = "stats"
@@ -127,6 +131,10 @@ class Stats(WireMessage):
     sources_cap: int = 0
     concealed_fec: int = 0
     concealed_plc: int = 0
+    uplink_tick_wait_ms_p50: float = 0.0
+    decode_ms_p50: float = 0.0
+    render_ms_p50: float = 0.0
+    encode_ms_p50: float = 0.0
 
 
 ServerMessage = Joined | RoomState | Offer | Answer | Ice | ErrorMessage | Pong | Stats

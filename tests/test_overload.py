@@ -55,6 +55,16 @@ def test_governor_caps_on_sustained_slow_ticks_and_lifts_the_cap_when_calm():
     assert cap is None  # 16 + 4 holds all 20: lifted
 
 
+def test_a_room_near_its_limit_gets_its_sources_back():
+    gov = OverloadGovernor(calm_ticks=50)
+    for _ in range(3):
+        gov.observe(18.0, 35)  # the joins' burst
+    assert gov.max_sources == 26
+    for k in range(400):  # then 8 s at 12–14 ms a tick: busy, but in time
+        cap = gov.observe(12.0 + 2.0 * (k % 2), 35)
+    assert cap is None and gov.degradations == 1
+
+
 def test_governor_never_goes_below_its_floor():
     gov = OverloadGovernor(min_sources=2)
     for _ in range(20):
