@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     ROOM_FULL = "room_full"
     UNKNOWN_SOURCE = "unknown_source"
+    AI_EXISTS = "ai_exists"
     INTERNAL_ERROR = "internal_error"
 
 

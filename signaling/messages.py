@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from signaling import limits
+from signaling.ai_messages import AiAdd, AiRemove, AiUpdate
 from signaling.errors import ErrorCode, MessageId, ProtocolError
 from signaling.fields import Reader, json_type
 from signaling.stage_messages import HeadPose, MixOverride, MixReset, MoveSource, TurnSource
@@ -192,12 +193,12 @@ class Ping(WireMessage):
 
 
 ClientMessage = (Join | Offer | Answer | Ice | Leave | MoveSource | TurnSource | HeadPose
-                 | MixOverride | MixReset | Ping)
+                 | MixOverride | MixReset | Ping | AiAdd | AiUpdate | AiRemove)
 
 #: Every client→server message class by its ``type``.
 CLIENT_MESSAGES: dict[str, type[ClientMessage]] = {
     cls.TYPE: cls for cls in (Join, Offer, Answer, Ice, Leave, MoveSource, TurnSource, HeadPose,
-                              MixOverride, MixReset, Ping)
+                              MixOverride, MixReset, Ping, AiAdd, AiUpdate, AiRemove)
 }
 _SERVER_ONLY = frozenset({"joined", "room_state", "error", "pong", "stats"})
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from signaling.ai_messages import AiAdd, AiRemove, AiUpdate
 from signaling.errors import ErrorCode, ProtocolError
 from signaling.limits import MAX_DEPTH, MAX_MESSAGE_BYTES, MAX_SDP_BYTES
 from signaling.messages import (
@@ -81,6 +82,12 @@ VALID = [
     (message(type="mix_reset", all=True), MixReset()),
     (message(type="ping", t_ms=0), Ping(t_ms=0.0)),
     (message(type="ping", t_ms=183220.5, id=2**53 - 1), Ping(t_ms=183220.5, msg_id=2**53 - 1)),
+    (message(type="ai_add"), AiAdd()),
+    (message(type="ai_add", role="call_response", instrument="bass", temperature=0.1, bpm=240,
+             volume=0), AiAdd(role="call_response", instrument="bass", temperature=0.1,
+                              bpm=240.0, volume=0.0)),
+    (message(type="ai_update", ai="ai-1", bpm=0), AiUpdate(ai="ai-1", bpm=0.0)),
+    (message(type="ai_remove", ai="ai-1", id="x"), AiRemove(ai="ai-1", msg_id="x")),
 ]
 
 
@@ -417,3 +424,16 @@ def test_depth_check_agrees_with_walking_the_values(value):
     except ProtocolError as exc:
         assert exc.code is ErrorCode.TOO_DEEP
         assert reference_depth(value) > MAX_DEPTH
+
+
+@pytest.mark.parametrize(("fields", "code"), [
+    ({"type": "ai_add", "role": "drummer"}, ErrorCode.BAD_VALUE),
+    ({"type": "ai_add", "instrument": "kazoo"}, ErrorCode.BAD_VALUE),
+    ({"type": "ai_add", "bpm": 20}, ErrorCode.OUT_OF_RANGE),  # 0 follows; else 40 to 240
+    ({"type": "ai_add", "temperature": 0}, ErrorCode.OUT_OF_RANGE),
+    ({"type": "ai_add", "volume": True}, ErrorCode.BAD_TYPE),
+    ({"type": "ai_update", "role": "improvise"}, ErrorCode.MISSING_FIELD),
+    ({"type": "ai_remove", "ai": "ai 1"}, ErrorCode.BAD_VALUE),
+])
+def test_ai_settings_out_of_their_range_are_refused(fields, code):
+    assert refused(json.dumps(fields)).code == code
