@@ -2,6 +2,7 @@
 
 - ``GET /`` and ``GET /static/...``: the web client (``client_web/``, no build step);
 - ``GET /healthz``: JSON health; ``GET /metrics``: Prometheus text;
+- ``GET /ai/ROOM.mid``: what the room's AI musician played this session, as a MIDI file;
 - ``/ws``: WebSocket signaling (``docs/PROTOCOL.md``), handled by :class:`server.hub.Hub`.
 
 The binaural engine is loaded and its kernels compiled before the port opens.
@@ -83,6 +84,16 @@ class ServerState:
                                             "on sources per mix."),
             "clock_phase_shifts_total": ("counter", "Times a room clock moved its tick to "
                                          "just after its players' frames arrive."),
+            "ai_musicians": ("gauge", "AI musicians playing in the rooms."),
+            "ai_sidecar_restarts_total": ("counter", "Times the AI sidecar was started again "
+                                          "after it died or stopped answering."),
+            "ai_analysis_dropped_total": ("counter", "Analysis audio blocks not sent because "
+                                          "the AI sidecar fell behind."),
+            "ai_events_total": ("counter", "Note events the AI musicians received."),
+            "ai_events_late_total": ("counter", "Of those, events that arrived after the tick "
+                                     "they should have started in (dropped)."),
+            "ai_event_lead_ms_p50_min": ("gauge", "How far ahead of the room clock AI events "
+                                         "arrive (ms, median; the least of the rooms)."),
             "culled_pairs_total": ("counter", "Listener-source pairs left out of mixes under "
                                    "overload (pair-ticks)."),
         }
@@ -145,6 +156,18 @@ def http_router(state: ServerState):
         if path == "/metrics":
             return _reply(connection, http.HTTPStatus.OK, state.metrics(),
                           "text/plain; version=0.0.4")
+        if path.startswith("/ai/") and path.endswith(".mid"):
+            midi = state.hub.ai_midi(path[len("/ai/"):-len(".mid")])
+            if midi is None:
+                return _reply(connection, http.HTTPStatus.NOT_FOUND,
+                              "no AI notes for that room (is it open, with an AI musician?)\n",
+                              "text/plain; charset=utf-8")
+            response = _reply(connection, http.HTTPStatus.OK, "", "audio/midi")
+            response.body = midi
+            del response.headers["Content-Length"]
+            response.headers["Content-Length"] = str(len(midi))
+            response.headers["Content-Disposition"] = "attachment; filename=\"spatialjam-ai.mid\""
+            return response
         file = static_file(path)
         if file is not None:
             kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"

@@ -22,11 +22,13 @@ from websockets.exceptions import ConnectionClosed
 from dsp.geometry import quaternion_matrix
 from hrtf.constants import FRAME_MS
 from hrtf.hrirset import HrirSet
+from server.ai import AiBridge
 from server.media import read_uplink
 from server.room import Room, RoomFull, UnknownMember
 from server.room_runner import RoomRunner
 from server.sdp import with_music_opus
 from server.uplink import tap_receiver
+from signaling.ai_messages import AiAdd, AiRemove, AiUpdate
 from signaling.errors import ErrorCode
 from signaling.messages import Answer, Ice, Join, Leave, Offer
 from signaling.server_messages import ErrorMessage, Stats
@@ -48,6 +50,18 @@ class LiveRoom:
     runner: RoomRunner
     participants: dict[str, Participant] = field(default_factory=dict)
     closing: asyncio.TimerHandle | None = None
+    #: The AI musician's settings, when the room has one.
+    ai_config: dict | None = None
+
+
+#: An AI musician's settings unless ``ai_add`` says otherwise (signaling/ai_messages.py).
+AI_DEFAULTS = {"role": "accompany", "instrument": "epiano", "temperature": 0.8, "bpm": 0.0,
+               "volume": 1.0}
+
+
+def ai_label(config: dict) -> str:
+    """What the stage shows on the AI's marker: ``AI epiano (accompany)``."""
+    return f"AI {config['instrument']} ({config['role'].replace('_', ' ')})"
 
 
 class Participant:
@@ -88,6 +102,8 @@ class Hub:
         self.capacity = capacity
         self.follow_phase = follow_phase
         self.rooms: dict[str, LiveRoom] = {}
+        #: The AI sidecar, started when a room first asks for an AI musician.
+        self.ai = AiBridge(self._ai_events)
 
     # the connection ----------------------------------------------------------------------
 
@@ -150,6 +166,8 @@ class Hub:
                 await self._leave(p)
             elif isinstance(message, MoveSource | TurnSource | HeadPose | MixOverride | MixReset):
                 self._stage_edit(p, message)
+            elif isinstance(message, AiAdd | AiUpdate | AiRemove):
+                self._ai_message(p, message)
         except UnknownMember as exc:
             p.session.refuse(message, ErrorCode.UNKNOWN_SOURCE,
                              f"no source {exc.args[0]!r} in this room",
@@ -167,6 +185,8 @@ class Hub:
             room = Room(join.room, self.capacity)
             live = LiveRoom(room, RoomRunner(room, self.hrirs, self.device,
                                                     follow_phase=self.follow_phase))
+            live.runner.on_analysis = (
+                lambda sample, audio, name=join.room: self.ai.send_audio(name, sample, audio))
             self.rooms[join.room] = live
             live.runner.start()
             log.info("room %s opened", join.room)
@@ -227,6 +247,7 @@ class Hub:
                 or self.rooms.get(live.room.name) is not live):
             return
         del self.rooms[live.room.name]
+        self.ai.remove(live.room.name)
         await live.runner.stop()
         log.info("room %s closed", live.room.name)
 
@@ -236,6 +257,62 @@ class Hub:
                 await self._leave(p)
             await live.runner.stop()
         self.rooms.clear()
+        await self.ai.close()
+
+    # the AI musician -----------------------------------------------------------------------
+
+    def _ai_message(self, p: Participant, message) -> None:
+        live = p.live
+        room, runner = live.room, live.runner
+        present = room.ai_members
+        if isinstance(message, AiAdd):
+            if present:
+                p.session.refuse(message, ErrorCode.AI_EXISTS,
+                                 f"this room has an AI musician already ({present[0].id}): "
+                                 "send 'ai_update' to change it", asyncio.get_running_loop().time())
+                return
+            config = {**AI_DEFAULTS, **message.settings}
+            member = room.add_ai(ai_label(config))
+            live.ai_config = config
+            runner.add_ai(member.slot, config["instrument"], config["volume"])
+            self.ai.configure(room.name, config)
+            log.info("room %s: AI musician %s added (%s)", room.name, member.id, config)
+        else:
+            member = room.member(message.ai)
+            if not room.is_ai[member.slot]:
+                raise UnknownMember(message.ai)
+            if isinstance(message, AiRemove):
+                room.leave(member.id)
+                runner.detach(member.slot)
+                self.ai.remove(room.name)
+                live.ai_config = None
+            else:
+                config = live.ai_config = {**live.ai_config, **message.settings}
+                member.instrument = ai_label(config)
+                room.version += 1
+                voice = runner.ai_voices[member.slot]
+                voice.volume = config["volume"]
+                voice.set_instrument(config["instrument"])
+                self.ai.configure(room.name, config)
+        self._broadcast(live)
+
+    def ai_midi(self, room: str) -> bytes | None:
+        """The room's AI notes so far as a Standard MIDI File, or None."""
+        from ai_accompany.midi import midi_bytes
+
+        live = self.rooms.get(room)
+        if live is None or not live.runner.ai_notes.events:
+            return None
+        bpm = (live.ai_config or {}).get("bpm") or 120.0
+        return midi_bytes(live.runner.ai_notes.events, bpm=bpm)
+
+    def _ai_events(self, room: str, events: list) -> None:
+        """Note events from the sidecar (on the loop): to the room's AI voice, if any."""
+        live = self.rooms.get(room)
+        if live is None:
+            return
+        for voice in live.runner.ai_voices.values():
+            voice.deliver(events, live.runner.room_sample)
 
     # WebRTC ------------------------------------------------------------------------------
 
@@ -394,4 +471,12 @@ class Hub:
             "overload_degradations_total": sum(r.governor.degradations for r in runners),
             "culled_pairs_total": sum(r.culled_pairs for r in runners),
             "clock_phase_shifts_total": sum(r.aligner.shifts for r in runners if r.aligner),
+            "ai_musicians": sum(len(r.ai_voices) for r in runners),
+            "ai_sidecar_restarts_total": self.ai.restarts,
+            "ai_analysis_dropped_total": self.ai.dropped_audio,
+            "ai_events_total": sum(v.events for r in runners for v in r.ai_voices.values()),
+            "ai_events_late_total": sum(v.late for r in runners for v in r.ai_voices.values()),
+            "ai_event_lead_ms_p50_min": min((v.lead_ms.percentile(50) for r in runners
+                                             for v in r.ai_voices.values() if len(v.lead_ms)),
+                                            default=0.0),
         }

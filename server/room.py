@@ -89,11 +89,28 @@ class Room:
         self.personal_gain = np.ones((c, c), np.float64)
         self.personal_mute = np.zeros((c, c), np.bool_)
         self.self_monitor = np.zeros(c, np.bool_)
+        #: Slots held by an AI musician: a source, never a listener.
+        self.is_ai = np.zeros(c, np.bool_)
         #: Bumped on every change members should hear about (layout, membership).
         self.version = 0
         self._fresh_slots: list[int] = []
 
     # membership -------------------------------------------------------------------------
+
+    def add_ai(self, label: str) -> Member:
+        """Add an AI musician: a source on the stage with an ``ai-…`` id, and no ears."""
+        member = self.join("AI", label)
+        del self.members[member.id]
+        self._seat_ids.pop(member.seat, None)
+        self._seats.pop(member.seat, None)  # no seat to come back to
+        member.id = f"ai-{secrets.token_hex(3)}"
+        self.members[member.id] = member
+        self.is_ai[member.slot] = True
+        return member
+
+    @property
+    def ai_members(self) -> list[Member]:
+        return [m for m in self.members.values() if self.is_ai[m.slot]]
 
     def join(self, name: str, instrument: str = "", seat: str | None = None) -> Member:
         """Add a member; ``seat`` from an earlier join takes the same slot back if free."""
@@ -126,6 +143,7 @@ class Room:
         member = self.member(member_id)
         del self.members[member_id]
         self.active[member.slot] = False
+        self.is_ai[member.slot] = False
         self.version += 1
         return member
 
@@ -137,7 +155,8 @@ class Room:
 
     @property
     def empty(self) -> bool:
-        return not self.members
+        """No human is here (an AI musician alone does not keep a room open)."""
+        return all(self.is_ai[m.slot] for m in self.members.values())
 
     def drain_fresh_slots(self) -> list[int]:
         """Slots (re)occupied since the last call: the renderer resets them before a tick."""
@@ -216,7 +235,8 @@ class Room:
     def scene(self) -> Scene:
         """The renderer's scene for this tick: slot-indexed, absent slots silent."""
         c = self.capacity
-        heard = self.active[:, None] & self.active[None, :] & ~self.personal_mute
+        listening = self.active & ~self.is_ai
+        heard = listening[:, None] & self.active[None, :] & ~self.personal_mute
         own = np.eye(c, dtype=np.bool_) & ~self.self_monitor[:, None]
         gain = np.where(heard & ~own, self.personal_gain, 0.0)
         positions = np.where(self.override_mask[..., None], self.override_position,

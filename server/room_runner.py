@@ -22,16 +22,19 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numba
 import numpy as np
 
+from ai_accompany.midi import NoteLog
 from dsp.culling import cull_quietest
 from dsp.renderer import Renderer
 from hrtf.constants import FRAME, FRAME_MS
 from hrtf.hrirset import HrirSet
+from server.ai import AiVoice, AnalysisDownmix
 from server.clock import TickSchedule
 from server.jitter import JitterBuffer
 from server.media import ListenerTrack, MusicOpusEncoder
@@ -119,6 +122,17 @@ class RoomRunner:
         self.renderer = Renderer(hrirs, room.capacity, room.capacity, device=device)
         self.buffers: dict[int, JitterBuffer] = {}
         self.decoders: dict[int, UplinkDecoder] = {}
+        #: AI musicians' sources, by slot (server.ai).
+        self.ai_voices: dict[int, AiVoice] = {}
+        #: Every note the room's AI musicians were sent to play (its MIDI file).
+        self.ai_notes = NoteLog()
+        #: Called on the loop with (room sample, the humans' downmix at 16 kHz) each tick
+        #: while the room has an AI musician.
+        self.on_analysis: Callable[[int, np.ndarray], None] | None = None
+        self._downmix = AnalysisDownmix()
+        #: The room clock: the sample (48 kHz) the current tick's frame starts at.
+        self.room_sample = 0
+        self._tick_count = 0
         self.tracks: dict[int, ListenerTrack] = {}
         self.encoders: dict[int, MusicOpusEncoder] = {}
         self.stats = TickStats()
@@ -141,7 +155,14 @@ class RoomRunner:
         self.encoders[slot] = MusicOpusEncoder()
         return self.buffers[slot], self.tracks[slot]
 
+    def add_ai(self, slot: int, instrument: str, volume: float = 1.0) -> AiVoice:
+        """An AI musician plays from ``slot`` (its source; it has no ears)."""
+        self.detach(slot)
+        voice = self.ai_voices[slot] = AiVoice(instrument, volume, self.ai_notes)
+        return voice
+
     def detach(self, slot: int) -> None:
+        self.ai_voices.pop(slot, None)
         self.buffers.pop(slot, None)
         self.decoders.pop(slot, None)
         self.encoders.pop(slot, None)
@@ -171,28 +192,35 @@ class RoomRunner:
             wait = self.schedule.seconds_until_next(loop.time())
             if wait > 0:
                 await asyncio.sleep(wait)
-            self.schedule.begin_tick(loop.time())
+            tick = self.schedule.begin_tick(loop.time())
             try:
-                await self._tick(loop)
+                await self._tick(loop, tick)
             except Exception:  # one bad tick must not end the room
                 log.exception("tick of room %s failed", self.room.name)
 
-    async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _tick(self, loop: asyncio.AbstractEventLoop, tick: int | None = None) -> None:
+        if tick is None:  # driven by hand (tests): count
+            tick = self._tick_count
+        self._tick_count = tick + 1
+        self.room_sample = tick * FRAME
         now = time.monotonic()  # the clock arrivals are stamped with
         playouts = {slot: (buffer.pop(now), self.decoders[slot])
                     for slot, buffer in self.buffers.items()}
         self._align_phase()
         fresh = self.room.drain_fresh_slots()
         listeners = [s for s in self.tracks if self.room.active[s]]
-        if not listeners and not fresh:
+        if not listeners and not fresh and not self.ai_voices:
             return  # nobody to render for (an empty room waiting for its members)
         # What this tick renders for, captured now: a slot may change hands meanwhile.
         tracks = {s: self.tracks[s] for s in listeners}
         encoders = {s: self.encoders[s] for s in listeners}
         scene = self.room.scene()
         cap = self.governor.max_sources
-        packets, work_ms, parts = await loop.run_in_executor(
-            _TICK_POOL, self._render_and_encode, scene, playouts, cap, fresh, encoders)
+        voices = dict(self.ai_voices)
+        packets, work_ms, parts, analysis = await loop.run_in_executor(
+            _TICK_POOL, self._render_and_encode, scene, playouts, voices, cap, fresh, encoders)
+        if analysis is not None and self.on_analysis is not None:
+            self.on_analysis(self.room_sample, analysis)
         self.stats.record(work_ms, parts)
         new_cap = self.governor.observe(work_ms, int(self.room.active.sum()))
         if new_cap != cap:
@@ -214,13 +242,20 @@ class RoomRunner:
             self.schedule.shift(step_ms / 1e3)
             log.debug("room %s: clock phase moved %+.1f ms", self.room.name, step_ms)
 
-    def _render_and_encode(self, scene, playouts, cap, fresh, encoders):
-        """The tick's work off the event loop: decode every source, render every mix, encode
-        each listener's. Returns the packets, the work's time and its parts (ms)."""
+    def _render_and_encode(self, scene, playouts, voices, cap, fresh, encoders):
+        """The tick's work off the event loop: decode every source, play the AI musicians,
+        render every mix, encode each listener's. Returns the packets, the work's time, its
+        parts (ms) and the humans' downmix for the AI (or None)."""
         t0 = time.perf_counter()
         audio = np.zeros((self.room.capacity, FRAME), np.float32)
         for slot, (playout, decoder) in playouts.items():
             audio[slot] = decoder.frame(playout)
+        analysis = None
+        if voices:
+            analysis = self._downmix.process(audio[list(playouts)].sum(axis=0)
+                                             if playouts else audio[0] * 0)
+            for slot, voice in voices.items():
+                audio[slot] = voice.render(self.room_sample)
         t1 = time.perf_counter()
         if cap is not None:
             self.culled_pairs += cull_quietest(scene, np.sqrt(np.mean(audio**2, axis=1)), cap)
@@ -233,4 +268,4 @@ class RoomRunner:
         packets = encode_all(mixes, encoders)
         t3 = time.perf_counter()
         parts = {"decode": 1e3 * (t1 - t0), "render": 1e3 * (t2 - t1), "encode": 1e3 * (t3 - t2)}
-        return packets, 1e3 * (t3 - t0), parts
+        return packets, 1e3 * (t3 - t0), parts, analysis
