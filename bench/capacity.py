@@ -65,10 +65,8 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -419,20 +417,6 @@ class BotFleet:
             proc.stdout.close()
 
 
-def drain(stream, keep: int = 200) -> deque:
-    """Read ``stream`` (the server's log) in a thread so the server never blocks on a full
-    pipe; the last ``keep`` lines stay in the returned deque."""
-    lines: deque = deque(maxlen=keep)
-
-    def read() -> None:
-        with contextlib.suppress(ValueError, OSError):
-            for line in stream:
-                lines.append(line.rstrip())
-
-    threading.Thread(target=read, daemon=True, name="server-log").start()
-    return lines
-
-
 # one phase --------------------------------------------------------------------------------
 
 def settle(fleet: BotFleet) -> float:
@@ -476,7 +460,7 @@ def run_phase(phase: str, plan: list[list[tuple[str, str]]], room_capacity: int,
     steps: list[dict] = []
     with ServerProcess("--room-capacity", str(room_capacity)) as server, \
             tempfile.TemporaryDirectory() as logs:
-        server_log = drain(server.proc.stdout)
+        server_log = server.log
         fleet = BotFleet(server.ws, per_process, Path(logs))
         try:
             for bots in plan:

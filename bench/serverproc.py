@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+LOG_LINES = 2000
 
 
 def free_port() -> int:
@@ -26,6 +30,8 @@ class ServerProcess:
         self.port = free_port()
         self.args = args
         self.timeout_s = timeout_s
+        #: The server's last log lines.
+        self.log: deque[str] = deque(maxlen=LOG_LINES)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -40,6 +46,9 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port), *self.args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # Read the log as it comes, so the server never blocks on a full pipe.
+        reader = threading.Thread(target=self._read_log, daemon=True, name="server-log")
+        reader.start()
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
@@ -48,9 +57,16 @@ class ServerProcess:
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.proc.kill()
-                    output = self.proc.communicate()[0]
+                    self.proc.wait()
+                    reader.join(timeout=5)
+                    output = "\n".join(self.log)
                     raise RuntimeError(f"the server did not start:\n{output[-2000:]}") from None
                 time.sleep(0.3)
+
+    def _read_log(self) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            for line in self.proc.stdout:
+                self.log.append(line.rstrip())
 
     def __exit__(self, *exc) -> None:
         self.stop()

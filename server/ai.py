@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 PING_INTERVAL_S = 0.5
 HUNG_AFTER_S = 3.0
 MAX_BACKLOG = 256 * 1024
+LOG_LINES_PER_S = 20
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -102,9 +103,11 @@ class AiBridge:
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
         self.proc = await asyncio.create_subprocess_exec(
             *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            cwd=ROOT, env=env)
+            stderr=asyncio.subprocess.PIPE, cwd=ROOT, env=env)
         self._last_pong = time.monotonic()
-        self._tasks = [asyncio.get_running_loop().create_task(self._read(self.proc))]
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._read(self.proc)),
+                       loop.create_task(self._relay_log(self.proc))]
         for room, config in self.configs.items():
             self._write(encode({"type": "config", "room": room, "ai": config}))
         log.info("AI sidecar started (pid %d)", self.proc.pid)
@@ -155,6 +158,17 @@ class AiBridge:
         proc.stdin.write(frame)  # buffered by the transport: never blocks
         return True
 
+    async def _relay_log(self, proc: asyncio.subprocess.Process) -> None:
+        """The sidecar's stderr into this process's log, at most :data:`LOG_LINES_PER_S`."""
+        window, lines = time.monotonic(), 0
+        while line := await proc.stderr.readline():
+            now = time.monotonic()
+            if now - window > 1.0:
+                window, lines = now, 0
+            lines += 1
+            if lines <= LOG_LINES_PER_S:
+                log.warning("sidecar: %s", line.decode(errors="replace").rstrip())
+
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         reader = FrameReader()
         while True:
@@ -175,6 +189,8 @@ class AiBridge:
                 elif kind == "events" and isinstance(header.get("room"), str):
                     self.on_events(header["room"], header.get("events") or [])
                 elif kind == "status" and isinstance(header.get("room"), str):
+                    if header.get("error"):
+                        log.error("AI of room %s: %s", header["room"], header["error"])
                     self.on_status(header["room"], header)
 
 
