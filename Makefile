@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TRAIN_STAMP := $(VENV)/.installed-train
 ARGS ?=
 
 CHROMIUM := /usr/bin/chromium
@@ -16,6 +17,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# The tests also run the training path (a tiny run), so they need the train extra (torch CPU);
+# `make serve` does not.
+$(TRAIN_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,train]'
+	touch $(TRAIN_STAMP)
 
 # The browser tests drive Debian's chromium (a browser cannot be downloaded here). Installed
 # once when missing; without it (no apt, no root) those tests skip and say why.
@@ -31,7 +38,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) $(CHROMIUM) lint
+test: $(STAMP) $(TRAIN_STAMP) $(CHROMIUM) lint
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(STAMP)

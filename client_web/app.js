@@ -1,6 +1,7 @@
 // spatialjam web client: join a room, send the microphone, hear your personal binaural mix,
 // and arrange the stage. The wiring lives here; each part is its own module.
 
+import { AiPanel } from "./ai.js";
 import { AudioAnalysis } from "./audio.js";
 import { HeadControl } from "./head.js";
 import { Inspector, describeFrom } from "./inspector.js";
@@ -67,6 +68,7 @@ let lastLatencyTest = null; // its last result (or {error})
 // the page
 
 const latency = new LatencyPanel($("latency"));
+const aiPanel = new AiPanel($("ai-panel"), (message) => signaling?.send(message));
 const loopTest = new LoopTestView({
   button: $("latency-test-run"),
   box: $("latency-test"),
@@ -553,6 +555,7 @@ function render() {
   const { selected, personalMode } = state;
   stage.update({ sources, selected, personalMode, headYawDeg: head.yawDeg });
   mix.update(sources, state.personal, state.monitorOn);
+  aiPanel.update(state.room, state.members, state.connection === "joined");
   renderSelection();
   renderStatus();
 }

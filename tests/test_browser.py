@@ -356,6 +356,45 @@ def settle(page, wanted) -> tuple[bool, dict]:
         time.sleep(0.25)
 
 
+#: Where the AI's organ chords sound (A's tone is at 2 kHz, out of this band).
+AI_BAND_HZ = {"lowHz": 80, "highHz": 1000}
+
+
+def test_an_ai_musician_added_from_the_page_is_heard_and_removed(jam):
+    b = jam.b
+    quiet, before = settle_band(b, lambda lv: max(lv["left_db"], lv["right_db"]) < -55)
+    assert quiet, f"something already sounds in the AI's band: {before}"
+    b.select_option("[data-ai='role']", "accompany")
+    b.select_option("[data-ai='instrument']", "organ")
+    b.fill("[data-ai='bpm']", "100")  # a fixed tempo: it plays from the first beat
+    b.click("[data-ai='add']")
+    b.wait_for_function("!document.querySelector(\"[data-ai='remove']\").disabled",
+                        timeout=5_000)
+    assert b.is_disabled("[data-ai='add']")
+    assert b.get_attribute("[data-ai='midi']", "href").endswith(".mid")
+    heard, levels = settle_band(b, lambda lv: max(lv["left_db"], lv["right_db"]) > -45,
+                                wait_s=25.0)
+    assert heard, f"B does not hear the AI musician: {levels}"
+    b.click("[data-ai='remove']")
+    b.wait_for_function("!document.querySelector(\"[data-ai='add']\").disabled",
+                        timeout=5_000)
+    gone, levels = settle_band(b, lambda lv: max(lv["left_db"], lv["right_db"]) < -55,
+                               wait_s=10.0)
+    assert gone, f"the AI still sounds after its removal: {levels}"
+
+
+def settle_band(page, wanted, wait_s: float = VERDICT_S) -> tuple[bool, dict]:
+    """Whether ``wanted(levels)`` holds for ``page``'s received AI band within ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        levels = page.evaluate("band => spatialjam.levels(band)", AI_BAND_HZ)
+        if wanted(levels):
+            return True, levels
+        if time.monotonic() > deadline:
+            return False, levels
+        time.sleep(0.25)
+
+
 def test_the_client_loads_nothing_but_the_server(jam):
     errors = [r for r in jam.requests if r.startswith("pageerror")]
     assert not errors

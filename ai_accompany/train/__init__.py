@@ -1,0 +1,1 @@
+"""Training the accompanist's models: ``python -m ai_accompany.train --help``."""

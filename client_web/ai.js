@@ -1,0 +1,60 @@
+// The AI musician panel: add one to the room, change how it plays, take it out, download what
+// it played. It is a source like any other: its marker is on the stage (drag it), and it is in
+// "My mix" (its gain and mute are yours). Messages: `ai_add`, `ai_update`, `ai_remove`
+// (docs/PROTOCOL.md).
+
+export class AiPanel {
+  /**
+   * @param {HTMLElement} root  the panel
+   * @param {(message: object) => void} send  sends a signaling message
+   */
+  constructor(root, send) {
+    this.send = send;
+    this.el = (name) => root.querySelector(`[data-ai='${name}']`);
+    this.ai = null; // the AI's source id while the room has one
+    this.room = "";
+    this.el("add").addEventListener("click", () => this.send({ type: "ai_add", ...this.settings() }));
+    this.el("remove").addEventListener("click", () => {
+      if (this.ai) this.send({ type: "ai_remove", ai: this.ai });
+    });
+    for (const name of ["role", "instrument", "temperature", "bpm", "volume"]) {
+      this.el(name).addEventListener("change", () => {
+        if (this.ai) this.send({ type: "ai_update", ai: this.ai, [name]: this.settings()[name] });
+      });
+    }
+    this.el("temperature").addEventListener("input", () => this.renderValues());
+    this.el("volume").addEventListener("input", () => this.renderValues());
+    this.renderValues();
+  }
+
+  /** The settings as the controls show them. */
+  settings() {
+    const bpm = Number(this.el("bpm").value);
+    return {
+      role: this.el("role").value,
+      instrument: this.el("instrument").value,
+      temperature: Number(this.el("temperature").value),
+      bpm: Number.isFinite(bpm) && bpm >= 40 && bpm <= 240 ? bpm : 0,
+      volume: Number(this.el("volume").value),
+    };
+  }
+
+  /** The room changed (room_state): is there an AI, and which. */
+  update(room, members, joined) {
+    this.room = room;
+    this.ai = members.find((m) => m.id.startsWith("ai-"))?.id ?? null;
+    this.el("add").disabled = !joined || this.ai !== null;
+    this.el("remove").disabled = !joined || this.ai === null;
+    const midi = this.el("midi");
+    midi.href = `/ai/${encodeURIComponent(room)}.mid`;
+    midi.hidden = this.ai === null;
+    this.el("state").textContent = this.ai
+      ? "Playing: drag its marker on the stage to move it."
+      : "No AI musician in this room.";
+  }
+
+  renderValues() {
+    this.el("temperature-value").textContent = Number(this.el("temperature").value).toFixed(1);
+    this.el("volume-value").textContent = `${Math.round(100 * Number(this.el("volume").value))} %`;
+  }
+}

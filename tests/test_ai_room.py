@@ -1,0 +1,114 @@
+"""The AI musician in a live room: a real server, real aiortc bots, the real sidecar process.
+
+B adds an AI musician at a fixed 100 BPM (so it plays from the first beat without waiting to
+lock onto anyone) and hears it; the sidecar is then killed mid-session: the server starts a
+new one, the AI plays again, and B's mix never misses a frame meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.bot import Bot
+from bench.serverproc import ServerProcess
+
+FRAME_S = 0.020
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ServerProcess() as srv:
+        yield srv
+
+
+def metrics(srv) -> dict[str, float]:
+    text = urllib.request.urlopen(f"{srv.http}/metrics", timeout=5).read().decode()
+    return {line.split()[0].removeprefix("spatialjam_"): float(line.split()[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def sidecar_pids(server_pid: int) -> list[int]:
+    """The server's children running the AI sidecar."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == server_pid and b"ai_accompany.sidecar" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+async def wait_for(predicate, timeout: float, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(step)
+    return value
+
+
+def rms_db(stereo: np.ndarray) -> float:
+    return 10 * np.log10(np.mean(stereo.astype(np.float64) ** 2) + 1e-20)
+
+
+async def test_an_ai_musician_plays_survives_its_sidecar_dying_and_leaves(server):
+    async with Bot(server.ws, "ai", "A") as a, Bot(server.ws, "ai", "B") as b:
+        await b.send({"type": "ai_add", "role": "accompany", "instrument": "organ", "bpm": 100})
+        ai = await wait_for(lambda: next((m["id"] for m in b.state["members"]
+                                          if m["id"].startswith("ai-")), None), 5.0)
+        assert ai, f"no AI musician in the room state: {b.state}"
+        placement = next(p for p in b.state["stage"] if p["source"] == ai)
+        assert placement["label"] == "AI organ (accompany)"
+
+        # It plays: its notes arrive ahead of their time, and B hears them.
+        assert await wait_for(lambda: metrics(server).get("ai_events_total", 0) > 8, 20.0), \
+            metrics(server)
+        heard = await b.listen(2.0)
+        assert rms_db(heard) > -45, "B does not hear the AI musician"
+        m = metrics(server)
+        assert m["ai_events_late_total"] <= 0.1 * m["ai_events_total"], m
+        assert m["ai_event_lead_ms_p50_min"] > 0, m
+
+        # A second one is refused: one per room.
+        await a.send({"type": "ai_add"})
+        assert await wait_for(lambda: any(e["code"] == "ai_exists" for e in a.errors), 5.0)
+
+        # Kill the sidecar: another one starts, the AI plays again, B's mix never stops.
+        (pid,) = sidecar_pids(server.proc.pid)
+        before = metrics(server)
+        frames_before = len(b.received)
+        started = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        assert await wait_for(lambda: metrics(server)["ai_sidecar_restarts_total"]
+                              > before["ai_sidecar_restarts_total"], 10.0)
+        assert await wait_for(lambda: metrics(server)["ai_events_total"]
+                              > before["ai_events_total"] + 8, 20.0), "the AI did not come back"
+        elapsed = time.monotonic() - started
+        arrived = len(b.received) - frames_before
+        assert arrived >= 0.9 * elapsed / FRAME_S, (arrived, elapsed)
+        after = metrics(server)
+        assert after["late_ticks_total"] - before["late_ticks_total"] <= 2
+        assert after["skipped_ticks_total"] == before["skipped_ticks_total"]
+
+        # What it played, as MIDI.
+        midi = urllib.request.urlopen(f"{server.http}/ai/ai.mid", timeout=5).read()
+        assert midi[:4] == b"MThd" and midi.count(b"MTrk") >= 2
+
+        await b.send({"type": "ai_remove", "ai": ai})
+        assert await wait_for(lambda: all(not m["id"].startswith("ai-")
+                                          for m in b.state["members"]), 5.0)
+        assert metrics(server)["ai_musicians"] == 0
+        assert not b.errors
