@@ -12,6 +12,9 @@ they reach the server a beat or so before they sound:
 - ``call_response``: the improviser answers while the players rest (a beat with no onset),
   and keeps quiet while they play.
 
+With ``metronome`` on, every beat also gets a click (voice ``metronome``, accented on the
+downbeat); with a fixed tempo the first bar is a count-in: clicks alone.
+
 The models are the shipped ONNX networks; if they cannot be loaded, the n-gram baseline plays
 instead (and the status says so).
 """
@@ -42,6 +45,8 @@ MIN_PITCH_CONFIDENCE = 0.5
 VELOCITY = {"bass": 0.8, "tenor": 0.55, "alto": 0.55, "lead": 0.75}
 ROLES = ("accompany", "improvise", "call_response")
 TOP_P = 0.9
+#: A metronome click: 30 ms.
+CLICK_SAMPLES = 1440
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class BrainConfig:
     instrument: str = "epiano"
     temperature: float = 0.8
     bpm: float = 0.0  # 0: follow the players
+    metronome: bool = False
     seed: int = 0
 
     @classmethod
@@ -65,6 +71,8 @@ class BrainConfig:
             value = d.get(field)
             if isinstance(value, int | float) and lo <= value <= hi:
                 config = replace(config, **{field: float(value)})
+        if isinstance(d.get("metronome"), bool):
+            config = replace(config, metronome=d["metronome"])
         if isinstance(d.get("seed"), int):
             config = replace(config, seed=d["seed"])
         return config
@@ -145,6 +153,16 @@ class Brain:
         return events
 
     def _play_beat(self, start: int, period: float, beat_index: int, a) -> list[NoteEvent]:
+        clicks = []
+        if self.config.metronome:
+            downbeat = beat_index % BEATS_PER_BAR == 0
+            clicks = [NoteEvent(start, CLICK_SAMPLES, 96 if downbeat else 84,
+                                0.7 if downbeat else 0.5, "metronome")]
+            if self.config.bpm > 0 and self.beats_planned < BEATS_PER_BAR:
+                return clicks  # the count-in: one bar of clicks before it plays
+        return clicks + self._play_notes(start, period, beat_index, a)
+
+    def _play_notes(self, start: int, period: float, beat_index: int, a) -> list[NoteEvent]:
         step = period / STEPS_PER_BEAT
         bar_step = (beat_index % BEATS_PER_BAR) * STEPS_PER_BEAT
         role = self.config.role

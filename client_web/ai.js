@@ -17,7 +17,7 @@ export class AiPanel {
     this.el("remove").addEventListener("click", () => {
       if (this.ai) this.send({ type: "ai_remove", ai: this.ai });
     });
-    for (const name of ["role", "instrument", "temperature", "bpm", "volume"]) {
+    for (const name of ["role", "instrument", "temperature", "bpm", "volume", "metronome"]) {
       this.el(name).addEventListener("change", () => {
         if (this.ai) this.send({ type: "ai_update", ai: this.ai, [name]: this.settings()[name] });
       });
@@ -36,6 +36,7 @@ export class AiPanel {
       temperature: Number(this.el("temperature").value),
       bpm: Number.isFinite(bpm) && bpm >= 40 && bpm <= 240 ? bpm : 0,
       volume: Number(this.el("volume").value),
+      metronome: this.el("metronome").checked,
     };
   }
 

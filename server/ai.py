@@ -39,6 +39,9 @@ PING_INTERVAL_S = 0.5
 HUNG_AFTER_S = 3.0
 MAX_BACKLOG = 256 * 1024
 LOG_LINES_PER_S = 20
+#: The metronome's clicks (NoteEvent.voice) and what plays them: short high organ blips.
+METRONOME_VOICE = "metronome"
+METRONOME_INSTRUMENT = "organ"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -220,6 +223,7 @@ class AiVoice:
         from dsp.synth import Synth
 
         self.synth = Synth(instrument)
+        self.synth.set_instrument(METRONOME_INSTRUMENT, voice=METRONOME_VOICE)
         self.volume = volume
         #: What it played, for the session's MIDI file.
         self.notes = notes if notes is not None else NoteLog()

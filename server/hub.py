@@ -56,7 +56,7 @@ class LiveRoom:
 
 #: An AI musician's settings unless ``ai_add`` says otherwise (signaling/ai_messages.py).
 AI_DEFAULTS = {"role": "accompany", "instrument": "epiano", "temperature": 0.8, "bpm": 0.0,
-               "volume": 1.0}
+               "volume": 1.0, "metronome": False}
 
 
 def ai_label(config: dict) -> str:

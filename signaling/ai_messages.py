@@ -25,10 +25,10 @@ MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 2.0
 MIN_BPM, MAX_BPM = 40.0, 240.0
 MAX_AI_VOLUME = 4.0
 _CHOICE_RE = re.compile(r"[a-z_]{1,32}")
-_SETTINGS = ("role", "instrument", "temperature", "bpm", "volume")
+_SETTINGS = ("role", "instrument", "temperature", "bpm", "volume", "metronome")
 
 
-def read_settings(r: Reader) -> dict[str, str | float]:
+def read_settings(r: Reader) -> dict[str, str | float | bool]:
     """The AI settings present in a message (absent ones keep their current value)."""
 
     def choice(field: str, allowed: tuple[str, ...]) -> str:
@@ -39,7 +39,7 @@ def read_settings(r: Reader) -> dict[str, str | float]:
                          f"must be one of {', '.join(allowed)}, got {describe(value)}")
         return value
 
-    settings: dict[str, str | float] = {}
+    settings: dict[str, str | float | bool] = {}
     if r.present("role"):
         settings["role"] = choice("role", AI_ROLES)
     if r.present("instrument"):
@@ -55,6 +55,8 @@ def read_settings(r: Reader) -> dict[str, str | float]:
         settings["bpm"] = bpm
     if r.present("volume"):
         settings["volume"] = r.number("volume", 0.0, MAX_AI_VOLUME)
+    if r.present("metronome"):
+        settings["metronome"] = r.boolean("metronome")
     return settings
 
 
@@ -64,7 +66,7 @@ class _Settings:
     __slots__ = ()
 
     @property
-    def settings(self) -> dict[str, str | float]:
+    def settings(self) -> dict[str, str | float | bool]:
         return {name: getattr(self, name) for name in _SETTINGS
                 if getattr(self, name) is not None}
 
@@ -87,6 +89,7 @@ class AiAdd(_Settings, WireMessage):
     temperature: float | None = None
     bpm: float | None = None
     volume: float | None = None
+    metronome: bool | None = None
     msg_id: MessageId | None = None
 
     @classmethod
@@ -108,6 +111,7 @@ class AiUpdate(_Settings, WireMessage):
     temperature: float | None = None
     bpm: float | None = None
     volume: float | None = None
+    metronome: bool | None = None
     msg_id: MessageId | None = None
 
     @classmethod

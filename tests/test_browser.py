@@ -343,12 +343,14 @@ def test_the_click_finder_times_clicks_to_the_sample_and_invents_none(jam):
     assert none["found"] == [], none
 
 
-def settle(page, wanted) -> tuple[bool, dict]:
-    """Whether ``wanted(levels)`` holds for ``page``'s received tone band within VERDICT_S."""
-    time.sleep(SETTLE_S)
-    deadline = time.monotonic() + VERDICT_S
+def settle(page, wanted, band=BAND_HZ, wait_s: float = VERDICT_S,
+           settle_s: float = SETTLE_S) -> tuple[bool, dict]:
+    """Whether ``wanted(levels)`` holds for ``page``'s received ``band`` within ``wait_s``
+    (after ``settle_s``)."""
+    time.sleep(settle_s)
+    deadline = time.monotonic() + wait_s
     while True:
-        levels = page.evaluate("band => spatialjam.levels(band)", BAND_HZ)
+        levels = page.evaluate("band => spatialjam.levels(band)", band)
         if wanted(levels):
             return True, levels
         if time.monotonic() > deadline:
@@ -362,7 +364,8 @@ AI_BAND_HZ = {"lowHz": 80, "highHz": 1000}
 
 def test_an_ai_musician_added_from_the_page_is_heard_and_removed(jam):
     b = jam.b
-    quiet, before = settle_band(b, lambda lv: max(lv["left_db"], lv["right_db"]) < -55)
+    quiet, before = settle(b, lambda lv: max(lv["left_db"], lv["right_db"]) < -55,
+                           AI_BAND_HZ, settle_s=0)
     assert quiet, f"something already sounds in the AI's band: {before}"
     b.select_option("[data-ai='role']", "accompany")
     b.select_option("[data-ai='instrument']", "organ")
@@ -372,27 +375,15 @@ def test_an_ai_musician_added_from_the_page_is_heard_and_removed(jam):
                         timeout=5_000)
     assert b.is_disabled("[data-ai='add']")
     assert b.get_attribute("[data-ai='midi']", "href").endswith(".mid")
-    heard, levels = settle_band(b, lambda lv: max(lv["left_db"], lv["right_db"]) > -45,
-                                wait_s=25.0)
+    heard, levels = settle(b, lambda lv: max(lv["left_db"], lv["right_db"]) > -45,
+                           AI_BAND_HZ, wait_s=25.0, settle_s=0)
     assert heard, f"B does not hear the AI musician: {levels}"
     b.click("[data-ai='remove']")
     b.wait_for_function("!document.querySelector(\"[data-ai='add']\").disabled",
                         timeout=5_000)
-    gone, levels = settle_band(b, lambda lv: max(lv["left_db"], lv["right_db"]) < -55,
-                               wait_s=10.0)
+    gone, levels = settle(b, lambda lv: max(lv["left_db"], lv["right_db"]) < -55,
+                          AI_BAND_HZ, settle_s=0)
     assert gone, f"the AI still sounds after its removal: {levels}"
-
-
-def settle_band(page, wanted, wait_s: float = VERDICT_S) -> tuple[bool, dict]:
-    """Whether ``wanted(levels)`` holds for ``page``'s received AI band within ``wait_s``."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        levels = page.evaluate("band => spatialjam.levels(band)", AI_BAND_HZ)
-        if wanted(levels):
-            return True, levels
-        if time.monotonic() > deadline:
-            return False, levels
-        time.sleep(0.25)
 
 
 def test_the_client_loads_nothing_but_the_server(jam):

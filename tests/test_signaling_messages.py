@@ -87,6 +87,7 @@ VALID = [
              volume=0), AiAdd(role="call_response", instrument="bass", temperature=0.1,
                               bpm=240.0, volume=0.0)),
     (message(type="ai_update", ai="ai-1", bpm=0), AiUpdate(ai="ai-1", bpm=0.0)),
+    (message(type="ai_update", ai="ai-1", metronome=True), AiUpdate(ai="ai-1", metronome=True)),
     (message(type="ai_remove", ai="ai-1", id="x"), AiRemove(ai="ai-1", msg_id="x")),
 ]
 
@@ -432,6 +433,7 @@ def test_depth_check_agrees_with_walking_the_values(value):
     ({"type": "ai_add", "bpm": 20}, ErrorCode.OUT_OF_RANGE),  # 0 follows; else 40 to 240
     ({"type": "ai_add", "temperature": 0}, ErrorCode.OUT_OF_RANGE),
     ({"type": "ai_add", "volume": True}, ErrorCode.BAD_TYPE),
+    ({"type": "ai_add", "metronome": 1}, ErrorCode.BAD_TYPE),
     ({"type": "ai_update", "role": "improvise"}, ErrorCode.MISSING_FIELD),
     ({"type": "ai_remove", "ai": "ai 1"}, ErrorCode.BAD_VALUE),
 ])
