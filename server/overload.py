@@ -12,7 +12,8 @@ each tick's work time and sets a cap on sources per mix:
   runs near its limit may so be cut and given back more than once; each cut and each return
   fades (the renderer crossfades), and both are counted.
 
-One slow tick on a busy machine (another process took the core for a moment) costs nothing;
+A room with no more sources than ``min_sources`` has nothing to cull and is never capped. One
+slow tick on a busy machine (another process took the core for a moment) costs nothing;
 a room that cannot keep up loses its least audible sources within a few ticks rather than
 falling behind. Every change is counted so the server can say it is degrading (``/metrics``,
 ``stats``, the log).
@@ -48,11 +49,13 @@ class OverloadGovernor:
         if len(self._recent) > self.window:
             self._recent.popleft()
         if sum(self._recent) >= self.slow_ticks:
-            current = self.max_sources if self.max_sources is not None else sources_heard
-            self.max_sources = max(self.min_sources, int(current * self.shrink))
-            self.degradations += 1
-            self._calm = 0
             self._recent.clear()
+            self._calm = 0
+            current = self.max_sources if self.max_sources is not None else sources_heard
+            cap = max(self.min_sources, int(current * self.shrink))
+            if cap < sources_heard and cap != self.max_sources:  # a cut that culls something
+                self.max_sources = cap
+                self.degradations += 1
         elif slow:
             self._calm = 0
         else:

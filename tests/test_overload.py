@@ -65,6 +65,13 @@ def test_a_room_near_its_limit_gets_its_sources_back():
     assert cap is None and gov.degradations == 1
 
 
+def test_a_room_with_nothing_to_cull_is_never_said_to_be_capped():
+    gov = OverloadGovernor(min_sources=2)
+    for _ in range(30):  # a busy machine: every tick slow
+        assert gov.observe(18.0, 2) is None
+    assert gov.degradations == 0
+
+
 def test_governor_never_goes_below_its_floor():
     gov = OverloadGovernor(min_sources=2)
     for _ in range(20):
