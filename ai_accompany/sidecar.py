@@ -88,10 +88,25 @@ class Sidecar:
         return []
 
 
+def warm_up() -> None:
+    """Load the models and compile the listening kernels now, before the first room needs
+    them (on a fresh install numba compiles for seconds), so no room's music waits on it."""
+    import numpy as np
+
+    brain = Brain(BrainConfig(bpm=120.0))
+    noise = np.random.default_rng(0).standard_normal(320).astype(np.float32) * 0.1
+    for k in range(60):
+        brain.hear(k * 960, noise)
+
+
 def main() -> int:
     logging.basicConfig(level=os.environ.get("SPATIALJAM_AI_LOG", "WARNING"),
                         format="%(asctime)s sidecar %(levelname)s: %(message)s", stream=sys.stderr)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        warm_up()
+    except Exception:  # the rooms will say what is wrong, room by room
+        log.exception("warming up failed")
     reader, sidecar = FrameReader(), Sidecar()
     while True:
         data = stdin.read1(1 << 16)

@@ -6,7 +6,8 @@ once; when the sidecar falls behind and the buffer passes :data:`MAX_BACKLOG` by
 audio is dropped (and counted) instead of queued. Replies are read by a task and handed to
 ``on_events`` / ``on_status`` callbacks on the event loop.
 
-Supervision: a ping every :data:`PING_INTERVAL_S`; no pong for :data:`HUNG_AFTER_S`, or the
+Supervision: a ping every :data:`PING_INTERVAL_S`; no pong for :data:`HUNG_AFTER_S` (once it
+has answered the first, which may take up to :data:`STARTUP_S` while it warms up), or the
 process gone, and it is killed and started again, and every room's AI settings are sent to
 the new one. Meanwhile the rooms play on: an AI musician whose events stop coming falls
 silent when its last notes end, and the humans' mixes never wait for it.
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 PING_INTERVAL_S = 0.5
 HUNG_AFTER_S = 3.0
+#: A new sidecar warms up first (loads its models, compiles its kernels: seconds on a fresh
+#: install); until its first pong it is given this long.
+STARTUP_S = 120.0
 MAX_BACKLOG = 256 * 1024
 LOG_LINES_PER_S = 20
 #: The metronome's clicks (NoteEvent.voice) and what plays them: short high organ blips.
@@ -58,6 +62,7 @@ class AiBridge:
         self.dropped_audio = 0
         self.sent_audio = 0
         self._last_pong = 0.0
+        self._answered = False
         self._tasks: list[asyncio.Task] = []
         self._supervisor: asyncio.Task | None = None
         self._closing = False
@@ -108,6 +113,7 @@ class AiBridge:
             *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, cwd=ROOT, env=env)
         self._last_pong = time.monotonic()
+        self._answered = False
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._read(self.proc)),
                        loop.create_task(self._relay_log(self.proc))]
@@ -144,7 +150,8 @@ class AiBridge:
                     continue
             self._write(encode({"type": "ping", "t": time.monotonic()}))
             await asyncio.sleep(PING_INTERVAL_S)
-            if self.running and time.monotonic() - self._last_pong > HUNG_AFTER_S:
+            allowed = HUNG_AFTER_S if self._answered else STARTUP_S
+            if self.running and time.monotonic() - self._last_pong > allowed:
                 log.warning("AI sidecar stopped answering: restarting it")
                 self.restarts += 1
                 await self._stop_process()
@@ -189,6 +196,7 @@ class AiBridge:
                 kind = header["type"]
                 if kind == "pong":
                     self._last_pong = time.monotonic()
+                    self._answered = True
                 elif kind == "events" and isinstance(header.get("room"), str):
                     self.on_events(header["room"], header.get("events") or [])
                 elif kind == "status" and isinstance(header.get("room"), str):
