@@ -20,7 +20,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from hrtf.constants import FRAME, SAMPLE_RATE
-from server.media import bypass_receiver_buffer, frame_to_mono
+from server.media import bypass_receiver_buffer, frame_to_mono, receiver_of
 from server.sdp import with_music_opus
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
@@ -115,9 +115,7 @@ class Bot:
         @self.pc.on("track")
         def on_track(track) -> None:
             if not self.stock_receiver:
-                for transceiver in self.pc.getTransceivers():
-                    if transceiver.receiver.track is track:
-                        bypass_receiver_buffer(transceiver.receiver)
+                bypass_receiver_buffer(receiver_of(self.pc, track))
             self._tasks.append(loop.create_task(self._record(track)))
 
         self.pc.addTrack(self.track)

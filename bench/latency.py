@@ -43,7 +43,7 @@ from bench.clicks import (
 )
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME
-from server.media import bypass_receiver_buffer
+from server.media import bypass_receiver_buffer, receiver_of
 
 RESULTS = ROOT / "bench" / "results"
 SETTLE_S = 3.0
@@ -112,9 +112,7 @@ async def _peer_to_peer(seconds: float, stock: bool) -> list[float]:
     @receiver.on("track")
     def on_track(remote) -> None:
         if not stock:
-            for transceiver in receiver.getTransceivers():
-                if transceiver.receiver.track is remote:
-                    bypass_receiver_buffer(transceiver.receiver)
+            bypass_receiver_buffer(receiver_of(receiver, remote))
         tasks.append(asyncio.get_running_loop().create_task(record(remote)))
 
     await sender.setLocalDescription(await sender.createOffer())

@@ -50,6 +50,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from bench.bot import Bot
 from hrtf.constants import FRAME, SAMPLE_RATE
+from server.media import receiver_of, replace_jitter_buffer
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 #: Seconds of pre-encoded uplink audio each process loops.
@@ -59,7 +60,6 @@ UPLINK_BITRATE = 64_000
 DECODE_EVERY = 50
 #: How long a bot may take to join and hear its first packet.
 JOIN_TIMEOUT_S = 30.0
-_JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 
 
 def music(seconds: float, seed: int = 0) -> np.ndarray:
@@ -224,12 +224,7 @@ class LightBot(Bot):
     async def connect(self) -> None:
         @self.pc.on("track")
         def count_instead_of_buffering(track) -> None:  # runs before Bot's own handler
-            for transceiver in self.pc.getTransceivers():
-                receiver = transceiver.receiver
-                if receiver.track is track:
-                    if not hasattr(receiver, _JITTER_ATTR):
-                        raise RuntimeError("this aiortc version has no receiver jitter buffer")
-                    setattr(receiver, _JITTER_ATTR, self.arrivals)
+            replace_jitter_buffer(receiver_of(self.pc, track), self.arrivals)
 
         await super().connect()
 

@@ -23,7 +23,7 @@ from dsp.geometry import quaternion_matrix
 from hrtf.constants import FRAME_MS
 from hrtf.hrirset import HrirSet
 from server.ai import AiBridge
-from server.media import read_uplink
+from server.media import read_uplink, receiver_of
 from server.room import Room, RoomFull, UnknownMember
 from server.room_runner import RoomRunner
 from server.sdp import with_music_opus
@@ -349,9 +349,7 @@ class Hub:
         def on_track(track) -> None:
             if track.kind != "audio":
                 return
-            for transceiver in pc.getTransceivers():
-                if transceiver.receiver.track is track:
-                    tap_receiver(transceiver.receiver, buffer)
+            tap_receiver(receiver_of(pc, track), buffer)
             # Opus packets go to the buffer from the tap; frames of anything else come here.
             p.tasks.append(asyncio.get_running_loop().create_task(read_uplink(track, buffer)))
 
@@ -434,8 +432,7 @@ class Hub:
                 uplink_buffer_ms=float(buffer.depth * FRAME_MS) if buffer else 0.0,
                 uplink_target_ms=float(buffer.target * FRAME_MS) if buffer else 0.0,
                 concealed=buffer.stats.concealed if buffer else 0,
-                uplink_tick_wait_ms_p50=round(buffer.tick_waits_ms.percentile(50), 3)
-                if buffer else 0.0,
+                uplink_tick_wait_ms_p50=round(buffer.tick_wait_ms(50), 3) if buffer else 0.0,
                 decode_ms_p50=round(runner.stats.parts_ms["decode"].percentile(50), 3),
                 render_ms_p50=round(runner.stats.parts_ms["render"].percentile(50), 3),
                 encode_ms_p50=round(runner.stats.parts_ms["encode"].percentile(50), 3),

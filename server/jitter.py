@@ -27,7 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hrtf.constants import FRAME, SAMPLE_RATE
+import numpy as np
+
+from hrtf.constants import FRAME, FRAME_MS
 from server.recent import Recent
 
 #: Frames of headroom over the target before the oldest frames are dropped.
@@ -73,9 +75,6 @@ class JitterBuffer:
         self._arrivals: dict[int, float] = {}
         #: Milliseconds each played frame waited here, from arrival to its tick.
         self.waits_ms = Recent()
-        #: Of each wait, the part spent waiting for the first tick after the frame arrived
-        #: (the rest, whole frames, it spent queued behind others: the buffer's depth).
-        self.tick_waits_ms = Recent()
         #: The wait of the frame the last pop played (None: it played none, or untimed).
         self.last_wait_ms: float | None = None
         self._next: int | None = None  # timestamp due at the next tick
@@ -91,6 +90,12 @@ class JitterBuffer:
     def depth(self) -> int:
         """Frames queued now (each is 20 ms of delay)."""
         return len(self._frames)
+
+    def tick_wait_ms(self, q: float) -> float:
+        """The ``q``-th percentile of the part of each wait spent waiting for the first tick
+        after the frame arrived (the rest, whole frames, it spent queued: the buffer's depth)."""
+        waits = self.waits_ms.values()
+        return float(np.percentile(waits % FRAME_MS, q)) if len(waits) else 0.0
 
     def push(self, timestamp: int, frame: Any, arrival: float | None = None) -> None:
         """A frame arrived: ``timestamp`` in samples (48 kHz), ``frame`` 20 ms of audio (an
@@ -136,7 +141,6 @@ class JitterBuffer:
             if arrival is not None and now is not None:
                 self.last_wait_ms = 1e3 * (now - arrival)
                 self.waits_ms.add(self.last_wait_ms)
-                self.tick_waits_ms.add(self.last_wait_ms % (1e3 * FRAME / SAMPLE_RATE))
             self.stats.played += 1
             self._conceal_run = 0
             self._calm += 1

@@ -48,12 +48,28 @@ class PassThroughBuffer:
         return None
 
 
+_JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+
+
+def receiver_of(pc, track):
+    """The ``RTCRtpReceiver`` of ``pc`` that receives ``track``."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.receiver.track is track:
+            return transceiver.receiver
+    raise RuntimeError("no receiver of this track in the peer connection")
+
+
+def replace_jitter_buffer(receiver, buffer) -> None:
+    """Put ``buffer`` (aiortc's ``add``/``remove`` interface) in place of ``receiver``'s audio
+    jitter buffer."""
+    if not hasattr(receiver, _JITTER_BUFFER_ATTR):
+        raise RuntimeError("this aiortc version has no receiver jitter buffer to replace")
+    setattr(receiver, _JITTER_BUFFER_ATTR, buffer)
+
+
 def bypass_receiver_buffer(receiver) -> None:
     """Make ``receiver`` (an audio ``RTCRtpReceiver``) decode packets as they arrive."""
-    attr = "_RTCRtpReceiver__jitter_buffer"
-    if not hasattr(receiver, attr):
-        raise RuntimeError("this aiortc version has no receiver jitter buffer to replace")
-    setattr(receiver, attr, PassThroughBuffer())
+    replace_jitter_buffer(receiver, PassThroughBuffer())
 
 
 def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:

@@ -24,5 +24,9 @@ class Recent:
         """The ``q``-th percentile of the window (0 when empty)."""
         return float(np.percentile(self._values, q)) if self._values else 0.0
 
+    def values(self) -> np.ndarray:
+        """The window, oldest first."""
+        return np.array(self._values, np.float64)
+
     def __len__(self) -> int:
         return len(self._values)

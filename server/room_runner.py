@@ -252,8 +252,7 @@ class RoomRunner:
             audio[slot] = decoder.frame(playout)
         analysis = None
         if voices:
-            analysis = self._downmix.process(audio[list(playouts)].sum(axis=0)
-                                             if playouts else audio[0] * 0)
+            analysis = self._downmix.process(audio[list(playouts)].sum(axis=0))
             for slot, voice in voices.items():
                 audio[slot] = voice.render(self.room_sample)
         t1 = time.perf_counter()

@@ -29,7 +29,7 @@ from aiortc.jitterbuffer import JitterFrame
 
 from hrtf.constants import FRAME
 from server.jitter import JitterBuffer, Playout
-from server.media import unwrap_timestamp
+from server.media import replace_jitter_buffer, unwrap_timestamp
 from server.opus import OpusDecoder, OpusError, has_fec, packet_samples
 
 log = logging.getLogger(__name__)
@@ -70,16 +70,16 @@ class PacketTap:
 
 def tap_receiver(receiver, buffer: JitterBuffer) -> PacketTap:
     """Put a :class:`PacketTap` feeding ``buffer`` in place of ``receiver``'s jitter buffer."""
-    attr, codecs_attr = "_RTCRtpReceiver__jitter_buffer", "_RTCRtpReceiver__codecs"
-    if not hasattr(receiver, attr) or not hasattr(receiver, codecs_attr):
-        raise RuntimeError("this aiortc version has no receiver jitter buffer to replace")
+    codecs_attr = "_RTCRtpReceiver__codecs"
+    if not hasattr(receiver, codecs_attr):
+        raise RuntimeError("this aiortc version keeps no codecs on its receivers")
 
     def is_opus(payload_type: int) -> bool:
         codec = getattr(receiver, codecs_attr).get(payload_type)
         return codec is not None and codec.mimeType.lower() == "audio/opus"
 
     tap = PacketTap(buffer, is_opus)
-    setattr(receiver, attr, tap)
+    replace_jitter_buffer(receiver, tap)
     return tap
 
 

@@ -146,6 +146,13 @@ def test_each_played_frame_reports_its_wait_from_arrival_to_tick():
     assert len(jb.waits_ms) == 2
     assert jb.waits_ms.percentile(0) == pytest.approx(7.0)
     assert jb.waits_ms.percentile(100) == pytest.approx(12.0)
+    jb.push(3 * FRAME, frame(3), arrival=10.045)  # queued a whole frame behind: 27 ms
+    jb.push(4 * FRAME, frame(4), arrival=10.046)
+    jb.pop(now=10.072)
+    assert jb.waits_ms.percentile(100) == pytest.approx(27.0)
+    # Of each wait, the part spent waiting for a tick: 7, 12 and 27 − 20 ms.
+    assert jb.tick_wait_ms(100) == pytest.approx(12.0)
+    assert jb.tick_wait_ms(50) == pytest.approx(7.0)
 
 
 async def test_the_downlink_reports_how_long_packets_wait_to_be_sent():
