@@ -72,6 +72,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.report import pyplot, result_paths, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME_MS
 
@@ -576,20 +577,13 @@ def table(report: dict) -> list[str]:
 
 def write_results(report: dict, out_dir: Path) -> list[Path]:
     """JSON, markdown and PNG; returns the paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    base = out_dir / f"capacity-{time.strftime('%Y%m%d-%H%M%S')}"
-    paths = [base.with_suffix(".json"), base.with_suffix(".md"), base.with_suffix(".png")]
+    paths = result_paths(out_dir, "capacity")
     paths[0].write_text(json.dumps(report, indent=2))
     s = report["settings"]
     paths[1].write_text("\n".join(
         [f"# Capacity: up to {s['max_bots']} bots, steps of {s['step']}, {s['hold_s']} s held, "
          f"rooms of {s['rooms_of']}", "", *summary_lines(report), "", *table(report)]) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ticks, cpu) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ticks, cpu) = pyplot().subplots(1, 2, figsize=(10, 3.8))
     for key, label, marker, color in (("one_room", "one room", "o", "C0"),
                                       ("many_rooms", "many rooms", "s", "C1")):
         steps = report[key]["steps"]
@@ -605,11 +599,7 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
     cpu.set_ylabel("CPU (% of one core)")
     for ax in (ticks, cpu):
         ax.set_xlabel("participants")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(paths[2], dpi=100)
-    plt.close(fig)
+    save_figure(fig, [ticks, cpu], paths[2], legend_size=8)
     return paths
 
 

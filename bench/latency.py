@@ -41,6 +41,7 @@ from bench.clicks import (
 from bench.clicks import (
     delay_summary as summary,
 )
+from bench.report import pyplot, result_paths, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME
 from server.media import bypass_receiver_buffer, receiver_of
@@ -157,11 +158,8 @@ def latency_benchmark(bots: int, seconds: float) -> dict:
 
 def write_results(report: dict, out_dir: Path) -> list[Path]:
     """JSON, PNG (delay distributions) and a markdown table; returns the paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = out_dir / f"latency-{stamp}"
+    paths = result_paths(out_dir, "latency")
     delays = report.pop("_delays")
-    paths = [base.with_suffix(".json"), base.with_suffix(".md"), base.with_suffix(".png")]
     paths[0].write_text(json.dumps({**report, "delays_ms": delays}, indent=2))
     rows = [("through the server", report["through_server_ms"]),
             ("peer to peer, stock aiortc", report["p2p_stock_aiortc_ms"]),
@@ -181,23 +179,14 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
               f"| tick (all) | {st.get('tick_p50')} | {st.get('tick_p95')} |",
               f"| downlink wait | — | {st.get('downlink_wait_p95')} |"]
     paths[1].write_text("\n".join(lines) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = pyplot().subplots(figsize=(7, 3.5))
     for (name, _), key in zip(rows, ("server", "p2p_stock", "p2p_own"), strict=True):
         if delays[key]:
             d = np.sort(delays[key])
             ax.step(d, np.arange(1, len(d) + 1) / len(d), where="post", label=name)
     ax.set_xlabel("one-way delay (ms)")
     ax.set_ylabel("fraction of clicks")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(paths[2], dpi=100)
-    plt.close(fig)
+    save_figure(fig, [ax], paths[2])
     return paths
 
 

@@ -40,6 +40,7 @@ import numpy as np
 from bench.bot import Bot, silence
 from bench.clicks import clicks, delay_summary, found_click_times, sent_click_times, stream_times
 from bench.impair import CLEAN, PROFILES, Impairment, LegCounts, Relay
+from bench.report import pyplot, result_paths, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME, SAMPLE_RATE
 
@@ -273,17 +274,10 @@ def table(report: dict) -> list[str]:
 
 def write_results(report: dict, out_dir: Path) -> list[Path]:
     """JSON, markdown and PNG (delay of each click over the run); returns the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    base = out_dir / f"network-{time.strftime('%Y%m%d-%H%M%S')}"
-    paths = [base.with_suffix(".json"), base.with_suffix(".md"), base.with_suffix(".png")]
+    paths = result_paths(out_dir, "network")
     paths[0].write_text(json.dumps(report, indent=2))
     paths[1].write_text("\n".join(table(report)) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = pyplot().subplots(figsize=(8, 4))
     ax.axvspan(0, report["seconds"], color="0.9", label="impaired")
     for run in report["profiles"]:
         if run["curve"]:
@@ -291,11 +285,7 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
             ax.plot(t, d, marker=".", label=run["label"])
     ax.set_xlabel("click sent (s from the start of the impaired period)")
     ax.set_ylabel("mouth-to-ear delay (ms)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(paths[2], dpi=100)
-    plt.close(fig)
+    save_figure(fig, [ax], paths[2], legend_size=8)
     return paths
 
 
