@@ -218,7 +218,8 @@ class RoomRunner:
         cap = self.governor.max_sources
         voices = dict(self.ai_voices)
         packets, work_ms, parts, analysis = await loop.run_in_executor(
-            _TICK_POOL, self._render_and_encode, scene, playouts, voices, cap, fresh, encoders)
+            _TICK_POOL, self._render_and_encode, scene, playouts, voices, cap, fresh, encoders,
+            self.room_sample)
         if analysis is not None and self.on_analysis is not None:
             self.on_analysis(self.room_sample, analysis)
         self.stats.record(work_ms, parts)
@@ -242,10 +243,11 @@ class RoomRunner:
             self.schedule.shift(step_ms / 1e3)
             log.debug("room %s: clock phase moved %+.1f ms", self.room.name, step_ms)
 
-    def _render_and_encode(self, scene, playouts, voices, cap, fresh, encoders):
-        """The tick's work off the event loop: decode every source, play the AI musicians,
-        render every mix, encode each listener's. Returns the packets, the work's time, its
-        parts (ms) and the humans' downmix for the AI (or None)."""
+    def _render_and_encode(self, scene, playouts, voices, cap, fresh, encoders, start):
+        """The tick's work off the event loop: decode every source, play the AI musicians
+        from room sample ``start``, render every mix, encode each listener's. Returns the
+        packets, the work's time, its parts (ms; "decode" includes the AI's synthesiser) and
+        the humans' downmix for the AI (or None)."""
         t0 = time.perf_counter()
         audio = np.zeros((self.room.capacity, FRAME), np.float32)
         for slot, (playout, decoder) in playouts.items():
@@ -254,7 +256,7 @@ class RoomRunner:
         if voices:
             analysis = self._downmix.process(audio[list(playouts)].sum(axis=0))
             for slot, voice in voices.items():
-                audio[slot] = voice.render(self.room_sample)
+                audio[slot] = voice.render(start)
         t1 = time.perf_counter()
         if cap is not None:
             self.culled_pairs += cull_quietest(scene, np.sqrt(np.mean(audio**2, axis=1)), cap)
