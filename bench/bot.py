@@ -12,6 +12,7 @@ import fractions
 import json
 import time
 from collections.abc import Callable
+from urllib.parse import urlencode
 
 import av
 import numpy as np
@@ -75,8 +76,13 @@ class Bot:
     def __init__(self, url: str, room: str, name: str, signal=silence,
                  instrument: str = "bot", stock_receiver: bool = False,
                  offer_filter: Callable[[str], str] | None = None,
-                 answer_filter: Callable[[str], str] | None = None) -> None:
+                 answer_filter: Callable[[str], str] | None = None,
+                 token: str | None = None, seat: str | None = None) -> None:
         self.url, self.room, self.name, self.instrument = url, room, name, instrument
+        #: A room access token (``spatialjam token``), sent in the handshake's URL.
+        self.token = token
+        #: The grants ``joined`` listed.
+        self.grants: list[str] = []
         #: Keep aiortc's 4-frame receive buffer (True), or decode packets as they arrive.
         self.stock_receiver = stock_receiver
         #: Edits of the offer before it is sent and of the answer before it is applied, for
@@ -86,8 +92,11 @@ class Bot:
         self.track = SignalTrack(signal)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.participant: str | None = None
-        self.seat: str | None = None
+        #: The seat token: given, to come back to an earlier seat; then the one ``joined`` gave.
+        self.seat = seat
         self.state: dict | None = None
+        #: The ``server_closing`` notice, once the server said it is going away.
+        self.server_closing: dict | None = None
         self.stats: dict | None = None
         self.errors: list[dict] = []
         self.received: list[np.ndarray] = []  # stereo frames (n, 2) float32
@@ -105,12 +114,17 @@ class Bot:
 
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
-        self._ws = await websockets.connect(self.url)
+        url = self.url if self.token is None else f"{self.url}?{urlencode({'token': self.token})}"
+        self._ws = await websockets.connect(url)
         self._tasks.append(loop.create_task(self._read()))
-        joined = await self.request({"type": "join", "room": self.room, "name": self.name,
-                                     "instrument": self.instrument}, "joined")
+        join = {"type": "join", "room": self.room, "name": self.name,
+                "instrument": self.instrument}
+        if self.seat is not None:
+            join["seat"] = self.seat
+        joined = await self.request(join, "joined")
         self.participant, self.seat = joined["participant"], joined["seat"]
         self.state = joined["state"]
+        self.grants = joined.get("grants", [])
 
         @self.pc.on("track")
         def on_track(track) -> None:
@@ -149,6 +163,8 @@ class Bot:
                     self.stats = message
                 elif kind == "error":
                     self.errors.append(message)
+                elif kind == "server_closing":
+                    self.server_closing = message
                 future = self._replies.pop(kind, None)
                 if future is not None and not future.done():
                     future.set_result(message)

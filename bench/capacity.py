@@ -75,6 +75,7 @@ import numpy as np
 from bench.report import pyplot, result_paths, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME_MS
+from server.admission import MAX_CONNECTIONS_PER_IP
 
 SETTLE_S = 2.0
 #: After :data:`SETTLE_S`, wait at most this long for the overload governor to lift a cap that
@@ -459,7 +460,9 @@ def measure_step(phase: str, server: ServerProcess, fleet: BotFleet, join_errors
 def run_phase(phase: str, plan: list[list[tuple[str, str]]], room_capacity: int,
               hold_s: float, per_process: int, progress) -> dict:
     steps: list[dict] = []
-    with ServerProcess("--room-capacity", str(room_capacity)) as server, \
+    bots = sum(len(added) for added in plan)  # every bot holds a connection from loopback
+    with ServerProcess("--room-capacity", str(room_capacity), "--max-connections-per-ip",
+                       str(max(bots + 8, MAX_CONNECTIONS_PER_IP))) as server, \
             tempfile.TemporaryDirectory() as logs:
         server_log = server.log
         fleet = BotFleet(server.ws, per_process, Path(logs))

@@ -24,7 +24,10 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``with ServerProcess() as srv:`` — a server ready at ``srv.http`` and ``srv.ws``."""
+    """``with ServerProcess() as srv:`` — a server ready at ``srv.http`` and ``srv.ws``.
+
+    It keeps no room state (``--state none``) unless ``args`` name a ``--state``.
+    """
 
     def __init__(self, *args: str, timeout_s: float = 120.0) -> None:
         self.port = free_port()
@@ -43,8 +46,10 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def __enter__(self) -> ServerProcess:
+        state = () if "--state" in self.args else ("--state", "none")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port), *self.args],
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port), *state,
+             *self.args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         # Read the log as it comes, so the server never blocks on a full pipe.
         reader = threading.Thread(target=self._read_log, daemon=True, name="server-log")

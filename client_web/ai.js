@@ -1,7 +1,11 @@
 // The AI musician panel: add one to the room, change how it plays, take it out, download what
 // it played. It is a source like any other: its marker is on the stage (drag it), and it is in
 // "My mix" (its gain and mute are yours). Messages: `ai_add`, `ai_update`, `ai_remove`
-// (docs/PROTOCOL.md).
+// (docs/PROTOCOL.md): the room admin's (grant `admin`); others see the controls disabled, and why.
+
+import { pageToken, withToken } from "./access.js";
+
+const SETTINGS = ["role", "instrument", "temperature", "bpm", "volume", "metronome"];
 
 export class AiPanel {
   /**
@@ -17,7 +21,7 @@ export class AiPanel {
     this.el("remove").addEventListener("click", () => {
       if (this.ai) this.send({ type: "ai_remove", ai: this.ai });
     });
-    for (const name of ["role", "instrument", "temperature", "bpm", "volume", "metronome"]) {
+    for (const name of SETTINGS) {
       this.el(name).addEventListener("change", () => {
         if (this.ai) this.send({ type: "ai_update", ai: this.ai, [name]: this.settings()[name] });
       });
@@ -40,14 +44,19 @@ export class AiPanel {
     };
   }
 
-  /** The room changed (room_state): is there an AI, and which. */
-  update(room, members, joined) {
+  /**
+   * The room changed (room_state): is there an AI, and which; `allowed`: this listener may
+   * add, change and remove it (the `admin` grant).
+   */
+  update(room, members, joined, allowed = true) {
     this.room = room;
     this.ai = members.find((m) => m.id.startsWith("ai-"))?.id ?? null;
-    this.el("add").disabled = !joined || this.ai !== null;
-    this.el("remove").disabled = !joined || this.ai === null;
+    this.el("add").disabled = !joined || !allowed || this.ai !== null;
+    this.el("remove").disabled = !joined || !allowed || this.ai === null;
+    for (const name of SETTINGS) this.el(name).disabled = !allowed;
+    this.el("reason").hidden = allowed;
     const midi = this.el("midi");
-    midi.href = `/ai/${encodeURIComponent(room)}.mid`;
+    midi.href = withToken(`/ai/${encodeURIComponent(room)}.mid`, pageToken());
     midi.hidden = this.ai === null;
     this.el("state").textContent = this.ai
       ? "Playing: drag its marker on the stage to move it."

@@ -1,6 +1,7 @@
 // spatialjam web client: join a room, send the microphone, hear your personal binaural mix,
 // and arrange the stage. The wiring lives here; each part is its own module.
 
+import { AccessView, pageQuery, pageToken, whyRefused, withToken } from "./access.js";
 import { AiPanel } from "./ai.js";
 import { AudioAnalysis } from "./audio.js";
 import { HeadControl } from "./head.js";
@@ -47,6 +48,7 @@ const state = {
   connection: "idle",
   peer: "new",
   errors: [], // every `error` the server sent, newest last
+  locked: false, // the room's admin keeps newcomers out
   rejoins: 0, // joins after a drop, with the seat token
 };
 
@@ -108,7 +110,16 @@ const mix = new MixPanel($("mix-list"), {
   },
   onReset: resetSource,
   onMonitor: setMonitor,
+  onKick: (id) => signaling?.send({ type: "kick", member: id }),
 });
+const access = new AccessView({
+  personalToggle: $("personal-mode-toggle"),
+  personalBox: $("personal-mode"),
+  moveHint: $("move-hint"),
+  lockToggle: $("lock-room-toggle"),
+  lockBox: $("lock-room"),
+  lockedBadge: $("room-locked"),
+}, (locked) => signaling?.send({ type: "lock_room", locked }));
 
 function prefill() {
   const query = new URLSearchParams(location.search);
@@ -163,19 +174,20 @@ async function join() {
   analysis.setInput(mic);
 
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  signaling = new SignalingClient(`${scheme}://${location.host}/ws`);
+  const token = pageToken();
+  signaling = new SignalingClient(withToken(`${scheme}://${location.host}/ws`, token),
+    { whyRefused: () => whyRefused(token) });
   pacer = new Pacer((message) => signaling.send(message));
   signaling.addEventListener("status", (e) => onStatus(e.detail));
   signaling.addEventListener("joined", (e) => onJoined(e.detail.message, e.detail.rejoin));
   signaling.addEventListener("message", (e) => onMessage(e.detail.message));
   signaling.addEventListener("failed", (e) => onFailed(e.detail));
-  const token = new URLSearchParams(location.search).get("token");
   await signaling.join({ room, name, instrument, token });
 
   localStorage.setItem("spatialjam.room", room);
   localStorage.setItem("spatialjam.name", name);
   localStorage.setItem("spatialjam.instrument", instrument);
-  history.replaceState(null, "", `?room=${encodeURIComponent(room)}`);
+  history.replaceState(null, "", pageQuery(room, token));
   $("join-screen").hidden = true;
   $("jam").hidden = false;
   $("leave").hidden = false;
@@ -200,6 +212,7 @@ function makeAudioContext() {
 function onJoined(message, rejoin) {
   state.participant = message.participant;
   state.revision = -1;
+  access.setGrants(message.grants);
   applyRoomState(message.state);
   if (!rejoin) {
     state.personal.clear(); // a new seat has no personal mix on the server
@@ -248,7 +261,7 @@ async function startPeer() {
   await current.start(signaling.newId());
 }
 
-function onStatus({ state: connection, attempt, retryInMs }) {
+function onStatus({ state: connection, attempt, retryInMs, restart }) {
   state.connection = connection;
   if (connection === "reconnecting") {
     pacer?.clear();
@@ -256,7 +269,8 @@ function onStatus({ state: connection, attempt, retryInMs }) {
     peer = null;
     state.peer = "closed";
     const seconds = (retryInMs / 1000).toFixed(1);
-    setStatus("reconnecting", `Connection lost — retrying in ${seconds} s (attempt ${attempt})`);
+    const why = restart ? "Server restarting" : "Connection lost";
+    setStatus("reconnecting", `${why} — rejoining in ${seconds} s (attempt ${attempt})`);
     return;
   }
   renderStatus();
@@ -286,7 +300,7 @@ function teardown() {
   audioCtx = null;
   head.enabled = false;
   Object.assign(state, { participant: null, revision: -1, members: [], stage: [], selected: null,
-    monitorOn: false, connection: "idle", peer: "new" });
+    monitorOn: false, connection: "idle", peer: "new", locked: false });
   state.personal.clear();
   localPositions.clear();
   $("jam").hidden = true;
@@ -328,6 +342,10 @@ function onMessage(message) {
     case "error":
       onServerError(message);
       break;
+    case "server_closing":
+      notify("server_closing", `${message.reason}: your seat and mix are kept; rejoining in `
+        + `about ${message.retry_after_s} s`);
+      break;
     default:
       break; // newer servers may say more; nothing to do with it here
   }
@@ -345,6 +363,7 @@ function applyRoomState(roomState) {
   state.revision = roomState.revision;
   state.room = roomState.room;
   state.members = roomState.members;
+  state.locked = Boolean(roomState.locked);
   const now = performance.now();
   for (const placement of roomState.stage) {
     const local = localPositions.get(placement.source);
@@ -379,7 +398,7 @@ function personalOf(id) {
 
 /** Whether an edit of `source` changes only this listener's mix. */
 function editsPersonal(id) {
-  return state.personalMode && id !== state.participant;
+  return access.movesPersonal(state.personalMode) && id !== state.participant;
 }
 
 /** The position an edit of this source starts from: personal or stage. */
@@ -552,10 +571,12 @@ function render() {
     personal: state.personal.get(s.source)?.position ?? null,
     isMe: s.source === me,
   }));
-  const { selected, personalMode } = state;
+  const { selected, locked } = state;
+  const personalMode = access.movesPersonal(state.personalMode);
   stage.update({ sources, selected, personalMode, headYawDeg: head.yawDeg });
-  mix.update(sources, state.personal, state.monitorOn);
-  aiPanel.update(state.room, state.members, state.connection === "joined");
+  mix.update(sources, state.personal, state.monitorOn, access.can("admin"));
+  aiPanel.update(state.room, state.members, state.connection === "joined", access.can("admin"));
+  access.render({ locked, personalMode: state.personalMode });
   renderSelection();
   renderStatus();
 }
@@ -574,6 +595,7 @@ function renderSelection() {
     yawDeg: source.yaw_deg,
     heard: isMe || !me ? "" : describeFrom(me.position_m, head.yawDeg, xyz),
     personal: editsPersonal(source.source),
+    turnable: isMe || access.can("move"),
   });
 }
 

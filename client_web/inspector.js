@@ -34,11 +34,15 @@ export class Inspector {
 
   /**
    * @param {null | {title: string, xyz: number[], yawDeg: number, heard: string,
-   *                   personal: boolean}} selection  `heard`: how the listener hears it (empty
-   *   for yourself); `personal`: edits go to my mix only
+   *                   personal: boolean, turnable: boolean}} selection  `heard`: how the
+   *   listener hears it (empty for yourself); `personal`: edits go to my mix only;
+   *   `turnable`: this listener may turn it on the shared stage (the access token's `move`)
    */
   show(selection) {
-    this.height.disabled = this.facing.disabled = !selection;
+    this.height.disabled = !selection;
+    this.facing.disabled = !selection?.turnable;
+    this.facing.title = selection && !selection.turnable
+      ? "Your access token has no 'move' grant: only your own facing turns" : "";
     if (!selection) {
       this.name.textContent = "Click a marker to select it";
       this.where.textContent = this.heightValue.textContent = this.facingValue.textContent = "";

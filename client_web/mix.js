@@ -1,5 +1,6 @@
 // The personal mix: per source gain, mute and reset, for this listener only
 // (`mix_override` / `mix_reset` in docs/PROTOCOL.md). Your own row is the self-monitor.
+// A room admin also gets a "Remove" button on every other player's row (`kick`).
 
 import { ME_COLOUR, sourceColour } from "./colours.js";
 
@@ -23,12 +24,13 @@ export class MixPanel {
    * @param {{onGain: (id: string, db: number, final: boolean) => void,
    *          onMute: (id: string, mute: boolean) => void,
    *          onReset: (id: string) => void,
-   *          onMonitor: (on: boolean) => void}} handlers
+   *          onMonitor: (on: boolean) => void,
+   *          onKick: (id: string) => void}} handlers  `onKick`: remove a player (confirmed)
    */
   constructor(list, handlers) {
     this.list = list;
     this.handlers = handlers;
-    this.rows = new Map(); // id -> {row, slider, value, mute, reset}
+    this.rows = new Map(); // id -> {row, slider, value, mute, reset, kick}
     this.signature = "";
   }
 
@@ -36,13 +38,16 @@ export class MixPanel {
    * @param {{id: string, label: string, name: string, isMe: boolean}[]} sources
    * @param {Map<string, PersonalSettings>} personal
    * @param {boolean} monitorOn
+   * @param {boolean} canKick  this listener is the room's admin: offer "Remove"
    */
-  update(sources, personal, monitorOn) {
+  update(sources, personal, monitorOn, canKick = false) {
     const signature = sources.map((s) => `${s.id}:${s.label}:${s.name}:${s.isMe}`).join("|");
     if (signature !== this.signature) this.rebuild(sources);
     this.signature = signature;
+    this.list.classList.toggle("can-kick", canKick);
     for (const source of sources) {
       const row = this.rows.get(source.id);
+      if (row.kick) row.kick.hidden = !canKick;
       const settings = personal.get(source.id);
       const gainDb = settings?.gainDb ?? 0;
       if (document.activeElement !== row.slider) row.slider.value = String(gainDb);
@@ -111,10 +116,34 @@ export class MixPanel {
       reset.addEventListener("click", () => this.handlers.onReset(source.id));
       if (source.isMe) reset.hidden = true;
       row.append(name, slider, value, mute, reset);
+      const kick = source.isMe || isAi(source.id) ? null : this.kickButton(source);
+      if (kick) row.append(kick);
       this.list.append(row);
-      this.rows.set(source.id, { row, slider, value, mute, reset });
+      this.rows.set(source.id, { row, slider, value, mute, reset, kick });
     }
   }
+
+  /** "Remove": takes a player out of the room (after a confirm), for the room's admin. */
+  kickButton(source) {
+    const who = source.name || source.label;
+    const kick = document.createElement("button");
+    kick.type = "button";
+    kick.className = "mix-kick";
+    kick.textContent = "Remove";
+    kick.title = `Remove ${who} from the room: they may not come back while it is open`;
+    kick.hidden = true;
+    kick.addEventListener("click", () => {
+      if (confirm(`Remove ${who} from the room? They may not come back while it is open.`)) {
+        this.handlers.onKick(source.id);
+      }
+    });
+    return kick;
+  }
+}
+
+/** AI musicians are sources, not players: `ai_remove` takes them out, not `kick`. */
+function isAi(id) {
+  return id.startsWith("ai-");
 }
 
 function formatDb(db) {

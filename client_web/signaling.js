@@ -3,27 +3,42 @@
 // After the first `joined`, a closed socket is not the end: the client reconnects with
 // exponential backoff and sends `join` again with the saved `seat` token, which gives back the
 // same seat (stage position, personal mix). The caller renegotiates WebRTC on every `joined`.
+// A server that shuts down or restarts says so first (`server_closing`): the first retry then
+// waits the `retry_after_s` it asks for (spread a little, so a room does not come back at once).
+// Some ends are final, with no retry: a join refused for good (FATAL_JOIN_CODES), a removal by
+// the room's admin (`kicked`, close 4003), and a handshake the server refused (HTTP 401, which
+// a browser sees only as close 1006 before the socket opened: `whyRefused` asks why).
 
 const BACKOFF_MS = [250, 500, 1000, 2000, 4000, 8000];
 
 /** Join refusals that retrying cannot fix. */
 const FATAL_JOIN_CODES = new Set([
-  "unauthorized", "room_full", "bad_value", "bad_type", "missing_field", "unknown_field",
-  "out_of_range",
+  "unauthorized", "token_expired", "forbidden", "room_locked", "kicked", "room_full",
+  "bad_value", "bad_type", "missing_field", "unknown_field", "out_of_range",
 ]);
+
+/** The close code of a connection whose member the room's admin removed. */
+const CLOSE_KICKED = 4003;
 
 /**
  * Events (CustomEvent, data in `detail`):
- * - `status`  {state: "connecting" | "joined" | "reconnecting" | "left", attempt, retryInMs}
+ * - `status`  {state: "connecting" | "joined" | "reconnecting" | "left", attempt, retryInMs,
+ *   restart}: `restart` is true when the server said it was closing
  * - `joined`  {message, rejoin}: every `joined`, the first and after each reconnect
  * - `message` {message}: every other server message (room_state, answer, offer, ice, stats,
- *   pong, error)
+ *   pong, error, server_closing)
  * - `failed`  {code, message}: the room cannot be (re)joined; no more retries
  */
 export class SignalingClient extends EventTarget {
-  constructor(url) {
+  /**
+   * @param {string} url  the WebSocket's URL (with the access token, if any)
+   * @param {{whyRefused?: () => Promise<{code: string, message: string}|null>}} options
+   *   `whyRefused`: after a socket closed before it opened, the server's refusal, or null
+   */
+  constructor(url, { whyRefused = async () => null } = {}) {
     super();
     this.url = url;
+    this.whyRefused = whyRefused;
     this.ws = null;
     this.joinRequest = null; // {room, name, instrument, token}
     this.seat = null;
@@ -35,6 +50,7 @@ export class SignalingClient extends EventTarget {
     this.nextId = 1;
     this.joinId = null;
     this.firstJoin = null; // {resolve, reject} until the first joined
+    this.retryAfterMs = null; // the wait a closing server asked for, until the next retry
   }
 
   /** Join a room; resolves with the first `joined`, rejects with an Error carrying `.code`. */
@@ -81,8 +97,10 @@ export class SignalingClient extends EventTarget {
     clearTimeout(this.retryTimer);
     const ws = new WebSocket(this.url);
     this.ws = ws;
+    let opened = false;
     this.emit("status", { state: "connecting", attempt: this.attempt });
     ws.onopen = () => {
+      opened = true;
       const { room, name, instrument, token } = this.joinRequest;
       this.joinId = this.newId();
       const join = { type: "join", id: this.joinId, room, name, instrument };
@@ -104,12 +122,27 @@ export class SignalingClient extends EventTarget {
       if (ws !== this.ws) return;
       this.ws = null;
       this.joined = false;
-      if (this.firstJoin) {
-        this.fail("unreachable", `cannot reach the server (${event.code || "no answer"})`);
-      } else if (this.wanted) {
-        this.scheduleRetry();
-      }
+      if (event.code === CLOSE_KICKED) this.fail("kicked", "an admin removed you from the room");
+      else if (opened) this.lost(event);
+      else this.refused(event);
     };
+  }
+
+  /** The connection is gone: the first join fails, a joined client tries again. */
+  lost(event) {
+    if (this.firstJoin) {
+      this.fail("unreachable", `cannot reach the server (${event.code || "no answer"})`);
+    } else if (this.wanted) {
+      this.scheduleRetry();
+    }
+  }
+
+  /** The socket never opened: a refused access token ends joining; anything else is lost. */
+  async refused(event) {
+    const refusal = await this.whyRefused();
+    if (!this.wanted || this.ws !== null) return; // left (or connecting again) meanwhile
+    if (refusal) this.fail(refusal.code, refusal.message);
+    else this.lost(event);
   }
 
   dispatch(message) {
@@ -138,6 +171,14 @@ export class SignalingClient extends EventTarget {
       }
       return;
     }
+    if (message.type === "error" && message.code === "kicked") {
+      this.fail(message.code, message.message); // the server closes with 4003 next
+      return;
+    }
+    if (message.type === "server_closing") {
+      const seconds = Number(message.retry_after_s);
+      this.retryAfterMs = Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : null;
+    }
     this.emit("message", { message });
   }
 
@@ -156,10 +197,14 @@ export class SignalingClient extends EventTarget {
   }
 
   scheduleRetry() {
-    const base = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
-    const retryInMs = Math.round(base * (0.8 + 0.4 * Math.random()));
+    const restart = this.retryAfterMs !== null;
+    const retryInMs = restart
+      ? Math.round(this.retryAfterMs * (1 + 0.3 * Math.random()))
+      : Math.round(BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)]
+        * (0.8 + 0.4 * Math.random()));
+    this.retryAfterMs = null;
     this.attempt += 1;
-    this.emit("status", { state: "reconnecting", attempt: this.attempt, retryInMs });
+    this.emit("status", { state: "reconnecting", attempt: this.attempt, retryInMs, restart });
     this.retryTimer = setTimeout(() => this.open(), retryInMs);
   }
 

@@ -3,18 +3,25 @@
 - ``GET /`` and ``GET /static/...``: the web client (``client_web/``, no build step);
 - ``GET /healthz``: JSON health; ``GET /metrics``: Prometheus text;
 - ``GET /ai/ROOM.mid``: what the room's AI musician played this session, as a MIDI file;
-- ``/ws``: WebSocket signaling (``docs/PROTOCOL.md``), handled by :class:`server.hub.Hub`.
+- ``/ws``: WebSocket signaling (``docs/PROTOCOL.md``), handled by :class:`server.hub.Hub`; at
+  most ``--max-connections-per-ip`` at once from one client (HTTP 429 past it) and
+  ``--max-connections`` in all (HTTP 503), counted by :mod:`server.admission`.
 
-The binaural engine is loaded and its kernels compiled before the port opens.
+The binaural engine is loaded and its kernels compiled before the port opens. Rooms' seats,
+stage and personal mixes are saved as they change (:mod:`server.store`). On SIGTERM or SIGINT
+the server stops taking connections, sends every client ``server_closing``, closes it with 1001
+(going away), writes the rooms' last state and exits 0, all within a few seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import json
 import logging
 import mimetypes
+import os
 import signal
 import time
 from pathlib import Path
@@ -29,11 +36,20 @@ from dsp.renderer import Renderer
 from hrtf.constants import FRAME
 from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
+from server.access import AccessPolicy, SecretError, load_secret
+from server.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, ConnectionLimits
 from server.errors import CliError
-from server.hub import Hub
+from server.hub import EMPTY_ROOM_GRACE_S, RETRY_AFTER_S, Hub
+from server.store import open_store
 from signaling import limits
+from signaling.access import OPEN, Access, AccessError
+from signaling.server_messages import ErrorMessage
+from signaling.wire import encode
 
 log = logging.getLogger(__name__)
+
+#: At shutdown, after the hub has closed its connections: the most to wait for their handlers.
+LAST_HANDLERS_S = 1.0
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_web"
 STATIC_TYPES = {".html", ".js", ".css", ".svg", ".png", ".wasm", ".json", ".ico"}
@@ -42,12 +58,17 @@ STATIC_TYPES = {".html", ".js", ".css", ".svg", ".png", ".wasm", ".json", ".ico"
 class ServerState:
     """What the HTTP endpoints report."""
 
-    def __init__(self, hrirs: HrirSet, device: str, warmup_ms: float, hub: Hub) -> None:
+    def __init__(self, hrirs: HrirSet, device: str, warmup_ms: float, hub: Hub,
+                 connections: ConnectionLimits | None = None) -> None:
         self.started = time.monotonic()
         self.hrirs = hrirs
         self.device = device
         self.warmup_ms = warmup_ms
         self.hub = hub
+        #: Signaling connections open, per client and in all (HTTP 429/503 past the limits).
+        self.connections = connections or ConnectionLimits()
+        #: One task per admitted connection, releasing it from the count when it closes.
+        self.watchers: set[asyncio.Task] = set()
 
     def health(self) -> dict:
         return {"status": "ok", "hrtf": self.hrirs.name, "device": self.device,
@@ -61,6 +82,12 @@ class ServerState:
                                "Seconds since start-up."),
             "engine_warmup_seconds": (round(self.warmup_ms / 1e3, 3), "gauge",
                                       "Time to load the HRTF set and compile the kernels."),
+            **process_gauges(),
+            "connections": (self.connections.open(), "gauge",
+                            "Signaling connections open (WebSockets at /ws)."),
+            "connections_refused_total": (dict(self.connections.refused), "counter",
+                                          "Signaling handshakes refused, by the limit they hit: "
+                                          "per_client (HTTP 429) or total (HTTP 503)."),
         }
         help_text = {
             "rooms": ("gauge", "Rooms open on this process."),
@@ -69,6 +96,10 @@ class ServerState:
             "tick_overruns_total": ("counter", "Ticks whose work took longer than 20 ms."),
             "late_ticks_total": ("counter", "Ticks that started more than 10 ms late."),
             "skipped_ticks_total": ("counter", "Ticks skipped after falling far behind."),
+            "tick_errors_total": ("counter", "Ticks that raised an error: skipped, their mixes "
+                                  "silent for that tick."),
+            "rooms_failed_total": ("counter", "Rooms closed because their ticks kept failing "
+                                   "(a second in a row); their members were told."),
             "tick_ms_p95_max": ("gauge", "Worst room's 95th percentile tick time (ms)."),
             "uplink_wait_ms_p95_max": ("gauge", "Worst source's 95th percentile wait from "
                                        "arrival to its tick (ms): receive buffer and tick phase."),
@@ -80,6 +111,11 @@ class ServerState:
                                  "in-band FEC."),
             "plc_frames_total": ("counter", "Of those, frames concealed by Opus packet-loss "
                                  "concealment."),
+            "dropped_packets_total": ("counter", "Media packets dropped before anything "
+                                      "decoded them, by reason (server.ingress), since start."),
+            "uplink_dropped_frames_total": ("counter", "Frames the sources present now dropped, "
+                                            "by reason: late, duplicate, overflow (a burst "
+                                            "past the buffer), undecodable (concealed)."),
             "overload_degradations_total": ("counter", "Slow ticks that lowered a room's cap "
                                             "on sources per mix."),
             "clock_phase_shifts_total": ("counter", "Times a room clock moved its tick to "
@@ -102,9 +138,36 @@ class ServerState:
             values[name] = (value, kind, text)
         lines = []
         for name, (value, kind, text) in values.items():
-            lines += [f"# HELP spatialjam_{name} {text}", f"# TYPE spatialjam_{name} {kind}",
-                      f"spatialjam_{name} {value}"]
+            lines += [f"# HELP spatialjam_{name} {text}", f"# TYPE spatialjam_{name} {kind}"]
+            if isinstance(value, dict):  # one sample per reason
+                lines += [f'spatialjam_{name}{{reason="{key}"}} {v}' for key, v in value.items()]
+            else:
+                lines.append(f"spatialjam_{name} {value}")
         return "\n".join(lines) + "\n"
+
+
+def process_gauges(proc: Path = Path("/proc/self")) -> dict[str, tuple[int, str, str]]:
+    """This process's resources for ``/metrics``: ``{name: (value, kind, help)}``.
+
+    The asyncio tasks of the running loop that are not done, and from Linux's ``proc``
+    (left out where there is none): open file descriptors, OS threads (every thread, not only
+    Python's: numba's workers too) and resident memory in bytes.
+    ``spatialjam bench soak`` watches these for leaks. Reading them costs a few system calls,
+    on a ``/metrics`` request only.
+    """
+    values = {"asyncio_tasks": (len(asyncio.all_tasks()), "gauge",
+                                "Asyncio tasks on the server's loop that are not done.")}
+    try:
+        status = (proc / "status").read_text()
+        fds = len(os.listdir(proc / "fd"))
+    except OSError:
+        return values
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    values["open_fds"] = (fds, "gauge", "File descriptors open (files and sockets).")
+    values["threads"] = (int(fields["Threads"]), "gauge", "OS threads of the process.")
+    values["rss_bytes"] = (int(fields["VmRSS"].split()[0]) * 1024, "gauge",
+                           "Resident memory (bytes).")
+    return values
 
 
 def warm_up(hrtf: str, device: str) -> tuple[HrirSet, float]:
@@ -149,7 +212,18 @@ def http_router(state: ServerState):
                 return _reply(connection, http.HTTPStatus.FORBIDDEN,
                               "signaling accepts pages served by this server only\n",
                               "text/plain; charset=utf-8")
-            return None  # the WebSocket handshake goes on
+            try:  # before any room state is shared
+                state.hub.policy.for_request(request.path, time.time())
+            except AccessError as exc:
+                return _access_refused(connection, exc)
+            return _admit(state, connection)  # None: the WebSocket handshake goes on
+        if path == "/access":
+            try:
+                access = state.hub.policy.for_request(request.path, time.time())
+            except AccessError as exc:
+                return _access_refused(connection, exc)
+            return _reply(connection, http.HTTPStatus.OK, json.dumps(describe_access(access)),
+                          "application/json")
         if path == "/healthz":
             return _reply(connection, http.HTTPStatus.OK, json.dumps(state.health()),
                           "application/json")
@@ -157,7 +231,12 @@ def http_router(state: ServerState):
             return _reply(connection, http.HTTPStatus.OK, state.metrics(),
                           "text/plain; version=0.0.4")
         if path.startswith("/ai/") and path.endswith(".mid"):
-            midi = state.hub.ai_midi(path[len("/ai/"):-len(".mid")])
+            room = path[len("/ai/"):-len(".mid")]
+            try:  # what a room played is for those who may enter it
+                state.hub.policy.for_request(request.path, time.time()).check_room(room)
+            except AccessError as exc:
+                return _access_refused(connection, exc)
+            midi = state.hub.ai_midi(room)
             if midi is None:
                 return _reply(connection, http.HTTPStatus.NOT_FOUND,
                               "no AI notes for that room (is it open, with an AI musician?)\n",
@@ -184,6 +263,45 @@ def http_router(state: ServerState):
     return route
 
 
+def describe_access(access: Access) -> dict:
+    """What ``GET /access?token=…`` tells a client about its token (nothing secret)."""
+    return {"tokens_required": access is not OPEN, "identity": access.identity,
+            "room": access.room, "grants": sorted(access.grants),
+            "expires_in_s": (round(access.expires_at - time.time())
+                             if access.expires_at is not None else None)}
+
+
+def _access_refused(connection: ServerConnection, exc: AccessError) -> Response:
+    """HTTP 401 with the refusal as a signaling ``error`` in the body (a client that cannot
+    read the handshake's response, as a browser, asks ``/access`` for it)."""
+    return _reply(connection, http.HTTPStatus.UNAUTHORIZED,
+                  encode(ErrorMessage(exc.code, exc.message)), "application/json")
+
+
+def _admit(state: ServerState, connection: ServerConnection) -> Response | None:
+    """Count a ``/ws`` connection against the limits until its socket closes (None), or the
+    refusal: HTTP 429 past the per-client limit, 503 past the total."""
+    host = connection.remote_address[0] if connection.remote_address else ""
+    refusal = state.connections.admit(host)
+    if refusal is not None:
+        status = (http.HTTPStatus.TOO_MANY_REQUESTS if refusal.per_client
+                  else http.HTTPStatus.SERVICE_UNAVAILABLE)
+        response = _reply(connection, status, refusal.message + "\n", "text/plain; charset=utf-8")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    async def release_when_closed() -> None:
+        try:
+            await connection.wait_closed()
+        finally:
+            state.connections.release(host)
+
+    task = asyncio.get_running_loop().create_task(release_when_closed())
+    state.watchers.add(task)
+    task.add_done_callback(state.watchers.discard)
+    return None
+
+
 def _reply(connection: ServerConnection, status, body: str, content_type: str) -> Response:
     response = connection.respond(status, body)
     del response.headers["Content-Type"]  # respond() sets text/plain; replace, don't add
@@ -197,25 +315,49 @@ async def serve_forever(host: str, port: int, state: ServerState) -> None:
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-    async with serve(state.hub.handle, host, port, process_request=http_router(state),
-                     max_size=limits.MAX_MESSAGE_BYTES + 1024, compression=None,
-                     ping_interval=20, ping_timeout=20) as server:
+    server = await serve(state.hub.handle, host, port, process_request=http_router(state),
+                         max_size=limits.MAX_MESSAGE_BYTES + 1024, compression=None,
+                         ping_interval=20, ping_timeout=20)
+    try:
         bound = ", ".join(f"http://{s.getsockname()[0]}:{s.getsockname()[1]}"
                           for s in server.sockets)
         log.info("serving on %s", bound)
         await stop
+        log.info("shutting down: %d connections are told to come back in %g s",
+                 len(state.hub.connections), RETRY_AFTER_S)
+        server.close(close_connections=False)  # no new connections; the hub closes its own
         await state.hub.close()
+    finally:
+        server.close()
+        with contextlib.suppress(TimeoutError):  # a peer that never answers the close
+            async with asyncio.timeout(LAST_HANDLERS_S):
+                await server.wait_closed()
     log.info("stopped")
 
 
 def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar",
-               capacity: int = 16, follow_phase: bool = True) -> int:
+               capacity: int = 16, follow_phase: bool = True,
+               secret_file: str | None = None,
+               empty_room_grace_s: float = EMPTY_ROOM_GRACE_S,
+               state_path: str | None = None,
+               max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP,
+               max_connections: int = MAX_CONNECTIONS) -> int:
+    try:  # before the engine loads: a refusal should not wait for it
+        policy = AccessPolicy.for_listening(host, load_secret(secret_file))
+    except SecretError as exc:
+        raise CliError(str(exc)) from None
+    log.info("rooms are %s", "entered with access tokens" if policy.tokens_required
+             else "open (loopback, no token secret)")
     try:
         hrirs, warmup_ms = warm_up(hrtf, device)
     except RuntimeError as exc:
         raise CliError(str(exc)) from None
     state = ServerState(hrirs, device, warmup_ms, Hub(hrirs, device, capacity,
-                                                         follow_phase=follow_phase))
+                                                         follow_phase=follow_phase,
+                                                         policy=policy,
+                                                         empty_room_grace_s=empty_room_grace_s,
+                                                         store=open_store(state_path)),
+                        ConnectionLimits(max_connections_per_ip, max_connections))
     try:
         uvloop.run(serve_forever(host, port, state))
     except OSError as exc:

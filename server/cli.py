@@ -12,7 +12,9 @@ import math
 import os
 import sys
 
+from server.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP
 from server.errors import CliError
+from server.token_cmd import add_token_parser
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -80,6 +82,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--clock-phase", choices=("follow", "fixed"), default="follow",
                        help="follow: each room's tick moves to just after its players' frames "
                        "arrive (default); fixed: it stays where it started (for comparisons)")
+    serve.add_argument("--state", metavar="PATH",
+                       help="the SQLite file that keeps rooms' seats, stage and personal mixes "
+                       "across restarts (default $SPATIALJAM_STATE_DIR/rooms.sqlite3 or "
+                       "~/.local/state/spatialjam/rooms.sqlite3); 'none' keeps nothing")
+    serve.add_argument("--empty-room-grace", type=_finite("empty room grace", 0, 3600),
+                       default=30.0, metavar="SECONDS",
+                       help="how long an empty room keeps its seats for members who come back "
+                       "before it closes (default 30)")
+    serve.add_argument("--secret-file", metavar="FILE",
+                       help="the secret that signs access tokens (or SPATIALJAM_SECRET_FILE / "
+                       "SPATIALJAM_SECRET): rooms then need tokens. Without one the server "
+                       "listens on loopback only, with open rooms")
+    serve.add_argument("--max-connections-per-ip", type=_count("max connections per ip", 1,
+                                                               1_000_000),
+                       default=MAX_CONNECTIONS_PER_IP, metavar="N",
+                       help="signaling connections one client (an IPv4 address, an IPv6 /64) "
+                       "may hold at once; past it the handshake is refused with HTTP 429 "
+                       f"(default {MAX_CONNECTIONS_PER_IP})")
+    serve.add_argument("--max-connections", type=_count("max connections", 1, 1_000_000),
+                       default=MAX_CONNECTIONS, metavar="N",
+                       help="signaling connections the server holds at once; past it the "
+                       f"handshake is refused with HTTP 503 (default {MAX_CONNECTIONS})")
+    add_token_parser(sub)
 
     render = sub.add_parser(
         "render", help="render a mono WAV file binaurally to a stereo WAV file",
@@ -158,6 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     capacity.add_argument("--out", default="bench/results", metavar="DIR",
                           help="where the JSON, PNG and markdown go (default bench/results)")
     capacity.add_argument("--json", action="store_true", help="print the results as JSON")
+    soak = bench_sub.add_parser(
+        "soak", help="bots join, play, move, drop and rejoin for minutes: does the server leak?")
+    soak.add_argument("--minutes", type=_finite("minutes", 0.1, 1440), default=5.0,
+                      help="how long the churn goes on (default 5)")
+    soak.add_argument("--bots", type=_count("bots", 3, 14), default=4, metavar="N",
+                      help="members each room returns to after every cycle (default 4)")
+    soak.add_argument("--rooms", type=_count("rooms", 1, 8), default=2, metavar="R",
+                      help="rooms churning side by side (default 2)")
+    soak.add_argument("--seed", type=_count("seed", 0, 2**31 - 1), default=1)
+    soak.add_argument("--out", default="bench/results", metavar="DIR",
+                      help="where the JSON, PNG and markdown go (default bench/results)")
+    soak.add_argument("--json", action="store_true", help="print the results as JSON")
 
     ai = sub.add_parser("ai", help="the AI accompanist's models")
     ai_sub = ai.add_subparsers(dest="ai", required=True, metavar="AI_COMMAND")
@@ -202,7 +239,16 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_server(args.host, args.port, device=args.device, hrtf=args.hrtf,
                               capacity=args.room_capacity,
-                              follow_phase=args.clock_phase == "follow")
+                              follow_phase=args.clock_phase == "follow",
+                              secret_file=args.secret_file,
+                              empty_room_grace_s=args.empty_room_grace,
+                              state_path=args.state,
+                              max_connections_per_ip=args.max_connections_per_ip,
+                              max_connections=args.max_connections)
+        if args.command == "token":
+            from server.token_cmd import run_token
+
+            return run_token(args)
         if args.command == "render":
             from server.render_cmd import run_render
 
@@ -227,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.capacity import run_capacity_bench
 
             return run_capacity_bench(args)
+        if args.command == "bench" and args.bench == "soak":
+            from bench.soak import run_soak_bench
+
+            return run_soak_bench(args)
         if args.command == "ai" and args.ai == "demo":
             from server.ai_demo import run_ai_demo
 

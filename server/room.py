@@ -9,6 +9,12 @@ Everything the renderer needs is kept as slot-indexed NumPy arrays, updated in p
 edits, so building a tick's :class:`~dsp.geometry.Scene` costs a few array operations and no
 per-pair Python.
 
+A *seat* (a token handed out on join) keeps its slot, participant id, place and mix while its
+member is away, until a newcomer needs the slot. :meth:`Room.snapshot` copies what is worth
+keeping (seats, stage places, facing, self-monitoring, personal mixes keyed by seat; not head
+poses) and :meth:`Room.restore` puts a saved room back before anyone joins: ``server.store``
+does the I/O, the room only gives and takes plain data.
+
 Coordinates follow SOFA: x ahead (towards the audience), y left, z up, metres; yaw 0° faces
 +x, positive turns left.
 """
@@ -52,6 +58,97 @@ class Member:
     seat: str
 
 
+@dataclass
+class Seat:
+    """What a seat token holds while its member is here and while they are away."""
+
+    slot: int
+    participant: str
+    name: str
+    instrument: str
+
+
+@dataclass(frozen=True, slots=True)
+class SavedSeat:
+    """One seat as saved: who sat there, their slot, stage place (metres), facing (degrees)."""
+
+    seat: str
+    participant: str
+    name: str
+    instrument: str
+    slot: int
+    position_m: tuple[float, float, float]
+    yaw_deg: float
+    pitch_deg: float
+    self_monitor: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SavedMix:
+    """One listener's personal setting for one source, both named by seat.
+
+    ``position_m`` is the overriding place (metres), None when the stage's place applies;
+    ``gain`` is linear.
+    """
+
+    listener_seat: str
+    source_seat: str
+    position_m: tuple[float, float, float] | None
+    gain: float
+    mute: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SavedRoom:
+    """A room's seats and personal mixes as plain records (what the store reads and writes)."""
+
+    name: str
+    seats: tuple[SavedSeat, ...]
+    mixes: tuple[SavedMix, ...]
+
+
+@dataclass(frozen=True)
+class RoomSnapshot:
+    """Copies of a room's arrays and seats, taken on the loop in a few microseconds.
+
+    :meth:`saved` turns them into records, off the loop (it walks the pairs that differ from
+    the stage layout).
+    """
+
+    name: str
+    #: ``(seat token, Seat)`` of every seat the room holds, present or away.
+    seats: tuple[tuple[str, Seat], ...]
+    position: np.ndarray
+    facing: np.ndarray
+    self_monitor: np.ndarray
+    override_mask: np.ndarray
+    override_position: np.ndarray
+    personal_gain: np.ndarray
+    personal_mute: np.ndarray
+
+    def saved(self) -> SavedRoom:
+        """The snapshot as records: every seat, and every personal setting between seats that
+        differs from the stage layout (an override, a gain other than 1, a mute)."""
+        seat_of = {info.slot: token for token, info in self.seats}
+        seats = tuple(
+            SavedSeat(token, info.participant, info.name, info.instrument, info.slot,
+                      tuple(float(v) for v in self.position[info.slot]),
+                      float(self.facing[info.slot, 0]), float(self.facing[info.slot, 1]),
+                      bool(self.self_monitor[info.slot]))
+            for token, info in sorted(self.seats, key=lambda item: item[1].slot))
+        seated = np.zeros(len(self.position), np.bool_)
+        seated[list(seat_of)] = True
+        personal = self.override_mask | self.personal_mute | (self.personal_gain != 1.0)
+        personal &= seated[:, None] & seated[None, :]
+        mixes = tuple(
+            SavedMix(seat_of[l], seat_of[s],
+                     tuple(float(v) for v in self.override_position[l, s])
+                     if self.override_mask[l, s] else None,
+                     float(self.personal_gain[l, s]), bool(self.personal_mute[l, s]))
+            for l, s in zip(*np.nonzero(personal), strict=True))
+        return SavedRoom(self.name, seats, mixes)
+
+
 def default_position(slot: int) -> tuple[float, float, float]:
     """Slot ``k`` sits at the golden angle ``k · 137.5°`` on the stage circle."""
     angle = math.radians(slot * GOLDEN_ANGLE_DEG)
@@ -77,8 +174,8 @@ class Room:
         self.capacity = capacity
         c = capacity
         self.members: dict[str, Member] = {}
-        self._seats: dict[str, int] = {}
-        self._seat_ids: dict[str, str] = {}  # a seat keeps its participant id across rejoins
+        #: Seat tokens handed out, present or away: a seat keeps its slot and id across rejoins.
+        self._seats: dict[str, Seat] = {}
         self.active = np.zeros(c, np.bool_)
         self.position = np.array([default_position(k) for k in range(c)], np.float64)
         self.facing = np.zeros((c, 2), np.float64)  # yaw, pitch of each source
@@ -91,6 +188,10 @@ class Room:
         self.self_monitor = np.zeros(c, np.bool_)
         #: Slots held by an AI musician: a source, never a listener.
         self.is_ai = np.zeros(c, np.bool_)
+        #: Slots of members without the ``publish`` grant: they listen, nobody hears them.
+        self.listen_only = np.zeros(c, np.bool_)
+        #: Locked by an admin: only seats held here (and admins) may join.
+        self.locked = False
         #: Bumped on every change members should hear about (layout, membership).
         self.version = 0
         self._fresh_slots: list[int] = []
@@ -101,8 +202,7 @@ class Room:
         """Add an AI musician: a source on the stage with an ``ai-…`` id, and no ears."""
         member = self.join("AI", label)
         del self.members[member.id]
-        self._seat_ids.pop(member.seat, None)
-        self._seats.pop(member.seat, None)  # no seat to come back to
+        del self._seats[member.seat]  # no seat to come back to
         member.id = f"ai-{secrets.token_hex(3)}"
         self.members[member.id] = member
         self.is_ai[member.slot] = True
@@ -113,31 +213,46 @@ class Room:
         return [m for m in self.members.values() if self.is_ai[m.slot]]
 
     def join(self, name: str, instrument: str = "", seat: str | None = None) -> Member:
-        """Add a member; ``seat`` from an earlier join takes the same slot back if free."""
-        slot = self._seats.get(seat) if seat else None
-        if slot is None or self.active[slot]:
+        """Add a member; ``seat`` from an earlier join takes the same slot back if free.
+
+        A newcomer takes a free slot that no away member's seat holds, while there is one;
+        only then is an away member's seat given up (and its place and mix with it).
+        """
+        held = self._seats.get(seat) if seat else None
+        if held is None or self.active[held.slot]:
             free = np.flatnonzero(~self.active)
             if len(free) == 0:
                 raise RoomFull(f"room {self.name!r} is full ({self.capacity} members)")
-            slot = int(free[0])
+            seated = np.zeros(self.capacity, np.bool_)
+            seated[[info.slot for info in self._seats.values()]] = True
+            unseated = free[~seated[free]]
+            slot = int(unseated[0] if len(unseated) else free[0])
             seat = secrets.token_urlsafe(12)
             self._reset_slot(slot)
-        member_id = self._seat_ids.get(seat) or secrets.token_hex(4)
-        member = Member(id=member_id, name=name, instrument=instrument, slot=slot, seat=seat)
-        self._seat_ids[seat] = member_id
-        self._seats[seat] = slot
+            held = self._seats[seat] = Seat(slot, secrets.token_hex(4), name, instrument)
+        held.name, held.instrument = name, instrument
+        slot = held.slot
+        member = Member(id=held.participant, name=name, instrument=instrument, slot=slot,
+                        seat=seat)
         self.members[member.id] = member
         self.active[slot] = True
         self._fresh_slots.append(slot)
         self.version += 1
         return member
 
+    def has_seat(self, seat: str | None) -> bool:
+        """Whether ``seat`` was handed out here and is still kept."""
+        return seat is not None and seat in self._seats
+
+    def set_listen_only(self, member_id: str, listen_only: bool) -> None:
+        self.listen_only[self.member(member_id).slot] = listen_only
+
     def seat_holder(self, seat: str | None) -> str | None:
         """The member now in ``seat``, if it is taken."""
-        slot = self._seats.get(seat) if seat else None
-        if slot is None or not self.active[slot]:
+        held = self._seats.get(seat) if seat else None
+        if held is None or not self.active[held.slot]:
             return None
-        return next((m.id for m in self.members.values() if m.slot == slot), None)
+        return next((m.id for m in self.members.values() if m.slot == held.slot), None)
 
     def leave(self, member_id: str) -> Member:
         member = self.member(member_id)
@@ -165,9 +280,8 @@ class Room:
 
     def _reset_slot(self, slot: int) -> None:
         """A new occupant: default place, facing the centre, no personal settings."""
-        for seat in [s for s, k in self._seats.items() if k == slot]:
+        for seat in [s for s, info in self._seats.items() if info.slot == slot]:
             del self._seats[seat]
-            self._seat_ids.pop(seat, None)
         self.position[slot] = default_position(slot)
         yaw = facing_centre_yaw_deg(self.position[slot])
         self.facing[slot] = (yaw, 0.0)
@@ -180,6 +294,71 @@ class Room:
         self.personal_gain[slot, :] = 1.0
         self.personal_gain[:, slot] = 1.0
         self.self_monitor[slot] = False
+        self.listen_only[slot] = False
+
+    # saving and restoring -------------------------------------------------------------------
+
+    def snapshot(self) -> RoomSnapshot:
+        """Copies of what is worth keeping (not head poses): cheap enough for the loop."""
+        return RoomSnapshot(
+            name=self.name,
+            seats=tuple((token, Seat(info.slot, info.participant, info.name, info.instrument))
+                        for token, info in self._seats.items()),
+            position=self.position.copy(), facing=self.facing.copy(),
+            self_monitor=self.self_monitor.copy(), override_mask=self.override_mask.copy(),
+            override_position=self.override_position.copy(),
+            personal_gain=self.personal_gain.copy(), personal_mute=self.personal_mute.copy())
+
+    def restore(self, saved: SavedRoom) -> list[str]:
+        """Put saved seats and personal mixes back into this room before anyone has joined.
+
+        Each seat waits, away, in its slot with its participant id, place, facing and
+        self-monitoring: the member who comes back with the seat token takes them up, and
+        until then the seat is not on the stage. A personal setting is restored when both of
+        its seats are; it is heard once both members are here.
+
+        Returns
+        -------
+        list of str
+            Why records were left out (a slot beyond this room's capacity, a slot or
+            participant id claimed twice, a setting naming an unknown seat): for a log line.
+
+        Raises
+        ------
+        ValueError
+            If the room has members or seats already (restore only a fresh room).
+        """
+        if self._seats or self.members:
+            raise ValueError(f"room {self.name!r} has seats already: restore a fresh room only")
+        skipped = []
+        ids: set[str] = set()
+        slots: set[int] = set()
+        for seat in saved.seats:
+            if not 0 <= seat.slot < self.capacity:
+                skipped.append(f"seat in slot {seat.slot} (capacity {self.capacity})")
+                continue
+            if seat.slot in slots or seat.participant in ids:
+                skipped.append(f"seat claiming slot {seat.slot} or id {seat.participant} again")
+                continue
+            ids.add(seat.participant)
+            slots.add(seat.slot)
+            self._seats[seat.seat] = Seat(seat.slot, seat.participant, seat.name, seat.instrument)
+            self.position[seat.slot] = seat.position_m
+            self.facing[seat.slot] = (seat.yaw_deg, seat.pitch_deg)
+            self.head[seat.slot] = (seat.yaw_deg, 0.0, 0.0)
+            self.self_monitor[seat.slot] = seat.self_monitor
+        for mix in saved.mixes:
+            listener, source = self._seats.get(mix.listener_seat), self._seats.get(mix.source_seat)
+            if listener is None or source is None:
+                skipped.append("personal setting of a seat not restored")
+                continue
+            l, s = listener.slot, source.slot
+            if mix.position_m is not None:
+                self.override_position[l, s] = mix.position_m
+                self.override_mask[l, s] = True
+            self.personal_gain[l, s] = min(max(mix.gain, 0.0), MAX_PERSONAL_GAIN)
+            self.personal_mute[l, s] = mix.mute
+        return skipped
 
     # stage edits (shared) -----------------------------------------------------------------
 
@@ -236,7 +415,8 @@ class Room:
         """The renderer's scene for this tick: slot-indexed, absent slots silent."""
         c = self.capacity
         listening = self.active & ~self.is_ai
-        heard = listening[:, None] & self.active[None, :] & ~self.personal_mute
+        sounding = self.active & ~self.listen_only
+        heard = listening[:, None] & sounding[None, :] & ~self.personal_mute
         own = np.eye(c, dtype=np.bool_) & ~self.self_monitor[:, None]
         gain = np.where(heard & ~own, self.personal_gain, 0.0)
         positions = np.where(self.override_mask[..., None], self.override_position,
@@ -265,4 +445,5 @@ class Room:
                           yaw_deg=round(float(self.facing[m.slot, 0]), 3),
                           pitch_deg=round(float(self.facing[m.slot, 1]), 3))
                 for m in members),
+            locked=self.locked,
         )

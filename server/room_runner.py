@@ -11,7 +11,10 @@ Every 20 ms, on a deadline schedule (:class:`~server.clock.TickSchedule`):
 
 The tick never awaits network I/O; a tick that overruns is counted, and the clock skips rather
 than drifting (see :mod:`server.clock`). The clock's phase follows the sources: the tick moves
-to just after their frames arrive (:mod:`server.phase`).
+to just after their frames arrive (:mod:`server.phase`). A tick that raises is skipped and
+counted, and the next one plays; a room whose ticks keep failing is given up
+(:data:`MAX_FAILED_TICKS`), and the hub closes it. Other rooms' clocks are their own tasks:
+they tick on.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ _ENCODE_HELPERS = max(1, (os.cpu_count() or 1) - 1)
 _ENCODE_POOL = ThreadPoolExecutor(_ENCODE_HELPERS, thread_name_prefix="encode")
 #: Below this many listeners a room encodes alone (handing work over costs ~50 µs).
 PARALLEL_ENCODE_FROM = 6
+#: A room whose ticks fail this many times in a row (1 s of silence in its mixes) is given up:
+#: a blip of a few ticks is skipped and played through, a fault that lasts is no blip.
+MAX_FAILED_TICKS = 50
 
 
 def encode_all(mixes: np.ndarray, encoders: dict) -> dict:
@@ -113,8 +119,33 @@ class TickStats:
         return self.recent_ms.percentile(q)
 
 
+@dataclass
+class TickFailures:
+    """A room's ticks that raised: how many in all, and how many in a row now (no I/O)."""
+
+    limit: int = MAX_FAILED_TICKS
+    total: int = 0
+    run: int = 0
+
+    def failed(self) -> bool:
+        """One more tick failed (it is skipped); True once ``limit`` have failed in a row."""
+        self.total += 1
+        self.run += 1
+        return self.run >= self.limit
+
+    def played(self) -> int:
+        """A tick played; returns how many had failed in a row before it (0 mostly)."""
+        run, self.run = self.run, 0
+        return run
+
+
 class RoomRunner:
-    """Runs one :class:`~server.room.Room`: slots' media, the clock, the renderer."""
+    """Runs one :class:`~server.room.Room`: slots' media, the clock, the renderer.
+
+    A tick that raises is skipped (its mixes send nothing that tick) and counted in
+    :attr:`failures`; after :data:`MAX_FAILED_TICKS` in a row the clock stops,
+    :attr:`gave_up` is set and :attr:`on_failed` is called with the last exception.
+    """
 
     def __init__(self, room: Room, hrirs: HrirSet, device: str = "cpu",
                  follow_phase: bool = True) -> None:
@@ -142,6 +173,13 @@ class RoomRunner:
         self.aligner = PhaseAligner() if follow_phase else None
         self._underruns_seen = 0
         self.schedule: TickSchedule | None = None
+        self.failures = TickFailures()
+        #: Whether the clock stopped because its ticks kept failing.
+        self.gave_up = False
+        #: Called on the loop, with the last exception, when the clock gives up.
+        self.on_failed: Callable[[Exception], None] | None = None
+        #: Set while the room has media (members or an AI): an empty room's clock waits.
+        self._occupied = asyncio.Event()
         self._task: asyncio.Task | None = None
 
     # slots --------------------------------------------------------------------------------
@@ -153,12 +191,14 @@ class RoomRunner:
         self.decoders[slot] = UplinkDecoder()
         self.tracks[slot] = ListenerTrack()
         self.encoders[slot] = MusicOpusEncoder()
+        self._occupied.set()
         return self.buffers[slot], self.tracks[slot]
 
     def add_ai(self, slot: int, instrument: str, volume: float = 1.0) -> AiVoice:
         """An AI musician plays from ``slot`` (its source; it has no ears)."""
         self.detach(slot)
         voice = self.ai_voices[slot] = AiVoice(instrument, volume, self.ai_notes)
+        self._occupied.set()
         return voice
 
     def detach(self, slot: int) -> None:
@@ -189,14 +229,31 @@ class RoomRunner:
         loop = asyncio.get_running_loop()
         self.schedule = TickSchedule(start=loop.time())
         while True:
+            if not (self.buffers or self.tracks or self.ai_voices):
+                # Empty (its members left, for now): no ticks, so that rooms waiting out their
+                # grace cost the loop nothing; the clock resumes where it was, on time.
+                self._occupied.clear()
+                await self._occupied.wait()
+                self.schedule.shift(loop.time() - self.schedule.deadline(self.schedule.next_tick))
             wait = self.schedule.seconds_until_next(loop.time())
             if wait > 0:
                 await asyncio.sleep(wait)
             tick = self.schedule.begin_tick(loop.time())
             try:
                 await self._tick(loop, tick)
-            except Exception:  # one bad tick must not end the room
-                log.exception("tick of room %s failed", self.room.name)
+            except Exception as exc:  # one bad tick must not end the room: it is skipped
+                if self.failures.failed():
+                    log.error("room %s: %d ticks failed in a row, the last with %r: its clock "
+                              "stops", self.room.name, self.failures.run, exc)
+                    self.gave_up = True
+                    if self.on_failed is not None:
+                        self.on_failed(exc)
+                    return
+                if self.failures.run == 1:  # one traceback per run of failures, not 50 a second
+                    log.exception("tick %d of room %s failed: skipped", tick, self.room.name)
+            else:
+                if run := self.failures.played():
+                    log.warning("room %s plays again after %d failed ticks", self.room.name, run)
 
     async def _tick(self, loop: asyncio.AbstractEventLoop, tick: int | None = None) -> None:
         if tick is None:  # driven by hand (tests): count

@@ -14,7 +14,9 @@ on the room's tick thread (:class:`UplinkDecoder`), so that a missing one is con
 
 Anything that is not a 20 ms Opus packet (another codec, other frame sizes) goes on through
 aiortc's decoder as before (:func:`server.media.read_uplink`) and arrives here as samples; a
-missing one of those is the last frame at half level, then silence.
+missing one of those is the last frame at half level, then silence. A payload of the Opus type
+that libopus cannot even frame (RFC 6716, section 3) is dropped at the tap and counted
+(``malformed_opus``): its frame is concealed like a lost one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 from aiortc.jitterbuffer import JitterFrame
 
 from hrtf.constants import FRAME
+from server.ingress import DropCounts
 from server.jitter import JitterBuffer, Playout
 from server.media import replace_jitter_buffer, unwrap_timestamp
 from server.opus import OpusDecoder, OpusError, has_fec, packet_samples
@@ -40,27 +43,38 @@ PLC_FRAMES = 5
 
 class PacketTap:
     """Stands in for an aiortc audio receiver's jitter buffer: 20 ms Opus packets go to
-    ``buffer`` as they arrive (stamped with ``time.monotonic``); everything else goes on to
-    aiortc's decoder, one packet per frame, without waiting."""
+    ``buffer`` as they arrive (stamped with ``time.monotonic``); Opus payloads libopus cannot
+    frame are dropped (counted in :attr:`malformed` and in ``drops``); everything else goes on
+    to aiortc's decoder, one packet per frame, without waiting."""
 
     capacity = 1
 
-    def __init__(self, buffer: JitterBuffer, is_opus: Callable[[int], bool]) -> None:
+    def __init__(self, buffer: JitterBuffer, is_opus: Callable[[int], bool],
+                 drops: DropCounts | None = None) -> None:
         self.buffer = buffer
         #: Whether a payload type is Opus (asked per packet: aiortc learns its codecs only
         #: once the connection runs, after the track is announced).
         self.is_opus = is_opus
+        self.drops = drops
         self._last: int | None = None
         self.packets = 0
         self.passed_on = 0
+        self.malformed = 0
 
     def add(self, packet) -> tuple[bool, JitterFrame | None]:
         data = packet._data
-        if self.is_opus(packet.payload_type) and packet_samples(data) == FRAME:
-            self._last = unwrap_timestamp(self._last, packet.timestamp)
-            self.buffer.push(self._last, bytes(data), time.monotonic())
-            self.packets += 1
-            return False, None
+        if self.is_opus(packet.payload_type):
+            samples = packet_samples(data)
+            if samples == FRAME:
+                self._last = unwrap_timestamp(self._last, packet.timestamp)
+                self.buffer.push(self._last, bytes(data), time.monotonic())
+                self.packets += 1
+                return False, None
+            if samples < 0 and data:  # aiortc's decoder would fail on it, and log each one
+                self.malformed += 1
+                if self.drops is not None:
+                    self.drops.add("malformed_opus")
+                return False, None
         self.passed_on += 1
         return False, JitterFrame(data=data, timestamp=packet.timestamp)
 
@@ -68,8 +82,9 @@ class PacketTap:
         return None
 
 
-def tap_receiver(receiver, buffer: JitterBuffer) -> PacketTap:
-    """Put a :class:`PacketTap` feeding ``buffer`` in place of ``receiver``'s jitter buffer."""
+def tap_receiver(receiver, buffer: JitterBuffer, drops: DropCounts | None = None) -> PacketTap:
+    """Put a :class:`PacketTap` feeding ``buffer`` in place of ``receiver``'s jitter buffer;
+    malformed Opus payloads are counted in ``drops``."""
     codecs_attr = "_RTCRtpReceiver__codecs"
     if not hasattr(receiver, codecs_attr):
         raise RuntimeError("this aiortc version keeps no codecs on its receivers")
@@ -78,7 +93,7 @@ def tap_receiver(receiver, buffer: JitterBuffer) -> PacketTap:
         codec = getattr(receiver, codecs_attr).get(payload_type)
         return codec is not None and codec.mimeType.lower() == "audio/opus"
 
-    tap = PacketTap(buffer, is_opus)
+    tap = PacketTap(buffer, is_opus, drops)
     replace_jitter_buffer(receiver, tap)
     return tap
 

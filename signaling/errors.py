@@ -44,6 +44,10 @@ class ErrorCode(StrEnum):
     TOO_MANY_ERRORS = "too_many_errors"
     # decided by the server, not by the parser
     UNAUTHORIZED = "unauthorized"
+    TOKEN_EXPIRED = "token_expired"
+    FORBIDDEN = "forbidden"
+    ROOM_LOCKED = "room_locked"
+    KICKED = "kicked"
     ROOM_FULL = "room_full"
     UNKNOWN_SOURCE = "unknown_source"
     AI_EXISTS = "ai_exists"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from signaling import limits
+from signaling.admin_messages import Kick, LockRoom
 from signaling.ai_messages import AiAdd, AiRemove, AiUpdate
 from signaling.errors import ErrorCode, MessageId, ProtocolError
 from signaling.fields import Reader, json_type
@@ -193,14 +194,16 @@ class Ping(WireMessage):
 
 
 ClientMessage = (Join | Offer | Answer | Ice | Leave | MoveSource | TurnSource | HeadPose
-                 | MixOverride | MixReset | Ping | AiAdd | AiUpdate | AiRemove)
+                 | MixOverride | MixReset | Ping | AiAdd | AiUpdate | AiRemove | Kick | LockRoom)
 
 #: Every client→server message class by its ``type``.
 CLIENT_MESSAGES: dict[str, type[ClientMessage]] = {
     cls.TYPE: cls for cls in (Join, Offer, Answer, Ice, Leave, MoveSource, TurnSource, HeadPose,
-                              MixOverride, MixReset, Ping, AiAdd, AiUpdate, AiRemove)
+                              MixOverride, MixReset, Ping, AiAdd, AiUpdate, AiRemove, Kick,
+                              LockRoom)
 }
-_SERVER_ONLY = frozenset({"joined", "room_state", "error", "pong", "stats"})
+_SERVER_ONLY = frozenset({"joined", "room_state", "error", "pong", "stats",
+                          "server_closing"})
 
 
 def _read_id(obj: dict[str, Any]) -> MessageId | None:

@@ -53,17 +53,21 @@ class RoomState(WireMessage):
     revision: int
     members: tuple[Member, ...]
     stage: tuple[Placement, ...]
+    #: Locked by an admin: only members holding a seat here, and admins, may join.
+    locked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Joined(WireMessage):
-    """The reply to ``join``: your participant id, your seat token, and the room as it is."""
+    """The reply to ``join``: your participant id, your seat token, the room as it is, and
+    what you may do in it (``grants``: see :mod:`signaling.access`)."""
 
     TYPE: ClassVar[str] = "joined"
 
     participant: str
     seat: str
     state: RoomState
+    grants: tuple[str, ...] = ()
     msg_id: MessageId | None = None
 
 
@@ -137,9 +141,23 @@ class Stats(WireMessage):
     encode_ms_p50: float = 0.0
 
 
-ServerMessage = Joined | RoomState | Offer | Answer | Ice | ErrorMessage | Pong | Stats
+@dataclass(frozen=True, slots=True)
+class ServerClosing(WireMessage):
+    """The server is shutting down or restarting: it closes this connection next (1001,
+    going away). ``reason`` is for people; ``retry_after_s`` is when to join again (seconds),
+    with the seat token, to get the same seat, place and personal mix back."""
+
+    TYPE: ClassVar[str] = "server_closing"
+
+    reason: str
+    retry_after_s: float
+
+
+ServerMessage = (Joined | RoomState | Offer | Answer | Ice | ErrorMessage | Pong | Stats
+                 | ServerClosing)
 
 #: Every server→client message type.
 SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(
-    cls.TYPE for cls in (Joined, RoomState, Offer, Answer, Ice, ErrorMessage, Pong, Stats)
+    cls.TYPE for cls in (Joined, RoomState, Offer, Answer, Ice, ErrorMessage, Pong, Stats,
+                         ServerClosing)
 )

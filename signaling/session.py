@@ -32,6 +32,7 @@ from signaling.wire import encode
 
 #: WebSocket close codes (RFC 6455, section 7.4.1).
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 
 
@@ -155,8 +156,10 @@ class SignalingSession:
 
     # -- the server's side -------------------------------------------------------------------
 
-    def accept_join(self, participant: str, seat: str, state: RoomState) -> None:
-        """Confirm the pending ``join``: queue ``joined`` and move to ``JOINED``.
+    def accept_join(self, participant: str, seat: str, state: RoomState,
+                    grants: tuple[str, ...] = ()) -> None:
+        """Confirm the pending ``join``: queue ``joined`` (with what the member may do) and
+        move to ``JOINED``.
 
         Raises
         ------
@@ -165,7 +168,8 @@ class SignalingSession:
         """
         join = self._take_pending_join("accept_join")
         self.state = State.JOINED
-        self.send(Joined(participant=participant, seat=seat, state=state, msg_id=join.msg_id))
+        self.send(Joined(participant=participant, seat=seat, state=state, grants=grants,
+                         msg_id=join.msg_id))
 
     def reject_join(self, code: ErrorCode, message: str) -> None:
         """Refuse the pending ``join`` (room full, bad token…): queue the error, await a join.

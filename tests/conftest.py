@@ -8,6 +8,15 @@ import pytest
 from hrtf.constants import FRAME
 
 
+@pytest.fixture(scope="session", autouse=True)
+def state_dir(tmp_path_factory):
+    """Servers the tests start keep their room state in a temporary folder, never in $HOME."""
+    folder = tmp_path_factory.mktemp("state")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPATIALJAM_STATE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def kemar():
     from hrtf.library import load_hrtf

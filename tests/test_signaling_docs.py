@@ -18,6 +18,7 @@ from signaling.server_messages import (
     Placement,
     Pong,
     RoomState,
+    ServerClosing,
     Stats,
 )
 from signaling.wire import encode
@@ -44,6 +45,7 @@ def room_state(d: dict) -> RoomState:
         members=tuple(Member(**m) for m in d["members"]),
         stage=tuple(Placement(p["source"], p["label"], tuple(p["position_m"]), p["yaw_deg"],
                               p["pitch_deg"]) for p in d["stage"]),
+        locked=d["locked"],
     )
 
 
@@ -55,13 +57,16 @@ def server_message(d: dict):
         assert isinstance(message, Offer | Answer | Ice)
         return message
     if kind == "joined":
-        return Joined(d["participant"], d["seat"], room_state(d["state"]), msg_id)
+        return Joined(d["participant"], d["seat"], room_state(d["state"]),
+                      tuple(d["grants"]), msg_id)
     if kind == "room_state":
         return room_state(d)
     if kind == "error":
         return ErrorMessage(ErrorCode(d["code"]), d["message"], msg_id)
     if kind == "stats":
         return Stats(**{k: v for k, v in d.items() if k != "type"})
+    if kind == "server_closing":
+        return ServerClosing(d["reason"], d["retry_after_s"])
     assert kind == "pong"
     return Pong(d["t_ms"], msg_id)
 

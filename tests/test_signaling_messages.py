@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from signaling.admin_messages import Kick, LockRoom
 from signaling.ai_messages import AiAdd, AiRemove, AiUpdate
 from signaling.errors import ErrorCode, ProtocolError
 from signaling.limits import MAX_DEPTH, MAX_MESSAGE_BYTES, MAX_SDP_BYTES
@@ -89,6 +90,11 @@ VALID = [
     (message(type="ai_update", ai="ai-1", bpm=0), AiUpdate(ai="ai-1", bpm=0.0)),
     (message(type="ai_update", ai="ai-1", metronome=True), AiUpdate(ai="ai-1", metronome=True)),
     (message(type="ai_remove", ai="ai-1", id="x"), AiRemove(ai="ai-1", msg_id="x")),
+    (message(type="kick", member="p-2"), Kick(member="p-2")),
+    (message(type="kick", member="p-2", reason="  wrong room ", id=3),
+     Kick(member="p-2", reason="wrong room", msg_id=3)),
+    (message(type="lock_room", locked=True), LockRoom(locked=True)),
+    (message(type="lock_room", locked=False, id="l"), LockRoom(locked=False, msg_id="l")),
 ]
 
 
@@ -224,6 +230,11 @@ MALFORMED = [
     (message(type="ice", candidate=CANDIDATE, sdpMLineIndex=256), ErrorCode.OUT_OF_RANGE),
     (message(type="ice", candidate=CANDIDATE, sdpMLineIndex=-1), ErrorCode.OUT_OF_RANGE),
     (message(type="ping", t_ms=2.0**53), ErrorCode.OUT_OF_RANGE),
+    (message(type="kick"), ErrorCode.MISSING_FIELD),
+    (message(type="kick", member="p 2"), ErrorCode.BAD_VALUE),
+    (message(type="kick", member="p-2", reason="x" * 121), ErrorCode.BAD_VALUE),
+    (message(type="lock_room", locked=1), ErrorCode.BAD_TYPE),
+    (message(type="lock_room", locked="true"), ErrorCode.BAD_TYPE),
     # SDP
     (message(type="offer", sdp="hello"), ErrorCode.BAD_SDP),
     (message(type="offer", sdp="v=0"), ErrorCode.BAD_SDP),

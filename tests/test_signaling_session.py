@@ -69,10 +69,11 @@ def test_join_is_returned_and_awaits_the_servers_decision():
 def test_accept_join_sends_joined_with_the_joins_id():
     session = SignalingSession()
     session.receive_text(JOIN, 0.0)
-    session.accept_join("p-1", "seat-1", STATE)
+    session.accept_join("p-1", "seat-1", STATE, ("join", "publish"))
     [joined] = sent(session)
     assert joined == {"type": "joined", "participant": "p-1", "seat": "seat-1",
-                      "state": json.loads(encode(STATE)), "id": "j"}
+                      "state": json.loads(encode(STATE)), "grants": ["join", "publish"],
+                      "id": "j"}
     assert session.state is State.JOINED
 
 
