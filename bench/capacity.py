@@ -72,7 +72,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report import pyplot, result_paths, save_figure
+from bench.report import print_report, pyplot, result_paths, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME_MS
 from server.admission import MAX_CONNECTIONS_PER_IP
@@ -617,9 +617,5 @@ def run_capacity_bench(args: argparse.Namespace) -> int:
     except (RuntimeError, OSError) as exc:
         raise CliError(str(exc)) from None
     paths = write_results(report, Path(args.out))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join([*summary_lines(report), "", *table(report), "",
-                         "wrote " + ", ".join(str(p) for p in paths)]))
+    print_report(report, args.json, paths, summary_lines, table)
     return 0

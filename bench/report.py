@@ -3,7 +3,9 @@ one time-stamped name (``bench/results/`` by default, git-ignored)."""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -32,3 +34,14 @@ def save_figure(fig, axes, path: Path, legend_size: float | None = None) -> None
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     pyplot().close(fig)
+
+
+def print_report(report: dict, as_json: bool, paths: list[Path],
+                 summary_lines: Callable[[dict], list[str]],
+                 table: Callable[[dict], list[str]]) -> None:
+    """A scenario's report on stdout: as JSON, or its summary and table and the files written."""
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join([*summary_lines(report), "", *table(report), "",
+                         "wrote " + ", ".join(str(p) for p in paths)]))

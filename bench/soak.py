@@ -86,7 +86,7 @@ import uvloop
 
 from bench.capacity import fetch_metrics, rss_bytes
 from bench.lightbot import LOOP_S, LightBot, encode_loop, music
-from bench.report import pyplot, result_paths, save_figure
+from bench.report import print_report, pyplot, result_paths, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from server.admission import MAX_CONNECTIONS_PER_IP
 
@@ -696,11 +696,7 @@ def run_soak_bench(args: argparse.Namespace) -> int:
     except (RuntimeError, OSError) as exc:
         raise CliError(str(exc)) from None
     paths = write_results(report, Path(args.out))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join([*summary_lines(report), "", *table(report), "",
-                         "wrote " + ", ".join(str(p) for p in paths)]))
+    print_report(report, args.json, paths, summary_lines, table)
     if report["failure"]:
         raise CliError(f"soak failed: {report['failure']}")
     if report["leaks"]:
