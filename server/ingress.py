@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from aiortc import RTCPeerConnection
+
 log = logging.getLogger(__name__)
 
 #: Why a packet was dropped before anything decoded it: a zero-length datagram, a STUN message
@@ -58,7 +60,7 @@ def _guarded(receive: Callable[[bytes, tuple], None], drops: DropCounts):
     return datagram_received
 
 
-def ice_connections(pc) -> list:
+def ice_connections(pc: RTCPeerConnection) -> list:
     """The aioice connections under ``pc``'s transports (one when bundled), as gathered so far.
 
     Raises
@@ -81,7 +83,7 @@ def ice_connections(pc) -> list:
     return connections
 
 
-def guard_datagrams(pc, drops: DropCounts) -> int:
+def guard_datagrams(pc: RTCPeerConnection, drops: DropCounts) -> int:
     """Drop empty and unparsable datagrams at every UDP socket ``pc`` has gathered.
 
     Call after each ``setLocalDescription`` (candidates are gathered there); sockets guarded

@@ -17,10 +17,16 @@ from bench.capacity import parse_metrics
 from bench.serverproc import ServerProcess
 from server.admission import ConnectionLimits, client_key
 from server.app import same_origin
-from tests.hostile import TRIED
+from tests.hostile import TRIED, report_tried
 
 PER_IP = 4
 TOTAL = 6
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tried_report():
+    yield
+    print("\n" + report_tried("signaling.handshake"))
 
 
 # -- the count ------------------------------------------------------------------------------------
