@@ -7,6 +7,7 @@ in one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import math
 import os
@@ -225,6 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands run by a function of their own module, imported only when the command runs.
+COMMANDS = {
+    ("token", None): "server.token_cmd:run_token",
+    ("render", None): "server.render_cmd:run_render",
+    ("bench", "mixer"): "bench.mixer:run_mixer_bench",
+    ("bench", "room"): "bench.room:run_room_bench",
+    ("bench", "latency"): "bench.latency:run_latency_bench",
+    ("bench", "network"): "bench.network:run_network_bench",
+    ("bench", "capacity"): "bench.capacity:run_capacity_bench",
+    ("bench", "soak"): "bench.soak:run_soak_bench",
+    ("ai", "demo"): "server.ai_demo:run_ai_demo",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -245,42 +260,11 @@ def main(argv: list[str] | None = None) -> int:
                               state_path=args.state,
                               max_connections_per_ip=args.max_connections_per_ip,
                               max_connections=args.max_connections)
-        if args.command == "token":
-            from server.token_cmd import run_token
-
-            return run_token(args)
-        if args.command == "render":
-            from server.render_cmd import run_render
-
-            return run_render(args)
-        if args.command == "bench" and args.bench == "mixer":
-            from bench.mixer import run_mixer_bench
-
-            return run_mixer_bench(args)
-        if args.command == "bench" and args.bench == "room":
-            from bench.room import run_room_bench
-
-            return run_room_bench(args)
-        if args.command == "bench" and args.bench == "latency":
-            from bench.latency import run_latency_bench
-
-            return run_latency_bench(args)
-        if args.command == "bench" and args.bench == "network":
-            from bench.network import run_network_bench
-
-            return run_network_bench(args)
-        if args.command == "bench" and args.bench == "capacity":
-            from bench.capacity import run_capacity_bench
-
-            return run_capacity_bench(args)
-        if args.command == "bench" and args.bench == "soak":
-            from bench.soak import run_soak_bench
-
-            return run_soak_bench(args)
-        if args.command == "ai" and args.ai == "demo":
-            from server.ai_demo import run_ai_demo
-
-            return run_ai_demo(args)
+        runner = COMMANDS.get((args.command, getattr(args, "bench", None)
+                               or getattr(args, "ai", None)))
+        if runner is not None:
+            module, function = runner.split(":")
+            return getattr(importlib.import_module(module), function)(args)
         if args.command == "ai" and args.ai == "eval":
             from ai_accompany.evaluate import run_eval
 
