@@ -93,9 +93,15 @@ def test_usage_of_a_real_process_is_its_own():
     me = os.getpid()
     first = capacity.snapshot(me, [me])
     burn_cpu(0.2)
-    got = usage(first, capacity.snapshot(me, [me]))
+    last = capacity.snapshot(me, [me])
+    got = usage(first, last)
     assert got["server_cpu_pct"] > 0 and got["loop_cpu_pct"] > 0  # pytest runs in the main thread
-    assert got["bots_cpu_pct"] == pytest.approx(got["server_cpu_pct"], abs=0.2)
+    # /proc counts CPU in clock ticks (10 ms), and the two readings of one snapshot are
+    # microseconds apart: they may fall either side of a tick, never two
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    as_bots = last.bots_cpu_s - first.bots_cpu_s
+    as_server = last.server_cpu_s - first.server_cpu_s
+    assert as_bots == pytest.approx(as_server, abs=2 * tick + 1e-9)
     assert got["rss_mb"] > 1
 
 
