@@ -1,11 +1,16 @@
 """Offline rendering of a mono signal through the same engine the rooms use.
 
-One listener at the origin facing +x, one source at ``(azimuth, elevation, distance)`` in SOFA
+One listener facing +x, one source at ``(azimuth, elevation, distance)`` from it in SOFA
 coordinates, optionally orbiting the listener (counter-clockwise seen from above: towards the
-left). The signal is cut into 20 ms frames exactly as the room clock does.
+left). The signal is cut into 20 ms frames exactly as the room clock does. With a room
+(:mod:`dsp.room_model`) the listener stands at the room's floor centre, ears at
+:data:`EAR_HEIGHT_M`, and the output carries the room's reflections and tail, as a room's
+listener hears them.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +19,12 @@ from dsp.renderer import Renderer
 from hrtf.constants import FRAME, SAMPLE_RATE
 from hrtf.grid import unit_vectors
 from hrtf.hrirset import HrirSet
+
+if TYPE_CHECKING:
+    from dsp.room_model import RoomModel
+
+#: Where the listener's ears are in a room (the live rooms' default height too).
+EAR_HEIGHT_M = 1.2
 
 
 def render_mono(
@@ -29,27 +40,44 @@ def render_mono(
     ref_distance_m: float = 1.0,
     rolloff: float = 1.0,
     limit: bool = True,
+    room: RoomModel | None = None,
+    reference: bool = False,
 ) -> np.ndarray:
     """Render ``signal`` (mono, 48 kHz) to a stereo array ``(len + tail, 2)``.
 
     The output is longer than the input by the HRTF's length (rounded up to whole frames), so
     the last sound's response is not cut. With ``orbit_s`` the source circles the listener once
     every ``orbit_s`` seconds, starting at ``azimuth_deg``; its position is updated every frame.
+    ``room`` adds its acoustics (the output then also holds the longest reflection and the
+    tail); ``reference`` renders the crossfeed-free stereo-panning reference instead of the
+    HRTF (:mod:`hrtf.panning`).
     """
     signal = np.asarray(signal, dtype=np.float32).reshape(-1)
+    renderer = Renderer(hrirs, 1, 1, device=device)
+    renderer.configure_listener(0, reference=reference)
     tail = hrirs.taps
+    ears = np.zeros(3)
+    if room is not None:
+        from dsp.image_sources import SPEED_OF_SOUND_M_S
+        from dsp.reflections import MAX_DELAY
+
+        renderer.set_room(room)
+        # an image path is at most 2·order room diagonals longer than the direct one
+        longest_m = 2 * room.max_order * float(np.linalg.norm(room.dims_m))
+        tail += min(MAX_DELAY, int(longest_m / SPEED_OF_SOUND_M_S * SAMPLE_RATE) + 1)
+        tail += renderer.tail_samples(room)
+        ears = np.array([0.0, 0.0, EAR_HEIGHT_M])
     frames = -(-(len(signal) + tail) // FRAME)
     padded = np.zeros(frames * FRAME, np.float32)
     padded[: len(signal)] = signal
-    renderer = Renderer(hrirs, 1, 1, device=device)
     out = np.empty((frames * FRAME, 2), np.float32)
 
     def scene_at(k: int) -> Scene:
         az = azimuth_deg
         if orbit_s:
             az += 360.0 * (k * FRAME / SAMPLE_RATE) / orbit_s
-        position = distance_m * unit_vectors(np.array([az]), np.array([elevation_deg]))
-        return Scene.create([0.0, 0.0, 0.0], position, distance_model=distance_model,
+        position = ears + distance_m * unit_vectors(np.array([az]), np.array([elevation_deg]))
+        return Scene.create(ears, position, distance_model=distance_model,
                             ref_distance_m=ref_distance_m, rolloff=rolloff)
 
     renderer.prime(scene_at(0))

@@ -2,15 +2,24 @@
 
 Per tick (see the design page, "the path of one 20 ms frame"):
 
-1. each source's frame is appended to its overlap-save history and FFT'd once
-   (``nfft`` ≥ ``FRAME + taps − 1``);
+1. each source's frame is appended to its overlap-save history and FFT'd once per FFT size in
+   use (``nfft`` ≥ ``FRAME + taps − 1`` of each HRTF set listened through);
 2. :func:`dsp.geometry.pair_filters` finds every pair's direction in the listener's head frame,
    its distance and cone gain, and the HRTF interpolation weights;
 3. the mixing backend (numba CPU, or numba-cuda) accumulates each listener's ear spectra;
+   with room acoustics, each listener's early reflections (:mod:`dsp.reflections`) arrive as
+   eight virtual loudspeakers whose spectra, through the listener's HRTF, are added there;
 4. one inverse FFT per listener ear gives the frame (the last ``FRAME`` samples: overlap-save);
    listeners whose filters changed get a second inverse FFT of the difference, added under a
    raised-cosine ramp, so old filters fade into new ones across the frame;
-5. the safety limiter.
+5. the room's late tail (:mod:`dsp.late_tail`, one per room, fed by every source) is added
+   at each listener's wet level;
+6. the safety limiter.
+
+Listeners choose their own HRTF set (:meth:`Renderer.configure_listener`): listeners are
+grouped by set, and each set in use has its own :class:`SetEngine` (spectra shared by every
+room using the set: they belong to the :class:`~hrtf.hrirset.HrirSet`). Changing a listener's
+set renders that listener through both sets for one tick, the old one fading out.
 
 Callers see one interface, :meth:`Renderer.render`, whatever the backend.
 """
@@ -18,14 +27,22 @@ Callers see one interface, :meth:`Renderer.render`, whatever the backend.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.fft
 
 from dsp.geometry import Scene, pair_filters
 from dsp.limiter import SafetyLimiter
+from dsp.reflections import EarlyReflections, bus_responses, bus_to_ears
 from hrtf.constants import FRAME
 from hrtf.hrirset import HrirSet
+from hrtf.panning import reference_set
+
+if TYPE_CHECKING:
+    from dsp.late_tail import LateTail
+    from dsp.room_model import RoomModel
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +97,96 @@ class PairState:
         self.idx, self.new_idx = self.new_idx, self.idx
         self.w, self.new_w = self.new_w, self.w
 
+    def take(self, rows: np.ndarray) -> PairState:
+        """A state for listener ``rows`` only (copies; :meth:`put` writes them back)."""
+        part = PairState(0, 0)
+        part.idx, part.w, part.start = self.idx[rows], self.w[rows], self.start[rows]
+        part.new_idx, part.new_w = np.empty_like(part.idx), np.empty_like(part.w)
+        part.changed = np.empty(part.start.shape, np.bool_)
+        return part
+
+    def put(self, rows: np.ndarray, part: PairState) -> None:
+        self.idx[rows], self.w[rows], self.start[rows] = part.idx, part.w, part.start
+
     def forget_listener(self, slot: int) -> None:
         self.w[slot] = 0.0
 
     def forget_source(self, slot: int) -> None:
         self.w[:, slot] = 0.0
+
+
+def dry_wet_gains(wet: float) -> tuple[float, float]:
+    """Direct-sound and room gains for a wet/dry balance ``wet`` in 0..1.
+
+    0.5 is the room as physics has it (both 1); towards 0 the room fades out, towards 1 the
+    direct sound does: ``(min(1, 2 (1 − wet)), min(1, 2 wet))``.
+    """
+    return min(1.0, 2.0 * (1.0 - wet)), min(1.0, 2.0 * wet)
+
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    """How one listener hears the room.
+
+    ``hrirs`` None is the renderer's default set; ``acoustics`` False hears the room dry;
+    ``reference`` True replaces the HRTF by plain stereo panning (:mod:`hrtf.panning`).
+    """
+
+    hrirs: HrirSet | None = None
+    acoustics: bool = True
+    reference: bool = False
+
+
+class SetEngine:
+    """One HRTF set's share of a renderer: its FFT size, mixer, and every slot's pair state.
+
+    ``members`` marks the listener slots rendered through this set.
+    """
+
+    def __init__(self, hrirs: HrirSet, listeners: int, sources: int, device: str) -> None:
+        self.hrirs = hrirs
+        self.listeners = listeners
+        self.nfft = hrirs.nfft
+        hr, hi = hrirs.spectra(self.nfft)
+        self.mixer = make_mixer(device, hr, hi)
+        self.pairs = PairState(listeners, sources)
+        self.members = np.zeros(listeners, np.bool_)
+        self._bus_spectra: np.ndarray | None = None
+
+    @property
+    def bus_spectra(self) -> np.ndarray:
+        """The set's responses at the reflection loudspeakers, (BUSES, 2, B) complex64."""
+        if self._bus_spectra is None:
+            spec = np.fft.rfft(bus_responses(self.hrirs), n=self.nfft, axis=-1)
+            self._bus_spectra = spec.astype(np.complex64)
+        return self._bus_spectra
+
+    def mix(self, rows: np.ndarray, scene: Scene, xr: np.ndarray, xi: np.ndarray):
+        """``(P, D, listener_changed)`` for listener ``rows`` of ``scene`` (already cut)."""
+        whole = len(rows) == self.listeners
+        state = self.pairs if whole else self.pairs.take(rows)
+        state.update(scene, self.hrirs)
+        p, d, changed = self.mixer.mix(xr, xi, state.new_idx, state.new_w, state.idx, state.w,
+                                       state.changed)
+        state.commit()
+        if not whole:
+            self.pairs.put(rows, state)
+        return p, d, changed
+
+
+def listener_rows(scene: Scene, rows: np.ndarray, gain: np.ndarray) -> Scene:
+    """``scene`` cut to listener ``rows``, their pair gains times ``gain`` (len(rows),)."""
+    positions = scene.source_position
+    return Scene(
+        listener_position=scene.listener_position[rows],
+        listener_rotation=scene.listener_rotation[rows],
+        source_position=positions[rows] if positions.ndim == 3 else positions,
+        source_forward=scene.source_forward,
+        pair_gain=scene.pair_gain[rows] * gain[:, None],
+        distance_model=scene.distance_model, ref_distance_m=scene.ref_distance_m,
+        max_distance_m=scene.max_distance_m, rolloff=scene.rolloff,
+        cone_inner_deg=scene.cone_inner_deg, cone_outer_deg=scene.cone_outer_deg,
+        cone_outer_gain=scene.cone_outer_gain)
 
 
 class Renderer:
@@ -93,42 +195,153 @@ class Renderer:
     Parameters
     ----------
     hrirs : HrirSet
+        The default set (listeners may choose others).
     listeners, sources : int
         Slot counts; :class:`~dsp.geometry.Scene` arrays must have these sizes.
     device : {"cpu", "cuda"}
 
     A pair whose slot was just (re)assigned starts from silence: its first tick fades in.
+    :meth:`configure_listener` and :meth:`set_room` may be called from another thread while a
+    frame renders: they take effect at the next frame.
     """
 
     def __init__(self, hrirs: HrirSet, listeners: int, sources: int, device: str = "cpu"):
         self.hrirs = hrirs
         self.listeners = listeners
         self.sources = sources
-        self.nfft = hrirs.nfft
-        hr, hi = hrirs.spectra(self.nfft)
-        self.mixer = make_mixer(device, hr, hi)
         self.device = device
+        self.engines: dict[str, SetEngine] = {}
+        default = self._engine(hrirs)
+        default.members[:] = True
+        self.nfft = default.nfft
         self.history = np.zeros((sources, self.nfft), np.float32)
-        self.pairs = PairState(listeners, sources)
         self.limiter = SafetyLimiter(listeners)
         self.ramp = crossfade_ramp()[None, :, None]
         #: Frames per source slot replaced by silence because they held NaN or infinity.
         self.rejected_frames = np.zeros(sources, np.int64)
+        self.settings = [ListenerSettings() for _ in range(listeners)]
+        self._acoustics_on = np.ones(listeners, np.bool_)
+        self._pending: dict[int, ListenerSettings] = {}
+        self._room_pending: list[tuple[RoomModel | None, LateTail | None]] = []
+        #: The room's acoustics, None when dry.
+        self.room: RoomModel | None = None
+        self.reflections = EarlyReflections(listeners, sources)
+        self.tail: LateTail | None = None
+        #: Tails of rooms left behind, ringing out on silence: (tail, frames left).
+        self._ringing: list[tuple[LateTail, int]] = []
+        self._wet_gain = np.zeros(listeners)  # what each listener got last tick
+        self._bus_live = np.zeros(listeners, np.int64)  # ticks the bus history still sounds
+        self._bus_history = np.zeros((listeners, 8, self.nfft), np.float32)
+
+    @property
+    def pairs(self) -> PairState:
+        """The default set's pair states."""
+        return self.engines[self.hrirs.digest].pairs
+
+    @property
+    def mixer(self):
+        return self.engines[self.hrirs.digest].mixer
 
     @property
     def latency_samples(self) -> int:
         """Algorithmic delay added by the renderer: none (overlap-save, no look-ahead)."""
         return 0
 
+    def _engine(self, hrirs: HrirSet) -> SetEngine:
+        engine = self.engines.get(hrirs.digest)
+        if engine is None:
+            engine = SetEngine(hrirs, self.listeners, self.sources, self.device)
+            self.engines[hrirs.digest] = engine
+        return engine
+
+    # settings -----------------------------------------------------------------------------
+
+    def configure_listener(self, slot: int, *, hrirs: HrirSet | None = None,
+                           acoustics: bool = True, reference: bool = False) -> None:
+        """How listener ``slot`` hears from the next frame on (crossfaded, no click)."""
+        if not 0 <= slot < self.listeners:
+            raise ValueError(f"listener slot {slot} is outside 0..{self.listeners - 1}")
+        self._pending[slot] = ListenerSettings(hrirs, bool(acoustics), bool(reference))
+
+    def set_room(self, model: RoomModel | None) -> None:
+        """The room's acoustics from the next frame on (None: dry for everyone).
+
+        Builds the room's late tail (tens of milliseconds): call it off the event loop. The
+        old room's tail rings out.
+        """
+        from dsp.late_tail import LateTail, tail_ir  # only where a room is set
+
+        tail = LateTail(tail_ir(model)) if model is not None else None
+        self._room_pending.append((model, tail))
+
+    def tail_samples(self, model: RoomModel) -> int:
+        """Length of ``model``'s late tail once set (after :meth:`set_room`), in samples."""
+        for pending, tail in reversed(self._room_pending):
+            if pending is model and tail is not None:
+                return len(tail.ir)
+        return len(self.tail.ir) if self.tail is not None and self.room is model else 0
+
+    def _apply_settings(self) -> dict[int, SetEngine]:
+        """Apply pending settings; returns the slots whose set changed (leaving: old engine)."""
+        moved = {}
+        for slot in list(self._pending):
+            settings = self._pending.pop(slot)
+            old = self._set_of(slot)
+            self.settings[slot] = settings
+            self._acoustics_on[slot] = settings.acoustics
+            new = self._set_of(slot)
+            if new.digest != old.digest:
+                old_engine = self.engines[old.digest]
+                old_engine.members[slot] = False
+                engine = self._engine(new)
+                engine.pairs.forget_listener(slot)
+                engine.members[slot] = True
+                moved[slot] = old_engine
+        while self._room_pending:
+            model, tail = self._room_pending.pop(0)
+            if self.tail is not None:
+                self._ringing.append((self.tail, -(-len(self.tail.ir) // FRAME) + 1))
+            self.room, self.tail = model, tail
+            if model is None:
+                self.reflections.set_room(np.zeros(3), np.ones(3), 0, np.zeros(6))
+            else:
+                lo, hi = model.bounds_m()
+                self.reflections.set_room(lo, hi, model.max_order, model.reflection_gains())
+        return moved
+
+    def _set_of(self, slot: int) -> HrirSet:
+        settings = self.settings[slot]
+        chosen = settings.hrirs or self.hrirs
+        return reference_set(chosen) if settings.reference else chosen
+
+    def _drop_idle_engines(self) -> None:
+        for digest in [d for d, e in self.engines.items()
+                       if not e.members.any() and d != self.hrirs.digest]:
+            del self.engines[digest]
+
+    # slots --------------------------------------------------------------------------------
+
     def reset_source(self, slot: int) -> None:
         """A new source takes ``slot``: forget the old one's audio and filters."""
         self.history[slot] = 0.0
         self.rejected_frames[slot] = 0
-        self.pairs.forget_source(slot)
+        for engine in self.engines.values():
+            engine.pairs.forget_source(slot)
+        self.reflections.reset_source(slot)
 
     def reset_listener(self, slot: int) -> None:
-        """A new listener takes ``slot``: its mix fades in from silence."""
-        self.pairs.forget_listener(slot)
+        """A new listener takes ``slot``: default settings, its mix fades in from silence."""
+        self._pending.pop(slot, None)
+        self.settings[slot] = ListenerSettings()
+        self._acoustics_on[slot] = True
+        for engine in self.engines.values():
+            engine.members[slot] = False
+            engine.pairs.forget_listener(slot)
+        self.engines[self.hrirs.digest].members[slot] = True
+        self.reflections.reset_listener(slot)
+        self._wet_gain[slot] = 0.0
+        self._bus_live[slot] = 0
+        self._bus_history[slot] = 0.0
         self.limiter.reset(slot)
 
     def prime(self, scene: Scene) -> None:
@@ -137,8 +350,28 @@ class Renderer:
         For offline rendering, where the first sample must sound at full level; a room never
         calls this (a newcomer's mix fades in over one frame instead of starting with a click).
         """
-        self.pairs.update(scene, self.hrirs)
-        self.pairs.commit()
+        self._apply_settings()
+        dry, wet = self._gains()
+        self.reflections.prime(scene, wet)
+        self._wet_gain = wet
+        for engine in self.engines.values():
+            rows = np.flatnonzero(engine.members)
+            if len(rows):
+                state = engine.pairs.take(rows)
+                state.update(listener_rows(scene, rows, dry[rows]), engine.hrirs)
+                state.commit()
+                engine.pairs.put(rows, state)
+
+    # rendering ----------------------------------------------------------------------------
+
+    def _gains(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each listener's direct-sound and room gains this tick."""
+        dry = np.ones(self.listeners)
+        wet = np.zeros(self.listeners)
+        if self.room is not None:
+            d, w = dry_wet_gains(self.room.wet)
+            dry[self._acoustics_on], wet[self._acoustics_on] = d, w
+        return dry, wet
 
     def render(self, scene: Scene, audio: np.ndarray) -> np.ndarray:
         """Render one frame.
@@ -174,24 +407,109 @@ class Renderer:
 
     def render_unlimited(self, scene: Scene, audio: np.ndarray) -> np.ndarray:
         """:meth:`render` without the limiter (for tests against the reference)."""
+        moved = self._apply_settings()
         h = self.history
+        longest = max(e.nfft for e in self.engines.values())
+        if longest > h.shape[1]:  # a set with longer responses joined: a longer history
+            h = self.history = np.concatenate(
+                [np.zeros((self.sources, longest - h.shape[1]), np.float32), h], axis=1)
+            self._bus_history = np.concatenate(
+                [np.zeros((self.listeners, 8, longest - self._bus_history.shape[2]),
+                          np.float32), self._bus_history], axis=2)
         h[:, :-FRAME] = h[:, FRAME:]
         h[:, -FRAME:] = audio
-        spec = scipy.fft.rfft(h, axis=-1, workers=-1)
-        xr = np.ascontiguousarray(spec.real, dtype=np.float32)
-        xi = np.ascontiguousarray(spec.imag, dtype=np.float32)
 
-        pairs = self.pairs
-        pairs.update(scene, self.hrirs)
-        p, d, listener_changed = self.mixer.mix(
-            xr, xi, pairs.new_idx, pairs.new_w, pairs.idx, pairs.w, pairs.changed
-        )
-        pairs.commit()
-
-        out = scipy.fft.irfft(p, n=self.nfft, axis=-1, workers=-1)[..., -FRAME:]
-        out = np.ascontiguousarray(out.transpose(0, 2, 1), dtype=np.float32)
-        moving = np.flatnonzero(listener_changed)
-        if len(moving):
-            diff = scipy.fft.irfft(d[moving], n=self.nfft, axis=-1, workers=-1)[..., -FRAME:]
-            out[moving] += diff.transpose(0, 2, 1).astype(np.float32) * self.ramp
+        dry, wet = self._gains()
+        bus = self._early_reflections(scene, audio, wet)
+        spectra: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        out = np.zeros((self.listeners, FRAME, 2), np.float32)
+        leaving = {}
+        for slot, engine in moved.items():
+            leaving.setdefault(id(engine), (engine, []))[1].append(slot)
+        jobs = [(e, np.flatnonzero(e.members), []) for e in self.engines.values()]
+        jobs += [(e, np.array(slots), slots) for e, slots in leaving.values()]
+        for engine, rows, fading in jobs:
+            if not len(rows):
+                continue
+            if engine.nfft not in spectra:
+                spec = scipy.fft.rfft(h[:, -engine.nfft:], axis=-1, workers=-1)
+                spectra[engine.nfft] = (np.ascontiguousarray(spec.real, dtype=np.float32),
+                                        np.ascontiguousarray(spec.imag, dtype=np.float32))
+            xr, xi = spectra[engine.nfft]
+            gain = np.zeros(len(rows)) if fading else dry[rows]
+            whole = len(rows) == self.listeners
+            sub = scene if whole and not fading and (gain == 1).all() else \
+                listener_rows(scene, rows, gain)
+            p, d, changed = engine.mix(rows, sub, xr, xi)
+            switching = np.isin(rows, list(moved))
+            if bus is not None:
+                self._add_bus(engine, rows, p, d, changed, switching, bool(fading))
+            changed |= switching
+            y = scipy.fft.irfft(p, n=engine.nfft, axis=-1, workers=-1)[..., -FRAME:]
+            y = y.transpose(0, 2, 1).astype(np.float32)
+            moving = np.flatnonzero(changed)
+            if len(moving):
+                diff = scipy.fft.irfft(d[moving], n=engine.nfft, axis=-1, workers=-1)[..., -FRAME:]
+                y[moving] += diff.transpose(0, 2, 1).astype(np.float32) * self.ramp
+            out[rows] += y
+        if moved:
+            self._drop_idle_engines()
+        self._late_tail(scene, audio, wet, out)
         return out
+
+    def _early_reflections(self, scene: Scene, audio: np.ndarray,
+                           wet: np.ndarray) -> np.ndarray | None:
+        """Update the loudspeaker buses' histories; None when no listener hears any."""
+        live = (wet > 0) | (self._wet_gain > 0)
+        self._bus_live = np.where(live, 3, np.maximum(self._bus_live - 1, 0))
+        self.reflections.push(audio)
+        if not self._bus_live.any():
+            return None
+        bus = self.reflections.process(scene, wet, self.ramp[0, :, 0])
+        hist = self._bus_history
+        hist[..., :-FRAME] = hist[..., FRAME:]
+        hist[..., -FRAME:] = bus
+        return bus
+
+    def _add_bus(self, engine: SetEngine, rows, p, d, changed, switching, fading) -> None:
+        """Add the reflection loudspeakers, through ``engine``'s set, to ``rows``' spectra.
+
+        A listener changing sets hears them through the old set fading out (in ``P`` and
+        minus in ``D``) and through the new one fading in (in ``D``).
+        """
+        live = np.flatnonzero(self._bus_live[rows] > 0)
+        if not len(live):
+            return
+        window = self._bus_history[rows[live], :, -engine.nfft:]
+        spec = scipy.fft.rfft(window, axis=-1, workers=-1)
+        sign = np.zeros((len(live), 2), np.float32)
+        if fading:
+            sign[:] = (1.0, -1.0)
+            changed[live] = True
+        else:
+            entering = switching[live]
+            sign[~entering] = (1.0, 0.0)
+            sign[entering] = (0.0, 1.0)
+        bus_to_ears(spec, live.astype(np.int64), engine.bus_spectra, sign, p, d)
+
+    def _late_tail(self, scene: Scene, audio: np.ndarray, wet: np.ndarray,
+                   out: np.ndarray) -> None:
+        """Add the room's tail (and old rooms' ringing out) at each listener's wet level."""
+        last = self._wet_gain
+        self._wet_gain = wet
+        if self.tail is None and not self._ringing:
+            return
+        sounding = (scene.pair_gain > 0).any(axis=0)
+        send = audio[sounding].sum(axis=0, dtype=np.float32) if sounding.any() else \
+            np.zeros(FRAME, np.float32)
+        tail = self.tail.process(send) if self.tail is not None else np.zeros((FRAME, 2),
+                                                                             np.float32)
+        still = []
+        for old, left in self._ringing:
+            tail = tail + old.process(np.zeros(FRAME, np.float32))
+            if left > 1:
+                still.append((old, left - 1))
+        self._ringing = still
+        rows = np.flatnonzero((wet > 0) | (last > 0))
+        level = last[rows, None] + (wet - last)[rows, None] * self.ramp[0, :, 0]  # (n, FRAME)
+        out[rows] += tail[None] * level[..., None].astype(np.float32)

@@ -52,6 +52,18 @@ def _count(kind: str, lo: int, hi: int):
     return parse
 
 
+def _dims(text: str) -> tuple[float, float, float]:
+    """``X,Y,Z`` metres (the range is the room model's to check)."""
+    parts = text.split(",")
+    try:
+        values = tuple(float(v) for v in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not three numbers X,Y,Z in metres")
+    return values  # type: ignore[return-value]
+
+
 def _add_hrtf_args(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--sofa", metavar="FILE", help="SOFA SimpleFreeFieldHRIR file to use")
@@ -128,6 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
                         default=1.0, metavar="M")
     render.add_argument("--rolloff", type=_finite("rolloff", 0, 100), default=1.0)
     render.add_argument("--float", action="store_true", help="write 32-bit float samples")
+    render.add_argument("--room", metavar="PRESET",
+                        help="room acoustics: dry-studio, rehearsal-room, club, concert-hall")
+    render.add_argument("--room-dims", type=_dims, metavar="X,Y,Z",
+                        help="shoebox room of X×Y×Z metres (with --rt60, or a --room's surfaces)")
+    render.add_argument("--rt60", type=_finite("RT60", 0.1, 4.0), metavar="SECONDS",
+                        help="reverberation time (with --room-dims, or scaling a --room)")
+    render.add_argument("--room-order", type=int, choices=(0, 1, 2), metavar="N",
+                        help="image-source order of the early reflections: 0, 1 (default), 2")
+    render.add_argument("--wet", type=_finite("wet", 0.0, 1.0), metavar="0..1",
+                        help="room level: 0 dry, 0.5 (default) as the room is, 1 room only")
+    render.add_argument("--reference", action="store_true",
+                        help="crossfeed-free reference: plain stereo panning instead of the HRTF")
     _add_device_arg(render)
 
     bench = sub.add_parser("bench", help="benchmarks")

@@ -12,6 +12,7 @@ import scipy.io.wavfile
 from scipy.signal import resample_poly
 
 from dsp.offline import render_mono
+from dsp.room_model import room_model
 from hrtf.constants import SAMPLE_RATE
 from hrtf.library import load_hrtf
 from server.cli import hrtf_spec
@@ -63,6 +64,14 @@ def read_wav_mono(path: str) -> np.ndarray:
 def run_render(args: argparse.Namespace) -> int:
     if args.distance_model == "linear" and args.rolloff > 1:
         raise CliError("the linear distance model needs --rolloff ≤ 1")
+    room = None
+    if args.room or args.room_dims or args.rt60 is not None or args.room_order is not None \
+            or args.wet is not None:
+        try:
+            room = room_model(args.room, dims_m=args.room_dims, rt60_s=args.rt60,
+                              max_order=args.room_order, wet=args.wet)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
     signal = read_wav_mono(args.input)
     hrirs = load_hrtf(hrtf_spec(args))
     try:
@@ -70,7 +79,7 @@ def run_render(args: argparse.Namespace) -> int:
             signal, hrirs, azimuth_deg=args.azimuth, elevation_deg=args.elevation,
             distance_m=args.distance, orbit_s=args.orbit, device=args.device,
             distance_model=args.distance_model, ref_distance_m=args.ref_distance,
-            rolloff=args.rolloff,
+            rolloff=args.rolloff, room=room, reference=args.reference,
         )
     except (RuntimeError, ValueError) as exc:
         raise CliError(str(exc)) from None
@@ -79,6 +88,8 @@ def run_render(args: argparse.Namespace) -> int:
         scipy.io.wavfile.write(args.output, SAMPLE_RATE, out)
     except OSError as exc:
         raise CliError(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
+    where = "" if room is None else (f", in {room.name} {'×'.join(f'{d:g}' for d in room.dims_m)}"
+                                      f" m, RT60 {room.rt60_broadband_s:.2f} s")
     print(f"wrote {args.output}: {len(stereo) / SAMPLE_RATE:.2f} s stereo at {SAMPLE_RATE} Hz "
-          f"({hrirs.name})")
+          f"({'reference panning' if args.reference else hrirs.name}{where})")
     return 0

@@ -45,6 +45,29 @@ def test_render_places_a_source_on_the_left(mono_wav, tmp_path):
     assert left - right > 10
 
 
+def test_render_in_a_room_adds_its_reflections_and_tail(tmp_path):
+    """An impulse rendered in a by-hand room: the output rings for about its RT60, and the
+    first reflection arrives after the direct sound, not before."""
+    src = tmp_path / "click.wav"
+    click = np.zeros(4_800, np.float32)
+    click[0] = 0.5
+    scipy.io.wavfile.write(src, 48_000, click)
+    outs = {}
+    for name, extra in (("dry", []), ("room", ["--room-dims", "10,8,4", "--rt60", "0.8"])):
+        out = tmp_path / f"{name}.wav"
+        assert main(["render", "--in", str(src), "--out", str(out), "--float",
+                     "--distance", "2", *extra]) == 0
+        outs[name] = scipy.io.wavfile.read(out)[1].astype(np.float64)
+    dry, room = outs["dry"], outs["room"]
+    assert len(room) > len(dry) + int(0.6 * 48_000)  # the tail is not cut
+    energy = np.cumsum((room ** 2).sum(axis=1)[::-1])[::-1]
+    decay_db = 10 * np.log10(energy / energy[0] + 1e-30)
+    t30 = np.argmax(decay_db < -30) / 48_000
+    assert 0.8 * 0.4 < t30 < 0.8 * 0.6  # −30 dB at about half the RT60
+    direct_end = int(np.argmax(np.abs(dry).sum(axis=1))) + 40
+    np.testing.assert_allclose(room[:direct_end] * 1.0, dry[:direct_end], atol=1e-4)
+
+
 def test_render_orbit_turns_towards_the_left_and_writes_float(tmp_path):
     src = tmp_path / "long.wav"
     noise = np.random.default_rng(4).standard_normal(96_000) * 0.2
@@ -107,6 +130,11 @@ def test_render_refuses_a_bad_sofa_file_with_one_line(mono_wav, tmp_path):
         (["--distance-model", "linear", "--rolloff", "2"], "rolloff"),
         (["--orbit", "1e-307"], "orbit"),
         (["--ref-distance", "20000"], "reference distance"),
+        (["--room", "gym"], "concert-hall"),
+        (["--rt60", "0.8"], "dims_m"),
+        (["--room-dims", "10,8", "--rt60", "0.8"], "three numbers"),
+        (["--room-dims", "1,8,3", "--rt60", "0.8"], "2"),
+        (["--room", "club", "--rt60", "9"], "RT60"),
     ],
 )
 def test_render_refuses_inconsistent_settings_with_one_line(mono_wav, tmp_path, args, message):
