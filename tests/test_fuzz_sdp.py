@@ -320,7 +320,8 @@ async def test_an_offer_past_the_message_limit_is_refused_or_cut_off(server, siz
         await ws.send(json.dumps({"type": "offer", "sdp": GOOD + "a=x:" + "p" * size}))
         try:
             async with asyncio.timeout(10):
-                reply = json.loads(await ws.recv())
+                while (reply := json.loads(await ws.recv()))["type"] == "rendering":
+                    pass  # sent after 'joined'
             assert reply["code"] == "too_large"
         except websockets.ConnectionClosed as exc:
             assert exc.rcvd.code == 1009
@@ -431,8 +432,10 @@ async def test_the_peer_of_an_offer_is_gone_once_its_connection_is(server):
     [reply] = await offers_over(server.ws, "gone", [pc.localDescription.sdp])
     await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
     await pc.close()
-    for _ in range(100):  # closing takes a moment, longer on a loaded machine
-        if udp_sockets(server.proc.pid) == before:
+    # closing takes a moment, longer on a loaded machine; earlier tests' peers may close
+    # meanwhile too, so fewer sockets than before is also no leak
+    for _ in range(100):
+        if udp_sockets(server.proc.pid) <= before:
             break
         await asyncio.sleep(0.1)
-    assert udp_sockets(server.proc.pid) == before
+    assert udp_sockets(server.proc.pid) <= before
