@@ -257,7 +257,7 @@ async def test_over_udp_delayed_media_is_overtaken_by_stun_and_order_kept_when_a
 def test_bench_network_at_5_percent_uplink_loss_still_hears_clicks_and_conceals():
     from bench.network import network_benchmark
 
-    report = network_benchmark(["loss5"], seconds=4.0, tail_s=2.0, legs="up", seed=1)
+    report = network_benchmark(["loss5"], seconds=4.0, tail_s=3.0, legs="up", seed=1)
     run = report["profiles"][0]
     up, down = run["relay"]["speaker_uplink"], run["relay"]["listener_downlink"]
     assert up["received"] == up["forwarded"] + up["dropped"] and up["dropped"] > 0
