@@ -165,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hrtf_args(mixer)
     _add_device_arg(mixer)
     mixer.add_argument("--json", action="store_true", help="print the results as JSON")
+    acoustics = bench_sub.add_parser(
+        "acoustics", help="the renderer's and the room tick's cost with room acoustics and without")
+    acoustics.add_argument("--preset", default="rehearsal-room",
+                           choices=("dry-studio", "rehearsal-room", "club", "concert-hall"))
+    acoustics.add_argument("--ticks", type=_count("ticks", 1, 100_000), default=100)
+    acoustics.add_argument("--sizes", default="10x10,20x20,50x50", metavar="LxS,...",
+                           help="listeners×sources per case (default 10x10,20x20,50x50)")
+    _add_hrtf_args(acoustics)
+    _add_device_arg(acoustics)
+    acoustics.add_argument("--json", action="store_true", help="print the results as JSON")
     room = bench_sub.add_parser(
         "room", help="a live room of aiortc bots: tick time and one-way delay through the server")
     room.add_argument("--bots", type=_count("bots", 2, 64), default=2)
@@ -255,6 +265,7 @@ COMMANDS = {
     ("token", None): "server.token_cmd:run_token",
     ("render", None): "server.render_cmd:run_render",
     ("bench", "mixer"): "bench.mixer:run_mixer_bench",
+    ("bench", "acoustics"): "bench.acoustics:run_acoustics_bench",
     ("bench", "room"): "bench.room:run_room_bench",
     ("bench", "latency"): "bench.latency:run_latency_bench",
     ("bench", "network"): "bench.network:run_network_bench",
