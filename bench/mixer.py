@@ -44,6 +44,19 @@ def stage_scene(listener_pos, source_pos, tick: int, moving: bool) -> Scene:
     return Scene.create(listener_pos, source_pos, listener_yaw_deg=yaw)
 
 
+def cycling_tick(renderer, scenes: list, audio: np.ndarray):
+    """A no-argument tick for pytest-benchmark: renders the next of ``scenes`` each call
+    (rendered once already, so the first timed call is not the first)."""
+    state = {"k": 0}
+
+    def tick():
+        state["k"] += 1
+        return renderer.render(scenes[state["k"] % len(scenes)], audio)
+
+    tick()
+    return tick
+
+
 def time_engine(hrirs: HrirSet, listeners: int, sources: int, ticks: int, device: str,
                 moving: bool, seed: int = 0) -> np.ndarray:
     """Seconds per tick of :meth:`Renderer.render` (scene building included)."""

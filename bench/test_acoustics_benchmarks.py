@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from bench.acoustics import room_scene, room_stage
+from bench.mixer import cycling_tick
 from bench.plot_ir import main as plot_ir_main
 from bench.plot_ir import predicted_arrivals
 from dsp.image_sources import SPEED_OF_SOUND_M_S
@@ -41,14 +42,7 @@ def _tick_fn(hrirs, model, listeners, sources, acoustics):
     if acoustics:
         renderer.set_room(model)
     scenes = [room_scene(lp, sp, k, moving=True) for k in range(8)]
-    state = {"k": 0}
-
-    def tick():
-        state["k"] += 1
-        return renderer.render(scenes[state["k"] % len(scenes)], audio)
-
-    tick()
-    return tick
+    return cycling_tick(renderer, scenes, audio)
 
 
 @pytest.mark.parametrize(("listeners", "sources"), SIZES, ids=[f"{a}x{b}" for a, b in SIZES])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.mixer import naive_tick, random_stage, stage_scene
+from bench.mixer import cycling_tick, naive_tick, random_stage, stage_scene
 from dsp.renderer import Renderer
 from hrtf.constants import FRAME
 from hrtf.library import load_hrtf
@@ -28,14 +28,7 @@ def _tick_fn(hrirs, listeners, sources, moving):
     audio = (np.random.default_rng(0).standard_normal((sources, FRAME)) * 0.05).astype(np.float32)
     renderer = Renderer(hrirs, listeners, sources)
     scenes = [stage_scene(lp, sp, k, moving) for k in range(8)]
-    state = {"k": 0}
-
-    def tick():
-        state["k"] += 1
-        return renderer.render(scenes[state["k"] % len(scenes)], audio)
-
-    tick()
-    return tick
+    return cycling_tick(renderer, scenes, audio)
 
 
 @pytest.mark.parametrize(("listeners", "sources"), SIZES, ids=[f"{a}x{b}" for a, b in SIZES])

@@ -34,6 +34,7 @@ import numpy as np
 import scipy.fft
 
 from dsp.geometry import Scene, pair_filters
+from dsp.image_sources import BUSES
 from dsp.limiter import SafetyLimiter
 from dsp.reflections import EarlyReflections, bus_responses, bus_to_ears
 from hrtf.constants import FRAME
@@ -231,7 +232,7 @@ class Renderer:
         self._ringing: list[tuple[LateTail, int]] = []
         self._wet_gain = np.zeros(listeners)  # what each listener got last tick
         self._bus_live = np.zeros(listeners, np.int64)  # ticks the bus history still sounds
-        self._bus_history = np.zeros((listeners, 8, self.nfft), np.float32)
+        self._bus_history = np.zeros((listeners, BUSES, self.nfft), np.float32)
 
     @property
     def pairs(self) -> PairState:
@@ -414,7 +415,7 @@ class Renderer:
             h = self.history = np.concatenate(
                 [np.zeros((self.sources, longest - h.shape[1]), np.float32), h], axis=1)
             self._bus_history = np.concatenate(
-                [np.zeros((self.listeners, 8, longest - self._bus_history.shape[2]),
+                [np.zeros((self.listeners, BUSES, longest - self._bus_history.shape[2]),
                           np.float32), self._bus_history], axis=2)
         h[:, :-FRAME] = h[:, FRAME:]
         h[:, -FRAME:] = audio
