@@ -152,6 +152,10 @@ class Bot:
     async def send(self, message: dict) -> None:
         await self._ws.send(json.dumps(message))
 
+    async def send_bytes(self, data: bytes) -> None:
+        """One binary frame: a chunk of an HRTF upload (``hrtf_upload``)."""
+        await self._ws.send(data)
+
     async def _read(self) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             async for text in self._ws:

@@ -14,6 +14,7 @@ import { notify, setStatus } from "./notices.js";
 import { Pacer } from "./pacer.js";
 import { ServerPeer } from "./peer.js";
 import { SignalingClient } from "./signaling.js";
+import { SoundPanel } from "./sound.js";
 import { StageView } from "./stage.js";
 
 const MOVE_INTERVAL_MS = 50; // move_source / mix_override positions: at most 1 per 50 ms
@@ -49,6 +50,7 @@ const state = {
   peer: "new",
   errors: [], // every `error` the server sent, newest last
   locked: false, // the room's admin keeps newcomers out
+  acoustics: null, // the room's acoustics (room_state), null when dry
   rejoins: 0, // joins after a drop, with the seat token
 };
 
@@ -71,6 +73,12 @@ let lastLatencyTest = null; // its last result (or {error})
 
 const latency = new LatencyPanel($("latency"));
 const aiPanel = new AiPanel($("ai-panel"), (message) => signaling?.send(message));
+const sound = new SoundPanel($("sound-panel"), {
+  send: (message) => signaling?.send(message) ?? false,
+  sendBinary: (data) => signaling?.sendBinary(data) ?? false,
+  bufferedAmount: () => signaling?.bufferedAmount ?? 0,
+  newId: () => signaling?.newId() ?? 0,
+});
 const loopTest = new LoopTestView({
   button: $("latency-test-run"),
   box: $("latency-test"),
@@ -214,6 +222,7 @@ function onJoined(message, rejoin) {
   state.revision = -1;
   access.setGrants(message.grants);
   applyRoomState(message.state);
+  sound.joined(); // the server starts each join from its defaults: ask for our choice again
   if (!rejoin) {
     state.personal.clear(); // a new seat has no personal mix on the server
     state.monitorOn = false;
@@ -300,7 +309,7 @@ function teardown() {
   audioCtx = null;
   head.enabled = false;
   Object.assign(state, { participant: null, revision: -1, members: [], stage: [], selected: null,
-    monitorOn: false, connection: "idle", peer: "new", locked: false });
+    monitorOn: false, connection: "idle", peer: "new", locked: false, acoustics: null });
   state.personal.clear();
   localPositions.clear();
   $("jam").hidden = true;
@@ -339,8 +348,12 @@ function onMessage(message) {
     case "pong":
       latency.onPong(message, performance.now());
       break;
+    case "rendering":
+    case "hrtf_uploaded":
+      sound.onMessage(message);
+      break;
     case "error":
-      onServerError(message);
+      if (!sound.onMessage(message)) onServerError(message);
       break;
     case "server_closing":
       notify("server_closing", `${message.reason}: your seat and mix are kept; rejoining in `
@@ -364,6 +377,7 @@ function applyRoomState(roomState) {
   state.room = roomState.room;
   state.members = roomState.members;
   state.locked = Boolean(roomState.locked);
+  state.acoustics = roomState.acoustics ?? null;
   const now = performance.now();
   for (const placement of roomState.stage) {
     const local = localPositions.get(placement.source);
@@ -576,6 +590,7 @@ function render() {
   stage.update({ sources, selected, personalMode, headYawDeg: head.yawDeg });
   mix.update(sources, state.personal, state.monitorOn, access.can("admin"));
   aiPanel.update(state.room, state.members, state.connection === "joined", access.can("admin"));
+  sound.update(state.acoustics, state.connection === "joined", access.can("admin"));
   access.render({ locked, personalMode: state.personalMode });
   renderSelection();
   renderStatus();
@@ -639,6 +654,10 @@ window.spatialjam = {
     return Boolean(track && peer?.pc.getSenders().some((s) => s.track === track));
   },
   peerState: () => state.peer,
+  /** The server's last `rendering` for this listener (HRTF set, acoustics, reference). */
+  get rendering() {
+    return sound.rendering;
+  },
   /** The session description this browser applied to itself (after our SDP edits). */
   localDescription: () => peer?.pc.localDescription?.sdp ?? null,
   /** Where a source's marker is drawn now, in viewport pixels (for mouse events). */

@@ -71,6 +71,18 @@ export class SignalingClient extends EventTarget {
     return true;
   }
 
+  /** Send one binary frame now (an HRTF upload's chunk); false when not connected. */
+  sendBinary(data) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(data);
+    return true;
+  }
+
+  /** Bytes queued in the socket, not yet sent (0 when not connected). */
+  get bufferedAmount() {
+    return this.ws ? this.ws.bufferedAmount : 0;
+  }
+
   /** A fresh message id (for replies and errors that refer to a message). */
   newId() {
     return this.nextId++;

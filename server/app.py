@@ -132,6 +132,8 @@ class ServerState:
                                          "arrive (ms, median; the least of the rooms)."),
             "culled_pairs_total": ("counter", "Listener-source pairs left out of mixes under "
                                    "overload (pair-ticks)."),
+            "hrtf_uploads_total": ("counter", "Listeners' HRTF uploads, by outcome: taken, "
+                                   "refused (bad_sofa), ended early (upload_failed)."),
         }
         for name, value in self.hub.metrics().items():
             kind, text = help_text[name]
@@ -315,8 +317,11 @@ async def serve_forever(host: str, port: int, state: ServerState) -> None:
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    # Frames up to an HRTF upload's chunk; text frames past a message close the connection
+    # (signaling.session). Four frames queued per connection hold about what sixteen
+    # messages did.
     server = await serve(state.hub.handle, host, port, process_request=http_router(state),
-                         max_size=limits.MAX_MESSAGE_BYTES + 1024, compression=None,
+                         max_size=limits.MAX_FRAME_BYTES, max_queue=4, compression=None,
                          ping_interval=20, ping_timeout=20)
     try:
         bound = ", ".join(f"http://{s.getsockname()[0]}:{s.getsockname()[1]}"
@@ -341,7 +346,7 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                empty_room_grace_s: float = EMPTY_ROOM_GRACE_S,
                state_path: str | None = None,
                max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP,
-               max_connections: int = MAX_CONNECTIONS) -> int:
+               max_connections: int = MAX_CONNECTIONS, acoustics: str = "off") -> int:
     try:  # before the engine loads: a refusal should not wait for it
         policy = AccessPolicy.for_listening(host, load_secret(secret_file))
     except SecretError as exc:
@@ -356,7 +361,8 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                                                          follow_phase=follow_phase,
                                                          policy=policy,
                                                          empty_room_grace_s=empty_room_grace_s,
-                                                         store=open_store(state_path)),
+                                                         store=open_store(state_path),
+                                                         hrtf_spec=hrtf, acoustics=acoustics),
                         ConnectionLimits(max_connections_per_ip, max_connections))
     try:
         uvloop.run(serve_forever(host, port, state))

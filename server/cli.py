@@ -16,6 +16,7 @@ import sys
 from server.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP
 from server.errors import CliError
 from server.token_cmd import add_token_parser
+from signaling.limits import ROOM_PRESETS
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_arg(serve)
     serve.add_argument("--hrtf", default="kemar", metavar="NAME_OR_FILE",
                        help="default HRTF set: kemar, spherical-head[:RADIUS_M] or a SOFA file")
+    serve.add_argument("--acoustics", choices=("off", *ROOM_PRESETS), default="off",
+                       help="new rooms' acoustics (early reflections and reverb), until their "
+                       "admin chooses: off (default), " + ", ".join(ROOM_PRESETS))
     serve.add_argument("--room-capacity", type=_count("room capacity", 1, 256), default=16,
                        metavar="N", help="the most participants in one room (default 16); the "
                        "renderer of every room is sized to it")
@@ -167,8 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     mixer.add_argument("--json", action="store_true", help="print the results as JSON")
     acoustics = bench_sub.add_parser(
         "acoustics", help="the renderer's and the room tick's cost with room acoustics and without")
-    acoustics.add_argument("--preset", default="rehearsal-room",
-                           choices=("dry-studio", "rehearsal-room", "club", "concert-hall"))
+    acoustics.add_argument("--preset", choices=ROOM_PRESETS, default="rehearsal-room")
     acoustics.add_argument("--ticks", type=_count("ticks", 1, 100_000), default=100)
     acoustics.add_argument("--sizes", default="10x10,20x20,50x50", metavar="LxS,...",
                            help="listeners×sources per case (default 10x10,20x20,50x50)")
@@ -294,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                               empty_room_grace_s=args.empty_room_grace,
                               state_path=args.state,
                               max_connections_per_ip=args.max_connections_per_ip,
-                              max_connections=args.max_connections)
+                              max_connections=args.max_connections,
+                              acoustics=args.acoustics)
         runner = COMMANDS.get((args.command, getattr(args, "bench", None)
                                or getattr(args, "ai", None)))
         if runner is not None:

@@ -28,8 +28,10 @@ from hrtf.constants import FRAME_MS
 from hrtf.hrirset import HrirSet
 from server.access import AccessPolicy
 from server.ai import AiBridge
+from server.hrtf_uploads import HrtfRegistry, HrtfUploads
 from server.ingress import DropCounts, guard_datagrams
 from server.media import read_uplink, receiver_of
+from server.rendering import Renderings
 from server.room import Room, RoomFull, UnknownMember
 from server.room_runner import RoomRunner
 from server.sdp import MAX_ICE_CANDIDATES, offer_failure, offer_problem, with_music_opus
@@ -40,6 +42,7 @@ from signaling.admin_messages import Kick, LockRoom
 from signaling.ai_messages import AiAdd, AiRemove, AiUpdate
 from signaling.errors import ErrorCode
 from signaling.messages import Answer, Ice, Join, Leave, Offer
+from signaling.render_messages import HrtfChunk, HrtfUpload, SetRendering, SetRoomAcoustics
 from signaling.server_messages import ErrorMessage, ServerClosing, Stats
 from signaling.session import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, SignalingSession, State
 from signaling.stage_messages import HeadPose, MixOverride, MixReset, MoveSource, TurnSource
@@ -137,6 +140,8 @@ class Participant:
         self.tasks: list[asyncio.Task] = []
         #: ICE candidates sent for the current peer connection.
         self.candidates = 0
+        #: How this member hears, while in a room (server.rendering; in memory only).
+        self.rendering = None
         sock = ws.transport.get_extra_info("socket") if ws.transport is not None else None
         if sock is not None:  # what a reader that stops reading can hold up in the kernel
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SIGNALING_SEND_BUFFER)
@@ -173,8 +178,14 @@ class Hub:
     def __init__(self, hrirs: HrirSet, device: str = "cpu", capacity: int = 16,
                  follow_phase: bool = True, policy: AccessPolicy | None = None,
                  store: RoomStore | None = None,
-                 empty_room_grace_s: float = EMPTY_ROOM_GRACE_S) -> None:
+                 empty_room_grace_s: float = EMPTY_ROOM_GRACE_S, hrtf_spec: str = "kemar",
+                 acoustics: str = "off") -> None:
         self.hrirs = hrirs
+        #: Listeners' HRTF sets and rendering settings, rooms' acoustics (``serve --hrtf``,
+        #: ``--acoustics`` give the defaults), and the listeners' own uploaded sets.
+        registry = HrtfRegistry()
+        self.renderings = Renderings(hrtf_spec, hrirs, registry, acoustics)
+        self.uploads = HrtfUploads(registry, self.renderings.use_uploaded)
         #: Where rooms' seats, stage and personal mixes are saved; None keeps nothing.
         self.store = store
         #: Every signaling connection, joined or not (each is told when the server closes).
@@ -275,6 +286,15 @@ class Hub:
             elif isinstance(message, Kick | LockRoom):
                 p.access.require("admin", f"'{message.TYPE}'")
                 await self._admin(p, message)
+            elif isinstance(message, HrtfChunk):
+                await self.uploads.chunk(p, message.data)
+            elif isinstance(message, SetRendering):
+                await self.renderings.set(p, message)
+            elif isinstance(message, HrtfUpload):
+                await self.uploads.begin(p, message)
+            elif isinstance(message, SetRoomAcoustics):
+                p.access.require("admin", f"'{message.TYPE}'")
+                await self._room_acoustics(p, message)
         except AccessError as exc:  # not a strike: the client may not know its grants
             p.session.send(ErrorMessage(exc.code, exc.message, message.msg_id))
         except UnknownMember as exc:
@@ -334,6 +354,7 @@ class Hub:
                 self._fail_room(live, exc))
             self.rooms[join.room] = live
             live.runner.start()
+            await self.renderings.open_room(live)
             log.info("room %s opened", join.room)
         holder = live.room.seat_holder(join.seat)
         if holder is not None and holder in live.participants:
@@ -357,6 +378,7 @@ class Hub:
         live.runner.attach(member.slot)
         p.session.accept_join(member.id, member.seat, live.room.describe(),
                               tuple(sorted(p.access.grants)))
+        self.renderings.joined(p)
         p.tasks.append(asyncio.get_running_loop().create_task(self._send_stats(p)))
         self._broadcast(live, exclude=p)
         self._save_soon(live)
@@ -375,6 +397,8 @@ class Hub:
         for task in p.tasks:
             task.cancel()
         p.tasks.clear()
+        self.uploads.cancel(p)
+        self.renderings.left(p)
         if p.pc is not None:
             pc, p.pc = p.pc, None
             await pc.close()
@@ -460,6 +484,7 @@ class Hub:
                     live.saving.cancel()
                 self.store.save(live.room.snapshot())
         self.rooms.clear()
+        self.uploads.close()
         await self.ai.close()
         if self.store is not None and not await asyncio.to_thread(self.store.close,
                                                                   FLUSH_STORE_S):
@@ -556,6 +581,20 @@ class Hub:
         target.session.send(ErrorMessage(ErrorCode.KICKED, text))
         await self._evict(target, CLOSE_KICKED, "removed by the room's admin")
         log.info("room %s: %s removed %s", live.room.name, p.member_id, member.id)
+
+    async def _room_acoustics(self, p: Participant, message: SetRoomAcoustics) -> None:
+        live = p.live
+        if live is None:
+            return
+        try:
+            await self.renderings.set_room(live, message)
+        except ValueError as exc:  # the room model's words: a size and RT60 it cannot reach…
+            p.session.send(ErrorMessage(ErrorCode.BAD_VALUE, str(exc), message.msg_id))
+            return
+        log.info("room %s: acoustics %s, set by %s", live.room.name, live.room.acoustics,
+                 p.member_id)
+        self._broadcast(live)
+        self._save_soon(live)
 
     def ai_midi(self, room: str) -> bytes | None:
         """The room's AI notes so far as a Standard MIDI File, or None."""
@@ -788,4 +827,5 @@ class Hub:
             "ai_event_lead_ms_p50_min": min((v.lead_ms.percentile(50) for r in runners
                                              for v in r.ai_voices.values() if len(v.lead_ms)),
                                             default=0.0),
+            "hrtf_uploads_total": dict(self.uploads.counts),
         }

@@ -11,9 +11,9 @@ per-pair Python.
 
 A *seat* (a token handed out on join) keeps its slot, participant id, place and mix while its
 member is away, until a newcomer needs the slot. :meth:`Room.snapshot` copies what is worth
-keeping (seats, stage places, facing, self-monitoring, personal mixes keyed by seat; not head
-poses) and :meth:`Room.restore` puts a saved room back before anyone joins: ``server.store``
-does the I/O, the room only gives and takes plain data.
+keeping (seats, stage places, facing, self-monitoring, personal mixes keyed by seat, the room's
+acoustics as chosen; not head poses) and :meth:`Room.restore` puts a saved room back before
+anyone joins: ``server.store`` does the I/O, the room only gives and takes plain data.
 
 Coordinates follow SOFA: x ahead (towards the audience), y left, z up, metres; yaw 0° faces
 +x, positive turns left.
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsp.geometry import Scene, yaw_pitch_roll_matrix
+from signaling.render_messages import RoomAcoustics
 from signaling.server_messages import Member as WireMember
 from signaling.server_messages import Placement, RoomState
 
@@ -100,11 +101,13 @@ class SavedMix:
 
 @dataclass(frozen=True, slots=True)
 class SavedRoom:
-    """A room's seats and personal mixes as plain records (what the store reads and writes)."""
+    """A room's seats, personal mixes and chosen acoustics (``set_room_acoustics``' preset and
+    values, JSON-able; None when never chosen) as plain records: what the store keeps."""
 
     name: str
     seats: tuple[SavedSeat, ...]
     mixes: tuple[SavedMix, ...]
+    acoustics: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,7 @@ class RoomSnapshot:
     override_position: np.ndarray
     personal_gain: np.ndarray
     personal_mute: np.ndarray
+    acoustics: dict | None = None
 
     def saved(self) -> SavedRoom:
         """The snapshot as records: every seat, and every personal setting between seats that
@@ -146,7 +150,7 @@ class RoomSnapshot:
                      if self.override_mask[l, s] else None,
                      float(self.personal_gain[l, s]), bool(self.personal_mute[l, s]))
             for l, s in zip(*np.nonzero(personal), strict=True))
-        return SavedRoom(self.name, seats, mixes)
+        return SavedRoom(self.name, seats, mixes, self.acoustics)
 
 
 def default_position(slot: int) -> tuple[float, float, float]:
@@ -192,6 +196,11 @@ class Room:
         self.listen_only = np.zeros(c, np.bool_)
         #: Locked by an admin: only seats held here (and admins) may join.
         self.locked = False
+        #: The acoustics an admin chose (``set_room_acoustics``' preset and values; kept with
+        #: the room), and the room's acoustics as the renderer has them (``RoomModel.describe()``;
+        #: None: dry). Set by ``server.rendering``.
+        self.acoustics_settings: dict | None = None
+        self.acoustics: dict | None = None
         #: Bumped on every change members should hear about (layout, membership).
         self.version = 0
         self._fresh_slots: list[int] = []
@@ -307,7 +316,8 @@ class Room:
             position=self.position.copy(), facing=self.facing.copy(),
             self_monitor=self.self_monitor.copy(), override_mask=self.override_mask.copy(),
             override_position=self.override_position.copy(),
-            personal_gain=self.personal_gain.copy(), personal_mute=self.personal_mute.copy())
+            personal_gain=self.personal_gain.copy(), personal_mute=self.personal_mute.copy(),
+            acoustics=self.acoustics_settings)
 
     def restore(self, saved: SavedRoom) -> list[str]:
         """Put saved seats and personal mixes back into this room before anyone has joined.
@@ -358,6 +368,7 @@ class Room:
                 self.override_mask[l, s] = True
             self.personal_gain[l, s] = min(max(mix.gain, 0.0), MAX_PERSONAL_GAIN)
             self.personal_mute[l, s] = mix.mute
+        self.acoustics_settings = saved.acoustics
         return skipped
 
     # stage edits (shared) -----------------------------------------------------------------
@@ -446,4 +457,6 @@ class Room:
                           pitch_deg=round(float(self.facing[m.slot, 1]), 3))
                 for m in members),
             locked=self.locked,
+            acoustics=(RoomAcoustics.from_description(self.acoustics)
+                       if self.acoustics is not None else None),
         )

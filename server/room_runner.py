@@ -178,6 +178,9 @@ class RoomRunner:
         self.gave_up = False
         #: Called on the loop, with the last exception, when the clock gives up.
         self.on_failed: Callable[[Exception], None] | None = None
+        #: How each listener slot hears (the renderer's ``configure_listener`` keywords): put
+        #: back after the tick resets a slot that changed hands.
+        self.listener_settings: dict[int, dict] = {}
         #: Set while the room has media (members or an AI): an empty room's clock waits.
         self._occupied = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -201,7 +204,15 @@ class RoomRunner:
         self._occupied.set()
         return voice
 
+    def configure_listener(self, slot: int, **settings) -> None:
+        """How listener ``slot`` hears from the next tick on (see the renderer's
+        ``configure_listener``): kept for the slot until it is detached."""
+        self.listener_settings[slot] = settings
+        self.renderer.configure_listener(slot, **settings)
+
     def detach(self, slot: int) -> None:
+        if self.listener_settings.pop(slot, None) is not None:  # its own set may be let go
+            self.renderer.configure_listener(slot)
         self.ai_voices.pop(slot, None)
         self.buffers.pop(slot, None)
         self.decoders.pop(slot, None)
@@ -321,6 +332,8 @@ class RoomRunner:
             for slot in fresh:
                 self.renderer.reset_source(slot)
                 self.renderer.reset_listener(slot)
+                if (settings := self.listener_settings.get(slot)) is not None:
+                    self.renderer.configure_listener(slot, **settings)  # set before this tick
             mixes = self.renderer.render(scene, audio)
         t2 = time.perf_counter()
         packets = encode_all(mixes, encoders)

@@ -3,7 +3,9 @@
 What is kept, per room (see :class:`~server.room.SavedRoom`): for each seat token, its
 participant id, name, instrument, slot, stage place (metres), facing (degrees) and
 self-monitoring; for each (listener seat, source seat) pair that differs from the stage
-layout, the overriding place, the personal gain (linear) and the mute. Head poses are not kept.
+layout, the overriding place, the personal gain (linear) and the mute; the acoustics an admin
+chose (``set_room_acoustics``' preset and values, as JSON). Head poses are not kept, nor
+listeners' rendering settings (they live with the connection).
 
 Writing never holds up the room clock or the event loop: the loop hands over a
 :class:`~server.room.RoomSnapshot` (array copies) with :meth:`RoomStore.save`, which only
@@ -24,6 +26,7 @@ nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -74,6 +77,29 @@ CREATE TABLE IF NOT EXISTS mixes (
     PRIMARY KEY (room, listener_seat, source_seat)
 ) WITHOUT ROWID;
 """
+#: Tables added since version 1 was first written: made when missing, so older files of the
+#: same version stay readable (and older servers read newer files, ignoring these).
+_ADDED_TABLES = """
+CREATE TABLE IF NOT EXISTS acoustics (
+    room TEXT PRIMARY KEY,
+    settings TEXT NOT NULL            -- JSON: {"preset": ..., "dims_m": ..., ...}
+) WITHOUT ROWID;
+"""
+
+
+def _acoustics(room: str, row: tuple | None) -> dict | None:
+    """A room's saved acoustics settings, or None (not saved, or not readable: a warning)."""
+    if row is None:
+        return None
+    try:
+        settings = json.loads(row[0])
+    except (TypeError, ValueError):
+        settings = None
+    if not isinstance(settings, dict):
+        log.warning("room state: room %s has unreadable acoustics settings; it opens without",
+                    room)
+        return None
+    return settings
 
 
 class StoreUnreadable(Exception):
@@ -178,6 +204,7 @@ class RoomStore:
                 db.execute("PRAGMA journal_mode = WAL")  # kept in the file
                 db.executescript(_SCHEMA)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.executescript(_ADDED_TABLES)
         except BaseException:
             db.close()
             raise
@@ -221,6 +248,8 @@ class RoomStore:
                 "FROM mixes m JOIN seats l ON l.room = m.room AND l.seat = m.listener_seat "
                 "JOIN seats s ON s.room = m.room AND s.seat = m.source_seat "
                 "WHERE m.room = ? ORDER BY l.slot, s.slot", (room,)).fetchall()
+            acoustics_row = self._reader.execute(
+                "SELECT settings FROM acoustics WHERE room = ?", (room,)).fetchone()
         except sqlite3.Error as exc:
             log.warning("room state: cannot read room %s (%s); it opens empty", room, exc)
             return None
@@ -233,7 +262,7 @@ class RoomStore:
         mixes = tuple(SavedMix(listener, source, None if x is None else (x, y, z), gain,
                                bool(mute))
                       for listener, source, x, y, z, gain, mute in mix_rows)
-        return SavedRoom(room, seats, mixes)
+        return SavedRoom(room, seats, mixes, _acoustics(room, acoustics_row))
 
     def save(self, snapshot: RoomSnapshot) -> None:
         """File the room's latest state for the writer; returns at once (never does I/O)."""
@@ -355,6 +384,10 @@ class RoomStore:
                 db.executemany("INSERT INTO seats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                seat_rows)
                 db.executemany("INSERT INTO mixes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", mix_rows)
+                db.execute("DELETE FROM acoustics WHERE room = ?", (saved.name,))
+                if saved.acoustics is not None:
+                    db.execute("INSERT INTO acoustics VALUES (?, ?)",
+                               (saved.name, json.dumps(saved.acoustics)))
                 db.execute("INSERT OR REPLACE INTO rooms VALUES (?, ?)", (saved.name, time.time()))
                 db.execute("COMMIT")
             except BaseException:

@@ -16,7 +16,8 @@ LiveKit's access tokens. Its claims:
   ``move``
       move and turn *other* members' sources on the shared stage (one's own always moves);
   ``admin``
-      remove a member (``kick``), lock the room, add, change and remove an AI musician.
+      remove a member (``kick``), lock the room, add, change and remove an AI musician, set
+      the room's acoustics (``set_room_acoustics``).
 
 Verification takes the time as an argument (no clock inside) and raises :class:`AccessError`
 with a stable :class:`~signaling.errors.ErrorCode` and a message a person can act on.

@@ -51,6 +51,9 @@ class ErrorCode(StrEnum):
     ROOM_FULL = "room_full"
     UNKNOWN_SOURCE = "unknown_source"
     AI_EXISTS = "ai_exists"
+    BAD_SOFA = "bad_sofa"
+    UPLOAD_FAILED = "upload_failed"
+    UNKNOWN_HRTF = "unknown_hrtf"
     INTERNAL_ERROR = "internal_error"
 
 

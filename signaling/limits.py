@@ -44,3 +44,26 @@ MAX_ANGLE_DEG = 720.0
 MAX_GAIN = 4.0
 #: A head-pose quaternion's norm may differ from 1 by this much; it is then normalised.
 QUATERNION_NORM_TOLERANCE = 0.01
+
+#: Largest HRTF set a listener may upload (a SOFA file), in bytes: 32 MiB.
+MAX_HRTF_UPLOAD_BYTES = 32 * 2**20
+#: Largest binary frame of an upload, in bytes: 256 KiB.
+MAX_UPLOAD_CHUNK_BYTES = 256 * 1024
+#: Largest WebSocket frame the shell reads (its ``max_size``): a message or an upload chunk,
+#: and a little slack. A text frame past ``MAX_MESSAGE_BYTES + 1024`` closes the connection
+#: (1009), as it did before uploads raised this limit.
+MAX_FRAME_BYTES = max(MAX_MESSAGE_BYTES, MAX_UPLOAD_CHUNK_BYTES) + 1024
+MAX_TEXT_FRAME_BYTES = MAX_MESSAGE_BYTES + 1024
+#: An uploaded file's name, as the listener's client gives it (for people only).
+MAX_UPLOAD_NAME_CHARS = 120
+#: HRTF sets by name: the server's built-in ones, or an uploaded set by its content digest.
+HRTF_RE = re.compile(r"kemar|spherical-head|sofa:[0-9a-f]{64}")
+#: The spherical head model's radius, metres (an adult head is 7 to 10 cm).
+MIN_HEAD_RADIUS_M, MAX_HEAD_RADIUS_M = 0.05, 0.12
+#: Room acoustics presets and ranges, as :mod:`dsp.room_model` has them (a test keeps them in
+#: step): a shoebox room's sides (metres), its reverberation time RT60 (seconds), and the
+#: image-source reflection order (0: late tail only, 1: first order, 2).
+ROOM_PRESETS = ("dry-studio", "rehearsal-room", "club", "concert-hall")
+MIN_ROOM_SIDE_M, MAX_ROOM_SIDE_M = 2.0, 60.0
+MIN_RT60_S, MAX_RT60_S = 0.1, 4.0
+MAX_REFLECTION_ORDER = 2

@@ -8,7 +8,8 @@ server echoes in its reply or error.
 
 The connection messages live here; the stage and personal-mix messages (SOFA coordinates:
 x ahead, y to the left, z up, metres; angles in degrees) live in
-:mod:`signaling.stage_messages` and are re-exported here.
+:mod:`signaling.stage_messages`, the rendering and HRTF upload ones in
+:mod:`signaling.render_messages`; both are re-exported here.
 
 The same dataclasses serve the other direction where the shape is shared (``offer``,
 ``answer``, ``ice``): :func:`signaling.wire.encode` writes any of them.
@@ -25,6 +26,7 @@ from signaling.admin_messages import Kick, LockRoom
 from signaling.ai_messages import AiAdd, AiRemove, AiUpdate
 from signaling.errors import ErrorCode, MessageId, ProtocolError
 from signaling.fields import Reader, json_type
+from signaling.render_messages import HrtfUpload, SetRendering, SetRoomAcoustics
 from signaling.stage_messages import HeadPose, MixOverride, MixReset, MoveSource, TurnSource
 from signaling.wire import WireMessage, decode, describe
 
@@ -194,16 +196,17 @@ class Ping(WireMessage):
 
 
 ClientMessage = (Join | Offer | Answer | Ice | Leave | MoveSource | TurnSource | HeadPose
-                 | MixOverride | MixReset | Ping | AiAdd | AiUpdate | AiRemove | Kick | LockRoom)
+                 | MixOverride | MixReset | Ping | AiAdd | AiUpdate | AiRemove | Kick | LockRoom
+                 | SetRendering | SetRoomAcoustics | HrtfUpload)
 
 #: Every client→server message class by its ``type``.
 CLIENT_MESSAGES: dict[str, type[ClientMessage]] = {
     cls.TYPE: cls for cls in (Join, Offer, Answer, Ice, Leave, MoveSource, TurnSource, HeadPose,
                               MixOverride, MixReset, Ping, AiAdd, AiUpdate, AiRemove, Kick,
-                              LockRoom)
+                              LockRoom, SetRendering, SetRoomAcoustics, HrtfUpload)
 }
 _SERVER_ONLY = frozenset({"joined", "room_state", "error", "pong", "stats",
-                          "server_closing"})
+                          "server_closing", "rendering", "hrtf_uploaded"})
 
 
 def _read_id(obj: dict[str, Any]) -> MessageId | None:

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from signaling.errors import ErrorCode, MessageId, ProtocolError
 from signaling.messages import Answer, Ice, Offer
+from signaling.render_messages import HrtfUploaded, Rendering, RoomAcoustics
 from signaling.stage_messages import Vec3
 from signaling.wire import WireMessage
 
@@ -45,9 +46,11 @@ class RoomState(WireMessage):
     """A room's members and stage layout, broadcast to every member whenever either changes.
 
     ``revision`` grows by one with every change, so a client can drop a stale state.
+    ``acoustics`` is the room's acoustics (``null``: none, the room is dry).
     """
 
     TYPE: ClassVar[str] = "room_state"
+    NULLABLE: ClassVar[frozenset[str]] = frozenset({"acoustics"})
 
     room: str
     revision: int
@@ -55,6 +58,7 @@ class RoomState(WireMessage):
     stage: tuple[Placement, ...]
     #: Locked by an admin: only members holding a seat here, and admins, may join.
     locked: bool = False
+    acoustics: RoomAcoustics | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +158,10 @@ class ServerClosing(WireMessage):
 
 
 ServerMessage = (Joined | RoomState | Offer | Answer | Ice | ErrorMessage | Pong | Stats
-                 | ServerClosing)
+                 | ServerClosing | Rendering | HrtfUploaded)
 
 #: Every server→client message type.
 SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(
     cls.TYPE for cls in (Joined, RoomState, Offer, Answer, Ice, ErrorMessage, Pong, Stats,
-                         ServerClosing)
+                         ServerClosing, Rendering, HrtfUploaded)
 )

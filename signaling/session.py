@@ -17,6 +17,14 @@ States::
 Before ``joined`` only ``join`` and ``ping`` are accepted (``not_joined`` otherwise); a second
 ``join`` is ``already_joined``. Every refused message, rate-limited ones included, is a strike;
 ``max_strikes`` within ``strike_window_s`` close the connection (code 1008, RFC 6455 §7.4.1).
+A text frame far past the message limit closes it at once (1009, as the WebSocket layer did
+before upload chunks raised its frame limit).
+
+Binary frames are refused (``not_text``) except while the server has an HRTF upload open
+(:meth:`SignalingSession.open_upload`): then each one is handed on as an
+:class:`~signaling.render_messages.HrtfChunk`, which the server counts against the upload (its
+bytes, not the message rate). After an upload ends early, the bytes the client may still have
+in flight (:meth:`~SignalingSession.close_upload`'s ``drain_bytes``) are dropped quietly.
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 from signaling.errors import ErrorCode, InvalidState, ProtocolError
+from signaling.limits import MAX_TEXT_FRAME_BYTES
 from signaling.messages import ClientMessage, Join, Leave, Ping, parse_message
 from signaling.ratelimit import StrikeCounter, TokenBucket
+from signaling.render_messages import HrtfChunk
 from signaling.server_messages import ErrorMessage, Joined, Pong, RoomState, ServerMessage
 from signaling.wire import encode
 
@@ -34,6 +44,7 @@ from signaling.wire import encode
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
 
 
 class State(Enum):
@@ -82,6 +93,10 @@ class SignalingSession:
         self._bucket = TokenBucket(self.limits.rate_per_s, self.limits.burst)
         self._strikes = StrikeCounter(self.limits.max_strikes, self.limits.strike_window_s)
         self._outgoing: list[str] = []
+        #: Whether binary frames are an open upload's bytes (set by the server).
+        self.upload_open = False
+        #: Bytes of binary frames still to drop quietly after an upload ended early.
+        self._drain_bytes = 0
 
     # -- input from the client ---------------------------------------------------------------
 
@@ -94,6 +109,9 @@ class SignalingSession:
         :attr:`close_requested`.
         """
         if self.state is State.CLOSED:
+            return []
+        if len(text) > MAX_TEXT_FRAME_BYTES:  # characters: a lower bound of its bytes
+            self.close(CLOSE_MESSAGE_TOO_BIG, "message too big")
             return []
         if not self._bucket.allow(now):
             return self._refuse(ProtocolError(
@@ -115,14 +133,33 @@ class SignalingSession:
             self.send(Pong(t_ms=message.t_ms, msg_id=message.msg_id))
         return [message]
 
-    def receive_binary(self, data: bytes, now: float) -> list[ClientMessage]:
-        """Take one binary frame: always refused (``not_text``), as signaling is JSON text."""
+    def receive_binary(self, data: bytes, now: float) -> list[ClientMessage | HrtfChunk]:
+        """Take one binary frame: an open upload's chunk, returned as :class:`HrtfChunk`;
+        else dropped quietly while draining an upload that ended early, or refused
+        (``not_text``), as signaling is JSON text."""
         if self.state is State.CLOSED:
             return []
+        if self.upload_open and self.state is State.JOINED:
+            return [HrtfChunk(bytes(data))]
+        if 0 < len(data) <= self._drain_bytes:
+            self._drain_bytes -= len(data)
+            return []
+        self._drain_bytes = 0
         return self._refuse(ProtocolError(
             ErrorCode.NOT_TEXT,
             f"messages are JSON in text frames; a binary frame of {len(data)} bytes was dropped",
         ), now)
+
+    def open_upload(self) -> None:
+        """Hand binary frames on as :class:`HrtfChunk` until :meth:`close_upload`."""
+        self.upload_open = True
+        self._drain_bytes = 0
+
+    def close_upload(self, drain_bytes: int = 0) -> None:
+        """Refuse binary frames again, but for the next ``drain_bytes`` bytes of them, dropped
+        quietly: what the client sent before it learnt that its upload ended (or was refused)."""
+        self.upload_open = False
+        self._drain_bytes = max(0, drain_bytes)
 
     def _check_state(self, message: ClientMessage) -> None:
         if isinstance(message, Ping):

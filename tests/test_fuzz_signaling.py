@@ -89,6 +89,14 @@ ICE_FIELDS = {"sdpMid": st.text(ASCII_PRINTABLE, min_size=1, max_size=limits.MAX
                                           max_size=limits.MAX_UFRAG_CHARS)}
 
 
+HRTF = (st.sampled_from(["kemar", "spherical-head"])
+        | st.from_regex(r"sofa:[0-9a-f]{64}", fullmatch=True))
+ROOM_SETTINGS = {"dims_m": st.lists(number(limits.MIN_ROOM_SIDE_M, limits.MAX_ROOM_SIDE_M),
+                                    min_size=3, max_size=3),
+                 "rt60_s": number(limits.MIN_RT60_S, limits.MAX_RT60_S),
+                 "wet": number(0, 1), "max_order": st.integers(0, limits.MAX_REFLECTION_ORDER)}
+
+
 def fields(required: dict, optional: dict | None = None):
     return st.fixed_dictionaries(required, optional={"id": MSG_ID, **(optional or {})})
 
@@ -121,14 +129,31 @@ SCHEMAS = {
     "kick": fields({"member": SOURCE}, {"reason": st.text(PRINTABLE | st.just(" "),
                                                           max_size=120)}),
     "lock_room": fields({"locked": st.booleans()}),
+    "set_rendering": fields({}, {"hrtf": HRTF, "acoustics": st.booleans(),
+                                 "reference": st.booleans()}).filter(
+        lambda m: {"hrtf", "acoustics", "reference"} & m.keys())
+    | fields({"hrtf": st.just("spherical-head"),
+              "head_radius_m": st.floats(limits.MIN_HEAD_RADIUS_M, limits.MAX_HEAD_RADIUS_M)},
+             {"acoustics": st.booleans(), "reference": st.booleans()}),
+    "set_room_acoustics": fields({"preset": st.just("off")})
+    | fields({"preset": st.sampled_from(limits.ROOM_PRESETS)}, ROOM_SETTINGS)
+    | fields({"preset": st.just("custom"), "dims_m": ROOM_SETTINGS["dims_m"],
+              "rt60_s": ROOM_SETTINGS["rt60_s"]},
+             {"wet": ROOM_SETTINGS["wet"], "max_order": ROOM_SETTINGS["max_order"]}),
+    "hrtf_upload": fields({"name": st.text(PRINTABLE | st.just(" "), min_size=1,
+                                           max_size=limits.MAX_UPLOAD_NAME_CHARS).filter(str.strip),
+                           "size": st.integers(1, limits.MAX_HRTF_UPLOAD_BYTES)}),
 }
 VALID = st.sampled_from(sorted(SCHEMAS)).flatmap(
     lambda kind: SCHEMAS[kind].map(lambda body: {"type": kind, **body}))
 
 #: The JSON types each field takes, and the numeric range of the numeric ones.
 STRING_FIELDS = {"type", "room", "name", "instrument", "seat", "token", "sdp", "candidate",
-                 "sdpMid", "usernameFragment", "source", "ai", "role", "member", "reason"}
-BOOL_FIELDS = {"mute", "metronome", "all", "locked"}
+                 "sdpMid", "usernameFragment", "source", "ai", "role", "member", "reason",
+                 "hrtf", "preset"}
+BOOL_FIELDS = {"mute", "metronome", "all", "locked", "acoustics", "reference"}
+#: Numeric fields that take integers only (1.0 is the wrong type there).
+INTEGER_FIELDS = {"sdpMLineIndex", "max_order", "size"}
 RANGES = {"t_ms": (-limits.MAX_SAFE_INTEGER, limits.MAX_SAFE_INTEGER),
           "yaw_deg": (-limits.MAX_ANGLE_DEG, limits.MAX_ANGLE_DEG),
           "pitch_deg": (-limits.MAX_ANGLE_DEG, limits.MAX_ANGLE_DEG),
@@ -136,8 +161,13 @@ RANGES = {"t_ms": (-limits.MAX_SAFE_INTEGER, limits.MAX_SAFE_INTEGER),
           "gain": (0.0, limits.MAX_GAIN), "temperature": (0.1, 2.0), "bpm": (0.0, 240.0),
           "volume": (0.0, 4.0), "sdpMLineIndex": (0, limits.MAX_MLINE_INDEX),
           "position_m": (-limits.MAX_COORDINATE_M, limits.MAX_COORDINATE_M),
-          "quaternion": (-1.01, 1.01)}
-VECTORS = {"position_m", "quaternion"}
+          "quaternion": (-1.01, 1.01),
+          "head_radius_m": (limits.MIN_HEAD_RADIUS_M, limits.MAX_HEAD_RADIUS_M),
+          "dims_m": (limits.MIN_ROOM_SIDE_M, limits.MAX_ROOM_SIDE_M),
+          "rt60_s": (limits.MIN_RT60_S, limits.MAX_RT60_S), "wet": (0.0, 1.0),
+          "max_order": (0, limits.MAX_REFLECTION_ORDER),
+          "size": (1, limits.MAX_HRTF_UPLOAD_BYTES)}
+VECTORS = {"position_m", "quaternion", "dims_m"}
 
 
 def takes(field: str, value) -> bool:
@@ -150,7 +180,7 @@ def takes(field: str, value) -> bool:
         return isinstance(value, bool)
     if field in VECTORS:
         return isinstance(value, list)
-    if field == "sdpMLineIndex":
+    if field in INTEGER_FIELDS:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -209,6 +239,10 @@ def assert_within_limits(message) -> None:
             assert value in AI_ROLES
         elif name == "instrument" and isinstance(message, AiAdd):
             assert value in AI_INSTRUMENTS
+        elif name == "hrtf":
+            assert limits.HRTF_RE.fullmatch(value), value
+        elif name == "preset":
+            assert value in ("off", *limits.ROOM_PRESETS, "custom"), value
 
 
 @FUZZ
@@ -246,8 +280,8 @@ def mutated(draw):
         value = draw(st.sampled_from([*HUGE, hi + 1, lo - 1, hi * (1 + 1e-9) + 1e-9]))
         if field == "bpm":
             value = draw(st.sampled_from([value, 20, 39.99, 1e-9]))
-        if field == "sdpMLineIndex":  # an integer field: 1e308 would be the wrong type
-            value = draw(st.sampled_from([256, -1, 10**400, 2**64]))
+        if field in INTEGER_FIELDS:  # an integer field: 1e308 would be the wrong type
+            value = draw(st.sampled_from([hi + 1, lo - 1, 10**400, 2**64]))
         assume(not lo <= value <= hi or field == "bpm")
         if field in VECTORS:
             body[field][draw(st.integers(0, len(body[field]) - 1))] = value
@@ -255,14 +289,15 @@ def mutated(draw):
             body[field] = value
     elif how == "non_finite" and field in RANGES:
         token = draw(st.sampled_from(["NaN", "Infinity", "-Infinity"]
-                                     + ["1e999", "-1e999"] * (field != "sdpMLineIndex")))
+                                     + ["1e999", "-1e999"] * (field not in INTEGER_FIELDS)))
         if field in VECTORS:
             body[field][draw(st.integers(0, len(body[field]) - 1))] = "__X__"
         else:
             body[field] = "__X__"
         return json.dumps(body).replace('"__X__"', token), field, how
     elif how == "string" and field in STRING_FIELDS:
-        body[field] = draw(st.sampled_from(HOSTILE_STRINGS) | st.text(max_size=80))
+        body[field] = draw((st.sampled_from(HOSTILE_STRINGS) | st.text(max_size=80)).filter(
+            lambda text: field != "type" or text not in CLIENT_MESSAGES))  # another message
     elif how == "null":
         body[field] = None
     elif how == "extra_field":

@@ -10,6 +10,7 @@ import pytest
 
 from signaling.errors import ErrorCode, ProtocolError
 from signaling.messages import CLIENT_MESSAGES, Answer, Ice, Offer, parse_message, parse_object
+from signaling.render_messages import HrtfUploaded, Rendering, RoomAcoustics
 from signaling.server_messages import (
     SERVER_MESSAGE_TYPES,
     ErrorMessage,
@@ -46,6 +47,8 @@ def room_state(d: dict) -> RoomState:
         stage=tuple(Placement(p["source"], p["label"], tuple(p["position_m"]), p["yaw_deg"],
                               p["pitch_deg"]) for p in d["stage"]),
         locked=d["locked"],
+        acoustics=(RoomAcoustics(**{**d["acoustics"], "dims_m": tuple(d["acoustics"]["dims_m"])})
+                   if d["acoustics"] is not None else None),
     )
 
 
@@ -67,6 +70,11 @@ def server_message(d: dict):
         return Stats(**{k: v for k, v in d.items() if k != "type"})
     if kind == "server_closing":
         return ServerClosing(d["reason"], d["retry_after_s"])
+    if kind == "rendering":
+        return Rendering(d["hrtf"], d["hrtf_name"], d["head_radius_m"], d["acoustics"],
+                         d["reference"], msg_id)
+    if kind == "hrtf_uploaded":
+        return HrtfUploaded(d["digest"], d["name"], d["directions"], d["taps"], msg_id)
     assert kind == "pong"
     return Pong(d["t_ms"], msg_id)
 

@@ -28,6 +28,7 @@ from signaling.messages import (
     TurnSource,
     parse_message,
 )
+from signaling.render_messages import HrtfUpload, SetRendering, SetRoomAcoustics
 from signaling.wire import decode, encode
 
 SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
@@ -95,6 +96,9 @@ VALID = [
      Kick(member="p-2", reason="wrong room", msg_id=3)),
     (message(type="lock_room", locked=True), LockRoom(locked=True)),
     (message(type="lock_room", locked=False, id="l"), LockRoom(locked=False, msg_id="l")),
+    (message(type="set_rendering", reference=True), SetRendering(reference=True)),
+    (message(type="set_room_acoustics", preset="off"), SetRoomAcoustics(preset="off")),
+    (message(type="hrtf_upload", name="ears.sofa", size=1), HrtfUpload(name="ears.sofa", size=1)),
 ]
 
 
