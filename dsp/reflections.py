@@ -31,8 +31,39 @@ MAX_DELAY = RING - FRAME
 
 
 @njit(cache=True, nogil=True, fastmath=True)
+def _tap2(out, x, start, b0, b1, g0, g1, d0, d1, ramp):
+    """``out[b] += (g + d · ramp) · x[start:]`` for two loudspeakers ``b`` at once."""
+    o0, o1 = out[b0], out[b1]
+    if d0 == 0.0 and d1 == 0.0:
+        for i in range(ramp.shape[0]):
+            v = x[start + i]
+            o0[i] += g0 * v
+            o1[i] += g1 * v
+    else:
+        for i in range(ramp.shape[0]):
+            v = x[start + i]
+            r = ramp[i]
+            o0[i] += (g0 + d0 * r) * v
+            o1[i] += (g1 + d1 * r) * v
+
+
+@njit(cache=True, nogil=True, fastmath=True)
 def _tap(out, x, start, b0, b1, b2, g0, g1, g2, d0, d1, d2, ramp):
-    """``out[b] += (g + d · ramp) · x[start:]`` for the three loudspeakers ``b`` at once."""
+    """``out[b] += (g + d · ramp) · x[start:]`` for the three loudspeakers ``b`` at once.
+
+    A loudspeaker with no gain from start to end of the frame is skipped: an image in the
+    plane of the ear-height ring (most first-order images of players at one height) sounds
+    on two loudspeakers only.
+    """
+    if g2 == 0.0 and d2 == 0.0:
+        _tap2(out, x, start, b0, b1, g0, g1, d0, d1, ramp)
+        return
+    if g0 == 0.0 and d0 == 0.0:
+        _tap2(out, x, start, b1, b2, g1, g2, d1, d2, ramp)
+        return
+    if g1 == 0.0 and d1 == 0.0:
+        _tap2(out, x, start, b0, b2, g0, g2, d0, d2, ramp)
+        return
     o0, o1, o2 = out[b0], out[b1], out[b2]
     if d0 == 0.0 and d1 == 0.0 and d2 == 0.0:
         for i in range(ramp.shape[0]):
@@ -88,21 +119,27 @@ def bus_to_ears(spec, rows, hrtf, sign, p, d):
 
     ``spec`` (n, BUSES, B) complex64 loudspeaker spectra of listener rows ``rows`` (n,) of
     ``p``/``d`` (R, 2, B) complex64; ``hrtf`` (BUSES, 2, B); ``sign`` (n, 2): what each row
-    adds to ``P`` and to ``D`` (1, 0 steady; 0, 1 fading in; 1, −1 fading out).
+    adds to ``P`` and to ``D`` (1, 0 steady; 0, 1 fading in; 1, −1 fading out). Bins are the
+    inner loop, so each loudspeaker's row is read once and the products vectorise.
     """
     n, n_v, n_b = spec.shape
     for task in prange(2 * n):
         j = task // 2
         e = task % 2
-        r = rows[j]
+        acc = np.empty(n_b, np.complex64)
+        s, h = spec[j, 0], hrtf[0, e]
         for b in range(n_b):
-            acc = spec[j, 0, b] * hrtf[0, e, b]
-            for v in range(1, n_v):
-                acc += spec[j, v, b] * hrtf[v, e, b]
-            if sign[j, 0] != 0.0:
-                p[r, e, b] += sign[j, 0] * acc
-            if sign[j, 1] != 0.0:
-                d[r, e, b] += sign[j, 1] * acc
+            acc[b] = s[b] * h[b]
+        for v in range(1, n_v):
+            s, h = spec[j, v], hrtf[v, e]
+            for b in range(n_b):
+                acc[b] += s[b] * h[b]
+        for target, k in ((p, 0), (d, 1)):
+            w = sign[j, k]
+            if w != 0.0:
+                row = target[rows[j], e]
+                for b in range(n_b):
+                    row[b] += w * acc[b]
 
 
 class TapState:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.fft
+from numba import njit
 
 from dsp.geometry import Scene, pair_filters
 from dsp.image_sources import BUSES
@@ -114,6 +115,25 @@ class PairState:
 
     def forget_source(self, slot: int) -> None:
         self.w[:, slot] = 0.0
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def add_wet(out, tail, last, wet, ramp):
+    """``out[l] += tail · level_l`` where ``level_l`` ramps from ``last[l]`` to ``wet[l]``.
+
+    ``out`` (L, FRAME, 2) and ``tail`` (FRAME, 2) float32; ``last``, ``wet`` (L,); ``ramp``
+    (FRAME,) rising 0 → 1. Listeners with neither level are left alone.
+    """
+    for l in range(out.shape[0]):
+        a, b = last[l], wet[l]
+        if a <= 0.0 and b <= 0.0:
+            continue
+        o = out[l]
+        step = b - a
+        for i in range(tail.shape[0]):
+            g = np.float32(a + step * ramp[i])
+            o[i, 0] += g * tail[i, 0]
+            o[i, 1] += g * tail[i, 1]
 
 
 def dry_wet_gains(wet: float) -> tuple[float, float]:
@@ -511,6 +531,4 @@ class Renderer:
             if left > 1:
                 still.append((old, left - 1))
         self._ringing = still
-        rows = np.flatnonzero((wet > 0) | (last > 0))
-        level = last[rows, None] + (wet - last)[rows, None] * self.ramp[0, :, 0]  # (n, FRAME)
-        out[rows] += tail[None] * level[..., None].astype(np.float32)
+        add_wet(out, tail.astype(np.float32, copy=False), last, wet, self.ramp[0, :, 0])
