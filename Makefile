@@ -9,6 +9,7 @@ TRAIN_STAMP := $(VENV)/.installed-train
 ARGS ?=
 
 CHROMIUM := /usr/bin/chromium
+REDIS := /usr/bin/redis-server
 
 .PHONY: serve test lint bench clean-venv
 
@@ -32,13 +33,22 @@ $(CHROMIUM):
 	  $$sudo apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium; fi
 
+# The multi-node tests start their own Redis server (Debian's redis-server; the package's
+# service is not started). Installed once when missing; without it those tests skip.
+$(REDIS):
+	-if command -v apt-get >/dev/null; then \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends \
+	    redis-server; fi
+
 serve: $(STAMP)
 	$(BIN)/spatialjam serve $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) $(TRAIN_STAMP) $(CHROMIUM) lint
+test: $(STAMP) $(TRAIN_STAMP) $(CHROMIUM) $(REDIS) lint
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(STAMP)

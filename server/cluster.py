@@ -1,0 +1,417 @@
+"""The nodes of one deployment, and the node each room lives on, kept in Redis (``--redis``).
+
+A room's mix needs all its streams in one place, so each open room lives on exactly one node;
+any node may be asked to join it and must find that node. What Redis holds (keys under
+``spatialjam:``, or the ``--redis-prefix`` a deployment chose):
+
+``node:<id>``
+    JSON ``{"id", "url", "load", "rooms", "pid", "started"}``: the node's public signaling
+    address (``ws://host:port/ws``), its measured tick load (the share of the 20 ms frame its
+    rooms take, summed) and its number of open rooms. Written every :data:`HEARTBEAT_S` with a
+    time to live of :data:`NODE_TTL_S`: a node that stops writing (crashed, cut off) is gone
+    from Redis within that time.
+``room:<name>``
+    The id of the node the room lives on, refreshed with the node's heartbeat (same time to
+    live). Taken with :meth:`Cluster.claim`, atomically: a room whose node is alive keeps its
+    node; a room whose node has gone is taken over by the first node to claim it.
+``state:<name>``
+    The room's saved seats, stage and personal mixes (:class:`RedisRoomStore`), so the node that
+    re-creates a room after its node died restores it.
+
+Nothing here runs on the room clock: the heartbeat is its own task, and the routing calls
+(:meth:`Cluster.locate`, :meth:`Cluster.claim`, :meth:`Cluster.place`) happen when a client
+joins, one or two Redis round trips on the event loop (a fraction of a millisecond on a LAN).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+
+from server.room import RoomSnapshot, SavedMix, SavedRoom, SavedSeat
+
+log = logging.getLogger(__name__)
+
+#: How often a node writes its registration and refreshes its rooms (seconds).
+HEARTBEAT_S = 1.0
+#: How long a registration lives without being refreshed: a dead node's rooms are free after it.
+NODE_TTL_S = 3.0
+DEFAULT_PREFIX = "spatialjam:"
+#: Seconds a Redis call may take before the server gives up on it.
+REDIS_TIMEOUT_S = 2.0
+
+# KEYS[1] room key; ARGV: node id, ttl ms, node key prefix. The room's node if alive, else us.
+_CLAIM = """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[3] .. owner) == 1 then
+  return owner
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+"""
+# KEYS[1] room key; ARGV[1] node id: let go of a room only if it is still ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class ClusterError(Exception):
+    """Redis cannot be reached or used; the message says which address and why."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node as it registered itself."""
+
+    id: str
+    url: str
+    load: float = 0.0
+    rooms: int = 0
+    pid: int = 0
+    started: float = 0.0
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Node:
+        data = json.loads(text)
+        return cls(str(data["id"]), str(data["url"]), float(data.get("load", 0.0)),
+                   int(data.get("rooms", 0)), int(data.get("pid", 0)),
+                   float(data.get("started", 0.0)))
+
+    def to_json(self) -> str:
+        return json.dumps({"id": self.id, "url": self.url, "load": round(self.load, 4),
+                           "rooms": self.rooms, "pid": self.pid, "started": self.started})
+
+
+def check_redis_url(url: str) -> str:
+    """``url`` if it is a Redis URL, else :class:`ClusterError` saying what one looks like."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ClusterError(f"--redis {url!r} is not a Redis URL: use redis://HOST:PORT[/DB] "
+                           "(rediss:// for TLS, unix:///path/to/redis.sock)")
+    try:
+        redis.connection.parse_url(url)
+    except ValueError as exc:
+        raise ClusterError(f"--redis {url!r} cannot be read: {exc}") from None
+    return url
+
+
+class Cluster:
+    """This node's view of the deployment: its registration, its rooms, the other nodes.
+
+    Parameters
+    ----------
+    url : str
+        The Redis server, ``redis://host:port/db``.
+    public_url : str
+        Where clients and other nodes reach this node's signaling, ``ws://host:port/ws``.
+    node_id : str, optional
+        Unique per running node (default: a fresh UUID, so a restarted node is a new node).
+    prefix : str
+        Key prefix, to share one Redis between deployments.
+    """
+
+    def __init__(self, url: str, public_url: str, node_id: str | None = None,
+                 prefix: str = DEFAULT_PREFIX, ttl_s: float = NODE_TTL_S,
+                 heartbeat_s: float = HEARTBEAT_S) -> None:
+        self.url = check_redis_url(url)
+        self.public_url = public_url
+        self.id = node_id or uuid.uuid4().hex[:12]
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self.heartbeat_s = heartbeat_s
+        self.redis = aioredis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S,
+                                             socket_connect_timeout=REDIS_TIMEOUT_S)
+        self.started = time.time()
+        #: Rooms this node holds: refreshed with each heartbeat.
+        self.rooms: set[str] = set()
+        #: What the heartbeat publishes: the measured tick load.
+        self.load = 0.0
+        self._claim = self.redis.register_script(_CLAIM)
+        self._release = self.redis.register_script(_RELEASE)
+        self._task: asyncio.Task | None = None
+        self.heartbeats_failed = 0
+
+    def _node_key(self, node_id: str) -> str:
+        return f"{self.prefix}node:{node_id}"
+
+    def _room_key(self, room: str) -> str:
+        return f"{self.prefix}room:{room}"
+
+    def me(self) -> Node:
+        return Node(self.id, self.public_url, self.load, len(self.rooms), os.getpid(),
+                    self.started)
+
+    # lifetime ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register now (raising :class:`ClusterError` if Redis cannot be used), then keep the
+        registration and the rooms' claims fresh in the background."""
+        try:
+            await self._beat()
+        except redis.RedisError as exc:
+            raise ClusterError(f"cannot use Redis at {self.url}: {exc}") from None
+        self._task = asyncio.get_running_loop().create_task(self._heartbeat())
+        log.info("cluster: node %s registered in Redis at %s as %s", self.id, self.url,
+                 self.public_url)
+
+    async def stop(self) -> None:
+        """Stop the heartbeat and leave: the registration and this node's claims go now."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(redis.RedisError, OSError):
+            for room in list(self.rooms):
+                await self._release(keys=[self._room_key(room)], args=[self.id])
+            await self.redis.delete(self._node_key(self.id))
+        await self.redis.aclose()
+
+    async def _beat(self) -> None:
+        ttl_ms = int(self.ttl_s * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self._node_key(self.id), self.me().to_json(), px=ttl_ms)
+            for room in self.rooms:
+                pipe.set(self._room_key(room), self.id, px=ttl_ms)
+            await pipe.execute()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                await self._beat()
+            except (redis.RedisError, OSError) as exc:
+                self.heartbeats_failed += 1
+                if self.heartbeats_failed == 1 or self.heartbeats_failed % 30 == 0:
+                    log.warning("cluster: cannot reach Redis at %s (%s; %d heartbeats missed); "
+                                "other nodes will take this node's rooms over if it lasts %.0f s",
+                                self.url, exc, self.heartbeats_failed, self.ttl_s)
+
+    # rooms -------------------------------------------------------------------------------------
+
+    async def nodes(self) -> list[Node]:
+        """Every registered (alive) node, this one included."""
+        keys = [key async for key in self.redis.scan_iter(match=self._node_key("*"), count=500)]
+        if not keys:
+            return []
+        found = []
+        for raw in await self.redis.mget(keys):
+            if raw is None:  # expired between the scan and the read
+                continue
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                found.append(Node.from_json(raw))
+        return found
+
+    async def node(self, node_id: str) -> Node | None:
+        raw = await self.redis.get(self._node_key(node_id))
+        if raw is None:
+            return None
+        try:
+            return Node.from_json(raw)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def locate(self, room: str) -> Node | None:
+        """The alive node ``room`` lives on, or None (not open anywhere, or its node died)."""
+        owner = await self.redis.get(self._room_key(room))
+        if owner is None:
+            return None
+        owner = owner.decode()
+        return self.me() if owner == self.id else await self.node(owner)
+
+    async def claim(self, room: str) -> Node:
+        """Take ``room`` for this node unless an alive node has it; the node it lives on.
+
+        A room whose node's registration expired is taken over (atomically: of two nodes
+        claiming at once, one gets it and the other is told which).
+        """
+        owner = await self._claim(keys=[self._room_key(room)],
+                                  args=[self.id, int(self.ttl_s * 1000), self._node_key("")])
+        owner = owner.decode() if isinstance(owner, bytes) else str(owner)
+        if owner == self.id:
+            self.rooms.add(room)
+            return self.me()
+        node = await self.node(owner)
+        # its registration expired between the script and now: ours on the next claim
+        return node if node is not None else await self.claim(room)
+
+    async def release(self, room: str) -> None:
+        """``room`` closed here: forget it (if it is still ours)."""
+        self.rooms.discard(room)
+        await self._release(keys=[self._room_key(room)], args=[self.id])
+
+    async def place(self, room: str) -> Node:
+        """Where a join for ``room`` must go: its node if it is open somewhere alive, else the
+        least-loaded node (by measured tick load; fewer rooms breaks ties, then this node).
+
+        Only this node is claimed for here; another node claims the room itself when the join
+        reaches it (:meth:`claim`), and answers with the room's node if one was faster.
+        """
+        found = await self.locate(room)
+        if found is not None:
+            return found
+        candidates = await self.nodes() or [self.me()]
+        best = min(candidates, key=lambda n: (n.load, n.rooms, n.id != self.id))
+        if best.id == self.id:
+            return await self.claim(room)
+        return best
+
+
+# -- saved rooms in Redis -------------------------------------------------------------------------
+
+def saved_to_json(saved: SavedRoom) -> str:
+    """A saved room as JSON (the form :class:`RedisRoomStore` keeps)."""
+    return json.dumps({
+        "name": saved.name,
+        "seats": [[s.seat, s.participant, s.name, s.instrument, s.slot, list(s.position_m),
+                   s.yaw_deg, s.pitch_deg, s.self_monitor] for s in saved.seats],
+        "mixes": [[m.listener_seat, m.source_seat,
+                   None if m.position_m is None else list(m.position_m), m.gain, m.mute]
+                  for m in saved.mixes],
+        "acoustics": saved.acoustics,
+        "saved_at": time.time(),
+    })
+
+
+def saved_from_json(text: str | bytes) -> SavedRoom:
+    """The inverse of :func:`saved_to_json`; ValueError/KeyError/TypeError on other text."""
+    data = json.loads(text)
+    seats = tuple(SavedSeat(str(seat), str(participant), str(name), str(instrument), int(slot),
+                            tuple(float(v) for v in position), float(yaw), float(pitch),
+                            bool(monitor))
+                  for seat, participant, name, instrument, slot, position, yaw, pitch, monitor
+                  in data["seats"])
+    mixes = tuple(SavedMix(str(listener), str(source),
+                           None if position is None else tuple(float(v) for v in position),
+                           float(gain), bool(mute))
+                  for listener, source, position, gain, mute in data["mixes"])
+    acoustics = data.get("acoustics")
+    return SavedRoom(str(data["name"]), seats, mixes,
+                     acoustics if isinstance(acoustics, dict) else None)
+
+
+class RedisRoomStore:
+    """:class:`server.store.RoomStore`'s interface, kept in Redis so any node can restore a
+    room: ``load`` reads on the loop (one GET), ``save`` only files the snapshot, and a writer
+    thread writes each room's latest state at most every ``interval_s``.
+    """
+
+    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, interval_s: float = 0.2) -> None:
+        self.url = check_redis_url(url)
+        self.prefix = prefix
+        self.interval_s = interval_s
+        self.redis = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S,
+                                          socket_connect_timeout=REDIS_TIMEOUT_S)
+        try:
+            self.redis.ping()
+        except redis.RedisError as exc:
+            raise ClusterError(f"cannot use Redis at {url}: {exc}") from None
+        self._cond = threading.Condition()
+        self._pending: dict[str, RoomSnapshot] = {}
+        self._last_write: dict[str, float] = {}
+        self._stopping = False
+        self._busy = False
+        self.writes = 0
+        self.failures = 0
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="redis-room-store", daemon=True)
+        self._thread.start()
+
+    def _key(self, room: str) -> str:
+        return f"{self.prefix}state:{room}"
+
+    def load(self, room: str) -> SavedRoom | None:
+        with self._cond:
+            waiting = self._pending.get(room)
+        if waiting is not None:
+            return waiting.saved()
+        try:
+            raw = self.redis.get(self._key(room))
+        except redis.RedisError as exc:
+            log.warning("room state: cannot read room %s from Redis (%s); it opens empty",
+                        room, exc)
+            return None
+        if raw is None:
+            return None
+        try:
+            return saved_from_json(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("room state: room %s in Redis cannot be read (%s); it opens empty",
+                        room, exc)
+            return None
+
+    def save(self, snapshot: RoomSnapshot) -> None:
+        with self._cond:
+            if self._stopping:
+                return
+            self._pending[snapshot.name] = snapshot
+            self._cond.notify()
+
+    def flush(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            failures = self.failures
+            self._cond.notify_all()
+            while (self._pending or self._busy) and self.failures == failures:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, self.interval_s))
+            return self.failures == failures
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        written = self.flush(timeout_s)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+        self.redis.close()
+        return written
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if self._stopping and not self._pending:
+                    return
+                now = time.monotonic()
+                due = [name for name in self._pending if self._stopping
+                       or now - self._last_write.get(name, -1e9) >= self.interval_s]
+                if not due:
+                    self._cond.wait(self.interval_s / 4)
+                    continue
+                snapshots = [self._pending.pop(name) for name in due]
+                self._busy = True
+            try:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for snapshot in snapshots:
+                        pipe.set(self._key(snapshot.name), saved_to_json(snapshot.saved()))
+                    pipe.execute()
+            except redis.RedisError as exc:
+                with self._cond:
+                    self.failures += 1
+                    for snapshot in snapshots:
+                        self._pending.setdefault(snapshot.name, snapshot)
+                if self.failures == 1 or self.failures % 100 == 0:
+                    log.warning("room state: cannot write to Redis (%s; %d failed writes)", exc,
+                                self.failures)
+                time.sleep(self.interval_s)
+            else:
+                self.writes += len(snapshots)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    for snapshot in snapshots:
+                        self._last_write[snapshot.name] = time.monotonic()
+                    self._cond.notify_all()

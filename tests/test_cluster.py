@@ -1,0 +1,198 @@
+"""Nodes and rooms in a real Redis server (``server/cluster.py``): registration, claims that
+survive races, take-over after a node dies, placement by load, saved rooms any node restores."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+
+from server.cluster import (
+    Cluster,
+    ClusterError,
+    RedisRoomStore,
+    check_redis_url,
+    saved_from_json,
+    saved_to_json,
+)
+from tests.test_persistence import a_band, restored
+
+REDIS_SERVER = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
+                                reason="redis-server is not installed (make test installs it)")
+
+#: Short lives, so that a dead node's rooms are free within a second in these tests.
+TTL_S = 0.8
+BEAT_S = 0.2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A Redis server of our own on loopback, keeping nothing on disk."""
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", str(folder)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(5)
+
+
+@pytest.fixture
+def prefix(request):
+    """Each test its own keys."""
+    return f"t-{request.node.name}:"
+
+
+def node(redis_url, prefix, name, **kw) -> Cluster:
+    return Cluster(redis_url, f"ws://{name}.example:8000/ws", node_id=name, prefix=prefix,
+                   ttl_s=TTL_S, heartbeat_s=BEAT_S, **kw)
+
+
+async def test_nodes_register_and_leave(redis_url, prefix):
+    a, b = node(redis_url, prefix, "a"), node(redis_url, prefix, "b")
+    await a.start()
+    await b.start()
+    try:
+        found = {n.id: n.url for n in await a.nodes()}
+        assert found == {"a": "ws://a.example:8000/ws", "b": "ws://b.example:8000/ws"}
+    finally:
+        await b.stop()
+    assert [n.id for n in await a.nodes()] == ["a"]  # a clean leave is seen at once
+    await a.stop()
+
+
+async def test_a_room_lives_on_the_node_that_claimed_it_first(redis_url, prefix):
+    a, b = node(redis_url, prefix, "a"), node(redis_url, prefix, "b")
+    await a.start()
+    await b.start()
+    try:
+        assert (await a.claim("jam")).id == "a"
+        assert (await b.claim("jam")).id == "a"
+        assert (await b.locate("jam")).url == "ws://a.example:8000/ws"
+        assert (await b.place("jam")).id == "a"
+        assert await b.locate("elsewhere") is None
+        await asyncio.sleep(3 * BEAT_S + TTL_S)  # heartbeats keep the claim past its TTL
+        assert (await b.claim("jam")).id == "a"
+        await a.release("jam")
+        assert await b.locate("jam") is None
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_racing_claims_agree_on_one_node(redis_url, prefix):
+    nodes = [node(redis_url, prefix, name) for name in "abcd"]
+    for n in nodes:
+        await n.start()
+    try:
+        for k in range(20):
+            owners = await asyncio.gather(*(n.claim(f"room-{k}") for n in nodes for _ in range(3)))
+            assert len({o.id for o in owners}) == 1, owners
+            held = [n.id for n in nodes if f"room-{k}" in n.rooms]
+            assert held == [owners[0].id]
+    finally:
+        for n in nodes:
+            await n.stop()
+
+
+async def test_a_dead_nodes_rooms_are_taken_over(redis_url, prefix):
+    a, b = node(redis_url, prefix, "a"), node(redis_url, prefix, "b")
+    await a.start()
+    await b.start()
+    try:
+        await a.claim("jam")
+        a._task.cancel()  # a dies: no more heartbeats, no goodbye
+        assert (await b.claim("jam")).id == "a"  # still registered
+        started = time.monotonic()
+        while (await b.claim("jam")).id != "b":
+            assert time.monotonic() - started < 3 * TTL_S, "a's room was never freed"
+            await asyncio.sleep(0.05)
+        assert time.monotonic() - started >= TTL_S - 3 * BEAT_S - 0.1
+        assert [n.id for n in await b.nodes()] == ["b"]
+        assert (await b.locate("jam")).id == "b"
+    finally:
+        a.rooms.clear()
+        await a.stop()
+        await b.stop()
+
+
+async def test_new_rooms_go_to_the_least_loaded_node(redis_url, prefix):
+    a, b, c = (node(redis_url, prefix, name) for name in "abc")
+    a.load, b.load, c.load = 0.6, 0.1, 0.3
+    for n in (a, b, c):
+        await n.start()
+    try:
+        chosen = await a.place("new-room")
+        assert chosen.id == "b"
+        assert "new-room" not in a.rooms  # b claims it when the join reaches it
+        assert (await b.place("new-room")).id == "b" and "new-room" in b.rooms
+        b.load = 0.9
+        await asyncio.sleep(2 * BEAT_S)
+        assert (await a.place("another")).id == "c"
+    finally:
+        for n in (a, b, c):
+            await n.stop()
+
+
+async def test_unreachable_redis_is_said_plainly():
+    with pytest.raises(ClusterError, match=re.escape("cannot use Redis at redis://127.0.0.1:1/0")):
+        await Cluster("redis://127.0.0.1:1/0", "ws://x/ws").start()
+    for bad in ("localhost:6379", "http://localhost:6379", ""):
+        with pytest.raises(ClusterError, match="is not a Redis URL"):
+            check_redis_url(bad)
+    with pytest.raises(ClusterError, match="cannot use Redis"):
+        RedisRoomStore("redis://127.0.0.1:1/0")
+
+
+# -- saved rooms ------------------------------------------------------------------------------
+
+
+def test_a_saved_room_reads_back_as_it_was():
+    room, _ = a_band()
+    saved = room.snapshot().saved()
+    assert saved_from_json(saved_to_json(saved)) == saved
+
+
+def test_another_node_restores_a_room_from_redis(redis_url, prefix):
+    room, members = a_band()
+    first = RedisRoomStore(redis_url, prefix=prefix, interval_s=0.05)
+    first.save(room.snapshot())
+    assert first.flush(5.0)
+    assert first.close()
+    second = RedisRoomStore(redis_url, prefix=prefix)
+    try:
+        saved = second.load("band")
+        assert saved == room.snapshot().saved()
+        again = restored(room)
+        assert again.snapshot().saved() == saved
+        assert second.load("never-saved") is None
+        redis.Redis.from_url(redis_url).set(f"{prefix}state:broken", b"{not json")
+        assert second.load("broken") is None  # a warning, and the room opens empty
+    finally:
+        second.close()
+    assert members["a"].id in {s.participant for s in saved.seats}
