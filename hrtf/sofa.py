@@ -81,6 +81,9 @@ _CHUNK_BYTES = 2**20
 _MAX_PROBLEM_CHARS = 400
 _NUMERIC_KEYS = ("positions", "hrir", "sample_rate", "delay")
 #: What a child that ran out of memory leaves on stderr when it had no chance to say so.
+#: Parsing children running now, so that a server shutting down can stop them (stop_parsers).
+_RUNNING: set[subprocess.Popen] = set()
+_RUNNING_LOCK = threading.Lock()
 _OUT_OF_MEMORY_MARKERS = ("MemoryError", "Cannot allocate memory", "Memory allocation")
 
 _memory_cache: OrderedDict[str, HrirSet] = OrderedDict()
@@ -324,19 +327,22 @@ def _run_worker(
     """
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     try:
-        done = subprocess.run(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout_s,
-            cwd=cwd,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise HrtfError(f"parsing took longer than {timeout_s:g} s and was stopped") from None
+        child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, cwd=cwd, env=env)
     except OSError as exc:
         raise HrtfError(f"the SOFA parser could not be started ({exc.strerror or exc})") from None
+    with _RUNNING_LOCK:
+        _RUNNING.add(child)
+    try:
+        stdout, stderr_bytes = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise HrtfError(f"parsing took longer than {timeout_s:g} s and was stopped") from None
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(child)
+    done = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr_bytes)
     stderr = done.stderr.decode("utf-8", errors="replace")
     if stderr:
         log.debug("SOFA parser stderr (exit status %d):\n%s", done.returncode, stderr[-4000:])
@@ -354,6 +360,17 @@ def _run_worker(
         problem = " ".join(str(reply.get("error") or "the parser refused the file").split())
         raise HrtfError(problem[:_MAX_PROBLEM_CHARS])
     return reply
+
+
+def stop_parsers() -> int:
+    """Kill every parsing child still running (a server shutting down does not wait for them);
+    their callers get an error. Returns how many were stopped."""
+    with _RUNNING_LOCK:
+        children = list(_RUNNING)
+    for child in children:
+        with contextlib.suppress(OSError):
+            child.kill()
+    return len(children)
 
 
 def _signal_problem(number: int) -> str:

@@ -36,7 +36,7 @@ from typing import Protocol
 
 from hrtf.errors import HrtfError
 from hrtf.hrirset import HrirSet
-from hrtf.sofa import load_sofa
+from hrtf.sofa import load_sofa, stop_parsers
 from signaling.errors import ErrorCode, MessageId
 from signaling.limits import MAX_HRTF_UPLOAD_BYTES, MAX_UPLOAD_CHUNK_BYTES
 from signaling.ratelimit import TokenBucket
@@ -446,8 +446,10 @@ class HrtfUploads:
             self._close(who, record, 0)
 
     def close(self) -> None:
-        """At shutdown: end every upload; parses under way finish on their threads."""
+        """At shutdown: end every upload, and stop the parses under way (their children are
+        killed, so the process does not wait up to a parse's time limit to exit)."""
         for who, record in list(self._open.items()):
             self._close(who, record, 0)
         self._parse_pool.shutdown(wait=False, cancel_futures=True)
+        stop_parsers()
         self._io_pool.shutdown(wait=False)

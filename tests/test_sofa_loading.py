@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import signal
 import sys
+import threading
+import time
 import wave
 
 import netCDF4
@@ -391,6 +393,29 @@ def test_cpu_time_limit_stops_the_child():
     spin = "import resource; resource.setrlimit(resource.RLIMIT_CPU, (1, 2))\nwhile True: pass"
     with pytest.raises(HrtfError, match=f"more CPU time than allowed .*{signal.SIGXCPU.name}"):
         sofa._run_worker([sys.executable, "-c", spin], timeout_s=20)
+
+
+def test_a_server_shutting_down_stops_parses_under_way():
+    """``stop_parsers`` kills running children: their callers get an error at once, not after
+    the parse's time limit (a server exiting would otherwise wait for them)."""
+    outcome: list[BaseException] = []
+
+    def parse() -> None:
+        try:
+            sofa._run_worker([sys.executable, "-c", "import time; time.sleep(60)"], timeout_s=60)
+        except HrtfError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=parse)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while not sofa._RUNNING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sofa.stop_parsers() == 1
+    worker.join(20)
+    assert not worker.is_alive()
+    assert len(outcome) == 1 and "SIGKILL" in str(outcome[0]), outcome
+    assert not sofa._RUNNING
 
 
 def test_slow_parse_times_out():
