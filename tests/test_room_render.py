@@ -177,6 +177,29 @@ def test_switching_settings_does_not_click(kemar, sphere, setting):
     assert np.all(steps <= 1.5 * 2 * np.pi * 220 / SAMPLE_RATE * peak)
 
 
+@pytest.mark.parametrize("motion", ["walk", "jumps"])
+def test_moving_sources_do_not_click_in_a_room(kemar, motion):
+    """Walking at 1.4 m/s (every image's delay moves a few samples a tick) or jumping 1.5 m
+    every 5 ticks: the taps crossfade, and a 220 Hz tone stays as smooth as itself."""
+    renderer = Renderer(kemar, 1, 1)
+    renderer.set_room(room_model("rehearsal-room"))
+    ticks = 40
+    t = np.arange(ticks * FRAME) / SAMPLE_RATE
+    tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    out = []
+    for k in range(ticks):
+        walked = 1.4 * k * FRAME / SAMPLE_RATE
+        x = -2.0 + (walked if motion == "walk" else 1.5 * ((k // 5) % 2))
+        scene = Scene.create([0.0, 0.0, 1.2], [x, 1.0, 1.4])
+        if k == 0:
+            renderer.prime(scene)
+        out.append(renderer.render_unlimited(scene, tone[None, k * FRAME:(k + 1) * FRAME])[0])
+    y = np.concatenate(out)[10 * FRAME:]
+    steps = np.abs(np.diff(y, axis=0)).max(axis=0)
+    peak = np.abs(y).max(axis=0)
+    assert np.all(steps <= 1.5 * 2 * np.pi * 220 / SAMPLE_RATE * peak)
+
+
 def test_dry_wet_balance():
     assert dry_wet_gains(0.5) == (1.0, 1.0)
     assert dry_wet_gains(0.0) == (1.0, 0.0)
