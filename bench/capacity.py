@@ -1,7 +1,8 @@
 """``spatialjam bench capacity``: how many participants the server holds in real time.
 
-Two phases, each against a fresh ``spatialjam serve`` in its own process
-(:class:`~bench.serverproc.ServerProcess`):
+Two phases, each against a fresh ``spatialjam serve --workers W`` in its own processes
+(:class:`~bench.serverproc.ServerProcess`; ``--workers``, 1 unless told: one process, as
+before workers existed):
 
 1. **one room** (``--room-capacity`` = ``--max-bots``): ``--step`` bots join, the room is held
    for ``--hold`` seconds and measured, and so on until a step fails or ``--max-bots`` is
@@ -26,7 +27,9 @@ then measures a window of ``--hold`` seconds:
   SRTP, RTP and RTCP in Python, the uplink receive path) and all its other threads (the rooms'
   tick threads: render and Opus encode, numba's and the FFT's worker threads, aiortc's decoder
   threads); the bots' processes and the whole machine (``/proc/stat``) are measured beside it,
-  because on a 2-core machine they share the cores;
+  because on a 2-core machine they share the cores. With workers, "the server" is the front
+  and its workers together (CPU and RSS summed), and the event loop is the busiest of their
+  event loop threads: each process has its own, of one core;
 - the server's own counters from ``/metrics`` over the window: late, skipped and overrunning
   ticks, overload degradations and culled pairs, concealed uplink frames;
 - each room's render-and-encode time per tick (p50, p95) and its cap on sources per mix, from
@@ -145,35 +148,47 @@ class Snapshot:
     bots_cpu_s: float
     machine_busy: int
     machine_total: int
+    #: Each server process's event loop thread (``serve --workers``: the front, then each
+    #: worker); ``loop_cpu_s`` is their sum.
+    loops_cpu_s: tuple[float, ...] = ()
 
 
-def snapshot(server_pid: int, bot_pids: list[int], proc: Path = Path("/proc")) -> Snapshot:
+def snapshot(server_pids: int | list[int], bot_pids: list[int],
+             proc: Path = Path("/proc")) -> Snapshot:
     def read(*parts) -> str:
         return proc.joinpath(*map(str, parts)).read_text()
 
+    pids = [server_pids] if isinstance(server_pids, int) else server_pids
     bots = 0.0
     for pid in bot_pids:
         with contextlib.suppress(OSError):  # a bot process that exited counts nothing
             bots += cpu_seconds(read(pid, "stat"))
     busy, total = machine_jiffies(read("stat"))
-    return Snapshot(at=time.monotonic(), server_cpu_s=cpu_seconds(read(server_pid, "stat")),
-                    loop_cpu_s=cpu_seconds(read(server_pid, "task", server_pid, "stat")),
-                    server_rss=rss_bytes(read(server_pid, "status")), bots_cpu_s=bots,
-                    machine_busy=busy, machine_total=total)
+    loops = tuple(cpu_seconds(read(pid, "task", pid, "stat")) for pid in pids)
+    return Snapshot(at=time.monotonic(),
+                    server_cpu_s=sum(cpu_seconds(read(pid, "stat")) for pid in pids),
+                    loop_cpu_s=sum(loops), loops_cpu_s=loops,
+                    server_rss=sum(rss_bytes(read(pid, "status")) for pid in pids),
+                    bots_cpu_s=bots, machine_busy=busy, machine_total=total)
 
 
 def usage(before: Snapshot, after: Snapshot) -> dict:
     """CPU between two snapshots, in % of one core (100: one core busy), except
-    ``machine_busy_pct`` (% of all cores); RSS at the end, in MiB."""
+    ``machine_busy_pct`` (% of all cores); RSS at the end, in MiB. With several server
+    processes, ``loop_cpu_pct`` is the busiest event loop thread's and ``loops_cpu_pct`` lists
+    each one's."""
     wall = after.at - before.at
     if wall <= 0:
         raise ValueError("the snapshots are not in time order")
     server = after.server_cpu_s - before.server_cpu_s
     loop = after.loop_cpu_s - before.loop_cpu_s
+    loops = [a - b for a, b in zip(after.loops_cpu_s, before.loops_cpu_s, strict=True)]
     jiffies = after.machine_total - before.machine_total
     return {
         "server_cpu_pct": round(100 * server / wall, 1),
-        "loop_cpu_pct": round(100 * loop / wall, 1),
+        "loop_cpu_pct": round(100 * (max(loops) if len(loops) > 1 else loop) / wall, 1),
+        **({"loops_cpu_pct": [round(100 * x / wall, 1) for x in loops]}
+           if len(loops) > 1 else {}),
         "off_loop_cpu_pct": round(100 * (server - loop) / wall, 1),
         "rss_mb": round(after.server_rss / 2**20, 1),
         "bots_cpu_pct": round(100 * (after.bots_cpu_s - before.bots_cpu_s) / wall, 1),
@@ -433,15 +448,22 @@ def settle(fleet: BotFleet) -> float:
     return round(time.monotonic() - t0, 1)
 
 
+def server_pids(server: ServerProcess) -> list[int]:
+    """The server's processes: the one, or the front and its workers (from its /healthz)."""
+    with urllib.request.urlopen(f"{server.http}/healthz", timeout=10) as reply:
+        workers = json.loads(reply.read()).get("workers", [])
+    return [server.proc.pid, *(w["pid"] for w in workers if w["pid"] is not None)]
+
+
 def measure_step(phase: str, server: ServerProcess, fleet: BotFleet, join_errors: list[str],
                  hold_s: float) -> dict:
     """Settle, then measure one window of ``hold_s`` seconds; returns the step's record."""
     settled_s = settle(fleet)
     fleet.mark()
-    pids = fleet.pids
-    m0, before = fetch_metrics(server.http), snapshot(server.proc.pid, pids)
+    pids, serving = fleet.pids, server_pids(server)
+    m0, before = fetch_metrics(server.http), snapshot(serving, pids)
     time.sleep(hold_s)
-    after, m1 = snapshot(server.proc.pid, pids), fetch_metrics(server.http)
+    after, m1 = snapshot(serving, pids), fetch_metrics(server.http)
     reports = fleet.report()
     step = {"phase": phase, "participants": int(m1["participants"]), "rooms": int(m1["rooms"]),
             "bots": len(reports), "settle_s": settled_s, "hold_s": round(after.at - before.at, 2),
@@ -458,11 +480,12 @@ def measure_step(phase: str, server: ServerProcess, fleet: BotFleet, join_errors
 
 
 def run_phase(phase: str, plan: list[list[tuple[str, str]]], room_capacity: int,
-              hold_s: float, per_process: int, progress) -> dict:
+              hold_s: float, per_process: int, progress, workers: int = 1) -> dict:
     steps: list[dict] = []
     bots = sum(len(added) for added in plan)  # every bot holds a connection from loopback
     with ServerProcess("--room-capacity", str(room_capacity), "--max-connections-per-ip",
-                       str(max(bots + 8, MAX_CONNECTIONS_PER_IP))) as server, \
+                       str(max(bots + 8, MAX_CONNECTIONS_PER_IP)),
+                       "--workers", str(workers)) as server, \
             tempfile.TemporaryDirectory() as logs:
         server_log = server.log
         fleet = BotFleet(server.ws, per_process, Path(logs))
@@ -512,18 +535,19 @@ def progress_line(step: dict) -> str:
 
 
 def capacity_benchmark(max_bots: int, step: int, hold_s: float, rooms_of: int,
-                       per_process: int = 10, progress=None) -> dict:
+                       per_process: int = 10, progress=None, workers: int = 1) -> dict:
     progress = progress or (lambda s: print(progress_line(s), file=sys.stderr, flush=True))
     if rooms_of > max_bots:
         raise ValueError(f"--rooms-of {rooms_of} is more than --max-bots {max_bots}")
     one = run_phase("one room", one_room_plan(max_bots, step), max(max_bots, 2), hold_s,
-                    per_process, progress)
+                    per_process, progress, workers)
     many = run_phase("many rooms", many_rooms_plan(max_bots, rooms_of, step), rooms_of,
-                     hold_s, per_process, progress)
+                     hold_s, per_process, progress, workers)
     return {
         "benchmark": "capacity",
         "settings": {"max_bots": max_bots, "step": step, "hold_s": hold_s, "rooms_of": rooms_of,
-                     "bots_per_process": per_process, "settle_s": SETTLE_S},
+                     "bots_per_process": per_process, "settle_s": SETTLE_S,
+                     "workers": workers},
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "one_room": one,
         "many_rooms": many,
@@ -585,7 +609,8 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
     s = report["settings"]
     paths[1].write_text("\n".join(
         [f"# Capacity: up to {s['max_bots']} bots, steps of {s['step']}, {s['hold_s']} s held, "
-         f"rooms of {s['rooms_of']}", "", *summary_lines(report), "", *table(report)]) + "\n")
+         f"rooms of {s['rooms_of']}, serve --workers {s['workers']}", "",
+         *summary_lines(report), "", *table(report)]) + "\n")
     fig, (ticks, cpu) = pyplot().subplots(1, 2, figsize=(10, 3.8))
     for key, label, marker, color in (("one_room", "one room", "o", "C0"),
                                       ("many_rooms", "many rooms", "s", "C1")):
@@ -613,7 +638,7 @@ def run_capacity_bench(args: argparse.Namespace) -> int:
         raise CliError(f"--rooms-of {args.rooms_of} is more than --max-bots {args.max_bots}")
     try:
         report = capacity_benchmark(args.max_bots, args.step, args.hold, args.rooms_of,
-                                    args.bots_per_process)
+                                    args.bots_per_process, workers=args.workers)
     except (RuntimeError, OSError) as exc:
         raise CliError(str(exc)) from None
     paths = write_results(report, Path(args.out))

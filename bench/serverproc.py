@@ -26,7 +26,8 @@ def free_port() -> int:
 class ServerProcess:
     """``with ServerProcess() as srv:`` — a server ready at ``srv.http`` and ``srv.ws``.
 
-    It keeps no room state (``--state none``) unless ``args`` name a ``--state``.
+    It keeps no room state (``--state none``) unless ``args`` name a ``--state``, and runs one
+    process (``--workers 1``: tests read its ``/proc``) unless ``args`` name ``--workers``.
     """
 
     def __init__(self, *args: str, timeout_s: float = 120.0) -> None:
@@ -47,9 +48,10 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         state = () if "--state" in self.args else ("--state", "none")
+        workers = () if "--workers" in self.args else ("--workers", "1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port), *state,
-             *self.args],
+             *workers, *self.args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         # Read the log as it comes, so the server never blocks on a full pipe.
         reader = threading.Thread(target=self._read_log, daemon=True, name="server-log")

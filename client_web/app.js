@@ -13,6 +13,7 @@ import { MixPanel, dbToGain } from "./mix.js";
 import { notify, setStatus } from "./notices.js";
 import { Pacer } from "./pacer.js";
 import { ServerPeer } from "./peer.js";
+import { RecordingPanel } from "./recording.js";
 import { SignalingClient } from "./signaling.js";
 import { SoundPanel } from "./sound.js";
 import { StageView } from "./stage.js";
@@ -51,6 +52,7 @@ const state = {
   errors: [], // every `error` the server sent, newest last
   locked: false, // the room's admin keeps newcomers out
   acoustics: null, // the room's acoustics (room_state), null when dry
+  recording: null, // the recording under way (room_state), null when none
   rejoins: 0, // joins after a drop, with the seat token
 };
 
@@ -73,6 +75,7 @@ let lastLatencyTest = null; // its last result (or {error})
 
 const latency = new LatencyPanel($("latency"));
 const aiPanel = new AiPanel($("ai-panel"), (message) => signaling?.send(message));
+const recordingPanel = new RecordingPanel($("recording-panel"), (message) => signaling?.send(message));
 const sound = new SoundPanel($("sound-panel"), {
   send: (message) => signaling?.send(message) ?? false,
   sendBinary: (data) => signaling?.sendBinary(data) ?? false,
@@ -223,6 +226,7 @@ function onJoined(message, rejoin) {
   access.setGrants(message.grants);
   applyRoomState(message.state);
   sound.joined(); // the server starts each join from its defaults: ask for our choice again
+  recordingPanel.refresh();
   if (!rejoin) {
     state.personal.clear(); // a new seat has no personal mix on the server
     state.monitorOn = false;
@@ -309,7 +313,8 @@ function teardown() {
   audioCtx = null;
   head.enabled = false;
   Object.assign(state, { participant: null, revision: -1, members: [], stage: [], selected: null,
-    monitorOn: false, connection: "idle", peer: "new", locked: false, acoustics: null });
+    monitorOn: false, connection: "idle", peer: "new", locked: false, acoustics: null,
+    recording: null });
   state.personal.clear();
   localPositions.clear();
   $("jam").hidden = true;
@@ -348,6 +353,10 @@ function onMessage(message) {
     case "pong":
       latency.onPong(message, performance.now());
       break;
+    case "recording":
+    case "recordings":
+      recordingPanel.onMessage(message);
+      break;
     case "rendering":
     case "hrtf_uploaded":
       sound.onMessage(message);
@@ -378,6 +387,7 @@ function applyRoomState(roomState) {
   state.members = roomState.members;
   state.locked = Boolean(roomState.locked);
   state.acoustics = roomState.acoustics ?? null;
+  state.recording = roomState.recording ?? null;
   const now = performance.now();
   for (const placement of roomState.stage) {
     const local = localPositions.get(placement.source);
@@ -591,6 +601,7 @@ function render() {
   mix.update(sources, state.personal, state.monitorOn, access.can("admin"));
   aiPanel.update(state.room, state.members, state.connection === "joined", access.can("admin"));
   sound.update(state.acoustics, state.connection === "joined", access.can("admin"));
+  recordingPanel.update(state.recording, state.connection === "joined", access.can("admin"));
   access.render({ locked, personalMode: state.personalMode });
   renderSelection();
   renderStatus();

@@ -3,6 +3,8 @@
 - ``GET /`` and ``GET /static/...``: the web client (``client_web/``, no build step);
 - ``GET /healthz``: JSON health; ``GET /metrics``: Prometheus text;
 - ``GET /ai/ROOM.mid``: what the room's AI musician played this session, as a MIDI file;
+- ``GET /recordings/ROOM/ID/FILE``: a file of one of the room's recordings
+  (:mod:`server.recordings`), for those who may enter the room;
 - ``/ws``: WebSocket signaling (``docs/PROTOCOL.md``), handled by :class:`server.hub.Hub`; at
   most ``--max-connections-per-ip`` at once from one client (HTTP 429 past it) and
   ``--max-connections`` in all (HTTP 503), counted by :mod:`server.admission`.
@@ -21,11 +23,10 @@ import http
 import json
 import logging
 import mimetypes
-import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 import uvloop
@@ -39,12 +40,15 @@ from hrtf.library import load_hrtf
 from server.access import AccessPolicy, SecretError, load_secret
 from server.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, ConnectionLimits
 from server.errors import CliError
+from server.http_replies import access_refused as _access_refused
+from server.http_replies import admit_signaling, process_gauges
+from server.http_replies import reply as _reply
 from server.hub import EMPTY_ROOM_GRACE_S, RETRY_AFTER_S, Hub
+from server.load import room_loads, tick_load
+from server.recordings import RecordingFileError, Recordings, recordings_root
 from server.store import open_store
 from signaling import limits
 from signaling.access import OPEN, Access, AccessError
-from signaling.server_messages import ErrorMessage
-from signaling.wire import encode
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,10 @@ STATIC_TYPES = {".html", ".js", ".css", ".svg", ".png", ".wasm", ".json", ".ico"
 
 class ServerState:
     """What the HTTP endpoints report."""
+
+    #: Set on a worker of ``serve --workers N`` (server.front): ``/healthz`` then also lists
+    #: its rooms and their loads, which the front places rooms by.
+    worker = False
 
     def __init__(self, hrirs: HrirSet, device: str, warmup_ms: float, hub: Hub,
                  connections: ConnectionLimits | None = None) -> None:
@@ -71,9 +79,12 @@ class ServerState:
         self.watchers: set[asyncio.Task] = set()
 
     def health(self) -> dict:
-        return {"status": "ok", "hrtf": self.hrirs.name, "device": self.device,
-                "rooms": len(self.hub.rooms),
-                "uptime_s": round(time.monotonic() - self.started, 3)}
+        health = {"status": "ok", "hrtf": self.hrirs.name, "device": self.device,
+                  "rooms": len(self.hub.rooms), "load": tick_load(self.hub.rooms),
+                  "uptime_s": round(time.monotonic() - self.started, 3)}
+        if self.worker:
+            health["room_loads"] = room_loads(self.hub.rooms)
+        return health
 
     def metrics(self) -> str:
         values = {
@@ -134,6 +145,10 @@ class ServerState:
                                    "overload (pair-ticks)."),
             "hrtf_uploads_total": ("counter", "Listeners' HRTF uploads, by outcome: taken, "
                                    "refused (bad_sofa), ended early (upload_failed)."),
+            "recordings_active": ("gauge", "Rooms being recorded."),
+            "recording_dropped_frames_total": ("counter", "20 ms frames of recordings written "
+                                               "as silence because the writer fell behind "
+                                               "(or its disk failed)."),
         }
         for name, value in self.hub.metrics().items():
             kind, text = help_text[name]
@@ -146,30 +161,6 @@ class ServerState:
             else:
                 lines.append(f"spatialjam_{name} {value}")
         return "\n".join(lines) + "\n"
-
-
-def process_gauges(proc: Path = Path("/proc/self")) -> dict[str, tuple[int, str, str]]:
-    """This process's resources for ``/metrics``: ``{name: (value, kind, help)}``.
-
-    The asyncio tasks of the running loop that are not done, and from Linux's ``proc``
-    (left out where there is none): open file descriptors, OS threads (every thread, not only
-    Python's: numba's workers too) and resident memory in bytes.
-    ``spatialjam bench soak`` watches these for leaks. Reading them costs a few system calls,
-    on a ``/metrics`` request only.
-    """
-    values = {"asyncio_tasks": (len(asyncio.all_tasks()), "gauge",
-                                "Asyncio tasks on the server's loop that are not done.")}
-    try:
-        status = (proc / "status").read_text()
-        fds = len(os.listdir(proc / "fd"))
-    except OSError:
-        return values
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    values["open_fds"] = (fds, "gauge", "File descriptors open (files and sockets).")
-    values["threads"] = (int(fields["Threads"]), "gauge", "OS threads of the process.")
-    values["rss_bytes"] = (int(fields["VmRSS"].split()[0]) * 1024, "gauge",
-                           "Resident memory (bytes).")
-    return values
 
 
 def warm_up(hrtf: str, device: str) -> tuple[HrirSet, float]:
@@ -195,30 +186,11 @@ def static_file(path: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def same_origin(request: Request) -> bool:
-    """A browser's WebSocket must come from a page of this server (no cross-site use of /ws).
-
-    Clients that send no ``Origin`` (bots, command-line tools) are not browsers and pass.
-    """
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    return urlsplit(origin).netloc.lower() == (request.headers.get("Host") or "").lower()
-
-
 def http_router(state: ServerState):
     def route(connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
-        if path == "/ws":
-            if not same_origin(request):
-                return _reply(connection, http.HTTPStatus.FORBIDDEN,
-                              "signaling accepts pages served by this server only\n",
-                              "text/plain; charset=utf-8")
-            try:  # before any room state is shared
-                state.hub.policy.for_request(request.path, time.time())
-            except AccessError as exc:
-                return _access_refused(connection, exc)
-            return _admit(state, connection)  # None: the WebSocket handshake goes on
+        if path == "/ws":  # None: the WebSocket handshake goes on
+            return admit_signaling(state, state.hub.policy, connection, request)
         if path == "/access":
             try:
                 access = state.hub.policy.for_request(request.path, time.time())
@@ -249,6 +221,8 @@ def http_router(state: ServerState):
             response.headers["Content-Length"] = str(len(midi))
             response.headers["Content-Disposition"] = "attachment; filename=\"spatialjam-ai.mid\""
             return response
+        if path.startswith("/recordings/"):
+            return _recording_file(state, connection, request, path)
         file = static_file(path)
         if file is not None:
             kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
@@ -265,6 +239,30 @@ def http_router(state: ServerState):
     return route
 
 
+async def _recording_file(state: ServerState, connection: ServerConnection, request: Request,
+                          path: str) -> Response:
+    """``GET /recordings/ROOM/ID/FILE``: for those who may enter ROOM (the rules of
+    ``/ai/ROOM.mid``), read off the loop."""
+    parts = path[len("/recordings/"):].split("/")
+    try:
+        state.hub.policy.for_request(request.path, time.time()).check_room(parts[0])
+    except AccessError as exc:
+        return _access_refused(connection, exc)
+    try:
+        if len(parts) != 3:
+            raise RecordingFileError(http.HTTPStatus.NOT_FOUND, "recording files are at "
+                                     "/recordings/ROOM/ID/FILE (see 'list_recordings')")
+        body, kind = await asyncio.to_thread(state.hub.recordings.read_file, *parts)
+    except RecordingFileError as exc:
+        return _reply(connection, exc.status, exc.message + "\n", "text/plain; charset=utf-8")
+    response = _reply(connection, http.HTTPStatus.OK, "", kind)
+    response.body = body
+    del response.headers["Content-Length"]
+    response.headers["Content-Length"] = str(len(body))
+    response.headers["Content-Disposition"] = f"attachment; filename=\"{parts[2]}\""
+    return response
+
+
 def describe_access(access: Access) -> dict:
     """What ``GET /access?token=…`` tells a client about its token (nothing secret)."""
     return {"tokens_required": access is not OPEN, "identity": access.identity,
@@ -273,46 +271,8 @@ def describe_access(access: Access) -> dict:
                              if access.expires_at is not None else None)}
 
 
-def _access_refused(connection: ServerConnection, exc: AccessError) -> Response:
-    """HTTP 401 with the refusal as a signaling ``error`` in the body (a client that cannot
-    read the handshake's response, as a browser, asks ``/access`` for it)."""
-    return _reply(connection, http.HTTPStatus.UNAUTHORIZED,
-                  encode(ErrorMessage(exc.code, exc.message)), "application/json")
-
-
-def _admit(state: ServerState, connection: ServerConnection) -> Response | None:
-    """Count a ``/ws`` connection against the limits until its socket closes (None), or the
-    refusal: HTTP 429 past the per-client limit, 503 past the total."""
-    host = connection.remote_address[0] if connection.remote_address else ""
-    refusal = state.connections.admit(host)
-    if refusal is not None:
-        status = (http.HTTPStatus.TOO_MANY_REQUESTS if refusal.per_client
-                  else http.HTTPStatus.SERVICE_UNAVAILABLE)
-        response = _reply(connection, status, refusal.message + "\n", "text/plain; charset=utf-8")
-        response.headers["Retry-After"] = "5"
-        return response
-
-    async def release_when_closed() -> None:
-        try:
-            await connection.wait_closed()
-        finally:
-            state.connections.release(host)
-
-    task = asyncio.get_running_loop().create_task(release_when_closed())
-    state.watchers.add(task)
-    task.add_done_callback(state.watchers.discard)
-    return None
-
-
-def _reply(connection: ServerConnection, status, body: str, content_type: str) -> Response:
-    response = connection.respond(status, body)
-    del response.headers["Content-Type"]  # respond() sets text/plain; replace, don't add
-    response.headers["Content-Type"] = content_type
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-async def serve_forever(host: str, port: int, state: ServerState) -> None:
+async def serve_forever(host: str, port: int, state: ServerState,
+                        announce: Callable[[int], None] | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -327,6 +287,8 @@ async def serve_forever(host: str, port: int, state: ServerState) -> None:
         bound = ", ".join(f"http://{s.getsockname()[0]}:{s.getsockname()[1]}"
                           for s in server.sockets)
         log.info("serving on %s", bound)
+        if announce is not None:
+            announce(server.sockets[0].getsockname()[1])
         await stop
         log.info("shutting down: %d connections are told to come back in %g s",
                  len(state.hub.connections), RETRY_AFTER_S)
@@ -346,7 +308,11 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                empty_room_grace_s: float = EMPTY_ROOM_GRACE_S,
                state_path: str | None = None,
                max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP,
-               max_connections: int = MAX_CONNECTIONS, acoustics: str = "off") -> int:
+               max_connections: int = MAX_CONNECTIONS, acoustics: str = "off",
+               announce: Callable[[int], None] | None = None,
+               recordings_dir: str | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; 0 then. ``announce``, on a worker of ``serve --workers
+    N`` (server.workers), is called with the port once it serves."""
     try:  # before the engine loads: a refusal should not wait for it
         policy = AccessPolicy.for_listening(host, load_secret(secret_file))
     except SecretError as exc:
@@ -362,10 +328,13 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                                                          policy=policy,
                                                          empty_room_grace_s=empty_room_grace_s,
                                                          store=open_store(state_path),
-                                                         hrtf_spec=hrtf, acoustics=acoustics),
+                                                         hrtf_spec=hrtf, acoustics=acoustics,
+                                                         recordings=Recordings(recordings_root(
+                                                             recordings_dir, state_path))),
                         ConnectionLimits(max_connections_per_ip, max_connections))
+    state.worker = announce is not None
     try:
-        uvloop.run(serve_forever(host, port, state))
+        uvloop.run(serve_forever(host, port, state, announce))
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return 0

@@ -20,6 +20,8 @@ from signaling.limits import ROOM_PRESETS
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+#: The most ``serve --workers`` (processes, one per core).
+MAX_WORKERS = 64
 
 
 def _finite(kind: str, lo: float | None = None, hi: float | None = None, positive=False):
@@ -103,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the SQLite file that keeps rooms' seats, stage and personal mixes "
                        "across restarts (default $SPATIALJAM_STATE_DIR/rooms.sqlite3 or "
                        "~/.local/state/spatialjam/rooms.sqlite3); 'none' keeps nothing")
+    serve.add_argument("--recordings", metavar="DIR",
+                       help="where session recordings go (default: recordings/ beside the "
+                       "--state file, or $SPATIALJAM_STATE_DIR/recordings); 'none' turns "
+                       "recording off")
     serve.add_argument("--empty-room-grace", type=_finite("empty room grace", 0, 3600),
                        default=30.0, metavar="SECONDS",
                        help="how long an empty room keeps its seats for members who come back "
@@ -121,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
                        default=MAX_CONNECTIONS, metavar="N",
                        help="signaling connections the server holds at once; past it the "
                        f"handshake is refused with HTTP 503 (default {MAX_CONNECTIONS})")
+    serve.add_argument("--workers", type=_count("workers", 1, MAX_WORKERS),
+                       default=min(os.cpu_count() or 1, MAX_WORKERS), metavar="N",
+                       help="processes: each room lives on one, new rooms go to the least "
+                       "loaded; 1 runs a single process (default: the number of cores, "
+                       f"{os.cpu_count()} here; docs/DEPLOYMENT.md)")
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the front
+    serve.add_argument("--front-pid", type=int, help=argparse.SUPPRESS)
     add_token_parser(sub)
 
     render = sub.add_parser(
@@ -218,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="participants per room in the many-rooms phase (default 4)")
     capacity.add_argument("--bots-per-process", type=_count("bots per process", 1, 64),
                           default=10, metavar="B", help="bots sharing one process (default 10)")
+    capacity.add_argument("--workers", type=_count("workers", 1, MAX_WORKERS), default=1,
+                          metavar="W", help="the server's processes, as serve --workers "
+                          "(default 1: one process)")
     capacity.add_argument("--out", default="bench/results", metavar="DIR",
                           help="where the JSON, PNG and markdown go (default bench/results)")
     capacity.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -284,12 +300,19 @@ def main(argv: list[str] | None = None) -> int:
     quiet = logging.INFO if args.command == "serve" else logging.WARNING
     logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from hrtf.errors import HrtfError
-
     try:
         if args.command == "serve":
+            if args.workers > 1:
+                from server.front import run_front
+
+                return run_front(args)
             from server.app import run_server
 
+            announce = None
+            if args.worker is not None:
+                from server.workers import as_worker
+
+                announce = as_worker(args.front_pid, args.verbose)
             return run_server(args.host, args.port, device=args.device, hrtf=args.hrtf,
                               capacity=args.room_capacity,
                               follow_phase=args.clock_phase == "follow",
@@ -298,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                               state_path=args.state,
                               max_connections_per_ip=args.max_connections_per_ip,
                               max_connections=args.max_connections,
-                              acoustics=args.acoustics)
+                              acoustics=args.acoustics, announce=announce,
+                              recordings_dir=args.recordings)
         runner = COMMANDS.get((args.command, getattr(args, "bench", None)
                                or getattr(args, "ai", None)))
         if runner is not None:
@@ -311,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                 return run_eval(args)
             except (OSError, ValueError) as exc:
                 raise CliError(str(exc)) from exc
-    except (CliError, HrtfError) as exc:
+    except (CliError, _hrtf_error()) as exc:
         print(f"spatialjam {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except MemoryError:
@@ -321,6 +345,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     parser.error("unknown command")
     return EXIT_USAGE
+
+
+def _hrtf_error() -> type[Exception]:
+    """The HRTF package's error, imported only once an error is being handled: importing the
+    package loads the engine, which the front of ``serve --workers N`` does without."""
+    from hrtf.errors import HrtfError
+
+    return HrtfError
 
 
 def hrtf_spec(args: argparse.Namespace) -> str:

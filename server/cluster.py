@@ -17,6 +17,10 @@ any node may be asked to join it and must find that node. What Redis holds (keys
 ``state:<name>``
     The room's saved seats, stage and personal mixes (:class:`RedisRoomStore`), so the node that
     re-creates a room after its node died restores it.
+``cluster-key``
+    A random key, made by the first node, with which a node vouches for the client address of
+    a connection it relays to another (:meth:`Cluster.vouch`): the receiving node counts the
+    connection against that client's limits, not the relaying node's.
 
 Nothing here runs on the room clock: the heartbeat is its own task, and the routing calls
 (:meth:`Cluster.locate`, :meth:`Cluster.claim`, :meth:`Cluster.place`) happen when a client
@@ -27,9 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -140,6 +147,7 @@ class Cluster:
         self._release = self.redis.register_script(_RELEASE)
         self._task: asyncio.Task | None = None
         self.heartbeats_failed = 0
+        self._key = b""
 
     def _node_key(self, node_id: str) -> str:
         return f"{self.prefix}node:{node_id}"
@@ -157,8 +165,10 @@ class Cluster:
         """Register now (raising :class:`ClusterError` if Redis cannot be used), then keep the
         registration and the rooms' claims fresh in the background."""
         try:
+            await self.redis.set(f"{self.prefix}cluster-key", secrets.token_hex(32), nx=True)
+            self._key = await self.redis.get(f"{self.prefix}cluster-key")
             await self._beat()
-        except redis.RedisError as exc:
+        except (redis.RedisError, OSError) as exc:
             raise ClusterError(f"cannot use Redis at {self.url}: {exc}") from None
         self._task = asyncio.get_running_loop().create_task(self._heartbeat())
         log.info("cluster: node %s registered in Redis at %s as %s", self.id, self.url,
@@ -196,6 +206,24 @@ class Cluster:
                     log.warning("cluster: cannot reach Redis at %s (%s; %d heartbeats missed); "
                                 "other nodes will take this node's rooms over if it lasts %.0f s",
                                 self.url, exc, self.heartbeats_failed, self.ttl_s)
+
+    # relayed connections -----------------------------------------------------------------------
+
+    def _mac(self, text: str) -> str:
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def vouch(self, client_host: str) -> str:
+        """The ``X-Spatialjam-Relayed-For`` value with which this node relays a connection of
+        ``client_host`` to another node: ``HOST NODE MAC``."""
+        return f"{client_host} {self.id} {self._mac(f'{client_host} {self.id}')}"
+
+    def vouched_host(self, header: str) -> str | None:
+        """The client address a node of this deployment vouched for, or None (not from one)."""
+        parts = header.split()
+        if len(parts) != 3 or not self._key:
+            return None
+        host, node, mac = parts
+        return host if hmac.compare_digest(mac, self._mac(f"{host} {node}")) else None
 
     # rooms -------------------------------------------------------------------------------------
 

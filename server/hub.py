@@ -31,6 +31,7 @@ from server.ai import AiBridge
 from server.hrtf_uploads import HrtfRegistry, HrtfUploads
 from server.ingress import DropCounts, guard_datagrams
 from server.media import read_uplink, receiver_of
+from server.recordings import Recordings
 from server.rendering import Renderings
 from server.room import Room, RoomFull, UnknownMember
 from server.room_runner import RoomRunner
@@ -41,7 +42,9 @@ from signaling.access import OPEN, Access, AccessError
 from signaling.admin_messages import Kick, LockRoom
 from signaling.ai_messages import AiAdd, AiRemove, AiUpdate
 from signaling.errors import ErrorCode
+from signaling.limits import SIGNALING_SEND_BUFFER
 from signaling.messages import Answer, Ice, Join, Leave, Offer
+from signaling.recording_messages import ListRecordings, StartRecording, StopRecording
 from signaling.render_messages import HrtfChunk, HrtfUpload, SetRendering, SetRoomAcoustics
 from signaling.server_messages import ErrorMessage, ServerClosing, Stats
 from signaling.session import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, SignalingSession, State
@@ -51,11 +54,6 @@ from signaling.wire import encode
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 256
-#: A signaling socket's kernel send buffer (bytes; Linux books twice this). Signaling is a
-#: few kB/s, and this holds a 32 KiB SDP with room to spare; the kernel's own autotuning
-#: (up to 4 MiB) would let a client that stops reading hold up minutes of messages before
-#: :data:`OUTBOX_LIMIT` notices it.
-SIGNALING_SEND_BUFFER = 64 * 1024
 STATS_INTERVAL_S = 1.0
 #: Rooms open on one process at once (an empty one stays open for its grace): past it a join
 #: that would open another is refused (``room_full``). Each holds a renderer sized to its
@@ -179,8 +177,10 @@ class Hub:
                  follow_phase: bool = True, policy: AccessPolicy | None = None,
                  store: RoomStore | None = None,
                  empty_room_grace_s: float = EMPTY_ROOM_GRACE_S, hrtf_spec: str = "kemar",
-                 acoustics: str = "off") -> None:
+                 acoustics: str = "off", recordings: Recordings | None = None) -> None:
         self.hrirs = hrirs
+        #: Session recordings (``serve --recordings``); by default recording is off.
+        self.recordings = recordings or Recordings(None)
         #: Listeners' HRTF sets and rendering settings, rooms' acoustics (``serve --hrtf``,
         #: ``--acoustics`` give the defaults), and the listeners' own uploaded sets.
         registry = HrtfRegistry()
@@ -295,6 +295,10 @@ class Hub:
             elif isinstance(message, SetRoomAcoustics):
                 p.access.require("admin", f"'{message.TYPE}'")
                 await self._room_acoustics(p, message)
+            elif isinstance(message, StartRecording | StopRecording | ListRecordings):
+                if not isinstance(message, ListRecordings):
+                    p.access.require("admin", f"'{message.TYPE}'")
+                await self.recordings.handle(p, message, self._broadcast)
         except AccessError as exc:  # not a strike: the client may not know its grants
             p.session.send(ErrorMessage(exc.code, exc.message, message.msg_id))
         except UnknownMember as exc:
@@ -428,6 +432,7 @@ class Hub:
         del self.rooms[live.room.name]
         self.closed_clocks.update(clock_counters(live.runner))
         self.ai.remove(live.room.name)
+        await self.recordings.stop(live, "ended: the room closed")
         await live.runner.stop()
         log.info("room %s closed", live.room.name)
 
@@ -450,6 +455,7 @@ class Hub:
             p.session.send(ErrorMessage(ErrorCode.INTERNAL_ERROR, text))
         for p in members:
             await self._evict(p, CLOSE_SERVER_ERROR, "the room failed")
+        await self.recordings.stop(live, "ended: the room failed")
         await live.runner.stop()
         log.error("room %s closed (%d members told): its ticks kept failing, the last with %r",
                   name, len(members), exc)
@@ -478,6 +484,7 @@ class Hub:
         for live in list(self.rooms.values()):
             for p in list(live.participants.values()):
                 await self._leave(p)
+            await self.recordings.stop(live, "ended: the server shut down")
             await live.runner.stop()
             if self.store is not None:
                 if live.saving is not None:
@@ -828,4 +835,6 @@ class Hub:
                                              for v in r.ai_voices.values() if len(v.lead_ms)),
                                             default=0.0),
             "hrtf_uploads_total": dict(self.uploads.counts),
+            "recordings_active": self.recordings.active,
+            "recording_dropped_frames_total": self.recordings.dropped_frames_total,
         }

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsp.geometry import Scene, yaw_pitch_roll_matrix
+from signaling.recording_messages import RecordingNow
 from signaling.render_messages import RoomAcoustics
 from signaling.server_messages import Member as WireMember
 from signaling.server_messages import Placement, RoomState
@@ -201,6 +202,8 @@ class Room:
         #: None: dry). Set by ``server.rendering``.
         self.acoustics_settings: dict | None = None
         self.acoustics: dict | None = None
+        #: The recording under way, shown in ``room_state`` (set by ``server.recordings``).
+        self.recording: RecordingNow | None = None
         #: Bumped on every change members should hear about (layout, membership).
         self.version = 0
         self._fresh_slots: list[int] = []
@@ -459,4 +462,5 @@ class Room:
             locked=self.locked,
             acoustics=(RoomAcoustics.from_description(self.acoustics)
                        if self.acoustics is not None else None),
+            recording=self.recording,
         )

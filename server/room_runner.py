@@ -44,6 +44,7 @@ from server.media import ListenerTrack, MusicOpusEncoder
 from server.overload import OverloadGovernor
 from server.phase import PhaseAligner
 from server.recent import Recent
+from server.recording import RoomRecording
 from server.room import Room
 from server.uplink import UplinkDecoder
 
@@ -181,6 +182,8 @@ class RoomRunner:
         #: How each listener slot hears (the renderer's ``configure_listener`` keywords): put
         #: back after the tick resets a slot that changed hands.
         self.listener_settings: dict[int, dict] = {}
+        #: The room's recording while it is recorded (set by ``server.recordings``).
+        self.recording: RoomRecording | None = None
         #: Set while the room has media (members or an AI): an empty room's clock waits.
         self._occupied = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -285,9 +288,10 @@ class RoomRunner:
         scene = self.room.scene()
         cap = self.governor.max_sources
         voices = dict(self.ai_voices)
+        take = self.recording.take(self.room, tick) if self.recording is not None else None
         packets, work_ms, parts, analysis = await loop.run_in_executor(
             _TICK_POOL, self._render_and_encode, scene, playouts, voices, cap, fresh, encoders,
-            self.room_sample)
+            self.room_sample, take)
         if analysis is not None and self.on_analysis is not None:
             self.on_analysis(self.room_sample, analysis)
         self.stats.record(work_ms, parts)
@@ -311,11 +315,13 @@ class RoomRunner:
             self.schedule.shift(step_ms / 1e3)
             log.debug("room %s: clock phase moved %+.1f ms", self.room.name, step_ms)
 
-    def _render_and_encode(self, scene, playouts, voices, cap, fresh, encoders, start):
+    def _render_and_encode(self, scene, playouts, voices, cap, fresh, encoders, start,
+                           take=None):
         """The tick's work off the event loop: decode every source, play the AI musicians
-        from room sample ``start``, render every mix, encode each listener's. Returns the
-        packets, the work's time, its parts (ms; "decode" includes the AI's synthesiser) and
-        the humans' downmix for the AI (or None)."""
+        from room sample ``start``, render every mix, hand what ``take`` records (a
+        :class:`~server.recording.Take`, or None) to its writer, encode each listener's
+        mix. Returns the packets, the work's time, its parts (ms; "decode" includes the AI's
+        synthesiser) and the humans' downmix for the AI (or None)."""
         t0 = time.perf_counter()
         audio = np.zeros((self.room.capacity, FRAME), np.float32)
         for slot, (playout, decoder) in playouts.items():
@@ -335,6 +341,8 @@ class RoomRunner:
                 if (settings := self.listener_settings.get(slot)) is not None:
                     self.renderer.configure_listener(slot, **settings)  # set before this tick
             mixes = self.renderer.render(scene, audio)
+        if take is not None:  # copies and a put_nowait: the writer is a thread of its own
+            take.capture(audio, mixes)
         t2 = time.perf_counter()
         packets = encode_all(mixes, encoders)
         t3 = time.perf_counter()

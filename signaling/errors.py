@@ -54,6 +54,7 @@ class ErrorCode(StrEnum):
     BAD_SOFA = "bad_sofa"
     UPLOAD_FAILED = "upload_failed"
     UNKNOWN_HRTF = "unknown_hrtf"
+    RECORDING_UNAVAILABLE = "recording_unavailable"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -54,6 +54,11 @@ MAX_UPLOAD_CHUNK_BYTES = 256 * 1024
 #: (1009), as it did before uploads raised this limit.
 MAX_FRAME_BYTES = max(MAX_MESSAGE_BYTES, MAX_UPLOAD_CHUNK_BYTES) + 1024
 MAX_TEXT_FRAME_BYTES = MAX_MESSAGE_BYTES + 1024
+#: A signaling socket's kernel send buffer (bytes; Linux books twice this). Signaling is a
+#: few kB/s, and this holds a 32 KiB SDP with room to spare; the kernel's own autotuning
+#: (up to 4 MiB) would let a client that stops reading hold up minutes of messages before
+#: the server's outbox limit (``server.hub.OUTBOX_LIMIT``) notices it.
+SIGNALING_SEND_BUFFER = 64 * 1024
 #: An uploaded file's name, as the listener's client gives it (for people only).
 MAX_UPLOAD_NAME_CHARS = 120
 #: HRTF sets by name: the server's built-in ones, or an uploaded set by its content digest.

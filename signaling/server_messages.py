@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from signaling.errors import ErrorCode, MessageId, ProtocolError
 from signaling.messages import Answer, Ice, Offer
+from signaling.recording_messages import Recording, RecordingNow, Recordings
 from signaling.render_messages import HrtfUploaded, Rendering, RoomAcoustics
 from signaling.stage_messages import Vec3
 from signaling.wire import WireMessage
@@ -46,7 +47,8 @@ class RoomState(WireMessage):
     """A room's members and stage layout, broadcast to every member whenever either changes.
 
     ``revision`` grows by one with every change, so a client can drop a stale state.
-    ``acoustics`` is the room's acoustics (``null``: none, the room is dry).
+    ``acoustics`` is the room's acoustics (``null``: none, the room is dry). ``recording`` is
+    there while the room is being recorded (:mod:`signaling.recording_messages`).
     """
 
     TYPE: ClassVar[str] = "room_state"
@@ -59,6 +61,7 @@ class RoomState(WireMessage):
     #: Locked by an admin: only members holding a seat here, and admins, may join.
     locked: bool = False
     acoustics: RoomAcoustics | None = None
+    recording: RecordingNow | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +161,10 @@ class ServerClosing(WireMessage):
 
 
 ServerMessage = (Joined | RoomState | Offer | Answer | Ice | ErrorMessage | Pong | Stats
-                 | ServerClosing | Rendering | HrtfUploaded)
+                 | ServerClosing | Rendering | HrtfUploaded | Recording | Recordings)
 
 #: Every server→client message type.
 SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(
     cls.TYPE for cls in (Joined, RoomState, Offer, Answer, Ice, ErrorMessage, Pong, Stats,
-                         ServerClosing, Rendering, HrtfUploaded)
+                         ServerClosing, Rendering, HrtfUploaded, Recording, Recordings)
 )

@@ -16,7 +16,7 @@ from websockets.http11 import Request
 from bench.capacity import parse_metrics
 from bench.serverproc import ServerProcess
 from server.admission import ConnectionLimits, client_key
-from server.app import same_origin
+from server.http_replies import same_origin
 from tests.hostile import TRIED, report_tried
 
 PER_IP = 4

@@ -143,6 +143,9 @@ SCHEMAS = {
     "hrtf_upload": fields({"name": st.text(PRINTABLE | st.just(" "), min_size=1,
                                            max_size=limits.MAX_UPLOAD_NAME_CHARS).filter(str.strip),
                            "size": st.integers(1, limits.MAX_HRTF_UPLOAD_BYTES)}),
+    "start_recording": fields({}, {"binaural_of": SOURCE}),
+    "stop_recording": fields({}),
+    "list_recordings": fields({}),
 }
 VALID = st.sampled_from(sorted(SCHEMAS)).flatmap(
     lambda kind: SCHEMAS[kind].map(lambda body: {"type": kind, **body}))
@@ -150,7 +153,7 @@ VALID = st.sampled_from(sorted(SCHEMAS)).flatmap(
 #: The JSON types each field takes, and the numeric range of the numeric ones.
 STRING_FIELDS = {"type", "room", "name", "instrument", "seat", "token", "sdp", "candidate",
                  "sdpMid", "usernameFragment", "source", "ai", "role", "member", "reason",
-                 "hrtf", "preset"}
+                 "hrtf", "preset", "binaural_of"}
 BOOL_FIELDS = {"mute", "metronome", "all", "locked", "acoustics", "reference"}
 #: Numeric fields that take integers only (1.0 is the wrong type there).
 INTEGER_FIELDS = {"sdpMLineIndex", "max_order", "size"}

@@ -10,6 +10,7 @@ import pytest
 
 from signaling.errors import ErrorCode, ProtocolError
 from signaling.messages import CLIENT_MESSAGES, Answer, Ice, Offer, parse_message, parse_object
+from signaling.recording_messages import Recording, RecordingInfo, RecordingNow, Recordings
 from signaling.render_messages import HrtfUploaded, Rendering, RoomAcoustics
 from signaling.server_messages import (
     SERVER_MESSAGE_TYPES,
@@ -49,6 +50,7 @@ def room_state(d: dict) -> RoomState:
         locked=d["locked"],
         acoustics=(RoomAcoustics(**{**d["acoustics"], "dims_m": tuple(d["acoustics"]["dims_m"])})
                    if d["acoustics"] is not None else None),
+        recording=RecordingNow(**d["recording"]) if "recording" in d else None,
     )
 
 
@@ -75,6 +77,12 @@ def server_message(d: dict):
                          d["reference"], msg_id)
     if kind == "hrtf_uploaded":
         return HrtfUploaded(d["digest"], d["name"], d["directions"], d["taps"], msg_id)
+    if kind == "recording":
+        info = d["recording"]
+        return Recording(d["active"], RecordingInfo.from_dict(info) if info else None, msg_id)
+    if kind == "recordings":
+        return Recordings(d["room"], tuple(RecordingInfo.from_dict(r) for r in d["recordings"]),
+                          msg_id)
     assert kind == "pong"
     return Pong(d["t_ms"], msg_id)
 

@@ -28,6 +28,7 @@ from signaling.messages import (
     TurnSource,
     parse_message,
 )
+from signaling.recording_messages import ListRecordings, StartRecording, StopRecording
 from signaling.render_messages import HrtfUpload, SetRendering, SetRoomAcoustics
 from signaling.wire import decode, encode
 
@@ -99,6 +100,11 @@ VALID = [
     (message(type="set_rendering", reference=True), SetRendering(reference=True)),
     (message(type="set_room_acoustics", preset="off"), SetRoomAcoustics(preset="off")),
     (message(type="hrtf_upload", name="ears.sofa", size=1), HrtfUpload(name="ears.sofa", size=1)),
+    (message(type="start_recording"), StartRecording()),
+    (message(type="start_recording", binaural_of="p-2", id=4),
+     StartRecording(binaural_of="p-2", msg_id=4)),
+    (message(type="stop_recording"), StopRecording()),
+    (message(type="list_recordings", id="r"), ListRecordings(msg_id="r")),
 ]
 
 
