@@ -157,6 +157,16 @@ class Bot:
         await self._ws.send(data)
 
     async def _read(self) -> None:
+        try:
+            await self._read_messages()
+        finally:  # the connection is over: nothing waited for will come
+            for future in self._replies.values():
+                if not future.done():
+                    future.set_exception(ConnectionError(
+                        f"the server closed the connection ({self._ws.close_code} "
+                        f"{self._ws.close_reason or ''})".rstrip()))
+
+    async def _read_messages(self) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             async for text in self._ws:
                 message = json.loads(text)

@@ -26,7 +26,8 @@ def free_port() -> int:
 class ServerProcess:
     """``with ServerProcess() as srv:`` — a server ready at ``srv.http`` and ``srv.ws``.
 
-    It keeps no room state (``--state none``) unless ``args`` name a ``--state``, and runs one
+    It keeps no room state (``--state none``) unless ``args`` name a ``--state`` (or
+    ``--redis``, which keeps rooms in Redis), and runs one
     process (``--workers 1``: tests read its ``/proc``) unless ``args`` name ``--workers``.
     """
 
@@ -47,7 +48,7 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def __enter__(self) -> ServerProcess:
-        state = () if "--state" in self.args else ("--state", "none")
+        state = () if "--state" in self.args or "--redis" in self.args else ("--state", "none")
         workers = () if "--workers" in self.args else ("--workers", "1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port), *state,

@@ -105,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the SQLite file that keeps rooms' seats, stage and personal mixes "
                        "across restarts (default $SPATIALJAM_STATE_DIR/rooms.sqlite3 or "
                        "~/.local/state/spatialjam/rooms.sqlite3); 'none' keeps nothing")
+    serve.add_argument("--redis", metavar="URL",
+                       help="join a deployment of several nodes sharing this Redis server "
+                       "(redis://HOST:PORT/DB): rooms live on one node each, joins reach them "
+                       "from any node, a dead node's rooms open again elsewhere; rooms are "
+                       "saved in Redis (docs/DEPLOYMENT.md). Default: a single node")
+    serve.add_argument("--public-url", metavar="URL",
+                       help="with --redis: where clients and other nodes reach this node's "
+                       "signaling, ws://HOST:PORT/ws (default: the --host and --port it "
+                       "listens on)")
     serve.add_argument("--recordings", metavar="DIR",
                        help="where session recordings go (default: recordings/ beside the "
                        "--state file, or $SPATIALJAM_STATE_DIR/recordings); 'none' turns "
@@ -302,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
-            if args.workers > 1:
+            if args.workers > 1 or args.redis:
                 from server.front import run_front
 
                 return run_front(args)

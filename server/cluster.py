@@ -66,6 +66,22 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]
 """
+# KEYS: room keys; ARGV: node id, ttl ms. Keep our claims alive (and claim rooms nobody has);
+# the positions (1-based) of rooms another node holds now.
+_REFRESH = """
+local lost = {}
+for i, key in ipairs(KEYS) do
+  local owner = redis.call('GET', key)
+  if owner == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+  elseif not owner then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+  else
+    table.insert(lost, i)
+  end
+end
+return lost
+"""
 # KEYS[1] room key; ARGV[1] node id: let go of a room only if it is still ours.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -100,6 +116,12 @@ class Node:
                            "rooms": self.rooms, "pid": self.pid, "started": self.started})
 
 
+def redacted(url: str) -> str:
+    """``url`` without the password it may carry (``redis://user:pw@host`` → ``redis://host``)."""
+    scheme, sep, rest = url.partition("://")
+    return scheme + sep + rest.rpartition("@")[2] if sep else url
+
+
 def check_redis_url(url: str) -> str:
     """``url`` if it is a Redis URL, else :class:`ClusterError` saying what one looks like."""
     if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -108,7 +130,7 @@ def check_redis_url(url: str) -> str:
     try:
         redis.connection.parse_url(url)
     except ValueError as exc:
-        raise ClusterError(f"--redis {url!r} cannot be read: {exc}") from None
+        raise ClusterError(f"--redis {redacted(url)!r} cannot be read: {exc}") from None
     return url
 
 
@@ -145,9 +167,15 @@ class Cluster:
         self.load = 0.0
         self._claim = self.redis.register_script(_CLAIM)
         self._release = self.redis.register_script(_RELEASE)
+        self._refresh = self.redis.register_script(_REFRESH)
         self._task: asyncio.Task | None = None
         self.heartbeats_failed = 0
         self._key = b""
+
+    @property
+    def redis_display(self) -> str:
+        """The Redis URL without its password, for logs and health."""
+        return redacted(self.url)
 
     def _node_key(self, node_id: str) -> str:
         return f"{self.prefix}node:{node_id}"
@@ -169,10 +197,10 @@ class Cluster:
             self._key = await self.redis.get(f"{self.prefix}cluster-key")
             await self._beat()
         except (redis.RedisError, OSError) as exc:
-            raise ClusterError(f"cannot use Redis at {self.url}: {exc}") from None
+            raise ClusterError(f"cannot use Redis at {self.redis_display}: {exc}") from None
         self._task = asyncio.get_running_loop().create_task(self._heartbeat())
-        log.info("cluster: node %s registered in Redis at %s as %s", self.id, self.url,
-                 self.public_url)
+        log.info("cluster: node %s registered in Redis at %s as %s", self.id,
+                 self.redis_display, self.public_url)
 
     async def stop(self) -> None:
         """Stop the heartbeat and leave: the registration and this node's claims go now."""
@@ -189,11 +217,16 @@ class Cluster:
 
     async def _beat(self) -> None:
         ttl_ms = int(self.ttl_s * 1000)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(self._node_key(self.id), self.me().to_json(), px=ttl_ms)
-            for room in self.rooms:
-                pipe.set(self._room_key(room), self.id, px=ttl_ms)
-            await pipe.execute()
+        await self.redis.set(self._node_key(self.id), self.me().to_json(), px=ttl_ms)
+        rooms = sorted(self.rooms)
+        if not rooms:
+            return
+        lost = await self._refresh(keys=[self._room_key(r) for r in rooms], args=[self.id, ttl_ms])
+        for i in lost:
+            room = rooms[int(i) - 1]
+            self.rooms.discard(room)
+            log.warning("cluster: room %s is held by another node now (this node missed its "
+                        "heartbeats); its members here should join again", room)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -205,7 +238,7 @@ class Cluster:
                 if self.heartbeats_failed == 1 or self.heartbeats_failed % 30 == 0:
                     log.warning("cluster: cannot reach Redis at %s (%s; %d heartbeats missed); "
                                 "other nodes will take this node's rooms over if it lasts %.0f s",
-                                self.url, exc, self.heartbeats_failed, self.ttl_s)
+                                self.redis_display, exc, self.heartbeats_failed, self.ttl_s)
 
     # relayed connections -----------------------------------------------------------------------
 
@@ -272,6 +305,13 @@ class Cluster:
         node = await self.node(owner)
         # its registration expired between the script and now: ours on the next claim
         return node if node is not None else await self.claim(room)
+
+    async def hold(self, rooms: set[str]) -> None:
+        """The rooms this node's workers hold now: claims of rooms gone are released, new
+        ones are kept with the next heartbeat."""
+        for room in self.rooms - rooms:
+            await self.release(room)
+        self.rooms |= rooms
 
     async def release(self, room: str) -> None:
         """``room`` closed here: forget it (if it is still ours)."""
@@ -343,7 +383,7 @@ class RedisRoomStore:
         try:
             self.redis.ping()
         except redis.RedisError as exc:
-            raise ClusterError(f"cannot use Redis at {url}: {exc}") from None
+            raise ClusterError(f"cannot use Redis at {redacted(url)}: {exc}") from None
         self._cond = threading.Condition()
         self._pending: dict[str, RoomSnapshot] = {}
         self._last_write: dict[str, float] = {}

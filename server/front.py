@@ -40,8 +40,11 @@ import logging
 import signal
 import time
 from collections import Counter
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import uvloop
+from redis.exceptions import RedisError
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 
 from server import aggregate
@@ -50,13 +53,20 @@ from server.admission import ConnectionLimits
 from server.errors import CliError
 from server.http_replies import admit_signaling, process_gauges, reply
 from server.relay import Relay
-from server.workers import Worker, WorkerPool, http_get
+from server.workers import POLL_S, RemoteNode, Worker, WorkerPool, http_get
 from signaling import limits
 from signaling.limits import ROOM_RE
 from signaling.server_messages import ServerClosing
 from signaling.wire import encode
 
+if TYPE_CHECKING:
+    from server.cluster import Cluster
+
 log = logging.getLogger(__name__)
+
+#: The header with which a node relays a client's connection to the node of its room
+#: (:meth:`server.cluster.Cluster.vouch`).
+RELAYED_FOR = "X-Spatialjam-Relayed-For"
 
 #: Reading one worker's /metrics, or a page it serves, at most (seconds).
 WORKER_HTTP_S = 10.0
@@ -88,6 +98,52 @@ class FrontState:
         self.retired: Counter[str] = Counter()
         #: Per worker: (pid, its counter series as last read).
         self._seen: dict[int, tuple[int, dict[str, float]]] = {}
+        #: With ``--redis``: this node in the deployment (server.cluster).
+        self.cluster: Cluster | None = None
+
+    # routing ------------------------------------------------------------------------------------
+
+    def relayed_for(self, request: Request | None) -> str | None:
+        """The client address another node of the deployment vouches for, when ``request``
+        is a connection it relays here (None otherwise)."""
+        header = request.headers.get(RELAYED_FOR) if request is not None else None
+        if header is None or self.cluster is None:
+            return None
+        return self.cluster.vouched_host(header)
+
+    def _vouch(self, client: ServerConnection) -> dict[str, str]:
+        host = client.remote_address[0] if client.remote_address else ""
+        return {RELAYED_FOR: self.cluster.vouch(host)}
+
+    async def route(self, room: str | None, relayed: bool = False) -> Worker | RemoteNode | None:
+        """Where a join for ``room`` goes (None: anywhere will answer; see
+        :meth:`server.workers.WorkerPool.route`). With ``--redis``: this node's worker when
+        the room is here, or new and this node is the least loaded; the room's node when it
+        lives elsewhere (relayed there). A join relayed here from another node stays here
+        unless the room moved meanwhile (None: the client joins again)."""
+        cluster = self.cluster
+        if cluster is None or room is None or room in self.pool.placement.owner:
+            return self.pool.route(room)
+        try:
+            node = await (cluster.claim(room) if relayed else cluster.place(room))
+        except (OSError, RedisError) as exc:
+            log.warning("cannot reach Redis to find room %s (%s): the join is refused", room,
+                        exc)
+            return None
+        if node.id == cluster.id:
+            return self.pool.route(room)
+        if relayed:
+            return None
+        return RemoteNode(node.id, node.url, self._vouch)
+
+    async def keep_cluster(self) -> None:
+        """Tell the deployment this node's load and rooms, as each worker poll learns them."""
+        while True:
+            await asyncio.sleep(POLL_S)
+            self.cluster.load = sum(w.health.get("load", 0.0) for w in self.pool.workers
+                                    if w.up)
+            with contextlib.suppress(OSError, RedisError):
+                await self.cluster.hold(set(self.pool.placement.owner))
 
     def health(self) -> tuple[http.HTTPStatus, dict]:
         workers = [w.describe() for w in self.pool.workers]
@@ -98,6 +154,10 @@ class FrontState:
                 "rooms": sum(w.health.get("rooms", 0) for w in self.pool.workers if w.up),
                 "load": round(sum(w["load"] for w in workers if w["up"]), 4),
                 "uptime_s": round(time.monotonic() - self.started, 3), "workers": workers}
+        if self.cluster is not None:
+            body["node"] = {"id": self.cluster.id, "url": self.cluster.public_url,
+                            "redis": self.cluster.redis_display,
+                            "heartbeats_failed": self.cluster.heartbeats_failed}
         return (http.HTTPStatus.OK if up else http.HTTPStatus.SERVICE_UNAVAILABLE), body
 
     async def metrics(self) -> str:
@@ -164,7 +224,16 @@ class FrontState:
         index = self.pool.placement.owner.get(room) if ROOM_RE.fullmatch(room) else None
         worker = self.pool.workers[index] if index is not None else self.pool.route(None)
         answer = None
-        if worker is not None and worker.port is not None:
+        node = None
+        if index is None and self.cluster is not None and ROOM_RE.fullmatch(room):
+            with contextlib.suppress(OSError, RedisError):  # a room on another node: its page
+                node = await self.cluster.locate(room)
+        if node is not None and node.id != self.cluster.id:
+            where = urlsplit(node.url)
+            with contextlib.suppress(OSError, TimeoutError, ValueError, IndexError):
+                answer = await http_get(where.port or 80, request.path, WORKER_HTTP_S,
+                                        host=where.hostname or "127.0.0.1")
+        elif worker is not None and worker.port is not None:
             with contextlib.suppress(OSError, TimeoutError, ValueError, IndexError):
                 answer = await http_get(worker.port, request.path, WORKER_HTTP_S)
         if answer is None:
@@ -196,7 +265,8 @@ def front_router(state: FrontState):
     async def route(connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/ws":  # None: the WebSocket handshake goes on
-            return admit_signaling(state, state.policy, connection, request)
+            return admit_signaling(state, state.policy, connection, request,
+                                   state.relayed_for(request))
         if path == "/healthz":
             status, body = state.health()
             return reply(connection, status, json.dumps(body), "application/json")
@@ -215,7 +285,8 @@ async def serve_front(args: argparse.Namespace, state: FrontState) -> None:
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
 
     async def handle(ws: ServerConnection) -> None:
-        relay = Relay(ws, state.pool.route)
+        relayed = state.relayed_for(ws.request) is not None
+        relay = Relay(ws, lambda room: state.route(room, relayed))
         state.relays.add(relay)
         try:
             await relay.run()
@@ -229,13 +300,20 @@ async def serve_front(args: argparse.Namespace, state: FrontState) -> None:
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") \
             from None
+    keeping = None
     try:
         await state.pool.start()
+        if args.redis:
+            await join_cluster(args, state, server.sockets[0].getsockname()[1])
+            keeping = loop.create_task(state.keep_cluster())
         await server.start_serving()
         bound = ", ".join(f"http://{s.getsockname()[0]}:{s.getsockname()[1]}"
                           for s in server.sockets)
         log.info("serving on %s with %d workers", bound, len(state.pool.workers))
         await stop
+        if keeping is not None:  # leave the deployment first: its rooms may open elsewhere
+            keeping.cancel()
+            await state.cluster.stop()
         log.info("shutting down: %d connections; the workers tell theirs to come back soon",
                  len(state.relays))
         server.close(close_connections=False)
@@ -246,12 +324,37 @@ async def serve_front(args: argparse.Namespace, state: FrontState) -> None:
             await asyncio.wait([asyncio.ensure_future(r.going_away(notice))
                                 for r in list(state.relays)], timeout=CLOSE_CONNECTIONS_S)
     finally:
+        if keeping is not None and not keeping.done():
+            keeping.cancel()
+            with contextlib.suppress(OSError, RedisError):
+                await state.cluster.stop()
         await state.pool.stop()
         server.close()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(LAST_HANDLERS_S):
                 await server.wait_closed()
     log.info("stopped")
+
+
+def public_url(args: argparse.Namespace, port: int) -> str:
+    """Where clients and other nodes reach this node's signaling: ``--public-url``, or this
+    node's own address when it listens on one."""
+    if args.public_url:
+        return args.public_url
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    return f"ws://{host}:{port}/ws"
+
+
+async def join_cluster(args: argparse.Namespace, state: FrontState, port: int) -> None:
+    """Register this node in the deployment's Redis (``--redis``)."""
+    from server.cluster import Cluster, ClusterError
+
+    cluster = Cluster(args.redis, public_url(args, port))
+    try:
+        await cluster.start()
+    except ClusterError as exc:
+        raise CliError(str(exc)) from None
+    state.cluster = cluster
 
 
 def run_front(args: argparse.Namespace) -> int:
@@ -262,6 +365,26 @@ def run_front(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     log.info("rooms are %s; %d workers", "entered with access tokens" if policy.tokens_required
              else "open (loopback, no token secret)", args.workers)
+    if args.redis:
+        from server.cluster import ClusterError, check_redis_url, redacted
+
+        try:
+            check_redis_url(args.redis)
+        except ClusterError as exc:
+            raise CliError(str(exc)) from None
+        if args.state is not None:
+            raise CliError("with --redis the rooms are saved in Redis, where any node can "
+                           "restore them: leave out --state")
+        if not args.public_url and args.host in ("0.0.0.0", "::", ""):
+            raise CliError(f"--host {args.host or '(any)'} with --redis: say where clients and "
+                           "other nodes reach this one with --public-url ws://HOST:PORT/ws")
+        import redis
+
+        try:  # at once, rather than after the workers have loaded their engines
+            redis.Redis.from_url(args.redis, socket_connect_timeout=2, socket_timeout=2).ping()
+        except (redis.RedisError, OSError) as exc:
+            raise CliError(f"cannot use Redis at {redacted(args.redis)}: {exc}") from None
+        args.state = args.redis  # the workers save rooms there
     pool = WorkerPool(args)
     state = FrontState(policy, pool, ConnectionLimits(args.max_connections_per_ip,
                                                       args.max_connections))

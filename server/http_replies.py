@@ -66,7 +66,7 @@ def access_refused(connection: ServerConnection, exc: AccessError) -> Response:
 
 
 def admit_signaling(state, policy: AccessPolicy, connection: ServerConnection,
-                    request: Request) -> Response | None:
+                    request: Request, client_host: str | None = None) -> Response | None:
     """The ``/ws`` handshake's checks, before any room state is shared: the page's origin
     (HTTP 403), the access token (401), the connection limits (429, 503, :func:`admit`). None
     lets the handshake go on."""
@@ -78,15 +78,16 @@ def admit_signaling(state, policy: AccessPolicy, connection: ServerConnection,
         policy.for_request(request.path, time.time())
     except AccessError as exc:
         return access_refused(connection, exc)
-    return admit(state, connection)
+    return admit(state, connection, client_host)
 
 
-def admit(state, connection: ServerConnection) -> Response | None:
+def admit(state, connection: ServerConnection, client_host: str | None = None) -> Response | None:
     """Count a ``/ws`` connection against the limits until its socket closes (None), or the
     refusal: HTTP 429 past the per-client limit, 503 past the total. ``state`` holds the
     :class:`~server.admission.ConnectionLimits` (``connections``) and the tasks that release
     them (``watchers``)."""
-    host = connection.remote_address[0] if connection.remote_address else ""
+    host = client_host if client_host is not None else \
+        connection.remote_address[0] if connection.remote_address else ""
     refusal = state.connections.admit(host)
     if refusal is not None:
         status = (http.HTTPStatus.TOO_MANY_REQUESTS if refusal.per_client

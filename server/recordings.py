@@ -86,7 +86,8 @@ def recordings_root(spec: str | None, state_spec: str | None = None) -> Path | N
     ``recordings/`` beside the ``--state`` file (or beside the default state file)."""
     if spec is not None:
         return None if spec.lower() == "none" else Path(spec).expanduser()
-    if state_spec is not None and state_spec.lower() not in NO_STATE:
+    if state_spec is not None and state_spec.lower() not in NO_STATE \
+            and "://" not in state_spec:  # (a Redis URL keeps no files)
         return Path(state_spec).expanduser().parent / "recordings"
     return default_state_path().parent / "recordings"
 

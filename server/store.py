@@ -128,6 +128,16 @@ def open_store(spec: str | None) -> RoomStore | None:
     if spec is not None and spec.lower() in NO_STATE:
         log.info("room state: not kept (--state %s)", spec)
         return None
+    if spec is not None and spec.startswith(("redis://", "rediss://", "unix://")):
+        from server.cluster import ClusterError, RedisRoomStore  # serve --redis: shared rooms
+
+        try:
+            store = RedisRoomStore(spec)
+        except ClusterError as exc:
+            log.warning("room state: %s; saved rooms will not survive a restart", exc)
+            return None
+        log.info("room state: in Redis")
+        return store
     path = Path(spec).expanduser() if spec is not None else default_state_path()
     try:
         store = RoomStore(path)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
+
 import numpy as np
 import pytest
 
@@ -40,3 +44,36 @@ def white_noise(seconds: float, seed: int = 7, level: float = 0.1) -> np.ndarray
     """Gaussian white noise, whole frames long, float32."""
     frames = round(seconds * 48_000 / FRAME)
     return (np.random.default_rng(seed).standard_normal(frames * FRAME) * level).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A Redis server of the tests' own (Debian's redis-server) on a free loopback port,
+    keeping nothing on disk; the tests that ask for it skip where it is not installed."""
+    import redis
+
+    from bench.serverproc import free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (make test installs it)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(folder)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    client.close()
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(5)
