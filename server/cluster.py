@@ -41,11 +41,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 import redis.asyncio as aioredis
 
-from server.room import RoomSnapshot, SavedMix, SavedRoom, SavedSeat
+if TYPE_CHECKING:  # (the room model loads the engine's geometry: not in the front)
+    from server.room import RoomSnapshot, SavedRoom
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,9 @@ HEARTBEAT_S = 1.0
 #: How long a registration lives without being refreshed: a dead node's rooms are free after it.
 NODE_TTL_S = 3.0
 DEFAULT_PREFIX = "spatialjam:"
+#: How long a node's word for a relayed client holds (seconds; the nodes' clocks are assumed
+#: within it of each other).
+VOUCH_TTL_S = 30.0
 #: Seconds a Redis call may take before the server gives up on it.
 REDIS_TIMEOUT_S = 2.0
 
@@ -117,9 +122,17 @@ class Node:
 
 
 def redacted(url: str) -> str:
-    """``url`` without the password it may carry (``redis://user:pw@host`` → ``redis://host``)."""
-    scheme, sep, rest = url.partition("://")
-    return scheme + sep + rest.rpartition("@")[2] if sep else url
+    """``url`` as scheme, host, port (or socket path) and database only: no user, password
+    or query (``redis://u:pw@h:6379/0?password=x`` → ``redis://h:6379/0``)."""
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        return "(not a URL)"
+    try:
+        parts = redis.connection.parse_url(url)
+    except ValueError:
+        return f"{scheme}://(unreadable)"
+    where = parts.get("path") or f"{parts.get('host', 'localhost')}:{parts.get('port', 6379)}"
+    return f"{scheme}://{where}/{parts.get('db', 0)}"
 
 
 def check_redis_url(url: str) -> str:
@@ -171,6 +184,9 @@ class Cluster:
         self._task: asyncio.Task | None = None
         self.heartbeats_failed = 0
         self._key = b""
+        #: Rooms open here that another node took over (this node missed its heartbeats):
+        #: joins for them are routed by Redis, not to this node's copy.
+        self.lost: set[str] = set()
 
     @property
     def redis_display(self) -> str:
@@ -217,6 +233,10 @@ class Cluster:
 
     async def _beat(self) -> None:
         ttl_ms = int(self.ttl_s * 1000)
+        # the key again each time: a Redis that restarted empty gets this node's back
+        await self.redis.set(f"{self.prefix}cluster-key", self._key or secrets.token_hex(32),
+                             nx=True)
+        self._key = await self.redis.get(f"{self.prefix}cluster-key") or self._key
         await self.redis.set(self._node_key(self.id), self.me().to_json(), px=ttl_ms)
         rooms = sorted(self.rooms)
         if not rooms:
@@ -225,8 +245,10 @@ class Cluster:
         for i in lost:
             room = rooms[int(i) - 1]
             self.rooms.discard(room)
+            self.lost.add(room)
             log.warning("cluster: room %s is held by another node now (this node missed its "
-                        "heartbeats); its members here should join again", room)
+                        "heartbeats): joins for it go there; its members here play on in this "
+                        "node's copy until they join again", room)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -247,16 +269,20 @@ class Cluster:
 
     def vouch(self, client_host: str) -> str:
         """The ``X-Spatialjam-Relayed-For`` value with which this node relays a connection of
-        ``client_host`` to another node: ``HOST NODE MAC``."""
-        return f"{client_host} {self.id} {self._mac(f'{client_host} {self.id}')}"
+        ``client_host`` to another node: ``HOST NODE TIME MAC`` (Unix seconds)."""
+        said = f"{client_host} {self.id} {int(time.time())}"
+        return f"{said} {self._mac(said)}"
 
-    def vouched_host(self, header: str) -> str | None:
-        """The client address a node of this deployment vouched for, or None (not from one)."""
+    def vouched_host(self, header: str, now: float | None = None) -> str | None:
+        """The client address a node of this deployment vouched for in the last
+        :data:`VOUCH_TTL_S`, or None (not from one, or an old header played again)."""
         parts = header.split()
-        if len(parts) != 3 or not self._key:
+        if len(parts) != 4 or not self._key:
             return None
-        host, node, mac = parts
-        return host if hmac.compare_digest(mac, self._mac(f"{host} {node}")) else None
+        host, node, at, mac = parts
+        if not at.isdigit() or abs((time.time() if now is None else now) - int(at)) > VOUCH_TTL_S:
+            return None
+        return host if hmac.compare_digest(mac, self._mac(f"{host} {node} {at}")) else None
 
     # rooms -------------------------------------------------------------------------------------
 
@@ -303,15 +329,25 @@ class Cluster:
             self.rooms.add(room)
             return self.me()
         node = await self.node(owner)
-        # its registration expired between the script and now: ours on the next claim
-        return node if node is not None else await self.claim(room)
+        if node is not None:
+            return node
+        # its registration expired between the script and now (or cannot be read): ours now
+        owner = await self._claim(keys=[self._room_key(room)],
+                                  args=[self.id, int(self.ttl_s * 1000), self._node_key("")])
+        if (owner.decode() if isinstance(owner, bytes) else str(owner)) == self.id:
+            self.rooms.add(room)
+            return self.me()
+        raise ClusterError(f"room {room} is claimed by node {owner!r}, whose registration "
+                           "cannot be read")
 
     async def hold(self, rooms: set[str]) -> None:
         """The rooms this node's workers hold now: claims of rooms gone are released, new
-        ones are kept with the next heartbeat."""
+        ones are kept with the next heartbeat (not those another node took over: :attr:`lost`,
+        forgotten once they close here)."""
+        self.lost &= rooms
         for room in self.rooms - rooms:
             await self.release(room)
-        self.rooms |= rooms
+        self.rooms |= rooms - self.lost
 
     async def release(self, room: str) -> None:
         """``room`` closed here: forget it (if it is still ours)."""
@@ -353,6 +389,8 @@ def saved_to_json(saved: SavedRoom) -> str:
 
 def saved_from_json(text: str | bytes) -> SavedRoom:
     """The inverse of :func:`saved_to_json`; ValueError/KeyError/TypeError on other text."""
+    from server.room import SavedMix, SavedRoom, SavedSeat
+
     data = json.loads(text)
     seats = tuple(SavedSeat(str(seat), str(participant), str(name), str(instrument), int(slot),
                             tuple(float(v) for v in position), float(yaw), float(pitch),

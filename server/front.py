@@ -50,6 +50,7 @@ from websockets.asyncio.server import Request, Response, ServerConnection, serve
 from server import aggregate
 from server.access import AccessPolicy, SecretError, load_secret
 from server.admission import ConnectionLimits
+from server.cluster import ClusterError
 from server.errors import CliError
 from server.http_replies import admit_signaling, process_gauges, reply
 from server.relay import Relay
@@ -122,13 +123,13 @@ class FrontState:
         lives elsewhere (relayed there). A join relayed here from another node stays here
         unless the room moved meanwhile (None: the client joins again)."""
         cluster = self.cluster
-        if cluster is None or room is None or room in self.pool.placement.owner:
+        if cluster is None or room is None or (room in self.pool.placement.owner
+                                               and room not in cluster.lost):
             return self.pool.route(room)
         try:
             node = await (cluster.claim(room) if relayed else cluster.place(room))
-        except (OSError, RedisError) as exc:
-            log.warning("cannot reach Redis to find room %s (%s): the join is refused", room,
-                        exc)
+        except (OSError, RedisError, ClusterError) as exc:
+            log.warning("cannot find room %s in Redis (%s): the join is refused", room, exc)
             return None
         if node.id == cluster.id:
             return self.pool.route(room)

@@ -50,6 +50,8 @@ STOP_TIMEOUT_S = 15.0
 #: Connection limits of a worker: the front counts clients (server.admission), and every
 #: connection a worker sees comes from the front's loopback address.
 UNLIMITED = "1000000"
+#: The longest worker output line read whole (bytes); longer ones are read in pieces.
+LOG_LINE_LIMIT = 1 << 20
 #: The last lines of a worker's log kept for an error message.
 LOG_TAIL = 20
 _PR_SET_PDEATHSIG = 1
@@ -70,6 +72,16 @@ def worker_command(args: argparse.Namespace, index: int) -> list[str]:
         if getattr(args, option, None) is not None:
             command += ["--" + option.replace("_", "-"), getattr(args, option)]
     return command
+
+
+async def _line(stream: asyncio.StreamReader) -> bytes:
+    """The next line of a worker's output (b"" at its end). A line longer than
+    :data:`LOG_LINE_LIMIT` is dropped (asyncio discards it) and reading goes on with what
+    follows: a pipe no longer drained would block the worker's loop on its next log line."""
+    try:
+        return await stream.readline()
+    except ValueError:  # over the limit: it was discarded; go on with what comes next
+        return await stream.read(LOG_LINE_LIMIT) or b"\n"
 
 
 def worker_env(workers: int, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -262,6 +274,7 @@ class WorkerPool:
             # relative paths (--hrtf FILE, --state, --secret-file…) mean the same there
             env=worker_env(len(self.workers)), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            limit=LOG_LINE_LIMIT,
             start_new_session=True)  # Ctrl-C reaches the front, which stops the workers
         worker.started_at = time.monotonic()
         log_task = self._keep(self._pass_log(worker, proc))
@@ -301,7 +314,7 @@ class WorkerPool:
         """The worker's stderr, line by line, to ours (prefixed), the last lines kept. Its
         one-line error (the CLI's ``spatialjam serve: …``) is left to the front to say."""
         prefix = f"[{worker.label}] ".encode()
-        while line := await proc.stderr.readline():
+        while line := await _line(proc.stderr):
             text = line.decode(errors="replace").rstrip()
             worker.log_tail.append(text)
             if text.startswith("spatialjam serve: "):
@@ -311,7 +324,7 @@ class WorkerPool:
 
     @staticmethod
     async def _drain_stdout(proc: asyncio.subprocess.Process) -> None:
-        while line := await proc.stdout.readline():
+        while line := await _line(proc.stdout):
             sys.stdout.buffer.write(line)
             sys.stdout.buffer.flush()
 
@@ -338,7 +351,7 @@ class WorkerPool:
                 try:
                     await self._launch(worker)
                     break
-                except CliError as exc:
+                except (CliError, OSError) as exc:  # OSError: no process could be made now
                     log.error("%s could not start again: %s", worker.label, exc)
                     await asyncio.sleep(RESTART_PAUSES_S[-1])
             if self.stopping:

@@ -163,3 +163,56 @@ def test_another_node_restores_a_room_from_redis(redis_url, prefix):
     finally:
         second.close()
     assert members["a"].id in {s.participant for s in saved.seats}
+
+
+async def test_a_node_vouches_for_relayed_clients_and_old_or_forged_words_do_not_count(
+        redis_url, prefix):
+    a, b = node(redis_url, prefix, "a"), node(redis_url, prefix, "b")
+    await a.start()
+    await b.start()
+    try:
+        said = a.vouch("203.0.113.7")
+        assert b.vouched_host(said) == "203.0.113.7"  # one key for the deployment
+        _, node_id, at, mac = said.split()
+        assert b.vouched_host(f"198.51.100.1 {node_id} {at} {mac}") is None  # another client
+        assert b.vouched_host(said, now=int(at) + 31) is None  # played again later
+        assert b.vouched_host("203.0.113.7") is None
+        outsider = node(redis_url, prefix + "other:", "x")
+        await outsider.start()
+        try:
+            assert b.vouched_host(outsider.vouch("203.0.113.7")) is None  # another deployment
+        finally:
+            await outsider.stop()
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_room_taken_over_while_this_node_was_cut_off_is_not_claimed_back(
+        redis_url, prefix):
+    a, b = node(redis_url, prefix, "a"), node(redis_url, prefix, "b")
+    await a.start()
+    await b.start()
+    try:
+        await a.claim("jam")
+        a._task.cancel()  # a is cut off from Redis long enough for b to take its room
+        while (await b.claim("jam")).id != "b":
+            await asyncio.sleep(0.05)
+        await a._beat()  # a is back: its refresh finds the room taken
+        assert "jam" in a.lost and "jam" not in a.rooms
+        await a.hold({"jam"})  # its worker still has the old copy: not claimed back
+        await a._beat()
+        assert (await a.locate("jam")).id == "b"
+        await a.hold(set())  # the old copy closed: forgotten
+        assert not a.lost
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+def test_redis_addresses_are_shown_without_passwords():
+    from server.cluster import redacted
+
+    assert redacted("redis://user:hunter2@db.example:6380/2") == "redis://db.example:6380/2"
+    assert redacted("redis://db.example:6379/0?password=hunter2") == "redis://db.example:6379/0"
+    assert redacted("unix:///run/redis.sock?db=1") == "unix:///run/redis.sock/1"
