@@ -166,6 +166,17 @@ def test_serve_refuses_a_bad_worker_count_in_words(capsys, value, words):
     assert words in capsys.readouterr().err
 
 
+def test_the_relay_reads_what_routing_needs_and_no_more():
+    from server.relay import peek
+
+    assert peek('{"type":"join","room":"band","name":"A"}', joined=False) == ("join", "band")
+    assert peek('{"type":"join","room":"no spaces!"}', joined=False) == ("join", None)
+    assert peek('{"type":"head_pose","yaw_deg":3}', joined=True) == (None, None)  # not read
+    assert peek('{"type":"leave"}', joined=True) == ("leave", None)
+    assert peek('{"type":"\\u006ceave"}', joined=True) == ("leave", None)  # escaped: read
+    assert peek("not json", joined=False) == (None, None)
+
+
 # a live front with two workers -------------------------------------------------------------
 
 def get_json(url: str) -> dict:
