@@ -61,6 +61,8 @@ DEFAULT_PREFIX = "spatialjam:"
 VOUCH_TTL_S = 30.0
 #: Seconds a Redis call may take before the server gives up on it.
 REDIS_TIMEOUT_S = 2.0
+#: Reading a room's saved state as it opens (on the worker's event loop), at most.
+LOAD_TIMEOUT_S = 0.5
 
 # KEYS[1] room key; ARGV: node id, ttl ms, node key prefix. The room's node if alive, else us.
 _CLAIM = """
@@ -416,8 +418,11 @@ class RedisRoomStore:
         self.url = check_redis_url(url)
         self.prefix = prefix
         self.interval_s = interval_s
-        self.redis = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S,
-                                          socket_connect_timeout=REDIS_TIMEOUT_S)
+        # (the load runs on the worker's loop when a room opens: a short wait at most)
+        self.redis = redis.Redis.from_url(url, socket_timeout=LOAD_TIMEOUT_S,
+                                          socket_connect_timeout=LOAD_TIMEOUT_S)
+        #: Rooms whose saved state could not be read as they opened: not saved over.
+        self.unread: set[str] = set()
         try:
             self.redis.ping()
         except redis.RedisError as exc:
@@ -444,9 +449,13 @@ class RedisRoomStore:
         try:
             raw = self.redis.get(self._key(room))
         except redis.RedisError as exc:
-            log.warning("room state: cannot read room %s from Redis (%s); it opens empty",
-                        room, exc)
+            # what is saved is kept: this opening of the room saves nothing over it
+            self.unread.add(room)
+            log.warning("room state: cannot read room %s from Redis (%s); it opens empty, and "
+                        "what was saved of it is kept (not overwritten)", room,
+                        redacted(str(exc)))
             return None
+        self.unread.discard(room)
         if raw is None:
             return None
         try:
@@ -458,7 +467,7 @@ class RedisRoomStore:
 
     def save(self, snapshot: RoomSnapshot) -> None:
         with self._cond:
-            if self._stopping:
+            if self._stopping or snapshot.name in self.unread:
                 return
             self._pending[snapshot.name] = snapshot
             self._cond.notify()

@@ -19,6 +19,7 @@ from server.cluster import (
     saved_from_json,
     saved_to_json,
 )
+from server.room import Room
 from tests.test_persistence import a_band, restored
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
@@ -216,3 +217,30 @@ def test_redis_addresses_are_shown_without_passwords():
     assert redacted("redis://user:hunter2@db.example:6380/2") == "redis://db.example:6380/2"
     assert redacted("redis://db.example:6379/0?password=hunter2") == "redis://db.example:6379/0"
     assert redacted("unix:///run/redis.sock?db=1") == "unix:///run/redis.sock/1"
+
+
+def test_a_room_whose_state_could_not_be_read_is_not_saved_over(redis_url, prefix,
+                                                                 monkeypatch):
+    room, _ = a_band()
+    store = RedisRoomStore(redis_url, prefix=prefix, interval_s=0.01)
+    try:
+        store.save(room.snapshot())
+        assert store.flush(5.0)
+        kept = store.load("band")
+        real_get = store.redis.get
+
+        def unreachable(key):
+            raise redis.ConnectionError("Redis went away")
+
+        monkeypatch.setattr(store.redis, "get", unreachable)
+        assert store.load("band") is None  # the room opens empty ...
+        empty = Room("band", capacity=4)
+        store.save(empty.snapshot())  # ... and its empty state is not written over the seats
+        assert store.flush(5.0)
+        monkeypatch.setattr(store.redis, "get", real_get)
+        assert store.load("band") == kept
+        store.save(empty.snapshot())  # read again: saved as usual
+        assert store.flush(5.0)
+        assert store.load("band").seats == ()
+    finally:
+        store.close()
