@@ -250,6 +250,43 @@ async def test_rooms_are_spread_over_both_workers_and_counted_together(front):
 
 
 @live
+async def test_a_room_on_worker_two_is_recorded_and_downloaded_through_the_front(front):
+    """What ``make serve`` runs (a front and workers): record in a room that is not on the
+    first worker, then list and download its files through the front's port."""
+    import io
+
+    import soundfile
+
+    await no_rooms(front)
+    first = Bot(front.ws, "rec-ballast", "B")
+    await first.connect()
+    player = None
+    try:
+        await until(lambda: rooms_by_worker(front)[1] == {"rec-ballast"})
+        player = Bot(front.ws, "rec-two", "P", tone(440.0))
+        await player.connect()
+        await until(lambda: rooms_by_worker(front)[2] == {"rec-two"})
+        await asyncio.sleep(0.5)
+        started = await player.request({"type": "start_recording"}, "recording")
+        assert started["active"]
+        await asyncio.sleep(2.0)
+        stopped = await player.request({"type": "stop_recording"}, "recording")
+        assert stopped["recording"]["status"] == "finished"
+        track = next(f for f in stopped["recording"]["files"] if f["name"].endswith(".flac"))
+        with urllib.request.urlopen(front.http + track["url"], timeout=10) as reply:
+            assert reply.headers["Content-Type"] == "audio/flac"
+            assert track["name"] in reply.headers["Content-Disposition"]
+            audio, rate = soundfile.read(io.BytesIO(reply.read()), dtype="float32")
+        assert rate == 48_000 and 1.5 < len(audio) / rate < 3.5
+        spectrum = np.abs(np.fft.rfft(audio))
+        assert abs(np.argmax(spectrum) * rate / len(audio) - 440.0) < 5  # P's own tone
+    finally:
+        for bot in (first, player):
+            if bot is not None:
+                await bot.close()
+
+
+@live
 async def test_pages_come_from_a_worker_through_the_front(front):
     from server.app import CLIENT_DIR
 
