@@ -14,6 +14,7 @@ also writes page B's screenshot to ``docs/client.png``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -75,10 +76,10 @@ class Jam:
         self.b_id = b.evaluate("spatialjam.participant")
 
 
-@pytest.fixture(scope="module")
-def jam(server_url, tmp_path_factory):
+@contextlib.contextmanager
+def open_jam(server_url: str, folder: Path):
+    """Two Chromium pages joined to room e2e on ``server_url``: A plays a tone, B listens."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    folder = tmp_path_factory.mktemp("wav")
     t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE  # 4 s, a whole number of 1 kHz periods
     tone_wav = write_wav(folder / "tone.wav", 0.3 * np.sin(2 * np.pi * TONE_HZ * t))
     silence_wav = write_wav(folder / "silence.wav", np.zeros(4 * SAMPLE_RATE))
@@ -100,6 +101,12 @@ def jam(server_url, tmp_path_factory):
         finally:
             for browser in browsers:
                 browser.close()
+
+
+@pytest.fixture(scope="module")
+def jam(server_url, tmp_path_factory):
+    with open_jam(server_url, tmp_path_factory.mktemp("wav")) as opened:
+        yield opened
 
 
 def join(browser, base: str, name: str, instrument: str, requests: list[str]):
