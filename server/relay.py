@@ -42,10 +42,11 @@ from websockets.frames import CloseCode
 from websockets.protocol import State as WsState
 
 from server.workers import RemoteNode, Worker
-from signaling.errors import ProtocolError
+from signaling.errors import ErrorCode, ProtocolError
 from signaling.limits import ROOM_RE, SIGNALING_SEND_BUFFER
+from signaling.server_messages import ErrorMessage
 from signaling.session import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION
-from signaling.wire import decode
+from signaling.wire import decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +174,13 @@ class Relay:
                                  ping_interval=None, open_timeout=CONNECT_TIMEOUT_S,
                                  user_agent_header=None,
                                  additional_headers=worker.headers(self.client))
-        except InvalidStatus as exc:  # the worker refused the token (expired since)
-            body = exc.response.body.decode(errors="replace")
+        except InvalidStatus as exc:  # refused: the token (expired since), or another
+            body = exc.response.body.decode(errors="replace")  # node's connection limits
+            if not body.lstrip().startswith("{"):  # plain words: as a signaling error
+                status = exc.response.status_code
+                code = ErrorCode.RATE_LIMITED if status == 429 else ErrorCode.INTERNAL_ERROR
+                body = encode(ErrorMessage(code, f"the server of this room refused the "
+                                           f"connection (HTTP {status}): {body.strip()}"))
             with contextlib.suppress(ConnectionClosed):
                 await self.client.send(body)
             await self._close_client(CLOSE_POLICY_VIOLATION, "refused")

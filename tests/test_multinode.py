@@ -101,6 +101,24 @@ async def test_a_join_on_node_b_for_a_room_on_node_a_ends_in_it(redis_url):
               f"{1e3 * np.median(relayed):.1f} ms")
 
 
+async def test_a_join_the_rooms_node_refuses_is_told_why_through_the_other_node(redis_url):
+    """Node A is full (one connection at most): a join through B for A's room is refused by
+    A, and the client reads A's reason as a signaling error."""
+    with ServerProcess("--workers", "1", "--redis", redis_url, "--max-connections", "1") as a, \
+            node(redis_url) as b:
+        holder = Bot(a.ws, "full", "H")
+        await holder.connect()
+        late = Bot(b.ws, "full", "L")
+        try:
+            with pytest.raises(Exception, match="refused the connection") as refused:
+                await late.connect()
+            print(f"\nthrough B: {refused.value}")
+            assert any("HTTP 503" in e["message"] for e in late.errors), late.errors
+        finally:
+            await late.close()
+            await holder.close()
+
+
 def kill_node(srv: ServerProcess) -> None:
     """Node loss: the front and its workers die at once, with no chance to say goodbye."""
     pids = [w["pid"] for w in health(srv)["workers"] if w["pid"]]
