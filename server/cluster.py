@@ -4,6 +4,9 @@ A room's mix needs all its streams in one place, so each open room lives on exac
 any node may be asked to join it and must find that node. What Redis holds (keys under
 ``spatialjam:``, or the ``--redis-prefix`` a deployment chose):
 
+``nodes``
+    The ids of the nodes that registered (a set; ids whose ``node:<id>`` expired are taken out
+    as they are found gone), so that finding the nodes reads no other keys.
 ``node:<id>``
     JSON ``{"id", "url", "load", "rooms", "pid", "started"}``: the node's public signaling
     address (``ws://host:port/ws``), its measured tick load (the share of the 20 ms frame its
@@ -195,6 +198,10 @@ class Cluster:
         """The Redis URL without its password, for logs and health."""
         return redacted(self.url)
 
+    @property
+    def _nodes_key(self) -> str:
+        return f"{self.prefix}nodes"
+
     def _node_key(self, node_id: str) -> str:
         return f"{self.prefix}node:{node_id}"
 
@@ -231,6 +238,7 @@ class Cluster:
             for room in list(self.rooms):
                 await self._release(keys=[self._room_key(room)], args=[self.id])
             await self.redis.delete(self._node_key(self.id))
+            await self.redis.srem(self._nodes_key, self.id)
         await self.redis.aclose()
 
     async def _beat(self) -> None:
@@ -240,6 +248,7 @@ class Cluster:
                              nx=True)
         self._key = await self.redis.get(f"{self.prefix}cluster-key") or self._key
         await self.redis.set(self._node_key(self.id), self.me().to_json(), px=ttl_ms)
+        await self.redis.sadd(self._nodes_key, self.id)
         rooms = sorted(self.rooms)
         if not rooms:
             return
@@ -289,16 +298,21 @@ class Cluster:
     # rooms -------------------------------------------------------------------------------------
 
     async def nodes(self) -> list[Node]:
-        """Every registered (alive) node, this one included."""
-        keys = [key async for key in self.redis.scan_iter(match=self._node_key("*"), count=500)]
-        if not keys:
+        """Every registered (alive) node, this one included: the ids in ``nodes``, read in
+        one MGET; ids whose registration expired are taken out of the set."""
+        ids = sorted(member.decode() for member in await self.redis.smembers(self._nodes_key))
+        if not ids:
             return []
-        found = []
-        for raw in await self.redis.mget(keys):
-            if raw is None:  # expired between the scan and the read
+        found, gone = [], []
+        for node_id, raw in zip(ids, await self.redis.mget([self._node_key(i) for i in ids]),
+                                strict=True):
+            if raw is None:  # expired: that node is gone
+                gone.append(node_id)
                 continue
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 found.append(Node.from_json(raw))
+        if gone:
+            await self.redis.srem(self._nodes_key, *gone)
         return found
 
     async def node(self, node_id: str) -> Node | None:
