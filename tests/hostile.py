@@ -108,6 +108,16 @@ class HearingPair:
         """Where the recordings stand now (for :meth:`since`)."""
         return len(self.a.received), len(self.b.received), time.monotonic()
 
+    async def at_least(self, mark: tuple[int, int, float], seconds: float) -> Window:
+        """What each bot heard from ``mark`` until ``seconds`` after it (or until now, if
+        later): an attack over in under a second is judged over a window long enough that
+        one stall of this shared machine (a few hundred milliseconds) does not decide it,
+        while a room that stopped playing still fails."""
+        left = mark[2] + seconds - time.monotonic()
+        if left > 0:
+            await asyncio.sleep(left)
+        return self.since(mark)
+
     def since(self, mark: tuple[int, int, float]) -> Window:
         """What each bot heard from ``mark`` until now."""
         a_from, b_from, t0 = mark

@@ -222,7 +222,7 @@ async def test_unusable_offers_are_refused_in_words_and_leave_nothing_behind(ser
         mark = pair.mark()
         refused = await offers_over(server.ws, "sdp", list(catalogue.values()))
         mangled_replies = await offers_over(server.ws, "sdp", mangled)
-        during = pair.since(mark)
+        during = await pair.at_least(mark, 2.0)
         await asyncio.sleep(1.0)  # the offerers' connections are gone: their peers closed
         sockets_after = udp_sockets(server.proc.pid)
     TRIED["sdp.offer (catalogue)"] += len(catalogue)
