@@ -138,13 +138,20 @@ class FrontState:
         return RemoteNode(node.id, node.url, self._vouch)
 
     async def keep_cluster(self) -> None:
-        """Tell the deployment this node's load and rooms, as each worker poll learns them."""
+        """Tell the deployment this node's load and rooms, as each worker poll learns them;
+        close the connections of members of rooms another node took over (they rejoin)."""
+        told: set[str] = set()
         while True:
             await asyncio.sleep(POLL_S)
             self.cluster.load = sum(w.health.get("load", 0.0) for w in self.pool.workers
                                     if w.up)
             with contextlib.suppress(OSError, RedisError):
                 await self.cluster.hold(set(self.pool.placement.owner))
+            taken = self.cluster.lost - told  # by another node: their members here rejoin
+            for relay in [r for r in self.relays if r.room in taken
+                          and isinstance(getattr(r.upstream, "worker", None), Worker)]:
+                await relay.room_moved()
+            told = set(self.cluster.lost)
 
     def health(self) -> tuple[http.HTTPStatus, dict]:
         workers = [w.describe() for w in self.pool.workers]

@@ -112,6 +112,8 @@ class Relay:
         self.upstream: Upstream | None = None
         #: In a room on the upstream's worker (its ``joined`` came; no ``leave`` since).
         self.joined = False
+        #: The room of the client's last ``join``.
+        self.room: str | None = None
         #: While a ``join`` waits for its answer: True (``joined``) or False (``error``).
         self.joining: asyncio.Future[bool] | None = None
         sock = client.transport.get_extra_info("socket") if client.transport else None
@@ -139,6 +141,7 @@ class Relay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self.joining), JOIN_WAIT_S)
             if not self.joined:
+                self.room = room
                 target = self.route(room)  # a join without a valid room: anywhere answers
                 if inspect.isawaitable(target):
                     target = await target
@@ -244,6 +247,14 @@ class Relay:
                 await self.client.close(code, reason)
         except TimeoutError:  # stuck writing the close frame
             self.client.transport.abort()
+
+    async def room_moved(self) -> None:
+        """This client's room is held by another node now (this node lost it while cut off
+        from Redis): close it with 1012 (service restart), so it joins again, and its join
+        reaches the room's node."""
+        await self._retire()
+        await self._close_client(CloseCode.SERVICE_RESTART,
+                                 "this room moved to another server; join again")
 
     async def going_away(self, notice: str) -> None:
         """At shutdown, for a client whose worker did not close it (none was opened): the

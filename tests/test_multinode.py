@@ -119,6 +119,35 @@ async def test_a_join_the_rooms_node_refuses_is_told_why_through_the_other_node(
             await holder.close()
 
 
+async def test_members_of_a_room_another_node_took_over_are_sent_to_it(redis_url):
+    """As if node A had been cut off from Redis long enough for B to take its room: A finds
+    the room taken at its next heartbeat, closes its members' connections with 1012, and their
+    joins through A then reach the room on B."""
+    with node(redis_url) as a, node(redis_url) as b:
+        store = redis.Redis.from_url(redis_url)
+        member = Bot(a.ws, "split", "M")
+        await member.connect()
+        owner = store.get("spatialjam:room:split").decode()
+        home, other = (a, b) if owner == health(a)["node"]["id"] else (b, a)
+        if home is not a:  # placed on B: the member talks to its room's own node
+            await member.close()
+            member = Bot(home.ws, "split", "M", seat=member.seat)
+            await member.connect()
+        store.set("spatialjam:room:split", health(other)["node"]["id"], px=3000)  # taken
+        await asyncio.wait_for(member._ws.wait_closed(), 10)
+        assert member._ws.close_code == 1012, member._ws.close_code
+        assert "moved to another server" in member._ws.close_reason
+        await member.close()
+        back = Bot(home.ws, "split", "M", seat=member.seat)
+        await back.connect()  # through the old node, to the room's node
+        try:
+            assert back.participant == member.participant
+            assert await until(lambda: rooms_on(other) == 1)
+            assert store.get("spatialjam:room:split").decode() == health(other)["node"]["id"]
+        finally:
+            await back.close()
+
+
 def kill_node(srv: ServerProcess) -> None:
     """Node loss: the front and its workers die at once, with no chance to say goodbye."""
     pids = [w["pid"] for w in health(srv)["workers"] if w["pid"]]
