@@ -319,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
 
             announce = None
             if args.worker is not None:
-                from server.workers import as_worker
+                from server.workers import STATE_URL_ENV, as_worker
+
+                args.state = args.state or os.environ.get(STATE_URL_ENV)
 
                 announce = as_worker(args.front_pid, args.verbose)
             return run_server(args.host, args.port, device=args.device, hrtf=args.hrtf,

@@ -69,8 +69,9 @@ def worker_command(args: argparse.Namespace, index: int) -> list[str]:
                 "--empty-room-grace", repr(args.empty_room_grace),
                 "--max-connections-per-ip", UNLIMITED, "--max-connections", UNLIMITED]
     for option in ("state", "secret_file", "recordings"):  # given on, or each its default
-        if getattr(args, option, None) is not None:
-            command += ["--" + option.replace("_", "-"), getattr(args, option)]
+        value = getattr(args, option, None)
+        if value is not None and not (option == "state" and "://" in value):
+            command += ["--" + option.replace("_", "-"), value]
     return command
 
 
@@ -84,11 +85,19 @@ async def _line(stream: asyncio.StreamReader) -> bytes:
         return await stream.read(LOG_LINE_LIMIT) or b"\n"
 
 
-def worker_env(workers: int, environ: dict[str, str] | None = None) -> dict[str, str]:
+#: A worker's ``--state`` when it is a URL (Redis: it may hold a password), passed in its
+#: environment rather than on its command line, which every local user may read.
+STATE_URL_ENV = "SPATIALJAM_WORKER_STATE"
+
+
+def worker_env(workers: int, environ: dict[str, str] | None = None,
+               state: str | None = None) -> dict[str, str]:
     """A worker's environment: the front's, with numba's threads shared out among the workers
     (``cores // workers`` each, unless ``NUMBA_NUM_THREADS`` is set): rooms are spread over
     processes, one per core, rather than each process's kernels over every core."""
     env = dict(os.environ if environ is None else environ)
+    if state is not None and "://" in state:
+        env[STATE_URL_ENV] = state
     env.setdefault("NUMBA_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     return env
 
@@ -272,7 +281,8 @@ class WorkerPool:
         worker.proc = proc = await asyncio.create_subprocess_exec(
             *worker_command(self.args, worker.index),  # in the front's folder, so that
             # relative paths (--hrtf FILE, --state, --secret-file…) mean the same there
-            env=worker_env(len(self.workers)), stdin=asyncio.subprocess.DEVNULL,
+            env=worker_env(len(self.workers), state=self.args.state),
+            stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             limit=LOG_LINE_LIMIT,
             start_new_session=True)  # Ctrl-C reaches the front, which stops the workers

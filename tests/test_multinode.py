@@ -246,3 +246,16 @@ def test_a_node_that_cannot_reach_redis_says_so_and_exits(capsys):
     assert main(["serve", "--workers", "1", "--port", "0",
                  "--redis", "redis://127.0.0.1:1/0"]) != 0
     assert "cannot use Redis at redis://127.0.0.1:1/0" in capsys.readouterr().err
+
+
+def test_a_redis_url_reaches_the_workers_by_environment_not_command_line():
+    """A password in ``--redis`` would show in every local user's process list."""
+    from server.cli import build_parser
+    from server.workers import STATE_URL_ENV, worker_command, worker_env
+
+    url = "redis://:hunter2@db.example:6379/0"
+    args = build_parser().parse_args(["serve", "--workers", "2", "--redis", url])
+    args.state = url  # as the front sets it
+    assert not any("hunter2" in part for part in worker_command(args, 0))
+    assert worker_env(2, {}, state=args.state)[STATE_URL_ENV] == url
+    assert STATE_URL_ENV not in worker_env(2, {}, state="/var/lib/spatialjam/rooms.sqlite3")
