@@ -4,6 +4,7 @@ survive races, take-over after a node dies, placement by load, saved rooms any n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import time
@@ -36,6 +37,21 @@ def prefix(request):
     return f"t-{request.node.name}:"
 
 
+@contextlib.asynccontextmanager
+async def running(redis_url, prefix, *names, loads=()):
+    """Nodes ``names`` registered (with ``loads``, if given), stopped at the end."""
+    nodes = [node(redis_url, prefix, name) for name in names]
+    for n, load in zip(nodes, loads, strict=False):
+        n.load = load
+    for n in nodes:
+        await n.start()
+    try:
+        yield nodes
+    finally:
+        for n in nodes:
+            await n.stop()
+
+
 def node(redis_url, prefix, name, **kw) -> Cluster:
     return Cluster(redis_url, f"ws://{name}.example:8000/ws", node_id=name, prefix=prefix,
                    ttl_s=TTL_S, heartbeat_s=BEAT_S, **kw)
@@ -55,10 +71,7 @@ async def test_nodes_register_and_leave(redis_url, prefix):
 
 
 async def test_a_room_lives_on_the_node_that_claimed_it_first(redis_url, prefix):
-    a, b = node(redis_url, prefix, "a"), node(redis_url, prefix, "b")
-    await a.start()
-    await b.start()
-    try:
+    async with running(redis_url, prefix, "a", "b") as (a, b):
         assert (await a.claim("jam")).id == "a"
         assert (await b.claim("jam")).id == "a"
         assert (await b.locate("jam")).url == "ws://a.example:8000/ws"
@@ -68,31 +81,19 @@ async def test_a_room_lives_on_the_node_that_claimed_it_first(redis_url, prefix)
         assert (await b.claim("jam")).id == "a"
         await a.release("jam")
         assert await b.locate("jam") is None
-    finally:
-        await a.stop()
-        await b.stop()
 
 
 async def test_racing_claims_agree_on_one_node(redis_url, prefix):
-    nodes = [node(redis_url, prefix, name) for name in "abcd"]
-    for n in nodes:
-        await n.start()
-    try:
+    async with running(redis_url, prefix, *"abcd") as nodes:
         for k in range(20):
             owners = await asyncio.gather(*(n.claim(f"room-{k}") for n in nodes for _ in range(3)))
             assert len({o.id for o in owners}) == 1, owners
             held = [n.id for n in nodes if f"room-{k}" in n.rooms]
             assert held == [owners[0].id]
-    finally:
-        for n in nodes:
-            await n.stop()
 
 
 async def test_a_dead_nodes_rooms_are_taken_over(redis_url, prefix):
-    a, b = node(redis_url, prefix, "a"), node(redis_url, prefix, "b")
-    await a.start()
-    await b.start()
-    try:
+    async with running(redis_url, prefix, "a", "b") as (a, b):
         await a.claim("jam")
         a._task.cancel()  # a dies: no more heartbeats, no goodbye
         assert (await b.claim("jam")).id == "a"  # still registered
@@ -103,18 +104,10 @@ async def test_a_dead_nodes_rooms_are_taken_over(redis_url, prefix):
         assert time.monotonic() - started >= TTL_S - 3 * BEAT_S - 0.1
         assert [n.id for n in await b.nodes()] == ["b"]
         assert (await b.locate("jam")).id == "b"
-    finally:
-        a.rooms.clear()
-        await a.stop()
-        await b.stop()
 
 
 async def test_new_rooms_go_to_the_least_loaded_node(redis_url, prefix):
-    a, b, c = (node(redis_url, prefix, name) for name in "abc")
-    a.load, b.load, c.load = 0.6, 0.1, 0.3
-    for n in (a, b, c):
-        await n.start()
-    try:
+    async with running(redis_url, prefix, *"abc", loads=(0.6, 0.1, 0.3)) as (a, b, _):
         chosen = await a.place("new-room")
         assert chosen.id == "b"
         assert "new-room" not in a.rooms  # b claims it when the join reaches it
@@ -122,9 +115,6 @@ async def test_new_rooms_go_to_the_least_loaded_node(redis_url, prefix):
         b.load = 0.9
         await asyncio.sleep(2 * BEAT_S)
         assert (await a.place("another")).id == "c"
-    finally:
-        for n in (a, b, c):
-            await n.stop()
 
 
 async def test_unreachable_redis_is_said_plainly():
@@ -168,10 +158,7 @@ def test_another_node_restores_a_room_from_redis(redis_url, prefix):
 
 async def test_a_node_vouches_for_relayed_clients_and_old_or_forged_words_do_not_count(
         redis_url, prefix):
-    a, b = node(redis_url, prefix, "a"), node(redis_url, prefix, "b")
-    await a.start()
-    await b.start()
-    try:
+    async with running(redis_url, prefix, "a", "b") as (a, b):
         said = a.vouch("203.0.113.7")
         assert b.vouched_host(said) == "203.0.113.7"  # one key for the deployment
         _, node_id, at, mac = said.split()
@@ -184,17 +171,11 @@ async def test_a_node_vouches_for_relayed_clients_and_old_or_forged_words_do_not
             assert b.vouched_host(outsider.vouch("203.0.113.7")) is None  # another deployment
         finally:
             await outsider.stop()
-    finally:
-        await a.stop()
-        await b.stop()
 
 
 async def test_a_room_taken_over_while_this_node_was_cut_off_is_not_claimed_back(
         redis_url, prefix):
-    a, b = node(redis_url, prefix, "a"), node(redis_url, prefix, "b")
-    await a.start()
-    await b.start()
-    try:
+    async with running(redis_url, prefix, "a", "b") as (a, b):
         await a.claim("jam")
         a._task.cancel()  # a is cut off from Redis long enough for b to take its room
         while (await b.claim("jam")).id != "b":
@@ -206,9 +187,6 @@ async def test_a_room_taken_over_while_this_node_was_cut_off_is_not_claimed_back
         assert (await a.locate("jam")).id == "b"
         await a.hold(set())  # the old copy closed: forgotten
         assert not a.lost
-    finally:
-        await a.stop()
-        await b.stop()
 
 
 def test_redis_addresses_are_shown_without_passwords():
