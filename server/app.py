@@ -215,10 +215,7 @@ def http_router(state: ServerState):
                 return _reply(connection, http.HTTPStatus.NOT_FOUND,
                               "no AI notes for that room (is it open, with an AI musician?)\n",
                               "text/plain; charset=utf-8")
-            response = _reply(connection, http.HTTPStatus.OK, "", "audio/midi")
-            response.body = midi
-            del response.headers["Content-Length"]
-            response.headers["Content-Length"] = str(len(midi))
+            response = _reply(connection, http.HTTPStatus.OK, midi, "audio/midi")
             response.headers["Content-Disposition"] = "attachment; filename=\"spatialjam-ai.mid\""
             return response
         if path.startswith("/recordings/"):
@@ -228,11 +225,7 @@ def http_router(state: ServerState):
             kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
             if kind.startswith("text/") or kind == "application/javascript":
                 kind += "; charset=utf-8"
-            response = _reply(connection, http.HTTPStatus.OK, "", kind)
-            response.body = file.read_bytes()
-            del response.headers["Content-Length"]
-            response.headers["Content-Length"] = str(len(response.body))
-            return response
+            return _reply(connection, http.HTTPStatus.OK, file.read_bytes(), kind)
         return _reply(connection, http.HTTPStatus.NOT_FOUND, f"no such page: {path}\n",
                       "text/plain; charset=utf-8")
 
@@ -255,10 +248,7 @@ async def _recording_file(state: ServerState, connection: ServerConnection, requ
         body, kind = await asyncio.to_thread(state.hub.recordings.read_file, *parts)
     except RecordingFileError as exc:
         return _reply(connection, exc.status, exc.message + "\n", "text/plain; charset=utf-8")
-    response = _reply(connection, http.HTTPStatus.OK, "", kind)
-    response.body = body
-    del response.headers["Content-Length"]
-    response.headers["Content-Length"] = str(len(body))
+    response = _reply(connection, http.HTTPStatus.OK, body, kind)
     response.headers["Content-Disposition"] = f"attachment; filename=\"{parts[2]}\""
     return response
 

@@ -251,14 +251,11 @@ class FrontState:
             response.headers["Retry-After"] = "2"
             return response
         status, headers, body = answer
-        response = reply(connection, http.HTTPStatus(status), "",
+        response = reply(connection, http.HTTPStatus(status), body,
                          headers.get("content-type", "application/octet-stream"))
         for name in PASSED_HEADERS:
             if name.lower() in headers:
                 response.headers[name] = headers[name.lower()]
-        response.body = body
-        del response.headers["Content-Length"]
-        response.headers["Content-Length"] = str(len(body))
         return response
 
 

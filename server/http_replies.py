@@ -108,10 +108,16 @@ def admit(state, connection: ServerConnection, client_host: str | None = None) -
     return None
 
 
-def reply(connection: ServerConnection, status, body: str, content_type: str) -> Response:
-    """A response of ``content_type`` that no cache keeps."""
-    response = connection.respond(status, body)
+def reply(connection: ServerConnection, status, body: str | bytes,
+          content_type: str) -> Response:
+    """A response of ``content_type`` that no cache keeps; ``body`` text, or bytes as they
+    are (a file)."""
+    response = connection.respond(status, body if isinstance(body, str) else "")
     del response.headers["Content-Type"]  # respond() sets text/plain; replace, don't add
     response.headers["Content-Type"] = content_type
     response.headers["Cache-Control"] = "no-store"
+    if isinstance(body, bytes):
+        response.body = body
+        del response.headers["Content-Length"]
+        response.headers["Content-Length"] = str(len(body))
     return response

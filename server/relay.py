@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import socket
 from dataclasses import dataclass
@@ -100,9 +99,9 @@ class Relay:
     client
         The client's WebSocket (admitted by the front's HTTP router).
     route
-        ``route(room)``: the worker for a join to ``room`` (None: any), or None when no
-        worker takes rooms (:meth:`server.workers.WorkerPool.route`); with ``--redis``, a
-        coroutine that may give another node (:class:`~server.workers.RemoteNode`).
+        ``await route(room)``: the worker for a join to ``room`` (None: any), or None when no
+        worker takes rooms (:meth:`server.front.FrontState.route`); with ``--redis``, it may
+        be another node (:class:`~server.workers.RemoteNode`).
     """
 
     def __init__(self, client: ServerConnection, route) -> None:
@@ -142,9 +141,7 @@ class Relay:
                     await asyncio.wait_for(asyncio.shield(self.joining), JOIN_WAIT_S)
             if not self.joined:
                 self.room = room
-                target = self.route(room)  # a join without a valid room: anywhere answers
-                if inspect.isawaitable(target):
-                    target = await target
+                target = await self.route(room)  # without a valid room: anywhere answers
                 if target is None:
                     await self._close_client(CloseCode.INTERNAL_ERROR,
                                              "no worker can take rooms now; join again")
@@ -154,9 +151,7 @@ class Relay:
                                            and target.key != self.upstream.worker.key)
         if switch:
             if target is None:
-                target = self.route(None)
-                if inspect.isawaitable(target):
-                    target = await target
+                target = await self.route(None)
             if not await self._connect(target):
                 return False
         with contextlib.suppress(ConnectionClosed):  # its pump closes the client's
