@@ -168,7 +168,7 @@ class EarlyReflections:
         self.pos = 0
         self.old = TapState(listeners, sources)
         self.new = TapState(listeners, sources)
-        self.directions, self.triangles, self.inverse = bus_layout()
+        _, self.triangles, self.inverse = bus_layout()
         self.modes = np.zeros((0, 3), np.int64)
         self.recipe_gain = np.zeros(0, np.float64)
         self.lo = np.zeros(3)

@@ -260,10 +260,6 @@ class Renderer:
         return self.engines[self.hrirs.digest].pairs
 
     @property
-    def mixer(self):
-        return self.engines[self.hrirs.digest].mixer
-
-    @property
     def latency_samples(self) -> int:
         """Algorithmic delay added by the renderer: none (overlap-save, no look-ahead)."""
         return 0
@@ -501,7 +497,9 @@ class Renderer:
         live = np.flatnonzero(self._bus_live[rows] > 0)
         if not len(live):
             return
-        window = self._bus_history[rows[live], :, -engine.nfft:]
+        which = rows[live]
+        every = np.array_equal(which, np.arange(self.listeners))  # then a view, not a copy
+        window = self._bus_history[slice(None) if every else which, :, -engine.nfft:]
         spec = scipy.fft.rfft(window, axis=-1, workers=-1)
         sign = np.zeros((len(live), 2), np.float32)
         if fading:
@@ -531,4 +529,4 @@ class Renderer:
             if left > 1:
                 still.append((old, left - 1))
         self._ringing = still
-        add_wet(out, tail.astype(np.float32, copy=False), last, wet, self.ramp[0, :, 0])
+        add_wet(out, tail, last, wet, self.ramp[0, :, 0])

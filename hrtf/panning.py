@@ -18,6 +18,7 @@ is compared with (a loudness-matched A/B).
 from __future__ import annotations
 
 import functools
+import weakref
 
 import numpy as np
 
@@ -35,9 +36,18 @@ def _grid() -> np.ndarray:
     return np.array(rows)
 
 
+#: Each set's mean energy, once per set (the renderer asks on its tick whenever a listener's
+#: setting changes; ``server.rendering`` asks first, on a worker thread).
+_ENERGY: weakref.WeakKeyDictionary[HrirSet, float] = weakref.WeakKeyDictionary()
+
+
 def mean_energy(hrirs: HrirSet) -> float:
     """Mean over directions of both ears' response energy."""
-    return float(np.mean(np.sum(hrirs.hrir.astype(np.float64) ** 2, axis=(1, 2))))
+    energy = _ENERGY.get(hrirs)
+    if energy is None:
+        energy = float(np.mean(np.sum(hrirs.hrir.astype(np.float64) ** 2, axis=(1, 2))))
+        _ENERGY[hrirs] = energy
+    return energy
 
 
 def reference_set(level_like: HrirSet | None = None) -> HrirSet:
