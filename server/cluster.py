@@ -18,8 +18,8 @@ any node may be asked to join it and must find that node. What Redis holds (keys
     live). Taken with :meth:`Cluster.claim`, atomically: a room whose node is alive keeps its
     node; a room whose node has gone is taken over by the first node to claim it.
 ``state:<name>``
-    The room's saved seats, stage and personal mixes (:class:`RedisRoomStore`), so the node that
-    re-creates a room after its node died restores it.
+    The room's saved seats, stage and personal mixes (:class:`server.store.RedisRoomStore`),
+    so the node that re-creates a room after its node died restores it.
 ``cluster-key``
     A random key, made by the first node, with which a node vouches for the client address of
     a connection it relays to another (:meth:`Cluster.vouch`): the receiving node counts the
@@ -40,17 +40,12 @@ import json
 import logging
 import os
 import secrets
-import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import redis
 import redis.asyncio as aioredis
-
-if TYPE_CHECKING:  # (the room model loads the engine's geometry: not in the front)
-    from server.room import RoomSnapshot, SavedRoom
 
 log = logging.getLogger(__name__)
 
@@ -385,162 +380,3 @@ class Cluster:
         if best.id == self.id:
             return await self.claim(room)
         return best
-
-
-# -- saved rooms in Redis -------------------------------------------------------------------------
-
-def saved_to_json(saved: SavedRoom) -> str:
-    """A saved room as JSON (the form :class:`RedisRoomStore` keeps)."""
-    return json.dumps({
-        "name": saved.name,
-        "seats": [[s.seat, s.participant, s.name, s.instrument, s.slot, list(s.position_m),
-                   s.yaw_deg, s.pitch_deg, s.self_monitor] for s in saved.seats],
-        "mixes": [[m.listener_seat, m.source_seat,
-                   None if m.position_m is None else list(m.position_m), m.gain, m.mute]
-                  for m in saved.mixes],
-        "acoustics": saved.acoustics,
-        "saved_at": time.time(),
-    })
-
-
-def saved_from_json(text: str | bytes) -> SavedRoom:
-    """The inverse of :func:`saved_to_json`; ValueError/KeyError/TypeError on other text."""
-    from server.room import SavedMix, SavedRoom, SavedSeat
-
-    data = json.loads(text)
-    seats = tuple(SavedSeat(str(seat), str(participant), str(name), str(instrument), int(slot),
-                            tuple(float(v) for v in position), float(yaw), float(pitch),
-                            bool(monitor))
-                  for seat, participant, name, instrument, slot, position, yaw, pitch, monitor
-                  in data["seats"])
-    mixes = tuple(SavedMix(str(listener), str(source),
-                           None if position is None else tuple(float(v) for v in position),
-                           float(gain), bool(mute))
-                  for listener, source, position, gain, mute in data["mixes"])
-    acoustics = data.get("acoustics")
-    return SavedRoom(str(data["name"]), seats, mixes,
-                     acoustics if isinstance(acoustics, dict) else None)
-
-
-class RedisRoomStore:
-    """:class:`server.store.RoomStore`'s interface, kept in Redis so any node can restore a
-    room: ``load`` reads on the loop (one GET), ``save`` only files the snapshot, and a writer
-    thread writes each room's latest state at most every ``interval_s``.
-    """
-
-    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, interval_s: float = 0.2) -> None:
-        self.url = check_redis_url(url)
-        self.prefix = prefix
-        self.interval_s = interval_s
-        # (the load runs on the worker's loop when a room opens: a short wait at most)
-        self.redis = redis.Redis.from_url(url, socket_timeout=LOAD_TIMEOUT_S,
-                                          socket_connect_timeout=LOAD_TIMEOUT_S)
-        #: Rooms whose saved state could not be read as they opened: not saved over.
-        self.unread: set[str] = set()
-        try:
-            self.redis.ping()
-        except redis.RedisError as exc:
-            raise ClusterError(f"cannot use Redis at {redacted(url)}: {exc}") from None
-        self._cond = threading.Condition()
-        self._pending: dict[str, RoomSnapshot] = {}
-        self._last_write: dict[str, float] = {}
-        self._stopping = False
-        self._busy = False
-        self.writes = 0
-        self.failures = 0
-        self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name="redis-room-store", daemon=True)
-        self._thread.start()
-
-    def _key(self, room: str) -> str:
-        return f"{self.prefix}state:{room}"
-
-    def load(self, room: str) -> SavedRoom | None:
-        with self._cond:
-            waiting = self._pending.get(room)
-        if waiting is not None:
-            return waiting.saved()
-        try:
-            raw = self.redis.get(self._key(room))
-        except redis.RedisError as exc:
-            # what is saved is kept: this opening of the room saves nothing over it
-            self.unread.add(room)
-            log.warning("room state: cannot read room %s from Redis (%s); it opens empty, and "
-                        "what was saved of it is kept (not overwritten)", room,
-                        redacted(str(exc)))
-            return None
-        self.unread.discard(room)
-        if raw is None:
-            return None
-        try:
-            return saved_from_json(raw)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("room state: room %s in Redis cannot be read (%s); it opens empty",
-                        room, exc)
-            return None
-
-    def save(self, snapshot: RoomSnapshot) -> None:
-        with self._cond:
-            if self._stopping or snapshot.name in self.unread:
-                return
-            self._pending[snapshot.name] = snapshot
-            self._cond.notify()
-
-    def flush(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            failures = self.failures
-            self._cond.notify_all()
-            while (self._pending or self._busy) and self.failures == failures:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, self.interval_s))
-            return self.failures == failures
-
-    def close(self, timeout_s: float = 5.0) -> bool:
-        written = self.flush(timeout_s)
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._thread.join(timeout_s)
-        self.redis.close()
-        return written
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
-                if self._stopping and not self._pending:
-                    return
-                now = time.monotonic()
-                due = [name for name in self._pending if self._stopping
-                       or now - self._last_write.get(name, -1e9) >= self.interval_s]
-                if not due:
-                    self._cond.wait(self.interval_s / 4)
-                    continue
-                snapshots = [self._pending.pop(name) for name in due]
-                self._busy = True
-            try:
-                with self.redis.pipeline(transaction=False) as pipe:
-                    for snapshot in snapshots:
-                        pipe.set(self._key(snapshot.name), saved_to_json(snapshot.saved()))
-                    pipe.execute()
-            except redis.RedisError as exc:
-                with self._cond:
-                    self.failures += 1
-                    for snapshot in snapshots:
-                        self._pending.setdefault(snapshot.name, snapshot)
-                if self.failures == 1 or self.failures % 100 == 0:
-                    log.warning("room state: cannot write to Redis (%s; %d failed writes)", exc,
-                                self.failures)
-                time.sleep(self.interval_s)
-            else:
-                self.writes += len(snapshots)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    for snapshot in snapshots:
-                        self._last_write[snapshot.name] = time.monotonic()
-                    self._cond.notify_all()

@@ -12,15 +12,9 @@ import time
 import pytest
 import redis
 
-from server.cluster import (
-    Cluster,
-    ClusterError,
-    RedisRoomStore,
-    check_redis_url,
-    saved_from_json,
-    saved_to_json,
-)
+from server.cluster import Cluster, ClusterError, check_redis_url
 from server.room import Room
+from server.store import RedisRoomStore, saved_from_json, saved_to_json
 from tests.test_persistence import a_band, restored
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
