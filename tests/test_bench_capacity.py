@@ -4,6 +4,7 @@ and a small real run through the command line."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -276,8 +277,10 @@ def test_bench_capacity_ramps_real_bots_and_reports_per_participant_costs(tmp_pa
         assert phase["held_participants"] == (held[-1] if held else 0)
         assert (phase["failed_at"] is None) == steps[-1]["held"]
         assert (phase["limit"] is None) == steps[-1]["held"]
-        if phase["per_participant"]:
-            assert phase["per_participant"]["cpu_ms_per_s"] != 0
+        if phase["per_participant"]:  # a line fitted (its slope may round to 0 on a short,
+            # noisy ramp of two or three counts: two steps at one CPU reading happen)
+            fitted = phase["per_participant"]
+            assert math.isfinite(fitted["cpu_ms_per_s"]) and math.isfinite(fitted["rss_mb"])
     # others' music reaches each mix: some decoded frames are not silent
     assert sum(s["audible"] for s in report["one_room"]["steps"]) > 0
     assert len(progress) >= 2
