@@ -26,8 +26,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ai_accompany.events import NoteEvent
 from ai_accompany.ipc import ANALYSIS_RATE
+from dsp.notes import NoteEvent
 
 log = logging.getLogger(__name__)
 

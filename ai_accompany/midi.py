@@ -1,4 +1,4 @@
-"""Keep what the AI played: Standard MIDI Files of :class:`~ai_accompany.events.NoteEvent` s.
+"""Keep what the AI played: Standard MIDI Files of :class:`~dsp.notes.NoteEvent` s.
 
 Written with :mod:`struct` to the Standard MIDI File 1.0 specification (MMA, 1996): format 1,
 track 0 a conductor track (name, tempo, 4/4 time signature), then one track per voice
@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ai_accompany.events import NoteEvent
+from dsp.notes import NoteEvent
 from hrtf.constants import SAMPLE_RATE
 
 #: Ticks per quarter note (raised for tempi below 62.5 BPM, keeping a tick ≤ 1 ms).

@@ -7,7 +7,7 @@ tail). Ticks alternate which renderer goes first, so that both see the same mach
 
 Players stand inside the room: scattered over the floor :data:`WALL_CLEARANCE_M` clear of the
 walls (the room spans ``x ∈ [−X/2, X/2]``, ``y ∈ [−Y/2, Y/2]``, ``z ∈ [0, Z]``), ears at
-:data:`~dsp.offline.EAR_HEIGHT_M`. Player ``k`` is listener ``k`` and source ``k`` alike, and
+:data:`~dsp.geometry.EAR_HEIGHT_M`. Player ``k`` is listener ``k`` and source ``k`` alike, and
 does not hear themself (the room's default). "static" keeps everyone still; "moving" is the
 worst case: every player walks a small circle at about 1 m/s and turns their head 5° per tick,
 so every pair's HRTF filter and every image's delay change on every tick.
@@ -15,10 +15,10 @@ so every pair's HRTF filter and every image's delay change on every tick.
 Two times per tick and renderer, with ``time.perf_counter``:
 
 - render: :meth:`dsp.renderer.Renderer.render` (scenes are built beforehand, outside);
-- tick: the render as :mod:`server.room_runner` runs it (under its render lock) followed by
-  :func:`server.room_runner.encode_all` of every listener's mix with
-  :class:`server.media.MusicOpusEncoder` (libopus through :mod:`server.opus`), one encoder per
-  listener. The sources' decoding is left out: it does not depend on the room.
+- tick: the render as :mod:`server.tick.runner` runs it (under its render lock) followed by
+  :func:`server.tick.runner.encode_all` of every listener's mix with
+  :class:`server.media.downlink.MusicOpusEncoder` (libopus through :mod:`server.media.opus`),
+  one encoder per listener. The sources' decoding is left out: it does not depend on the room.
 
 The ratios (with acoustics over without) are medians over medians, and minima over minima: on
 a machine shared with other work, many ticks are interrupted and the fastest ones are the
@@ -36,9 +36,8 @@ import time
 import numba
 import numpy as np
 
-from dsp.geometry import Scene
+from dsp.geometry import EAR_HEIGHT_M, Scene
 from dsp.image_sources import image_recipes
-from dsp.offline import EAR_HEIGHT_M
 from dsp.renderer import Renderer
 from dsp.room_model import RoomModel, room_model
 from hrtf.constants import FRAME, FRAME_MS, SAMPLE_RATE
@@ -109,8 +108,8 @@ def time_case(hrirs: HrirSet, model: RoomModel, listeners: int, sources: int, ti
     "off" renders dry, "on" in ``model``; both take the same scenes and audio, alternately
     first.
     """
-    from server.media import MusicOpusEncoder
-    from server.room_runner import encode_all, render_lock
+    from server.media.downlink import MusicOpusEncoder
+    from server.tick.runner import encode_all, render_lock
 
     lp, sp = room_stage(model, listeners, sources, seed)
     scenes = [room_scene(lp, sp, k, moving) for k in range(WARMUP_TICKS + ticks)]
@@ -252,7 +251,7 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def run_acoustics_bench(args: argparse.Namespace) -> int:
-    from server.cli import hrtf_spec
+    from server.cli.main import hrtf_spec
     from server.errors import CliError
 
     try:

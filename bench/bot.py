@@ -21,8 +21,8 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from hrtf.constants import FRAME, SAMPLE_RATE
-from server.media import bypass_receiver_buffer, frame_to_mono, receiver_of
-from server.sdp import with_music_opus
+from server.media.sdp import with_music_opus
+from server.media.uplink import bypass_receiver_buffer, frame_to_mono, receiver_of
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 

@@ -78,7 +78,7 @@ import numpy as np
 from bench.report import print_report, pyplot, result_paths, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME_MS
-from server.admission import MAX_CONNECTIONS_PER_IP
+from server.web.admission import MAX_CONNECTIONS_PER_IP
 
 SETTLE_S = 2.0
 #: After :data:`SETTLE_S`, wait at most this long for the overload governor to lift a cap that
@@ -93,7 +93,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 LOOP_SATURATED_PCT = 85.0
 #: A machine this busy (% of all its cores) has no headroom left.
 MACHINE_SATURATED_PCT = 95.0
-#: The overload governor's threshold (``server.overload``): ticks above it degrade mixes.
+#: The overload governor's threshold (``server.tick.overload``): ticks above it degrade mixes.
 TICK_HIGH_MS = 0.75 * FRAME_MS
 COUNTERS = {  # step field: /metrics counter
     "ticks": "ticks_total",

@@ -50,8 +50,9 @@ from scipy.signal import butter, sosfilt
 
 from bench.bot import Bot, silence
 from hrtf.constants import FRAME, SAMPLE_RATE
-from server.media import receiver_of, replace_jitter_buffer
-from server.opus import OpusDecoder
+from server.media.aiortc_private import replace_jitter_buffer, rtp_payload
+from server.media.opus import OpusDecoder
+from server.media.uplink import receiver_of
 
 PSI_CPU = "/proc/pressure/cpu"
 #: Packets decoded before a window to settle the decoder (:meth:`ArrivalLog.band_levels_db`).
@@ -188,7 +189,7 @@ class ArrivalLog:
         self._timestamp.append(packet.timestamp)
         self._at.append(self.clock())
         self._stall.append(self.stall())
-        self._payload.append(bytes(packet._data))
+        self._payload.append(bytes(rtp_payload(packet)))
         return False, None
 
     def remove(self, count: int) -> None:  # called by aiortc on reset; nothing is held

@@ -44,7 +44,7 @@ from bench.clicks import (
 from bench.report import pyplot, result_paths, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME
-from server.media import bypass_receiver_buffer, receiver_of
+from server.media.uplink import bypass_receiver_buffer, receiver_of
 
 RESULTS = ROOT / "bench" / "results"
 SETTLE_S = 3.0

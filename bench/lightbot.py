@@ -50,7 +50,8 @@ from aiortc.mediastreams import MediaStreamError
 
 from bench.bot import Bot
 from hrtf.constants import FRAME, SAMPLE_RATE
-from server.media import receiver_of, replace_jitter_buffer
+from server.media.aiortc_private import replace_jitter_buffer, rtp_payload
+from server.media.uplink import receiver_of
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 #: Seconds of pre-encoded uplink audio each process loops.
@@ -198,7 +199,7 @@ class ArrivalCounter:
         self.clock = clock
 
     def add(self, packet) -> tuple[bool, JitterFrame | None]:
-        data = packet._data
+        data = rtp_payload(packet)
         self.window.add(packet.sequence_number, packet.timestamp, len(data), self.clock())
         self.total += 1
         if (self.total - 1) % self.decode_every == 0:

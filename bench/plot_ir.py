@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import pyplot
-from dsp.image_sources import SPEED_OF_SOUND_M_S, image_positions, image_recipes
-from dsp.offline import EAR_HEIGHT_M, render_mono
+from dsp.geometry import EAR_HEIGHT_M
+from dsp.image_sources import image_positions, image_recipes
+from dsp.offline import render_mono
 from dsp.room_model import PRESETS, WALLS, RoomModel, room_model
-from hrtf.constants import SAMPLE_RATE
+from hrtf.constants import SAMPLE_RATE, SPEED_OF_SOUND_M_S
 from hrtf.grid import unit_vectors
 from hrtf.library import load_hrtf
 

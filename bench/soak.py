@@ -88,7 +88,7 @@ from bench.capacity import fetch_metrics, rss_bytes
 from bench.lightbot import LOOP_S, LightBot, encode_loop, music
 from bench.report import print_report, pyplot, result_paths, save_figure
 from bench.serverproc import ROOT, ServerProcess
-from server.admission import MAX_CONNECTIONS_PER_IP
+from server.web.admission import MAX_CONNECTIONS_PER_IP
 
 #: The soak's server closes an empty room after this many seconds (``serve`` default: 30).
 EMPTY_ROOM_GRACE_S = 2.0

@@ -15,12 +15,11 @@ from bench.acoustics import room_scene, room_stage
 from bench.mixer import cycling_tick
 from bench.plot_ir import main as plot_ir_main
 from bench.plot_ir import predicted_arrivals
-from dsp.image_sources import SPEED_OF_SOUND_M_S
 from dsp.renderer import Renderer
 from dsp.room_model import room_model
-from hrtf.constants import FRAME
+from hrtf.constants import FRAME, SPEED_OF_SOUND_M_S
 from hrtf.library import load_hrtf
-from server.cli import main
+from server.cli.main import main
 
 SIZES = [(10, 10), (20, 20), (50, 50)]
 

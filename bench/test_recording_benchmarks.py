@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from hrtf.constants import FRAME, SAMPLE_RATE
-from server.recording import RecordingWriter, RoomRecording
-from server.room import Room
+from server.recording.capture import RecordingWriter, RoomRecording
+from server.rooms.room import Room
 
 CAPACITY = 16
 

@@ -28,6 +28,9 @@ from numba import njit, prange
 
 from hrtf.grid import clamp_direction, locate, normalised_weights
 
+#: Where ears are: a listener's default height, in rooms and offline renders (metres).
+EAR_HEIGHT_M = 1.2
+
 DISTANCE_MODELS = {"inverse": 0, "linear": 1, "exponential": 2}
 #: Coordinates beyond this (metres) are refused: nobody jams across a 10 km stage.
 MAX_COORDINATE_M = 10_000.0
@@ -52,6 +55,19 @@ def yaw_pitch_roll_matrix(yaw_deg, pitch_deg=0.0, roll_deg=0.0) -> np.ndarray:
     m[..., 2, 1] = cp * sr
     m[..., 2, 2] = cp * cr
     return m
+
+
+def forward_vectors(yaw_deg, pitch_deg) -> np.ndarray:
+    """Unit vectors a source faces, ``(N, 3)`` float64, from its yaw and pitch in degrees.
+
+    .. math:: f = (\\cos p \\cos y,\\ \\cos p \\sin y,\\ \\sin p)
+
+    Yaw 0° faces +x (SOFA's "ahead"), +90° faces +y (left); pitch +90° faces up.
+    """
+    yaw = np.radians(np.asarray(yaw_deg, np.float64))
+    pitch = np.radians(np.asarray(pitch_deg, np.float64))
+    return np.column_stack([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw),
+                            np.sin(pitch)])
 
 
 def quaternion_matrix(q) -> np.ndarray:

@@ -34,10 +34,8 @@ import numpy as np
 from numba import njit, prange
 
 from dsp.geometry import cone_gain, distance_gain
-from hrtf.constants import SAMPLE_RATE
+from hrtf.constants import SAMPLE_RATE, SPEED_OF_SOUND_M_S
 
-#: Speed of sound (m/s) in air at about 20 °C: pyroomacoustics' value (tests check they agree).
-SPEED_OF_SOUND_M_S = 343.0
 #: Positions are kept this far inside the walls.
 WALL_MARGIN_M = 0.05
 MAX_ORDER = 2

@@ -46,8 +46,8 @@ import numpy as np
 import scipy.fft
 from numba import njit
 
-from dsp.room_model import SPEED_OF_SOUND_M_S, RoomModel
-from hrtf.constants import FRAME, SAMPLE_RATE
+from dsp.room_model import RoomModel
+from hrtf.constants import FRAME, SAMPLE_RATE, SPEED_OF_SOUND_M_S
 
 #: The longest tail (s): rooms that ring longer are cut here.
 MAX_TAIL_S = 4.0

@@ -14,17 +14,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dsp.geometry import Scene
+from dsp.geometry import EAR_HEIGHT_M, Scene
 from dsp.renderer import Renderer
-from hrtf.constants import FRAME, SAMPLE_RATE
+from hrtf.constants import FRAME, SAMPLE_RATE, SPEED_OF_SOUND_M_S
 from hrtf.grid import unit_vectors
 from hrtf.hrirset import HrirSet
 
 if TYPE_CHECKING:
     from dsp.room_model import RoomModel
 
-#: Where the listener's ears are in a room (the live rooms' default height too).
-EAR_HEIGHT_M = 1.2
 
 
 def render_mono(
@@ -58,7 +56,6 @@ def render_mono(
     tail = hrirs.taps
     ears = np.zeros(3)
     if room is not None:
-        from dsp.image_sources import SPEED_OF_SOUND_M_S
         from dsp.reflections import MAX_DELAY
 
         renderer.set_room(room)

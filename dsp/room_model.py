@@ -36,8 +36,7 @@ import numpy as np
 import pyroomacoustics as pra
 from scipy.optimize import brentq
 
-from dsp.image_sources import SPEED_OF_SOUND_M_S
-from hrtf.constants import SAMPLE_RATE
+from hrtf.constants import SAMPLE_RATE, SPEED_OF_SOUND_M_S
 
 #: The six surfaces of the shoebox, in the order of every per-wall array.
 WALLS = ("x-", "x+", "y-", "y+", "floor", "ceiling")

@@ -1,6 +1,6 @@
 """The AI musician's instruments: a polyphonic synthesiser on the room's sample clock.
 
-The sidecar sends :class:`~ai_accompany.events.NoteEvent` s ahead of time;
+The sidecar sends :class:`~dsp.notes.NoteEvent` s ahead of time;
 :meth:`Synth.schedule` queues them and :meth:`Synth.render` turns the frame starting at room
 sample ``start`` into a mono float32 block, the AI's source signal. Every note begins and is
 released on its exact sample, wherever that falls inside a frame; an event that arrives after
@@ -61,8 +61,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from ai_accompany.events import NoteEvent
 from dsp.limiter import RELEASE_MS
+from dsp.notes import NoteEvent
 from hrtf.constants import FRAME, SAMPLE_RATE
 
 #: Release of a note whose voice is stolen.

@@ -10,3 +10,5 @@ SAMPLE_RATE = 48_000
 FRAME = 960
 #: Frame duration in milliseconds.
 FRAME_MS = 1000 * FRAME // SAMPLE_RATE
+#: Speed of sound (m/s) in air at about 20 °C: pyroomacoustics' value (tests check they agree).
+SPEED_OF_SOUND_M_S = 343.0

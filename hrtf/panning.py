@@ -37,7 +37,7 @@ def _grid() -> np.ndarray:
 
 
 #: Each set's mean energy, once per set (the renderer asks on its tick whenever a listener's
-#: setting changes; ``server.rendering`` asks first, on a worker thread).
+#: setting changes; ``server.rooms.rendering`` asks first, on a worker thread).
 _ENERGY: weakref.WeakKeyDictionary[HrirSet, float] = weakref.WeakKeyDictionary()
 
 

@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from hrtf.constants import SAMPLE_RATE
+from hrtf.constants import SAMPLE_RATE, SPEED_OF_SOUND_M_S
 from hrtf.errors import HrtfError
 from hrtf.hrirset import HrirSet
 
-SPEED_OF_SOUND_M_S = 343.0
 DEFAULT_HEAD_RADIUS_M = 0.0875
 ALPHA_MIN = 0.1
 THETA_MIN_RAD = np.radians(150.0)

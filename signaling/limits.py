@@ -57,7 +57,7 @@ MAX_TEXT_FRAME_BYTES = MAX_MESSAGE_BYTES + 1024
 #: A signaling socket's kernel send buffer (bytes; Linux books twice this). Signaling is a
 #: few kB/s, and this holds a 32 KiB SDP with room to spare; the kernel's own autotuning
 #: (up to 4 MiB) would let a client that stops reading hold up minutes of messages before
-#: the server's outbox limit (``server.hub.OUTBOX_LIMIT``) notices it.
+#: the server's outbox limit (``server.rooms.hub.OUTBOX_LIMIT``) notices it.
 SIGNALING_SEND_BUFFER = 64 * 1024
 #: An uploaded file's name, as the listener's client gives it (for people only).
 MAX_UPLOAD_NAME_CHARS = 120

@@ -45,6 +45,14 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
+#: A connection the server cannot go on with: its media connection failed or went silent, or
+#: its room failed ("internal error").
+CLOSE_SERVER_ERROR = 1011
+#: The seat's old connection, when a newer one for the same seat joins (application range,
+#: RFC 6455 section 7.4.2).
+CLOSE_REPLACED = 4000
+#: A member an admin removed (application range).
+CLOSE_KICKED = 4003
 
 
 class State(Enum):

@@ -33,7 +33,7 @@ MIN_FRAME_SHARE = 0.8
 #: more loses far more).
 MAX_LEVEL_DROP_DB = 6.0
 #: Ticks a room may skip while under attack, of those it plays. A skipped tick is a loop held
-#: up for 60 ms or more (server/clock.py); this machine is shared, so a few happen anyway, but
+#: up for 60 ms or more (server/tick/clock.py); this machine is shared, so a few happen anyway, but
 #: an attack that stalls the loop skips far more (empty rooms that all tick: about 17%).
 MAX_SKIPPED_SHARE = 0.03
 

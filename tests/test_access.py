@@ -1,4 +1,4 @@
-"""Room access: tokens minted and checked (signaling.access), the secret (server.access), the
+"""Room access: tokens minted and checked (signaling.access), the secret (server.web.access), the
 ``spatialjam token`` command, and a real server that needs tokens, refusing each wrong one at
 the handshake or the action with its stable code."""
 
@@ -21,7 +21,7 @@ import websockets
 
 from bench.bot import Bot, tone
 from bench.serverproc import ServerProcess
-from server.access import (
+from server.web.access import (
     AccessPolicy,
     SecretError,
     load_secret,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import server.ai as ai
-from server.ai import AiBridge
+import server.ai.bridge as ai
+from server.ai.bridge import AiBridge
 
 SLOW_START = ("import time, runpy; time.sleep(4); "
               "runpy.run_module('ai_accompany.sidecar', run_name='__main__')")

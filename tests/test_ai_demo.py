@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import scipy.io.wavfile
 
-from server.ai_demo import melody_events, run_demo_path
+from server.cli.ai_demo import melody_events, run_demo_path
 
 
 def test_the_ai_follows_the_tune_a_beat_ahead():

@@ -5,9 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ai_accompany.ipc import MAX_FRAME, ChannelError, FrameReader, audio_of, encode, encode_audio
+from ai_accompany.ipc import (
+    ANALYSIS_RATE,
+    MAX_FRAME,
+    ChannelError,
+    FrameReader,
+    audio_of,
+    encode,
+    encode_audio,
+)
+from dsp.downmix import AnalysisDownmix
 from hrtf.constants import FRAME
-from server.ai import AiVoice, AnalysisDownmix
+from server.ai.bridge import AiVoice
 
 
 def test_frames_survive_any_split_of_the_byte_stream():
@@ -42,7 +51,7 @@ def test_audio_must_be_whole_samples():
 
 
 def test_the_downmix_keeps_what_analysis_needs_and_drops_what_would_alias():
-    downmix = AnalysisDownmix()
+    downmix = AnalysisDownmix(ANALYSIS_RATE)
     t = np.arange(FRAME * 50) / 48_000
     for freq, kept in ((440.0, True), (1_000.0, True), (12_000.0, False)):
         tone = np.sin(2 * np.pi * freq * t).astype(np.float32)

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 
 from bench.serverproc import ServerProcess
-from server.access import read_secret_file, write_new_secret
+from server.web.access import read_secret_file, write_new_secret
 from signaling.access import LEEWAY_S, mint
 from tests.test_access import mint_for
 from tests.test_browser import (

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.io.wavfile
 
-from server.cli import main
+from server.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.clock import TickSchedule
+from server.tick.clock import TickSchedule
 
 
 def run(schedule: TickSchedule, wakeups: list[float]) -> list[int]:
@@ -50,7 +50,7 @@ def test_a_few_ticks_behind_are_caught_up_not_skipped():
 def test_a_phase_shift_moves_later_deadlines_and_keeps_the_period():
     s = TickSchedule(start=0.0)
     s.begin_tick(0.0)
-    s.shift(-0.005)  # tick earlier (server.phase)
+    s.shift(-0.005)  # tick earlier (server.tick.phase)
     assert s.seconds_until_next(0.0) == pytest.approx(0.015)
     assert s.begin_tick(0.015) == 1 and s.late_ticks == 0
     assert s.seconds_until_next(0.015) == pytest.approx(0.020)

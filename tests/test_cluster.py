@@ -1,4 +1,4 @@
-"""Nodes and rooms in a real Redis server (``server/cluster.py``): registration, claims that
+"""Nodes and rooms in a real Redis server (``server/routing/cluster.py``): registration, claims that
 survive races, take-over after a node dies, placement by load, saved rooms any node restores."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import time
 import pytest
 import redis
 
-from server.cluster import Cluster, ClusterError, check_redis_url
-from server.room import Room
-from server.store import RedisRoomStore, saved_from_json, saved_to_json
+from server.rooms.room import Room
+from server.rooms.store import RedisRoomStore, saved_from_json, saved_to_json
+from server.routing.cluster import Cluster, ClusterError, check_redis_url
 from tests.test_persistence import a_band, restored
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
@@ -184,7 +184,7 @@ async def test_a_room_taken_over_while_this_node_was_cut_off_is_not_claimed_back
 
 
 def test_redis_addresses_are_shown_without_passwords():
-    from server.cluster import redacted
+    from server.routing.cluster import redacted
 
     assert redacted("redis://user:hunter2@db.example:6380/2") == "redis://db.example:6380/2"
     assert redacted("redis://db.example:6379/0?password=hunter2") == "redis://db.example:6379/0"

@@ -1,5 +1,5 @@
 """How many signaling connections one client, and all clients, may hold: the count itself
-(``server/admission.py``) and a real server refusing handshakes past it (HTTP 429 per client,
+(``server/web/admission.py``) and a real server refusing handshakes past it (HTTP 429 per client,
 503 in all) with a line saying why; and handshakes from pages of other sites, refused."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from websockets.http11 import Request
 
 from bench.capacity import parse_metrics
 from bench.serverproc import ServerProcess
-from server.admission import ConnectionLimits, client_key
-from server.http_replies import same_origin
+from server.web.admission import ConnectionLimits, client_key
+from server.web.replies import same_origin
 from tests.hostile import TRIED, report_tried
 
 PER_IP = 4

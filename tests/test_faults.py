@@ -33,16 +33,17 @@ import pytest
 import websockets
 from websockets.asyncio.server import serve
 
-import server.hub as hub_module
 from bench.bot import Bot, tone
 from bench.clicks import clicks
 from bench.gaps import GapBot, measure
 from bench.impair import Impairment, Relay
 from bench.serverproc import ServerProcess
 from hrtf.constants import FRAME, FRAME_MS
-from server.app import ServerState, warm_up
-from server.hub import Hub
-from server.room_runner import MAX_FAILED_TICKS, TickFailures
+from server.media.peers import MEDIA_CHECK_S, MEDIA_SILENCE_S
+from server.rooms.hub import Hub
+from server.tick.runner import MAX_FAILED_TICKS, TickFailures
+from server.web.app import ServerState, warm_up
+from signaling.session import CLOSE_SERVER_ERROR
 from tests.test_ai_room import metrics, rms_db, sidecar_pids, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ class Watch:
 
     ``source`` plays from this test's process, whose event loop and CPUs are busy: now and
     then one of its packets reaches the server too late, and the server conceals that frame
-    and then refills the source's buffer (:mod:`server.jitter`). Each such frame, which the
+    and then refills the source's buffer (:mod:`server.media.jitter`). Each such frame, which the
     server counts (``concealed`` in the source's ``stats``), may cost the listener's mix up to
     :data:`FRAMES_PER_CONCEALED` frames off the tone's level; no other frame may be off it.
     """
@@ -242,20 +243,20 @@ async def test_a_peer_whose_network_vanishes_is_removed_in_bounded_time_and_the_
             os.kill(frozen.pid, signal.SIGSTOP)
         else:
             relay.set_impairment(uplink=Impairment(loss=1.0), downlink=Impairment(loss=1.0))
-        assert await wait_for(lambda: f not in members(b), hub_module.MEDIA_SILENCE_S + 10.0), \
+        assert await wait_for(lambda: f not in members(b), MEDIA_SILENCE_S + 10.0), \
             "F was never removed"
         removed_s = time.monotonic() - watch.start
         await asyncio.sleep(1.0)  # and after: the room plays on without F
         flow = await watch.check()
         # The watchdog's bound: MEDIA_SILENCE_S to MEDIA_SILENCE_S + MEDIA_CHECK_S after F's
         # last packet, plus one more check's time for the loops' scheduling.
-        assert removed_s <= hub_module.MEDIA_SILENCE_S + 2 * hub_module.MEDIA_CHECK_S, removed_s
+        assert removed_s <= MEDIA_SILENCE_S + 2 * MEDIA_CHECK_S, removed_s
         assert members(b) == {a.participant, b.participant}
         assert any("media connection for" in line and f in line for line in server.log)
         if f_bot is not None:  # its signaling still works: it is told why
             async with asyncio.timeout(5):
                 await f_bot._ws.wait_closed()
-            assert f_bot._ws.close_code == hub_module.CLOSE_SERVER_ERROR
+            assert f_bot._ws.close_code == CLOSE_SERVER_ERROR
             assert f_bot._ws.close_reason.startswith("no media from you for"), \
                 f_bot._ws.close_reason
         assert not a.errors and not b.errors
@@ -368,7 +369,7 @@ async def test_the_humans_mixes_flow_while_the_ai_sidecar_hangs_and_dies(server)
 
 @pytest.fixture
 async def hub_server():
-    """A real :class:`~server.hub.Hub` serving signaling on loopback, in this process: its
+    """A real :class:`~server.rooms.hub.Hub` serving signaling on loopback, in this process: its
     rooms' runners can be reached, to make one room's renderer fail."""
     hrirs, warmup_ms = warm_up("kemar", "cpu")
     hub = Hub(hrirs)
@@ -428,7 +429,7 @@ async def test_a_failing_tick_is_skipped_and_a_room_that_keeps_failing_is_closed
             assert "join again" in bot.errors[-1]["message"]
             async with asyncio.timeout(5):
                 await bot._ws.wait_closed()
-            assert bot._ws.close_code == hub_module.CLOSE_SERVER_ERROR
+            assert bot._ws.close_code == CLOSE_SERVER_ERROR
         await asyncio.sleep(0.5)
         flow = await good.check()  # the good room, all along
         m = prometheus(state)

@@ -28,11 +28,12 @@ from bench.bot import Bot
 from bench.capacity import fetch_metrics
 from bench.serverproc import ServerProcess
 from hrtf.constants import FRAME, SAMPLE_RATE
-from server.ingress import DropCounts, guard_datagrams, ice_connections
-from server.jitter import JitterBuffer
-from server.opus import OpusEncoder
-from server.sdp import opus_payload_types
-from server.uplink import PacketTap, UplinkDecoder
+from server.media.aiortc_private import udp_protocols
+from server.media.ingress import DropCounts, guard_datagrams
+from server.media.jitter import JitterBuffer
+from server.media.opus import OpusEncoder
+from server.media.sdp import opus_payload_types
+from server.media.uplink import PacketTap, UplinkDecoder
 from tests.hostile import (
     MAX_SKIPPED_SHARE,
     TRIED,
@@ -195,7 +196,7 @@ async def test_the_guard_drops_and_counts_empty_and_unparsable_datagrams_once_pe
     try:
         assert guard_datagrams(pc, drops) >= 1
         assert guard_datagrams(pc, drops) == 0
-        protocol = ice_connections(pc)[0]._protocols[0]
+        protocol = udp_protocols(pc)[0]
         protocol.datagram_received(b"", ("192.0.2.9", 9))
         bad_priority = struct.pack("!HH", 0x0024, 3) + b"abc\x00"
         protocol.datagram_received(struct.pack("!HHI12s", 0x0001, len(bad_priority), STUN_COOKIE,

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from bench.bot import Bot, SignalTrack, silence, tone
 from bench.serverproc import ServerProcess
-from server.sdp import MAX_ICE_CANDIDATES, MAX_MEDIA_SECTIONS, offer_problem
+from server.media.sdp import MAX_ICE_CANDIDATES, MAX_MEDIA_SECTIONS, offer_problem
 from signaling import limits
 from tests.hostile import TONE_A_HZ, TONE_B_HZ, TRIED, HearingPair, report_tried, tone_db
 

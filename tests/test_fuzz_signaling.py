@@ -746,7 +746,7 @@ async def test_rooms_opened_by_join_and_leave_are_capped_and_idle_ones_cost_the_
     """Six connections open 300 rooms as fast as they can (join, leave, join another…, within
     their rate limit) while a room plays: past the cap further rooms are refused (``room_full``),
     the empty ones wait out their grace without ticking, and the playing room plays on."""
-    from server.hub import MAX_ROOMS
+    from server.rooms.hub import MAX_ROOMS
 
     async def opener(url: str, first: int, count: int) -> list[str]:
         codes = []

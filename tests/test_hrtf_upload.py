@@ -1,4 +1,4 @@
-"""HRTF uploads: a listener's own SOFA file over signaling (server.hrtf_uploads).
+"""HRTF uploads: a listener's own SOFA file over signaling (server.rooms.hrtf_uploads).
 
 The bookkeeping (:class:`Upload`) and the registry of sets are tested without I/O; then a real
 ``spatialjam serve`` and real aiortc bots: a source S plays tones 90° to the left of two
@@ -28,7 +28,7 @@ from bench.serverproc import ServerProcess
 from hrtf.constants import SAMPLE_RATE
 from hrtf.library import load_hrtf
 from hrtf.sofa import clear_memory_cache, default_sofa_path, load_sofa
-from server.hrtf_uploads import MAX_PARSES, HrtfRegistry, HrtfUploads, Upload, UploadError
+from server.rooms.hrtf_uploads import MAX_PARSES, HrtfRegistry, HrtfUploads, Upload, UploadError
 from signaling.limits import MAX_HRTF_UPLOAD_BYTES, MAX_UPLOAD_CHUNK_BYTES
 from signaling.render_messages import HrtfUpload
 from signaling.session import SignalingSession, State

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hrtf.constants import FRAME
-from server.jitter import SLACK_FRAMES, JitterBuffer, Playout
+from server.media.jitter import SLACK_FRAMES, JitterBuffer, Playout
 
 
 def frame(k: int) -> np.ndarray:
@@ -115,7 +115,7 @@ def test_a_reordered_packet_through_aiortcs_timestamp_mapping_is_not_a_leap():
     """aiortc reads an older timestamp as a 32-bit wrap; the uplink undoes that."""
     from aiortc.rtcrtpreceiver import TimestampMapper
 
-    from server.media import unwrap_timestamp
+    from server.media.uplink import unwrap_timestamp
 
     rtp = [3_000_000_000 + k * FRAME for k in range(12)]
     rtp[5], rtp[6] = rtp[6], rtp[5]  # one pair swapped on the way
@@ -158,7 +158,7 @@ def test_each_played_frame_reports_its_wait_from_arrival_to_tick():
 async def test_the_downlink_reports_how_long_packets_wait_to_be_sent():
     import av
 
-    from server.media import ListenerTrack
+    from server.media.downlink import ListenerTrack
 
     track = ListenerTrack()
     track.deliver([av.Packet(b"\x00")])

@@ -19,8 +19,8 @@ from dsp.late_tail import (
     tail_energy,
     tail_ir,
 )
-from dsp.room_model import CENTER_FREQS_HZ, PRESETS, SPEED_OF_SOUND_M_S, room_model
-from hrtf.constants import FRAME, SAMPLE_RATE
+from dsp.room_model import CENTER_FREQS_HZ, PRESETS, room_model
+from hrtf.constants import FRAME, SAMPLE_RATE, SPEED_OF_SOUND_M_S
 
 BY_HAND = {"by-hand 0.5 s": ((10.0, 8.0, 4.0), 0.5), "by-hand 1.5 s": ((10.0, 8.0, 4.0), 1.5)}
 

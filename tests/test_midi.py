@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from ai_accompany.events import NoteEvent
 from ai_accompany.midi import DEFAULT_TRACK, PPQ, TITLE, NoteLog, read_midi, write_midi
+from dsp.notes import NoteEvent
 from hrtf.constants import SAMPLE_RATE
 
 MS = SAMPLE_RATE // 1000

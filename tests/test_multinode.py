@@ -233,7 +233,7 @@ async def test_a_dead_nodes_room_opens_on_another_with_its_layout_and_mixes(redi
     (["--redis", "redis://127.0.0.1:1/0", "--host", "0.0.0.0"], "--public-url ws://HOST:PORT/ws"),
 ])
 def test_serve_refuses_a_bad_deployment_in_words(capsys, monkeypatch, argv, words):
-    from server.cli import main
+    from server.cli.main import main
 
     monkeypatch.setenv("SPATIALJAM_SECRET", "s" * 48)  # listening on 0.0.0.0 needs one
     assert main(["serve", "--workers", "1", *argv]) != 0
@@ -241,7 +241,7 @@ def test_serve_refuses_a_bad_deployment_in_words(capsys, monkeypatch, argv, word
 
 
 def test_a_node_that_cannot_reach_redis_says_so_and_exits(capsys):
-    from server.cli import main
+    from server.cli.main import main
 
     assert main(["serve", "--workers", "1", "--port", "0",
                  "--redis", "redis://127.0.0.1:1/0"]) != 0
@@ -250,8 +250,8 @@ def test_a_node_that_cannot_reach_redis_says_so_and_exits(capsys):
 
 def test_a_redis_url_reaches_the_workers_by_environment_not_command_line():
     """A password in ``--redis`` would show in every local user's process list."""
-    from server.cli import build_parser
-    from server.workers import STATE_URL_ENV, worker_command, worker_env
+    from server.cli.main import build_parser
+    from server.routing.workers import STATE_URL_ENV, worker_command, worker_env
 
     url = "redis://:hunter2@db.example:6379/0"
     args = build_parser().parse_args(["serve", "--workers", "2", "--redis", url])

@@ -8,7 +8,7 @@ import numpy as np
 
 from dsp.culling import cull_quietest
 from dsp.geometry import Scene
-from server.overload import OverloadGovernor
+from server.tick.overload import OverloadGovernor
 
 
 def test_each_listener_keeps_its_most_audible_sources():
@@ -81,8 +81,8 @@ def test_governor_never_goes_below_its_floor():
 
 async def test_an_overloaded_room_drops_the_quietest_sources_from_mixes_and_says_so(kemar):
     from hrtf.constants import FRAME
-    from server.room import Room
-    from server.room_runner import RoomRunner
+    from server.rooms.room import Room
+    from server.tick.runner import RoomRunner
 
     room = Room("busy", capacity=4)
     a, b, c = room.join("A"), room.join("B"), room.join("C")
@@ -111,8 +111,8 @@ async def test_an_overloaded_room_drops_the_quietest_sources_from_mixes_and_says
 
 def test_listeners_encoded_in_parallel_get_what_one_thread_would_give_them():
     from hrtf.constants import FRAME
-    from server.media import MusicOpusEncoder
-    from server.room_runner import PARALLEL_ENCODE_FROM, encode_all
+    from server.media.downlink import MusicOpusEncoder
+    from server.tick.runner import PARALLEL_ENCODE_FROM, encode_all
 
     n = PARALLEL_ENCODE_FROM + 5
     rng = np.random.default_rng(2)

@@ -1,7 +1,7 @@
 """Saved rooms survive a restart; SIGTERM drains the server gracefully.
 
-Unit tests drive :class:`server.room.Room` (snapshot and restore, no I/O) and
-:class:`server.store.RoomStore` (a real SQLite file in a temporary folder). The live tests run
+Unit tests drive :class:`server.rooms.room.Room` (snapshot and restore, no I/O) and
+:class:`server.rooms.store.RoomStore` (a real SQLite file in a temporary folder). The live tests run
 real ``spatialjam serve`` processes with ``--state`` in ``tmp_path`` and real aiortc bots: a
 room is set up, the server gets SIGTERM, a new server opens the same file, and the bots come
 back with their seats to the same places and the same personal mix (heard, not only read).
@@ -24,8 +24,8 @@ import websockets
 
 from bench.bot import Bot, tone
 from bench.serverproc import ServerProcess
-from server.room import Room, SavedMix, SavedRoom, SavedSeat
-from server.store import RoomStore, default_state_path, open_store
+from server.rooms.room import Room, SavedMix, SavedRoom, SavedSeat
+from server.rooms.store import RoomStore, default_state_path, open_store
 from tests.test_live_room import band_ild_db, band_level_db
 
 TONE_HZ = 2000.0
@@ -262,7 +262,7 @@ def test_an_unusable_file_is_moved_aside_with_one_warning_and_the_store_starts_e
     path = tmp_path / "rooms.sqlite3"
     spoil(path)
     original = path.read_bytes()
-    with caplog.at_level(logging.WARNING, logger="server.store"):
+    with caplog.at_level(logging.WARNING, logger="server.rooms.store"):
         store = RoomStore(path)
     try:
         warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -291,7 +291,7 @@ def test_state_none_keeps_nothing_and_the_default_lives_in_the_state_dir(tmp_pat
 
 def test_a_place_where_no_file_can_be_made_keeps_nothing_with_a_warning(tmp_path, caplog):
     (tmp_path / "file").write_text("a file, not a folder")
-    with caplog.at_level(logging.WARNING, logger="server.store"):
+    with caplog.at_level(logging.WARNING, logger="server.rooms.store"):
         assert open_store(str(tmp_path / "file" / "rooms.sqlite3")) is None
     assert "will not survive a restart" in caplog.text
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.phase import PhaseAligner
+from server.tick.phase import PhaseAligner
 
 
 class Room:

@@ -1,12 +1,13 @@
 """Session recording: every member's own uplink to its own FLAC file, aligned on the room clock.
 
-Unit tests drive the writer (:mod:`server.recording`) and the shell (:mod:`server.recordings`)
-on real files in ``tmp_path``: files aligned tick by tick with silence where a member was not
-there, ticks dropped when the writer falls behind (counted, never waited for), files left
-readable by a writer killed mid-recording, the AI's notes as MIDI. The live tests run real
-``spatialjam serve`` processes with aiortc bots playing known tones: each file holds its bot's
-tone alone, lines up with the room clock and with a listener's binaural recording; only admins
-record, members download with a token for the room, and SIGTERM closes the files.
+Unit tests drive the writer (:mod:`server.recording.capture`) and the shell
+(:mod:`server.recording.control`) on real files in ``tmp_path``: files aligned tick by tick with
+silence where a member was not there, ticks dropped when the writer falls behind (counted, never
+waited for), files left readable by a writer killed mid-recording, the AI's notes as MIDI. The
+live tests run real ``spatialjam serve`` processes with aiortc bots playing known tones: each
+file holds its bot's tone alone, lines up with the room clock and with a listener's binaural
+recording; only admins record, members download with a token for the room, and SIGTERM closes
+the files.
 """
 
 from __future__ import annotations
@@ -29,16 +30,16 @@ import soundfile
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import butter, sosfiltfilt, welch
 
-from ai_accompany.events import NoteEvent
 from ai_accompany.midi import NoteLog, read_midi
 from bench.bot import Bot, tone
 from bench.serverproc import ServerProcess
+from dsp.notes import NoteEvent
 from hrtf.constants import FRAME, SAMPLE_RATE
-from server.access import read_secret_file, write_new_secret
-from server.flacfile import UNFLUSHED_SAMPLES, patch_flac_length
-from server.recording import MANIFEST, RecordingWriter, RoomRecording, file_stem
-from server.recordings import RecordingFileError, Recordings, recordings_root
-from server.room import Room
+from server.recording.capture import MANIFEST, RecordingWriter, RoomRecording, file_stem
+from server.recording.control import RecordingFileError, Recordings, recordings_root
+from server.recording.flacfile import UNFLUSHED_SAMPLES, patch_flac_length
+from server.rooms.room import Room
+from server.web.access import read_secret_file, write_new_secret
 from signaling.access import mint
 from signaling.recording_messages import ListRecordings, StartRecording, StopRecording
 from signaling.session import SignalingSession
@@ -192,7 +193,7 @@ KILLED_WRITER = textwrap.dedent("""
     import json, os, signal, sys, time
     from pathlib import Path
     import numpy as np
-    from server.recording import RecordingWriter
+    from server.recording.capture import RecordingWriter
 
     folder = Path(sys.argv[1])
     writer = RecordingWriter(folder, {"id": "killed", "started_at": 0.0})

@@ -1,12 +1,12 @@
-"""Rendering settings per listener and the room's acoustics (server.rendering), heard through a
-real ``spatialjam serve`` that needs access tokens, with real aiortc bots.
+"""Rendering settings per listener and the room's acoustics (server.rooms.rendering), heard
+through a real ``spatialjam serve`` that needs access tokens, with real aiortc bots.
 
 A source S plays tone bursts (200 ms in every 500 ms) 90° to the left of two listeners, A and
 B; a host holds the ``admin`` grant. A changes how it hears (spherical head, reference panning,
 room acoustics off); each change shows in A's mix (interaural level differences per band, or
 the level in the gaps between bursts, where a room's reverberation rings) while B's mix stays
 as it was. Only the host may set the room's acoustics. The room's acoustics are kept across a
-restart (server.store), and an old state file without them still opens.
+restart (server.rooms.store), and an old state file without them still opens.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import websockets
 from bench.bot import Bot
 from bench.serverproc import ServerProcess
 from hrtf.constants import SAMPLE_RATE
-from server.access import read_secret_file, write_new_secret
-from server.room import Room
-from server.store import _SCHEMA as SCHEMA_V1
-from server.store import SCHEMA_VERSION, RoomStore
+from server.rooms.room import Room
+from server.rooms.store import _SCHEMA as SCHEMA_V1
+from server.rooms.store import SCHEMA_VERSION, RoomStore
+from server.web.access import read_secret_file, write_new_secret
 from tests.test_access import mint_for
 from tests.test_hrtf_upload import SAME_DB, TONES_HZ, band_ilds_db, band_levels_db
 
@@ -259,7 +259,7 @@ def test_an_old_state_file_without_acoustics_still_opens(tmp_path):
 def test_settings_given_before_a_new_listeners_first_tick_survive_the_slots_reset(kemar):
     """A ``set_rendering`` right after ``joined`` can reach the renderer before the tick that
     resets the newcomer's slot: the runner puts it back after the reset."""
-    from server.room_runner import RoomRunner
+    from server.tick.runner import RoomRunner
 
     room = Room("r", capacity=2)
     runner = RoomRunner(room, kemar)

@@ -7,7 +7,7 @@ import pytest
 
 from dsp.renderer import Renderer
 from hrtf.constants import FRAME
-from server.room import Room, RoomFull, UnknownMember
+from server.rooms.room import Room, RoomFull, UnknownMember
 
 
 def ild_db(stereo: np.ndarray) -> float:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from dsp.geometry import Scene
-from dsp.image_sources import SPEED_OF_SOUND_M_S, image_positions, image_recipes
+from dsp.image_sources import image_positions, image_recipes
 from dsp.renderer import Renderer, dry_wet_gains
 from dsp.room_model import room_model
-from hrtf.constants import FRAME, SAMPLE_RATE
+from hrtf.constants import FRAME, SAMPLE_RATE, SPEED_OF_SOUND_M_S
 from hrtf.library import load_hrtf
 
 LISTENER = np.array([0.3, 0.4, 1.2])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.sdp import with_music_opus
+from server.media.sdp import with_music_opus
 
 OFFER = (
     "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"

@@ -46,12 +46,12 @@ def test_serve_refuses_a_busy_port_with_one_line():
 
 
 def test_the_client_is_served_with_its_own_types_and_nothing_outside_it():
-    from server.app import static_file
+    from server.web.app import static_file
 
     assert static_file("/").name == "index.html"
     assert static_file("/static/app.js").name == "app.js"
-    for bad in ("/static/../server/app.py", "/static/%2e%2e/pyproject.toml", "/static/__init__.py",
-                "/etc/passwd", "/static/"):
+    for bad in ("/static/../server/web/app.py", "/static/%2e%2e/pyproject.toml",
+                "/static/__init__.py", "/etc/passwd", "/static/"):
         assert static_file(bad) is None, bad
     with ServerProcess() as server:
         response = urllib.request.urlopen(f"{server.http}/static/app.js", timeout=5)

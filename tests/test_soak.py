@@ -23,7 +23,7 @@ from bench.soak import (
     status_kib,
     warmup_s,
 )
-from server.app import process_gauges
+from server.web.app import process_gauges
 
 ROOT = Path(__file__).resolve().parents[1]
 

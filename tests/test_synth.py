@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from ai_accompany.events import NoteEvent
+from dsp.notes import NoteEvent
 from dsp.synth import INSTRUMENTS, LIMIT, Synth, midi_to_hz
 from hrtf.constants import FRAME, SAMPLE_RATE
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from hrtf.constants import FRAME, SAMPLE_RATE
-from server.jitter import BUFFERING, JitterBuffer, Playout
-from server.opus import has_fec, packet_samples
-from server.uplink import PLC_FRAMES, PacketTap, UplinkDecoder
+from server.media.jitter import BUFFERING, JitterBuffer, Playout
+from server.media.opus import has_fec, packet_samples
+from server.media.uplink import PLC_FRAMES, PacketTap, UplinkDecoder
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 

@@ -26,10 +26,10 @@ import websockets
 
 from bench.bot import Bot, tone
 from bench.serverproc import ServerProcess
-from server import aggregate
-from server.access import read_secret_file, write_new_secret
-from server.cli import main
-from server.placement import MIN_ROOM_LOAD, RoomPlacement
+from server.cli.main import main
+from server.routing.placement import MIN_ROOM_LOAD, RoomPlacement
+from server.telemetry import aggregate
+from server.web.access import read_secret_file, write_new_secret
 from tests.test_access import handshake_refusal, mint_for
 from tests.test_hrtf_upload import SAME_DB, TONES_HZ, band_ilds_db, band_levels_db, tones
 
@@ -167,7 +167,7 @@ def test_serve_refuses_a_bad_worker_count_in_words(capsys, value, words):
 
 
 def test_the_relay_reads_what_routing_needs_and_no_more():
-    from server.relay import peek
+    from server.routing.relay import peek
 
     assert peek('{"type":"join","room":"band","name":"A"}', joined=False) == ("join", "band")
     assert peek('{"type":"join","room":"no spaces!"}', joined=False) == ("join", None)
@@ -288,7 +288,7 @@ async def test_a_room_on_worker_two_is_recorded_and_downloaded_through_the_front
 
 @live
 async def test_pages_come_from_a_worker_through_the_front(front):
-    from server.app import CLIENT_DIR
+    from server.web.app import CLIENT_DIR
 
     with urllib.request.urlopen(f"{front.http}/static/app.js", timeout=5) as reply:
         assert reply.read() == (CLIENT_DIR / "app.js").read_bytes()

@@ -1,0 +1,95 @@
+"""The AI musician in a room: ``ai_add``, ``ai_update`` and ``ai_remove`` (admin), its notes
+from the sidecar to the room's synthesiser voice, and what it played as MIDI.
+
+The sidecar itself is :class:`~server.ai.bridge.AiBridge` (a child process the room clock never
+waits for); this module is the rooms' side: one AI member per room at most, positioned on the
+stage like any other source, its voice rendered by the room's clock
+(:class:`~dsp.synth.Voice`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from server.rooms.room import UnknownMember
+from signaling.ai_messages import AiAdd, AiRemove
+from signaling.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from server.rooms.hub import Hub
+    from server.rooms.live import Participant
+
+log = logging.getLogger(__name__)
+
+#: An AI musician's settings unless ``ai_add`` says otherwise (signaling/ai_messages.py).
+AI_DEFAULTS = {"role": "accompany", "instrument": "epiano", "temperature": 0.8, "bpm": 0.0,
+               "volume": 1.0, "metronome": False}
+
+
+def ai_label(config: dict) -> str:
+    """What the stage shows on the AI's marker: ``AI epiano (accompany)``."""
+    return f"AI {config['instrument']} ({config['role'].replace('_', ' ')})"
+
+
+class AiMusicians:
+    """The AI musicians of ``hub``'s rooms: the admin's messages and the sidecar's notes."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def handle(self, p: Participant, message) -> None:
+        live = p.live
+        if live is None:
+            return
+        room, runner, bridge = live.room, live.runner, self.hub.ai
+        present = room.ai_members
+        if isinstance(message, AiAdd):
+            if present:
+                p.session.refuse(message, ErrorCode.AI_EXISTS,
+                                 f"this room has an AI musician already ({present[0].id}): "
+                                 "send 'ai_update' to change it", asyncio.get_running_loop().time())
+                return
+            config = {**AI_DEFAULTS, **message.settings}
+            member = room.add_ai(ai_label(config))
+            live.ai_config = config
+            runner.add_ai(member.slot, config["instrument"], config["volume"])
+            bridge.configure(room.name, config)
+            log.info("room %s: AI musician %s added (%s)", room.name, member.id, config)
+        else:
+            member = room.member(message.ai)
+            if not room.is_ai[member.slot]:
+                raise UnknownMember(message.ai)
+            if isinstance(message, AiRemove):
+                room.leave(member.id)
+                runner.detach(member.slot)
+                bridge.remove(room.name)
+                live.ai_config = None
+            else:
+                config = live.ai_config = {**live.ai_config, **message.settings}
+                member.instrument = ai_label(config)
+                room.version += 1
+                voice = runner.ai_voices[member.slot]
+                voice.volume = config["volume"]
+                voice.set_instrument(config["instrument"])
+                bridge.configure(room.name, config)
+        self.hub.broadcast(live)
+
+    def midi(self, room: str) -> bytes | None:
+        """The room's AI notes so far as a Standard MIDI File, or None."""
+        from ai_accompany.midi import midi_bytes
+
+        live = self.hub.rooms.get(room)
+        if live is None or not live.runner.ai_notes.events:
+            return None
+        bpm = (live.ai_config or {}).get("bpm") or 120.0
+        return midi_bytes(live.runner.ai_notes.events, bpm=bpm)
+
+    def deliver(self, room: str, events: list) -> None:
+        """Note events from the sidecar (on the loop): to the room's AI voice, if any."""
+        live = self.hub.rooms.get(room)
+        if live is None:
+            return
+        for voice in live.runner.ai_voices.values():
+            voice.deliver(events, live.runner.room_sample)

@@ -1,0 +1,180 @@
+"""Receive-side buffering of one source's 20 ms frames (no I/O; the tick pulls).
+
+aiortc's own audio jitter buffer waits for 4 frames before playing and can settle hundreds of
+milliseconds behind after a loss; spatialjam bypasses it and buffers each source's frames
+here — Opus packets still encoded (decoded at the tick, so a lost one can be concealed by
+Opus itself: :mod:`server.media.uplink`), or decoded samples for other codecs — keyed by their RTP
+timestamp, with an adaptive target:
+
+- playback starts once ``target`` frames are queued (``target`` starts at 1);
+- each tick takes the frame due next (:class:`Playout`, with the frame after it when that is
+  here already, for Opus FEC); a frame that is missing is *concealed* by the decoder and the
+  playout point moves on, so a late frame is dropped when it arrives instead of delaying
+  everything after it;
+- a concealment followed by the missing frame arriving late is an *underrun*: the target grows
+  by one frame (up to ``max_target``);
+- after ``calm_ticks`` ticks (5 s) without an underrun the target shrinks by one frame;
+- when more than ``target + slack`` frames are queued (a burst), the oldest are dropped at once;
+- when the queue has held more than the target for a whole ``trim_ticks`` window (after a
+  start-up burst, or clocks drifting apart), the surplus frames are dropped: the delay never
+  stays above the target.
+
+Every event is counted, and :attr:`depth` is the delay this buffer adds right now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hrtf.constants import FRAME, FRAME_MS
+from server.telemetry.recent import Recent
+
+#: Frames of headroom over the target before the oldest frames are dropped.
+SLACK_FRAMES = 2
+
+
+@dataclass
+class JitterStats:
+    played: int = 0
+    concealed: int = 0
+    late: int = 0
+    dropped: int = 0
+    underruns: int = 0
+    duplicates: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Playout:
+    """What one tick plays of a source: ``frame`` (a packet or samples, as pushed), or
+    ``None`` when it is missing and must be concealed; ``following``, the frame after it if it
+    is here already; ``buffering`` while nothing plays (silence, not a loss)."""
+
+    frame: Any = None
+    following: Any = None
+    buffering: bool = False
+
+
+#: The source is not playing: silence, nothing to conceal.
+BUFFERING = Playout(buffering=True)
+
+
+class JitterBuffer:
+    """Frames of one source, waiting for the room clock."""
+
+    def __init__(self, target: int = 1, max_target: int = 8, calm_ticks: int = 250,
+                 trim_ticks: int = 50) -> None:
+        self.target = target
+        self.min_target = target
+        self.max_target = max_target
+        self.calm_ticks = calm_ticks
+        self.stats = JitterStats()
+        self._frames: dict[int, Any] = {}
+        self._arrivals: dict[int, float] = {}
+        #: Milliseconds each played frame waited here, from arrival to its tick.
+        self.waits_ms = Recent()
+        #: The wait of the frame the last pop played (None: it played none, or untimed).
+        self.last_wait_ms: float | None = None
+        self._next: int | None = None  # timestamp due at the next tick
+        self._playing = False
+        self._conceal_run = 0
+        self._missed: set[int] = set()
+        self._calm = 0
+        self.trim_ticks = trim_ticks
+        self._window_ticks = 0
+        self._window_min = 1 << 30
+
+    @property
+    def depth(self) -> int:
+        """Frames queued now (each is 20 ms of delay)."""
+        return len(self._frames)
+
+    def tick_wait_ms(self, q: float) -> float:
+        """The ``q``-th percentile of the part of each wait spent waiting for the first tick
+        after the frame arrived (the rest, whole frames, it spent queued: the buffer's depth)."""
+        waits = self.waits_ms.values()
+        return float(np.percentile(waits % FRAME_MS, q)) if len(waits) else 0.0
+
+    def push(self, timestamp: int, frame: Any, arrival: float | None = None) -> None:
+        """A frame arrived: ``timestamp`` in samples (48 kHz), ``frame`` 20 ms of audio (an
+        encoded packet or samples), ``arrival`` when (seconds, the clock :meth:`pop` is
+        given)."""
+        if self._playing and timestamp < self._next:
+            self.stats.late += 1
+            if timestamp in self._missed:
+                self._missed.discard(timestamp)
+                self._on_underrun()
+            return
+        if timestamp in self._frames:
+            self.stats.duplicates += 1
+            return
+        self._frames[timestamp] = frame
+        if arrival is not None:
+            self._arrivals[timestamp] = arrival
+        while len(self._frames) > self.target + SLACK_FRAMES:
+            del self._frames[min(self._frames)]
+            self.stats.dropped += 1
+            if self._playing:
+                self._next = min(self._frames)
+
+    def pop(self, now: float | None = None) -> Playout:
+        """What this tick plays (:data:`BUFFERING` while buffering; a ``None`` frame when the
+        one due is missing).
+
+        ``now``, on the clock of ``push``'s ``arrival``, times the played frame's wait.
+        """
+        self.last_wait_ms = None
+        if not self._playing:
+            if len(self._frames) < self.target:
+                return BUFFERING
+            self._playing = True
+            self._next = min(self._frames)
+        frame = self._frames.pop(self._next, None)
+        if frame is None:
+            self._missed.add(self._next)
+            self.stats.concealed += 1
+            self._conceal_run += 1
+        else:
+            arrival = self._arrivals.pop(self._next, None)
+            if arrival is not None and now is not None:
+                self.last_wait_ms = 1e3 * (now - arrival)
+                self.waits_ms.add(self.last_wait_ms)
+            self.stats.played += 1
+            self._conceal_run = 0
+            self._calm += 1
+            if self._calm >= self.calm_ticks and self.target > self.min_target:
+                self.target -= 1
+                self._calm = 0
+        self._next += FRAME
+        playout = Playout(frame, self._frames.get(self._next))
+        self._trim()
+        self._missed = {t for t in self._missed if t > self._next - 64 * FRAME}
+        if len(self._arrivals) > len(self._frames):  # dropped frames' arrival times
+            self._arrivals = {t: a for t, a in self._arrivals.items() if t in self._frames}
+        if self._conceal_run > self.max_target + SLACK_FRAMES and not self._frames:
+            self._playing = False  # the source went quiet: buffer afresh when it returns
+            self._next = None
+        return playout
+
+    def _trim(self) -> None:
+        """Drop frames the queue has held beyond the target for a whole window."""
+        self._window_min = min(self._window_min, len(self._frames))
+        self._window_ticks += 1
+        if self._window_ticks < self.trim_ticks:
+            return
+        surplus = self._window_min - (self.target - 1)
+        for _ in range(max(0, surplus)):
+            oldest = min(self._frames)
+            del self._frames[oldest]
+            self.stats.dropped += 1
+            self._next = min(self._frames) if self._frames else oldest + FRAME
+        self._window_ticks, self._window_min = 0, 1 << 30
+
+    def _on_underrun(self) -> None:
+        self.stats.underruns += 1
+        self._calm = 0
+        if self.target < self.max_target:
+            self.target += 1
+            self._playing = False  # rebuild the cushion before playing on

@@ -1,0 +1,1 @@
+"""spatialjam server: routing."""

@@ -1,0 +1,58 @@
+"""The room clock's arithmetic: a deadline schedule for 20 ms ticks (no I/O, time injected).
+
+Tick ``k`` is due at ``start + k · period``. Deadlines come from the tick number, never from
+"now + period", so the schedule cannot drift. A tick that starts after its deadline is *late*
+(counted); if the clock falls more than ``max_catch_up`` ticks behind (the process was
+suspended, the machine overloaded) the missed ticks are *skipped* and counted, and the schedule
+resumes from the present: a room never plays catch-up for seconds, and never skips silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hrtf.constants import FRAME_MS
+
+
+@dataclass
+class TickSchedule:
+    """Deadline schedule of one room clock; all times in seconds on one monotonic clock."""
+
+    start: float
+    period: float = FRAME_MS / 1000
+    max_catch_up: int = 3
+    next_tick: int = 0
+    late_ticks: int = 0
+    skipped_ticks: int = 0
+    #: How late the last tick started (seconds, ≥ 0).
+    last_lateness: float = 0.0
+    _resync_base: int = field(default=0, repr=False)
+
+    def deadline(self, tick: int) -> float:
+        return self.start + tick * self.period
+
+    def seconds_until_next(self, now: float) -> float:
+        """How long to sleep before the next tick is due (≤ 0: run it now)."""
+        return self.deadline(self.next_tick) - now
+
+    def shift(self, seconds: float) -> None:
+        """Move every later deadline by ``seconds`` (negative: earlier), keeping the period:
+        the clock's phase, not its rate (see :mod:`server.tick.phase`)."""
+        self.start += seconds
+
+    def begin_tick(self, now: float) -> int:
+        """Claim the tick that is due at ``now``; returns its number.
+
+        Call when :meth:`seconds_until_next` is ≤ 0. Counts lateness, and skips (and counts)
+        ticks when more than ``max_catch_up`` are overdue.
+        """
+        behind = int((now - self.deadline(self.next_tick)) / self.period + 1e-9)
+        if behind > self.max_catch_up:
+            self.skipped_ticks += behind
+            self.next_tick += behind
+        tick = self.next_tick
+        self.last_lateness = max(0.0, now - self.deadline(tick))
+        if self.last_lateness > self.period / 2:
+            self.late_ticks += 1
+        self.next_tick += 1
+        return tick

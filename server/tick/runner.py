@@ -1,0 +1,352 @@
+"""A live room: its clock, its renderer and the media of its members (the asyncio shell).
+
+Every 20 ms, on a deadline schedule (:class:`~server.tick.clock.TickSchedule`):
+
+1. on the loop: each source's frame is taken from its :class:`~server.media.jitter.JitterBuffer`;
+2. off the loop, on the process's tick threads (one per core, shared by the rooms): each
+   source's frame is decoded, or concealed if it is missing
+   (:class:`~server.media.uplink.UplinkDecoder`), the renderer renders every listener's mix and the
+   mixes are Opus-encoded (:class:`~server.media.downlink.MusicOpusEncoder`);
+3. on the loop: each listener's packets go to its :class:`~server.media.downlink.ListenerTrack`.
+
+The tick never awaits network I/O; a tick that overruns is counted, and the clock skips rather
+than drifting (see :mod:`server.tick.clock`). The clock's phase follows the sources: the tick moves
+to just after their frames arrive (:mod:`server.tick.phase`). A tick that raises is skipped and
+counted, and the next one plays; a room whose ticks keep failing is given up
+(:data:`MAX_FAILED_TICKS`), and the hub closes it. Other rooms' clocks are their own tasks:
+they tick on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from ai_accompany.ipc import ANALYSIS_RATE
+from ai_accompany.midi import NoteLog
+from dsp.culling import cull_quietest
+from dsp.downmix import AnalysisDownmix
+from dsp.renderer import Renderer
+from hrtf.constants import FRAME, FRAME_MS
+from hrtf.hrirset import HrirSet
+from server.ai.bridge import AiVoice
+from server.media.downlink import ListenerTrack, MusicOpusEncoder
+from server.media.jitter import JitterBuffer
+from server.media.uplink import UplinkDecoder
+from server.recording.capture import RoomRecording
+from server.rooms.room import Room
+from server.telemetry.recent import Recent
+from server.tick.clock import TickSchedule
+from server.tick.overload import OverloadGovernor
+from server.tick.phase import PhaseAligner
+
+log = logging.getLogger(__name__)
+
+_SERIAL = threading.Lock()
+
+#: Where every room's tick work runs: one thread per core, shared by the rooms (a thread per
+#: room would have many rooms' ticks time-slice one another, each stretched past its frame).
+#: A room's ticks never overlap: each awaits the one before.
+_TICK_POOL = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="tick")
+#: Helps the rooms' threads encode their listeners' mixes (libopus runs without the GIL).
+_ENCODE_HELPERS = max(1, (os.cpu_count() or 1) - 1)
+_ENCODE_POOL = ThreadPoolExecutor(_ENCODE_HELPERS, thread_name_prefix="encode")
+#: Below this many listeners a room encodes alone (handing work over costs ~50 µs).
+PARALLEL_ENCODE_FROM = 6
+#: A room whose ticks fail this many times in a row (1 s of silence in its mixes) is given up:
+#: a blip of a few ticks is skipped and played through, a fault that lasts is no blip.
+MAX_FAILED_TICKS = 50
+
+
+def encode_all(mixes: np.ndarray, encoders: dict) -> dict:
+    """Every listener's mix encoded: ``{slot: [packet]}``. From :data:`PARALLEL_ENCODE_FROM`
+    listeners on, the calling thread and the encode pool's share the work."""
+    slots = list(encoders)
+
+    def run(part: list[int]) -> dict:
+        return {slot: encoders[slot].encode(mixes[slot]) for slot in part}
+
+    if len(slots) < PARALLEL_ENCODE_FROM:
+        return run(slots)
+    parts = [slots[k::_ENCODE_HELPERS + 1] for k in range(_ENCODE_HELPERS + 1)]
+    futures = [_ENCODE_POOL.submit(run, part) for part in parts[1:]]
+    packets = run(parts[0])
+    for future in futures:
+        packets.update(future.result())
+    return packets
+
+
+def render_lock():
+    """Rooms render on the tick threads at once, which numba's parallel kernels allow with
+    the OpenMP or TBB threading layers; its fallback layer (workqueue) does not, so then the
+    renders take turns."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run in this process yet
+        return _SERIAL
+    return _SERIAL if layer == "workqueue" else contextlib.nullcontext()
+
+
+@dataclass
+class TickStats:
+    """The room's work per tick (decode, render, encode), and each part of it."""
+
+    ticks: int = 0
+    overruns: int = 0
+    last_ms: float = 0.0
+    recent_ms: Recent = field(default_factory=Recent)
+    #: Milliseconds per tick decoding (and concealing) the sources, rendering, encoding.
+    parts_ms: dict[str, Recent] = field(
+        default_factory=lambda: {part: Recent() for part in ("decode", "render", "encode")})
+
+    def record(self, ms: float, parts: dict[str, float] | None = None) -> None:
+        self.ticks += 1
+        self.last_ms = ms
+        self.recent_ms.add(ms)
+        for part, part_ms in (parts or {}).items():
+            self.parts_ms[part].add(part_ms)
+        if ms > FRAME_MS:
+            self.overruns += 1
+
+    def percentile_ms(self, q: float) -> float:
+        return self.recent_ms.percentile(q)
+
+
+@dataclass
+class TickFailures:
+    """A room's ticks that raised: how many in all, and how many in a row now (no I/O)."""
+
+    limit: int = MAX_FAILED_TICKS
+    total: int = 0
+    run: int = 0
+
+    def failed(self) -> bool:
+        """One more tick failed (it is skipped); True once ``limit`` have failed in a row."""
+        self.total += 1
+        self.run += 1
+        return self.run >= self.limit
+
+    def played(self) -> int:
+        """A tick played; returns how many had failed in a row before it (0 mostly)."""
+        run, self.run = self.run, 0
+        return run
+
+
+class RoomRunner:
+    """Runs one :class:`~server.rooms.room.Room`: slots' media, the clock, the renderer.
+
+    A tick that raises is skipped (its mixes send nothing that tick) and counted in
+    :attr:`failures`; after :data:`MAX_FAILED_TICKS` in a row the clock stops,
+    :attr:`gave_up` is set and :attr:`on_failed` is called with the last exception.
+    """
+
+    def __init__(self, room: Room, hrirs: HrirSet, device: str = "cpu",
+                 follow_phase: bool = True) -> None:
+        self.room = room
+        self.renderer = Renderer(hrirs, room.capacity, room.capacity, device=device)
+        self.buffers: dict[int, JitterBuffer] = {}
+        self.decoders: dict[int, UplinkDecoder] = {}
+        #: AI musicians' sources, by slot (server.ai.bridge).
+        self.ai_voices: dict[int, AiVoice] = {}
+        #: Every note the room's AI musicians were sent to play (its MIDI file).
+        self.ai_notes = NoteLog()
+        #: Called on the loop with (room sample, the humans' downmix at 16 kHz) each tick
+        #: while the room has an AI musician.
+        self.on_analysis: Callable[[int, np.ndarray], None] | None = None
+        self._downmix = AnalysisDownmix(ANALYSIS_RATE)
+        #: The room clock: the sample (48 kHz) the current tick's frame starts at.
+        self.room_sample = 0
+        self._tick_count = 0
+        self.tracks: dict[int, ListenerTrack] = {}
+        self.encoders: dict[int, MusicOpusEncoder] = {}
+        self.stats = TickStats()
+        self.governor = OverloadGovernor()
+        #: Pairs left out of mixes by the overload governor, since the room opened.
+        self.culled_pairs = 0
+        self.aligner = PhaseAligner() if follow_phase else None
+        self._underruns_seen = 0
+        self.schedule: TickSchedule | None = None
+        self.failures = TickFailures()
+        #: Whether the clock stopped because its ticks kept failing.
+        self.gave_up = False
+        #: Called on the loop, with the last exception, when the clock gives up.
+        self.on_failed: Callable[[Exception], None] | None = None
+        #: How each listener slot hears (the renderer's ``configure_listener`` keywords): put
+        #: back after the tick resets a slot that changed hands.
+        self.listener_settings: dict[int, dict] = {}
+        #: The room's recording while it is recorded (set by ``server.recording.control``).
+        self.recording: RoomRecording | None = None
+        #: Set while the room has media (members or an AI): an empty room's clock waits.
+        self._occupied = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    # slots --------------------------------------------------------------------------------
+
+    def attach(self, slot: int) -> tuple[JitterBuffer, ListenerTrack]:
+        """Fresh media for a member taking ``slot``: its uplink buffer and downlink track."""
+        self.detach(slot)
+        self.buffers[slot] = JitterBuffer()
+        self.decoders[slot] = UplinkDecoder()
+        self.tracks[slot] = ListenerTrack()
+        self.encoders[slot] = MusicOpusEncoder()
+        self._occupied.set()
+        return self.buffers[slot], self.tracks[slot]
+
+    def add_ai(self, slot: int, instrument: str, volume: float = 1.0) -> AiVoice:
+        """An AI musician plays from ``slot`` (its source; it has no ears)."""
+        self.detach(slot)
+        voice = self.ai_voices[slot] = AiVoice(instrument, volume, self.ai_notes)
+        self._occupied.set()
+        return voice
+
+    def configure_listener(self, slot: int, **settings) -> None:
+        """How listener ``slot`` hears from the next tick on (see the renderer's
+        ``configure_listener``): kept for the slot until it is detached."""
+        self.listener_settings[slot] = settings
+        self.renderer.configure_listener(slot, **settings)
+
+    def detach(self, slot: int) -> None:
+        if self.listener_settings.pop(slot, None) is not None:  # its own set may be let go
+            self.renderer.configure_listener(slot)
+        self.ai_voices.pop(slot, None)
+        self.buffers.pop(slot, None)
+        self.decoders.pop(slot, None)
+        self.encoders.pop(slot, None)
+        track = self.tracks.pop(slot, None)
+        if track is not None:
+            track.stop()
+
+    # the clock ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.room.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for slot in list(self.tracks):
+            self.detach(slot)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.schedule = TickSchedule(start=loop.time())
+        while True:
+            if not (self.buffers or self.tracks or self.ai_voices):
+                # Empty (its members left, for now): no ticks, so that rooms waiting out their
+                # grace cost the loop nothing; the clock resumes where it was, on time.
+                self._occupied.clear()
+                await self._occupied.wait()
+                self.schedule.shift(loop.time() - self.schedule.deadline(self.schedule.next_tick))
+            wait = self.schedule.seconds_until_next(loop.time())
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tick = self.schedule.begin_tick(loop.time())
+            try:
+                await self._tick(loop, tick)
+            except Exception as exc:  # one bad tick must not end the room: it is skipped
+                if self.failures.failed():
+                    log.error("room %s: %d ticks failed in a row, the last with %r: its clock "
+                              "stops", self.room.name, self.failures.run, exc)
+                    self.gave_up = True
+                    if self.on_failed is not None:
+                        self.on_failed(exc)
+                    return
+                if self.failures.run == 1:  # one traceback per run of failures, not 50 a second
+                    log.exception("tick %d of room %s failed: skipped", tick, self.room.name)
+            else:
+                if run := self.failures.played():
+                    log.warning("room %s plays again after %d failed ticks", self.room.name, run)
+
+    async def _tick(self, loop: asyncio.AbstractEventLoop, tick: int | None = None) -> None:
+        if tick is None:  # driven by hand (tests): count
+            tick = self._tick_count
+        self._tick_count = tick + 1
+        self.room_sample = tick * FRAME
+        now = time.monotonic()  # the clock arrivals are stamped with
+        playouts = {slot: (buffer.pop(now), self.decoders[slot])
+                    for slot, buffer in self.buffers.items()}
+        self._align_phase()
+        fresh = self.room.drain_fresh_slots()
+        listeners = [s for s in self.tracks if self.room.active[s]]
+        if not listeners and not fresh and not self.ai_voices:
+            return  # nobody to render for (an empty room waiting for its members)
+        # What this tick renders for, captured now: a slot may change hands meanwhile.
+        tracks = {s: self.tracks[s] for s in listeners}
+        encoders = {s: self.encoders[s] for s in listeners}
+        scene = self.room.scene()
+        cap = self.governor.max_sources
+        voices = dict(self.ai_voices)
+        take = self.recording.take(self.room, tick) if self.recording is not None else None
+        packets, work_ms, parts, analysis = await loop.run_in_executor(
+            _TICK_POOL, self._render_and_encode, scene, playouts, voices, cap, fresh, encoders,
+            self.room_sample, take)
+        if analysis is not None and self.on_analysis is not None:
+            self.on_analysis(self.room_sample, analysis)
+        self.stats.record(work_ms, parts)
+        new_cap = self.governor.observe(work_ms, int(self.room.active.sum()))
+        if new_cap != cap:
+            log.warning("room %s: tick took %.1f ms; mixes now hold %s sources", self.room.name,
+                        work_ms, "all" if new_cap is None else f"at most {new_cap}")
+        for slot, slot_packets in packets.items():
+            if self.tracks.get(slot) is tracks[slot]:
+                tracks[slot].deliver(slot_packets)
+
+    def _align_phase(self) -> None:
+        """Move the clock's phase to just after the frames' arrivals (:mod:`server.tick.phase`)."""
+        if self.aligner is None:
+            return
+        underruns = sum(b.stats.underruns for b in self.buffers.values())
+        new = max(0, underruns - self._underruns_seen)
+        self._underruns_seen = underruns
+        step_ms = self.aligner.observe({s: b.last_wait_ms for s, b in self.buffers.items()}, new)
+        if step_ms and self.schedule is not None:
+            self.schedule.shift(step_ms / 1e3)
+            log.debug("room %s: clock phase moved %+.1f ms", self.room.name, step_ms)
+
+    def _render_and_encode(self, scene, playouts, voices, cap, fresh, encoders, start,
+                           take=None):
+        """The tick's work off the event loop: decode every source, play the AI musicians
+        from room sample ``start``, render every mix, hand what ``take`` records (a
+        :class:`~server.recording.capture.Take`, or None) to its writer, encode each listener's
+        mix. Returns the packets, the work's time, its parts (ms; "decode" includes the AI's
+        synthesiser) and the humans' downmix for the AI (or None)."""
+        t0 = time.perf_counter()
+        audio = np.zeros((self.room.capacity, FRAME), np.float32)
+        for slot, (playout, decoder) in playouts.items():
+            audio[slot] = decoder.frame(playout)
+        analysis = None
+        if voices:
+            analysis = self._downmix.process(audio[list(playouts)].sum(axis=0))
+            for slot, voice in voices.items():
+                audio[slot] = voice.render(start)
+        t1 = time.perf_counter()
+        if cap is not None:
+            self.culled_pairs += cull_quietest(scene, np.sqrt(np.mean(audio**2, axis=1)), cap)
+        with render_lock():
+            for slot in fresh:
+                self.renderer.reset_source(slot)
+                self.renderer.reset_listener(slot)
+                if (settings := self.listener_settings.get(slot)) is not None:
+                    self.renderer.configure_listener(slot, **settings)  # set before this tick
+            mixes = self.renderer.render(scene, audio)
+        if take is not None:  # copies and a put_nowait: the writer is a thread of its own
+            take.capture(audio, mixes)
+        t2 = time.perf_counter()
+        packets = encode_all(mixes, encoders)
+        t3 = time.perf_counter()
+        parts = {"decode": 1e3 * (t1 - t0), "render": 1e3 * (t2 - t1), "encode": 1e3 * (t3 - t2)}
+        return packets, 1e3 * (t3 - t0), parts, analysis

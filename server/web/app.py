@@ -1,0 +1,331 @@
+"""The server process: HTTP, signaling and rooms on one asyncio loop (uvloop).
+
+- ``GET /`` and ``GET /static/...``: the web client (``client_web/``, no build step);
+- ``GET /healthz``: JSON health; ``GET /metrics``: Prometheus text;
+- ``GET /ai/ROOM.mid``: what the room's AI musician played this session, as a MIDI file;
+- ``GET /recordings/ROOM/ID/FILE``: a file of one of the room's recordings
+  (:mod:`server.recording.control`), for those who may enter the room;
+- ``/ws``: WebSocket signaling (``docs/PROTOCOL.md``), handled by :class:`server.rooms.hub.Hub`; at
+  most ``--max-connections-per-ip`` at once from one client (HTTP 429 past it) and
+  ``--max-connections`` in all (HTTP 503), counted by :mod:`server.web.admission`.
+
+The binaural engine is loaded and its kernels compiled before the port opens. Rooms' seats,
+stage and personal mixes are saved as they change (:mod:`server.rooms.store`). On SIGTERM or SIGINT
+the server stops taking connections, sends every client ``server_closing``, closes it with 1001
+(going away), writes the rooms' last state and exits 0, all within a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import logging
+import mimetypes
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import uvloop
+from websockets.asyncio.server import Request, Response, ServerConnection, serve
+
+from dsp.geometry import Scene
+from dsp.renderer import Renderer
+from hrtf.constants import FRAME
+from hrtf.hrirset import HrirSet
+from hrtf.library import load_hrtf
+from server.errors import CliError
+from server.recording.control import RecordingFileError, Recordings, recordings_root
+from server.rooms.hub import EMPTY_ROOM_GRACE_S, RETRY_AFTER_S, Hub
+from server.rooms.store import open_store
+from server.tick.load import room_loads, tick_load
+from server.web.access import AccessPolicy, SecretError, load_secret
+from server.web.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, ConnectionLimits
+from server.web.replies import access_refused as _access_refused
+from server.web.replies import admit_signaling, process_gauges
+from server.web.replies import reply as _reply
+from signaling import limits
+from signaling.access import OPEN, Access, AccessError
+
+log = logging.getLogger(__name__)
+
+#: At shutdown, after the hub has closed its connections: the most to wait for their handlers.
+LAST_HANDLERS_S = 1.0
+
+CLIENT_DIR = Path(__file__).resolve().parents[2] / "client_web"
+STATIC_TYPES = {".html", ".js", ".css", ".svg", ".png", ".wasm", ".json", ".ico"}
+
+
+class ServerState:
+    """What the HTTP endpoints report."""
+
+    #: Set on a worker of ``serve --workers N`` (server.routing.front): ``/healthz`` then also lists
+    #: its rooms and their loads, which the front places rooms by.
+    worker = False
+
+    def __init__(self, hrirs: HrirSet, device: str, warmup_ms: float, hub: Hub,
+                 connections: ConnectionLimits | None = None) -> None:
+        self.started = time.monotonic()
+        self.hrirs = hrirs
+        self.device = device
+        self.warmup_ms = warmup_ms
+        self.hub = hub
+        #: Signaling connections open, per client and in all (HTTP 429/503 past the limits).
+        self.connections = connections or ConnectionLimits()
+        #: One task per admitted connection, releasing it from the count when it closes.
+        self.watchers: set[asyncio.Task] = set()
+
+    def health(self) -> dict:
+        health = {"status": "ok", "hrtf": self.hrirs.name, "device": self.device,
+                  "rooms": len(self.hub.rooms), "load": tick_load(self.hub.rooms),
+                  "uptime_s": round(time.monotonic() - self.started, 3)}
+        if self.worker:
+            health["room_loads"] = room_loads(self.hub.rooms)
+        return health
+
+    def metrics(self) -> str:
+        values = {
+            "up": (1, "gauge", "Whether the server is serving."),
+            "uptime_seconds": (round(time.monotonic() - self.started, 3), "gauge",
+                               "Seconds since start-up."),
+            "engine_warmup_seconds": (round(self.warmup_ms / 1e3, 3), "gauge",
+                                      "Time to load the HRTF set and compile the kernels."),
+            **process_gauges(),
+            "connections": (self.connections.open(), "gauge",
+                            "Signaling connections open (WebSockets at /ws)."),
+            "connections_refused_total": (dict(self.connections.refused), "counter",
+                                          "Signaling handshakes refused, by the limit they hit: "
+                                          "per_client (HTTP 429) or total (HTTP 503)."),
+        }
+        help_text = {
+            "rooms": ("gauge", "Rooms open on this process."),
+            "participants": ("gauge", "Participants in those rooms."),
+            "ticks_total": ("counter", "Room clock ticks rendered."),
+            "tick_overruns_total": ("counter", "Ticks whose work took longer than 20 ms."),
+            "late_ticks_total": ("counter", "Ticks that started more than 10 ms late."),
+            "skipped_ticks_total": ("counter", "Ticks skipped after falling far behind."),
+            "tick_errors_total": ("counter", "Ticks that raised an error: skipped, their mixes "
+                                  "silent for that tick."),
+            "rooms_failed_total": ("counter", "Rooms closed because their ticks kept failing "
+                                   "(a second in a row); their members were told."),
+            "tick_ms_p95_max": ("gauge", "Worst room's 95th percentile tick time (ms)."),
+            "uplink_wait_ms_p95_max": ("gauge", "Worst source's 95th percentile wait from "
+                                       "arrival to its tick (ms): receive buffer and tick phase."),
+            "downlink_wait_ms_p95_max": ("gauge", "Worst listener's 95th percentile wait from "
+                                         "its tick to being sent (ms)."),
+            "concealed_frames_total": ("counter", "Frames concealed (lost or late) in the "
+                                       "sources present now."),
+            "fec_frames_total": ("counter", "Of those, frames rebuilt from the next packet's "
+                                 "in-band FEC."),
+            "plc_frames_total": ("counter", "Of those, frames concealed by Opus packet-loss "
+                                 "concealment."),
+            "dropped_packets_total": ("counter", "Media packets dropped before anything "
+                                      "decoded them, by reason (server.media.ingress), "
+                                      "since start."),
+            "uplink_dropped_frames_total": ("counter", "Frames the sources present now dropped, "
+                                            "by reason: late, duplicate, overflow (a burst "
+                                            "past the buffer), undecodable (concealed)."),
+            "overload_degradations_total": ("counter", "Slow ticks that lowered a room's cap "
+                                            "on sources per mix."),
+            "clock_phase_shifts_total": ("counter", "Times a room clock moved its tick to "
+                                         "just after its players' frames arrive."),
+            "ai_musicians": ("gauge", "AI musicians playing in the rooms."),
+            "ai_sidecar_restarts_total": ("counter", "Times the AI sidecar was started again "
+                                          "after it died or stopped answering."),
+            "ai_analysis_dropped_total": ("counter", "Analysis audio blocks not sent because "
+                                          "the AI sidecar fell behind."),
+            "ai_events_total": ("counter", "Note events the AI musicians received."),
+            "ai_events_late_total": ("counter", "Of those, events that arrived after the tick "
+                                     "they should have started in (dropped)."),
+            "ai_event_lead_ms_p50_min": ("gauge", "How far ahead of the room clock AI events "
+                                         "arrive (ms, median; the least of the rooms)."),
+            "culled_pairs_total": ("counter", "Listener-source pairs left out of mixes under "
+                                   "overload (pair-ticks)."),
+            "hrtf_uploads_total": ("counter", "Listeners' HRTF uploads, by outcome: taken, "
+                                   "refused (bad_sofa), ended early (upload_failed)."),
+            "recordings_active": ("gauge", "Rooms being recorded."),
+            "recording_dropped_frames_total": ("counter", "20 ms frames of recordings written "
+                                               "as silence because the writer fell behind "
+                                               "(or its disk failed)."),
+        }
+        for name, value in self.hub.metrics().items():
+            kind, text = help_text[name]
+            values[name] = (value, kind, text)
+        lines = []
+        for name, (value, kind, text) in values.items():
+            lines += [f"# HELP spatialjam_{name} {text}", f"# TYPE spatialjam_{name} {kind}"]
+            if isinstance(value, dict):  # one sample per reason
+                lines += [f'spatialjam_{name}{{reason="{key}"}} {v}' for key, v in value.items()]
+            else:
+                lines.append(f"spatialjam_{name} {value}")
+        return "\n".join(lines) + "\n"
+
+
+def warm_up(hrtf: str, device: str) -> tuple[HrirSet, float]:
+    """Load the HRTF set and run one tick so kernels are compiled before anyone joins."""
+    t0 = time.perf_counter()
+    hrirs = load_hrtf(hrtf)
+    renderer = Renderer(hrirs, 1, 1, device=device)
+    renderer.render(Scene.create([0, 0, 0], [1, 0, 0]), np.zeros((1, FRAME), np.float32))
+    warmup_ms = 1e3 * (time.perf_counter() - t0)
+    log.info("engine ready: %s on %s in %.0f ms", hrirs.name, device, warmup_ms)
+    return hrirs, warmup_ms
+
+
+def static_file(path: str) -> Path | None:
+    """The client file for a URL path, or None (no traversal, known types only)."""
+    if path in ("/", "/index.html"):
+        return CLIENT_DIR / "index.html"
+    if not path.startswith("/static/"):
+        return None
+    candidate = (CLIENT_DIR / path[len("/static/"):]).resolve()
+    if CLIENT_DIR not in candidate.parents or candidate.suffix not in STATIC_TYPES:
+        return None
+    return candidate if candidate.is_file() else None
+
+
+def http_router(state: ServerState):
+    def route(connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/ws":  # None: the WebSocket handshake goes on
+            return admit_signaling(state, state.hub.policy, connection, request)
+        if path == "/access":
+            try:
+                access = state.hub.policy.for_request(request.path, time.time())
+            except AccessError as exc:
+                return _access_refused(connection, exc)
+            return _reply(connection, http.HTTPStatus.OK, json.dumps(describe_access(access)),
+                          "application/json")
+        if path == "/healthz":
+            return _reply(connection, http.HTTPStatus.OK, json.dumps(state.health()),
+                          "application/json")
+        if path == "/metrics":
+            return _reply(connection, http.HTTPStatus.OK, state.metrics(),
+                          "text/plain; version=0.0.4")
+        if path.startswith("/ai/") and path.endswith(".mid"):
+            room = path[len("/ai/"):-len(".mid")]
+            try:  # what a room played is for those who may enter it
+                state.hub.policy.for_request(request.path, time.time()).check_room(room)
+            except AccessError as exc:
+                return _access_refused(connection, exc)
+            midi = state.hub.ai_musicians.midi(room)
+            if midi is None:
+                return _reply(connection, http.HTTPStatus.NOT_FOUND,
+                              "no AI notes for that room (is it open, with an AI musician?)\n",
+                              "text/plain; charset=utf-8")
+            response = _reply(connection, http.HTTPStatus.OK, midi, "audio/midi")
+            response.headers["Content-Disposition"] = "attachment; filename=\"spatialjam-ai.mid\""
+            return response
+        if path.startswith("/recordings/"):
+            return _recording_file(state, connection, request, path)
+        file = static_file(path)
+        if file is not None:
+            kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+            if kind.startswith("text/") or kind == "application/javascript":
+                kind += "; charset=utf-8"
+            return _reply(connection, http.HTTPStatus.OK, file.read_bytes(), kind)
+        return _reply(connection, http.HTTPStatus.NOT_FOUND, f"no such page: {path}\n",
+                      "text/plain; charset=utf-8")
+
+    return route
+
+
+async def _recording_file(state: ServerState, connection: ServerConnection, request: Request,
+                          path: str) -> Response:
+    """``GET /recordings/ROOM/ID/FILE``: for those who may enter ROOM (the rules of
+    ``/ai/ROOM.mid``), read off the loop."""
+    parts = path[len("/recordings/"):].split("/")
+    try:
+        state.hub.policy.for_request(request.path, time.time()).check_room(parts[0])
+    except AccessError as exc:
+        return _access_refused(connection, exc)
+    try:
+        if len(parts) != 3:
+            raise RecordingFileError(http.HTTPStatus.NOT_FOUND, "recording files are at "
+                                     "/recordings/ROOM/ID/FILE (see 'list_recordings')")
+        body, kind = await asyncio.to_thread(state.hub.recordings.read_file, *parts)
+    except RecordingFileError as exc:
+        return _reply(connection, exc.status, exc.message + "\n", "text/plain; charset=utf-8")
+    response = _reply(connection, http.HTTPStatus.OK, body, kind)
+    response.headers["Content-Disposition"] = f"attachment; filename=\"{parts[2]}\""
+    return response
+
+
+def describe_access(access: Access) -> dict:
+    """What ``GET /access?token=…`` tells a client about its token (nothing secret)."""
+    return {"tokens_required": access is not OPEN, "identity": access.identity,
+            "room": access.room, "grants": sorted(access.grants),
+            "expires_in_s": (round(access.expires_at - time.time())
+                             if access.expires_at is not None else None)}
+
+
+async def serve_forever(host: str, port: int, state: ServerState,
+                        announce: Callable[[int], None] | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    # Frames up to an HRTF upload's chunk; text frames past a message close the connection
+    # (signaling.session). Four frames queued per connection hold about what sixteen
+    # messages did.
+    server = await serve(state.hub.handle, host, port, process_request=http_router(state),
+                         max_size=limits.MAX_FRAME_BYTES, max_queue=4, compression=None,
+                         ping_interval=20, ping_timeout=20)
+    try:
+        bound = ", ".join(f"http://{s.getsockname()[0]}:{s.getsockname()[1]}"
+                          for s in server.sockets)
+        log.info("serving on %s", bound)
+        if announce is not None:
+            announce(server.sockets[0].getsockname()[1])
+        await stop
+        log.info("shutting down: %d connections are told to come back in %g s",
+                 len(state.hub.connections), RETRY_AFTER_S)
+        server.close(close_connections=False)  # no new connections; the hub closes its own
+        await state.hub.close()
+    finally:
+        server.close()
+        with contextlib.suppress(TimeoutError):  # a peer that never answers the close
+            async with asyncio.timeout(LAST_HANDLERS_S):
+                await server.wait_closed()
+    log.info("stopped")
+
+
+def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar",
+               capacity: int = 16, follow_phase: bool = True,
+               secret_file: str | None = None,
+               empty_room_grace_s: float = EMPTY_ROOM_GRACE_S,
+               state_path: str | None = None,
+               max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP,
+               max_connections: int = MAX_CONNECTIONS, acoustics: str = "off",
+               announce: Callable[[int], None] | None = None,
+               recordings_dir: str | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; 0 then. ``announce``, on a worker of ``serve --workers
+    N`` (server.routing.workers), is called with the port once it serves."""
+    try:  # before the engine loads: a refusal should not wait for it
+        policy = AccessPolicy.for_listening(host, load_secret(secret_file))
+    except SecretError as exc:
+        raise CliError(str(exc)) from None
+    log.info("rooms are %s", "entered with access tokens" if policy.tokens_required
+             else "open (loopback, no token secret)")
+    try:
+        hrirs, warmup_ms = warm_up(hrtf, device)
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    state = ServerState(hrirs, device, warmup_ms, Hub(hrirs, device, capacity,
+                                                         follow_phase=follow_phase,
+                                                         policy=policy,
+                                                         empty_room_grace_s=empty_room_grace_s,
+                                                         store=open_store(state_path),
+                                                         hrtf_spec=hrtf, acoustics=acoustics,
+                                                         recordings=Recordings(recordings_root(
+                                                             recordings_dir, state_path))),
+                        ConnectionLimits(max_connections_per_ip, max_connections))
+    state.worker = announce is not None
+    try:
+        uvloop.run(serve_forever(host, port, state, announce))
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return 0
