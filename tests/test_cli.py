@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io.wavfile
+import sofar
 
-from server.cli.main import main
+from hrtf.grid import unit_vectors
+from hrtf.sofa import default_sofa_path
+from server.cli import main
+from server.cli.render import read_wav_mono
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,6 +161,99 @@ def test_render_refuses_bad_numbers(mono_wav, tmp_path, azimuth):
     done = run_cli("render", "--in", str(mono_wav), "--out", str(tmp_path / "o.wav"),
                    "--azimuth", azimuth)
     assert done.returncode == 2 and "azimuth" in done.stderr
+
+
+def sine(amplitude: float, seconds: float = 0.25) -> np.ndarray:
+    """A 1 kHz sine at 48 kHz, whole periods long (its RMS is exactly amplitude / √2)."""
+    return amplitude * np.sin(2 * np.pi * 1_000 * np.arange(int(seconds * 48_000)) / 48_000)
+
+
+def write_pcm(path: Path, samples: np.ndarray, sample_width: int) -> Path:
+    """``samples`` (−1..1) as a mono 48 kHz integer WAV of ``sample_width`` bytes a sample,
+    written with the standard library: 8-bit WAV is unsigned and centred on 128."""
+    half = 2 ** (8 * sample_width - 1)
+    codes = np.clip(np.round(samples * half), -half, half - 1).astype("<i8")
+    if sample_width == 1:
+        codes += 128
+    raw = codes.view(np.uint8).reshape(-1, 8)[:, :sample_width].tobytes()
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(sample_width)
+        out.setframerate(48_000)
+        out.writeframes(raw)
+    return path
+
+
+@pytest.mark.parametrize("sample_width", [1, 2, 3, 4, "float"])
+def test_wav_input_is_read_at_the_same_level_at_every_sample_width(tmp_path, sample_width):
+    tone = sine(0.5)
+    if sample_width == "float":
+        path = tmp_path / "tone.wav"
+        scipy.io.wavfile.write(path, 48_000, tone.astype(np.float32))
+    else:
+        path = write_pcm(tmp_path / "tone.wav", tone, sample_width)
+    audio = read_wav_mono(str(path)).astype(np.float64)
+    # each sample within half a quantisation step (8-bit: 1/256) plus float32 rounding
+    step = 1 / 2 ** (8 * sample_width - 1) if sample_width != "float" else 0.0
+    np.testing.assert_allclose(audio, tone, rtol=0, atol=step / 2 + 1e-7)
+    # 8-bit rounding of this tone moves its level by 0.02 dB (the error follows the tone)
+    assert 10 * np.log10(np.mean(audio**2)) == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)),
+                                                             abs=0.05)
+
+
+def test_render_of_8_bit_and_16_bit_copies_of_a_tone_has_the_same_level(tmp_path):
+    levels = {}
+    for width in (1, 2):
+        src = write_pcm(tmp_path / f"tone{width}.wav", sine(0.25), width)
+        out = tmp_path / f"out{width}.wav"
+        assert main(["render", "--in", str(src), "--out", str(out), "--azimuth", "30"]) == 0
+        levels[width] = levels_db(out)[2]
+    assert levels[1] == pytest.approx(levels[2], abs=0.1)
+
+
+@pytest.fixture(scope="module")
+def gapped_sofa(tmp_path_factory):
+    """KEMAR with every response within 20° of azimuth 30°, elevation 0° set to zero."""
+    s = sofar.read_sofa(default_sofa_path(), verify=False, verbose=False).copy()
+    measured = unit_vectors(s.SourcePosition[:, 0], s.SourcePosition[:, 1])
+    gap = measured @ unit_vectors(np.array(30.0), np.array(0.0)) > np.cos(np.radians(20))
+    ir = np.array(s.Data_IR)
+    ir[gap] = 0.0
+    s.Data_IR = ir
+    path = tmp_path_factory.mktemp("sofa") / "gapped.sofa"
+    sofar.write_sofa(str(path), s)
+    return path
+
+
+def test_render_fails_with_one_line_where_the_sofa_set_has_no_response(
+        mono_wav, tmp_path, gapped_sofa):
+    out = tmp_path / "o.wav"
+    done = run_cli("render", "--in", str(mono_wav), "--out", str(out), "--sofa", str(gapped_sofa),
+                   "--azimuth", "30", "--elevation", "0")
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert "gapped.sofa" in lines[0] and "azimuth 30°, elevation 0°" in lines[0]
+    assert "silent" in lines[0]
+    assert not out.exists()
+
+
+def test_render_warns_but_writes_when_an_orbit_starts_in_a_gap_of_the_sofa_set(
+        mono_wav, tmp_path, gapped_sofa, capsys):
+    out = tmp_path / "o.wav"
+    assert main(["render", "--in", str(mono_wav), "--out", str(out), "--sofa", str(gapped_sofa),
+                 "--azimuth", "30", "--orbit", "0.4"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("spatialjam render: warning:")
+    assert "gapped.sofa" in err[0] and "azimuth 30°, elevation 0°" in err[0]
+    assert np.any(scipy.io.wavfile.read(out)[1])  # the orbit leaves the gap: sound is written
+
+
+def test_render_outside_the_gap_of_a_sofa_set_gives_no_warning(
+        mono_wav, tmp_path, gapped_sofa, capsys):
+    assert main(["render", "--in", str(mono_wav), "--out", str(tmp_path / "o.wav"),
+                 "--sofa", str(gapped_sofa), "--azimuth", "-90"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_bench_mixer_json_reports_engine_baseline_and_ratio(capsys):

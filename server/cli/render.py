@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import warnings
 from fractions import Fraction
 
@@ -14,6 +15,8 @@ from scipy.signal import resample_poly
 from dsp.offline import render_mono
 from dsp.room_model import room_model
 from hrtf.constants import SAMPLE_RATE
+from hrtf.grid import unit_vectors
+from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
 from server.cli.main import hrtf_spec
 from server.errors import CliError
@@ -22,6 +25,9 @@ log = logging.getLogger(__name__)
 
 #: Inputs longer than this are refused (an offline render holds the file in memory).
 MAX_INPUT_SECONDS = 3600
+#: An interpolated response whose peak is this far below the set's loudest counts as none
+#: (as good as zero: under the floor of the 16-bit output).
+NO_RESPONSE_DB = -100.0
 
 
 def read_wav_mono(path: str) -> np.ndarray:
@@ -44,10 +50,12 @@ def read_wav_mono(path: str) -> np.ndarray:
     if len(data) > MAX_INPUT_SECONDS * rate:
         raise CliError(f"input file {path!r} is longer than {MAX_INPUT_SECONDS} s")
     if np.issubdtype(data.dtype, np.integer):
+        # full scale is half the code range: 128 for unsigned 8-bit (centred on 128), 2**15
+        # for 16-bit, 2**31 for 24-bit (scipy left-aligns it in int32) and 32-bit
         info = np.iinfo(data.dtype)
-        scale = max(-float(info.min), float(info.max))
-        offset = 0.0 if info.min < 0 else (info.max + 1) / 2
-        audio = (data.astype(np.float64) - offset) / scale
+        full_scale = (float(info.max) - float(info.min) + 1) / 2
+        offset = 0.0 if info.min < 0 else full_scale
+        audio = (data.astype(np.float64) - offset) / full_scale
     else:
         audio = data.astype(np.float64)
     if not np.all(np.isfinite(audio)):
@@ -59,6 +67,14 @@ def read_wav_mono(path: str) -> np.ndarray:
         ratio = Fraction(SAMPLE_RATE, rate).limit_denominator(1000)
         audio = resample_poly(audio, ratio.numerator, ratio.denominator)
     return audio.astype(np.float32)
+
+
+def has_response(hrirs: HrirSet, azimuth_deg: float, elevation_deg: float) -> bool:
+    """Whether the HRIR pair the renderer interpolates towards ``(azimuth_deg, elevation_deg)``
+    peaks within :data:`NO_RESPONSE_DB` of the set's loudest response."""
+    idx, w = hrirs.grid.weights(unit_vectors(np.array([azimuth_deg]), np.array([elevation_deg])))
+    pair = np.tensordot(w[0], hrirs.hrir[hrirs.grid.source_of[idx[0]]], axes=1)
+    return bool(np.abs(pair).max() > np.abs(hrirs.hrir).max() * 10 ** (NO_RESPONSE_DB / 20))
 
 
 def run_render(args: argparse.Namespace) -> int:
@@ -73,7 +89,9 @@ def run_render(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CliError(str(exc)) from None
     signal = read_wav_mono(args.input)
-    hrirs = load_hrtf(hrtf_spec(args))
+    spec = hrtf_spec(args)
+    hrirs = load_hrtf(spec)
+    silent_there = not args.reference and not has_response(hrirs, args.azimuth, args.elevation)
     try:
         stereo = render_mono(
             signal, hrirs, azimuth_deg=args.azimuth, elevation_deg=args.elevation,
@@ -84,6 +102,14 @@ def run_render(args: argparse.Namespace) -> int:
     except (RuntimeError, ValueError) as exc:
         raise CliError(str(exc)) from None
     out = stereo if args.float else np.round(np.clip(stereo, -1, 1) * 32767).astype(np.int16)
+    if silent_there:
+        where = (f"the HRTF set {spec!r} has no response at azimuth {args.azimuth:g}°, "
+                 f"elevation {args.elevation:g}° (its impulse responses there are zero)")
+        if np.any(signal) and not np.any(out):
+            raise CliError(f"{where}: the output would be silent, so none was written")
+        # an orbit moves the source out of the gap, a room's reflections come from elsewhere
+        print(f"spatialjam render: warning: {where}: the source is silent there",
+              file=sys.stderr)
     try:
         scipy.io.wavfile.write(args.output, SAMPLE_RATE, out)
     except OSError as exc:
