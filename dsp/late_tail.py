@@ -46,7 +46,8 @@ import numpy as np
 import scipy.fft
 from numba import njit
 
-from dsp.room_model import SPEED_OF_SOUND_M_S, RoomModel
+from dsp.image_sources import SPEED_OF_SOUND_M_S
+from dsp.room_model import RoomModel
 from hrtf.constants import FRAME, SAMPLE_RATE
 
 #: The longest tail (s): rooms that ring longer are cut here.
