@@ -47,6 +47,7 @@ serve: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: $(STAMP) $(TRAIN_STAMP) $(CHROMIUM) $(REDIS) lint
 	$(BIN)/python -m pytest $(ARGS)

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit, prange
 
 from hrtf.grid import clamp_direction, locate, normalised_weights
@@ -36,7 +37,8 @@ DISTANCE_MODELS = {"inverse": 0, "linear": 1, "exponential": 2}
 MAX_COORDINATE_M = 10_000.0
 
 
-def yaw_pitch_roll_matrix(yaw_deg, pitch_deg=0.0, roll_deg=0.0) -> np.ndarray:
+def yaw_pitch_roll_matrix(yaw_deg: npt.ArrayLike, pitch_deg: npt.ArrayLike = 0.0,
+                          roll_deg: npt.ArrayLike = 0.0) -> np.ndarray:
     """Head-to-world rotations ``R = Rz(yaw) · Ry(−pitch) · Rx(roll)``, shape ``(..., 3, 3)``.
 
     ``R @ [1, 0, 0]`` is where the nose points, ``R @ [0, 1, 0]`` where the left ear points.
@@ -57,7 +59,7 @@ def yaw_pitch_roll_matrix(yaw_deg, pitch_deg=0.0, roll_deg=0.0) -> np.ndarray:
     return m
 
 
-def forward_vectors(yaw_deg, pitch_deg) -> np.ndarray:
+def forward_vectors(yaw_deg: npt.ArrayLike, pitch_deg: npt.ArrayLike) -> np.ndarray:
     """Unit vectors a source faces, ``(N, 3)`` float64, from its yaw and pitch in degrees.
 
     .. math:: f = (\\cos p \\cos y,\\ \\cos p \\sin y,\\ \\sin p)
@@ -70,11 +72,11 @@ def forward_vectors(yaw_deg, pitch_deg) -> np.ndarray:
                             np.sin(pitch)])
 
 
-def quaternion_matrix(q) -> np.ndarray:
+def quaternion_matrix(q: npt.ArrayLike) -> np.ndarray:
     """Rotation matrices for unit quaternions ``(w, x, y, z)``, shape ``(..., 3, 3)``."""
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = np.moveaxis(q, -1, 0)
+    u = np.asarray(q, dtype=np.float64)
+    u = u / np.linalg.norm(u, axis=-1, keepdims=True)
+    w, x, y, z = np.moveaxis(u, -1, 0)
     m = np.empty((*w.shape, 3, 3))
     m[..., 0, 0] = 1 - 2 * (y * y + z * z)
     m[..., 0, 1] = 2 * (x * y - w * z)
@@ -123,14 +125,14 @@ class Scene:
     @classmethod
     def create(
         cls,
-        listener_position,
-        source_position,
+        listener_position: npt.ArrayLike,
+        source_position: npt.ArrayLike,
         *,
-        listener_yaw_deg=0.0,
-        listener_pitch_deg=0.0,
-        listener_roll_deg=0.0,
-        pair_gain=None,
-        source_forward=None,
+        listener_yaw_deg: npt.ArrayLike = 0.0,
+        listener_pitch_deg: npt.ArrayLike = 0.0,
+        listener_roll_deg: npt.ArrayLike = 0.0,
+        pair_gain: npt.ArrayLike | None = None,
+        source_forward: npt.ArrayLike | None = None,
         distance_model: str = "inverse",
         ref_distance_m: float = 1.0,
         max_distance_m: float = 10_000.0,
@@ -245,7 +247,8 @@ def distance_gain(d: float, model: int, ref: float, dmax: float, rolloff: float)
 
 
 @njit(cache=True, nogil=True)
-def cone_gain(fx, fy, fz, tx, ty, tz, inner_deg, outer_deg, outer_gain) -> float:
+def cone_gain(fx: float, fy: float, fz: float, tx: float, ty: float, tz: float,
+              inner_deg: float, outer_deg: float, outer_gain: float) -> float:
     """Web Audio sound-cone gain; ``f`` the source's facing, ``t`` source-to-listener (unit)."""
     if inner_deg >= 360.0 and outer_deg >= 360.0:
         return 1.0

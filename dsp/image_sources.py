@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit, prange
 
 from dsp.geometry import cone_gain, distance_gain
@@ -82,7 +83,8 @@ def image_recipes(max_order: int, wall_gains: np.ndarray) -> tuple[np.ndarray, n
     return np.array(modes, np.int64).reshape(-1, 3), np.array(gains, np.float64)
 
 
-def image_positions(source: np.ndarray, lo, hi, modes: np.ndarray) -> np.ndarray:
+def image_positions(source: npt.ArrayLike, lo: npt.ArrayLike, hi: npt.ArrayLike,
+                    modes: np.ndarray) -> np.ndarray:
     """Image positions ``(K, 3)`` of one source (NumPy, for tests and plots)."""
     p = np.asarray(source, dtype=np.float64)
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)

@@ -24,7 +24,8 @@ def reference_distance_gain(d: float, model: int, ref: float, dmax: float, rollo
     return (max(d, ref) / ref) ** -rolloff
 
 
-def reference_cone_gain(forward, to_listener, inner, outer, outer_gain) -> float:
+def reference_cone_gain(forward: np.ndarray, to_listener: np.ndarray, inner: float, outer: float,
+                        outer_gain: float) -> float:
     if inner >= 360 and outer >= 360:
         return 1.0
     cos = np.dot(forward, to_listener) / np.linalg.norm(forward)
@@ -52,7 +53,7 @@ class ReferenceRenderer:
         gain = scene.pair_gain[l, s]
         src = scene.source_positions_per_pair()[l, s]
         v = src - scene.listener_position[l]
-        dist = np.linalg.norm(v)
+        dist = float(np.linalg.norm(v))  # v is float64: the same value, as a float
         if gain > 0:
             gain *= reference_distance_gain(
                 dist, scene.distance_model[s], scene.ref_distance_m[s],

@@ -44,6 +44,8 @@ from hrtf.panning import reference_set
 
 if TYPE_CHECKING:
     from dsp.late_tail import LateTail
+    from dsp.mixer_cpu import CpuMixer
+    from dsp.mixer_cuda import CudaMixer
     from dsp.room_model import RoomModel
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ def crossfade_ramp() -> np.ndarray:
     return (0.5 - 0.5 * np.cos(np.pi * (n + 0.5) / FRAME)).astype(np.float32)
 
 
-def make_mixer(backend: str, hr: np.ndarray, hi: np.ndarray):
+def make_mixer(backend: str, hr: np.ndarray, hi: np.ndarray) -> CpuMixer | CudaMixer:
     """The mixing backend called ``backend`` ("cpu" or "cuda")."""
     if backend == "cpu":
         from dsp.mixer_cpu import CpuMixer
@@ -182,7 +184,8 @@ class SetEngine:
             self._bus_spectra = spec.astype(np.complex64)
         return self._bus_spectra
 
-    def mix(self, rows: np.ndarray, scene: Scene, xr: np.ndarray, xi: np.ndarray):
+    def mix(self, rows: np.ndarray, scene: Scene, xr: np.ndarray,
+            xi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(P, D, listener_changed)`` for listener ``rows`` of ``scene`` (already cut)."""
         whole = len(rows) == self.listeners
         state = self.pairs if whole else self.pairs.take(rows)
@@ -440,10 +443,11 @@ class Renderer:
         bus = self._early_reflections(scene, audio, wet)
         spectra: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         out = np.zeros((self.listeners, FRAME, 2), np.float32)
-        leaving = {}
+        leaving: dict[int, tuple[SetEngine, list[int]]] = {}
         for slot, engine in moved.items():
             leaving.setdefault(id(engine), (engine, []))[1].append(slot)
-        jobs = [(e, np.flatnonzero(e.members), []) for e in self.engines.values()]
+        jobs: list[tuple[SetEngine, np.ndarray, list[int]]] = [
+            (e, np.flatnonzero(e.members), []) for e in self.engines.values()]
         jobs += [(e, np.array(slots), slots) for e, slots in leaving.values()]
         for engine, rows, fading in jobs:
             if not len(rows):
@@ -488,7 +492,8 @@ class Renderer:
         hist[..., -FRAME:] = bus
         return bus
 
-    def _add_bus(self, engine: SetEngine, rows, p, d, changed, switching, fading) -> None:
+    def _add_bus(self, engine: SetEngine, rows: np.ndarray, p: np.ndarray, d: np.ndarray,
+                 changed: np.ndarray, switching: np.ndarray, fading: bool) -> None:
         """Add the reflection loudspeakers, through ``engine``'s set, to ``rows``' spectra.
 
         A listener changing sets hears them through the old set fading out (in ``P`` and

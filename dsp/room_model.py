@@ -29,10 +29,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from numbers import Real
 
 import numpy as np
+import numpy.typing as npt
 import pyroomacoustics as pra
 from scipy.optimize import brentq
 
@@ -122,13 +124,14 @@ def material_absorption(name: str) -> np.ndarray:
     return np.clip(np.asarray(coeffs, dtype=np.float64), *ALPHA_RANGE)
 
 
-def wall_areas_m2(dims_m) -> np.ndarray:
+def wall_areas_m2(dims_m: Iterable[float]) -> np.ndarray:
     """Area of each wall of a shoebox ``(X, Y, Z)``, in the order of :data:`WALLS`."""
     x, y, z = (float(d) for d in dims_m)
     return np.array([y * z, y * z, x * z, x * z, x * y, x * y])
 
 
-def eyring_rt60_s(dims_m, absorption: np.ndarray, air_per_m=0.0) -> np.ndarray:
+def eyring_rt60_s(dims_m: Sequence[float], absorption: np.ndarray,
+                  air_per_m: npt.ArrayLike = 0.0) -> np.ndarray:
     """Eyring's reverberation time per band (s) of a shoebox.
 
     ``absorption`` (6, bands) energy absorption per wall and band; ``air_per_m`` scalar or
@@ -141,7 +144,7 @@ def eyring_rt60_s(dims_m, absorption: np.ndarray, air_per_m=0.0) -> np.ndarray:
     return _DECAY_CONSTANT * volume / (SPEED_OF_SOUND_M_S * exponent)
 
 
-def eyring_absorption(dims_m, rt60_s: float) -> float:
+def eyring_absorption(dims_m: Sequence[float], rt60_s: float) -> float:
     """The uniform absorption coefficient that gives a shoebox the reverberation time ``rt60_s``.
 
     Eyring's formula without air, solved for ``α``:
@@ -241,8 +244,9 @@ class RoomModel:
         return dataclasses.replace(self, wet=_number("wet", wet, 0.0, 1.0, ""))
 
 
-def room_model(preset: str | None = None, *, dims_m=None, rt60_s: float | None = None,
-               max_order: int | None = None, wet: float | None = None) -> RoomModel:
+def room_model(preset: str | None = None, *, dims_m: Iterable[float] | None = None,
+               rt60_s: float | None = None, max_order: int | None = None,
+               wet: float | None = None) -> RoomModel:
     """A room from a preset, a preset changed, or by hand.
 
     - ``room_model("club")``: the preset as it is (:data:`PRESETS`);
@@ -284,7 +288,8 @@ def room_model(preset: str | None = None, *, dims_m=None, rt60_s: float | None =
     if rt60_s is not None:
         absorption = _scaled_absorption(preset, dims, absorption, rt60_s)
     rt60 = eyring_rt60_s(dims, absorption, AIR_ABSORPTION_PER_M)
-    return RoomModel(preset, tuple(float(d) for d in dims), absorption, CENTER_FREQS_HZ, rt60,
+    x, y, z = dims
+    return RoomModel(preset, (float(x), float(y), float(z)), absorption, CENTER_FREQS_HZ, rt60,
                      order, wet)
 
 
@@ -319,11 +324,11 @@ def _scaled_absorption(preset: str, dims: tuple[float, float, float], absorption
     return np.clip(absorption * math.exp(log_scale), *ALPHA_RANGE)
 
 
-def _size(dims_m) -> str:
+def _size(dims_m: Iterable[float]) -> str:
     return " × ".join(f"{d:g}" for d in dims_m) + " m"
 
 
-def _number(name: str, value, lo: float, hi: float, unit: str) -> float:
+def _number(name: str, value: object, lo: float, hi: float, unit: str) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise ValueError(f"{name} must be a number, got {value!r}")
     value = float(value)
@@ -334,7 +339,7 @@ def _number(name: str, value, lo: float, hi: float, unit: str) -> float:
     return value
 
 
-def _dims(dims_m) -> tuple[float, float, float]:
+def _dims(dims_m: Iterable[float]) -> tuple[float, float, float]:
     try:
         values = tuple(dims_m)
     except TypeError:
@@ -342,10 +347,11 @@ def _dims(dims_m) -> tuple[float, float, float]:
             from None
     if len(values) != 3:
         raise ValueError(f"dims_m must be three lengths (X, Y, Z) in metres, got {dims_m!r}")
-    return tuple(_number(f"dims_m[{i}]", v, *DIMS_RANGE_M, " m") for i, v in enumerate(values))
+    x, y, z = (_number(f"dims_m[{i}]", v, *DIMS_RANGE_M, " m") for i, v in enumerate(values))
+    return x, y, z
 
 
-def _order(max_order) -> int:
+def _order(max_order: object) -> int:
     if isinstance(max_order, bool) or not isinstance(max_order, int | np.integer) \
             or int(max_order) not in MAX_ORDERS:
         raise ValueError(f"max_order must be 0 (no early reflections), 1 or 2, got {max_order!r}")

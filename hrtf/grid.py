@@ -121,7 +121,9 @@ class DirectionGrid:
 
 
 @njit(cache=True, nogil=True)
-def clamp_direction(x: float, y: float, z: float, lo: float, hi: float):
+def clamp_direction(
+    x: float, y: float, z: float, lo: float, hi: float
+) -> tuple[float, float, float]:
     """Normalise ``(x, y, z)`` and clamp its elevation to ``[lo, hi]`` radians."""
     n = np.sqrt(x * x + y * y + z * z)
     if n < 1e-12:

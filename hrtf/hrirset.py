@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
+import numpy.typing as npt
 from scipy.signal import resample_poly
 
 from hrtf.constants import FRAME, SAMPLE_RATE
@@ -109,7 +110,7 @@ class HrirSet:
         name: str,
         positions: np.ndarray,
         hrir: np.ndarray,
-        sample_rate: float,
+        sample_rate: float | np.ndarray,
         *,
         position_type: str = "spherical",
         delay: np.ndarray | None = None,
@@ -123,6 +124,8 @@ class HrirSet:
             ``"cartesian"``.
         hrir : ndarray, shape (M, 2, N)
             Responses at ``sample_rate``.
+        sample_rate : float or ndarray
+            In Hz; an array (SOFA's ``Data.SamplingRate``) gives its first value.
         delay : ndarray, shape (1, 2) or (M, 2), optional
             SOFA ``Data.Delay`` in samples at ``sample_rate``, added to the responses.
         """
@@ -182,7 +185,7 @@ def fft_size(taps: int) -> int:
     return 1 << int(np.ceil(np.log2(FRAME + taps - 1)))
 
 
-def _finite_array(value, what: str) -> np.ndarray:
+def _finite_array(value: npt.ArrayLike, what: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):

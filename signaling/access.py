@@ -26,6 +26,7 @@ with a stable :class:`~signaling.errors.ErrorCode` and a message a person can ac
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import jwt
@@ -103,8 +104,8 @@ def check_secret(secret: bytes) -> bytes:
     return secret
 
 
-def mint(secret: bytes, *, room: str, identity: str, grants=DEFAULT_GRANTS, ttl_s: float,
-         now: float, name: str | None = None) -> str:
+def mint(secret: bytes, *, room: str, identity: str, grants: Iterable[str] = DEFAULT_GRANTS,
+         ttl_s: float, now: float, name: str | None = None) -> str:
     """A signed token for ``identity`` in ``room``, valid from ``now`` for ``ttl_s`` seconds."""
     if not limits.ROOM_RE.fullmatch(room):
         raise ValueError(f"room {room!r} is not a room name: 1 to 64 letters, digits, '-' or '_'")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 from signaling import limits
 from signaling.errors import ErrorCode, MessageId
@@ -28,7 +28,18 @@ _CHOICE_RE = re.compile(r"[a-z_]{1,32}")
 _SETTINGS = ("role", "instrument", "temperature", "bpm", "volume", "metronome")
 
 
-def read_settings(r: Reader) -> dict[str, str | float | bool]:
+class AiSettings(TypedDict, total=False):
+    """The AI settings a message sets; absent keys keep their current value."""
+
+    role: str
+    instrument: str
+    temperature: float
+    bpm: float
+    volume: float
+    metronome: bool
+
+
+def read_settings(r: Reader) -> AiSettings:
     """The AI settings present in a message (absent ones keep their current value)."""
 
     def choice(field: str, allowed: tuple[str, ...]) -> str:
@@ -39,7 +50,7 @@ def read_settings(r: Reader) -> dict[str, str | float | bool]:
                          f"must be one of {', '.join(allowed)}, got {describe(value)}")
         return value
 
-    settings: dict[str, str | float | bool] = {}
+    settings: AiSettings = {}
     if r.present("role"):
         settings["role"] = choice("role", AI_ROLES)
     if r.present("instrument"):

@@ -99,7 +99,9 @@ class Reader:
         if (pattern is not None and not pattern.fullmatch(value)) or (
             printable and not _printable(value)
         ):
-            what = expected or ("printable characters" if printable else pattern.pattern)
+            what = expected or (
+                "printable characters" if printable or pattern is None else pattern.pattern
+            )
             raise self.fail(
                 ErrorCode.BAD_VALUE, field, f"must be {what}, got {describe(value)}"
             )

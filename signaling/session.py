@@ -122,16 +122,18 @@ class SignalingSession:
             self.close(CLOSE_MESSAGE_TOO_BIG, "message too big")
             return []
         if not self._bucket.allow(now):
-            return self._refuse(ProtocolError(
+            self._refuse(ProtocolError(
                 ErrorCode.RATE_LIMITED,
                 f"at most {self.limits.rate_per_s:g} messages per second, in bursts of up to "
                 f"{self.limits.burst:g}: this message was dropped",
             ), now)
+            return []
         try:
             message = parse_message(text)
             self._check_state(message)
         except ProtocolError as exc:
-            return self._refuse(exc, now)
+            self._refuse(exc, now)
+            return []
         if isinstance(message, Join):
             self.state = State.JOINING
             self.pending_join = message
@@ -153,10 +155,11 @@ class SignalingSession:
             self._drain_bytes -= len(data)
             return []
         self._drain_bytes = 0
-        return self._refuse(ProtocolError(
+        self._refuse(ProtocolError(
             ErrorCode.NOT_TEXT,
             f"messages are JSON in text frames; a binary frame of {len(data)} bytes was dropped",
         ), now)
+        return []
 
     def open_upload(self) -> None:
         """Hand binary frames on as :class:`HrtfChunk` until :meth:`close_upload`."""
@@ -188,7 +191,7 @@ class SignalingSession:
                 message.msg_id,
             )
 
-    def _refuse(self, exc: ProtocolError, now: float) -> list[ClientMessage]:
+    def _refuse(self, exc: ProtocolError, now: float) -> None:
         self.send(ErrorMessage.from_exception(exc))
         if self._strikes.record(now):
             self.send(ErrorMessage(
@@ -197,7 +200,6 @@ class SignalingSession:
                 f"{self.limits.strike_window_s:g} s: closing the connection",
             ))
             self.close(CLOSE_POLICY_VIOLATION, "too many protocol errors")
-        return []
 
     # -- the server's side -------------------------------------------------------------------
 

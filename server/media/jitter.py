@@ -101,7 +101,7 @@ class JitterBuffer:
         """A frame arrived: ``timestamp`` in samples (48 kHz), ``frame`` 20 ms of audio (an
         encoded packet or samples), ``arrival`` when (seconds, the clock :meth:`pop` is
         given)."""
-        if self._playing and timestamp < self._next:
+        if self._playing and self._next is not None and timestamp < self._next:
             self.stats.late += 1
             if timestamp in self._missed:
                 self._missed.discard(timestamp)
@@ -131,13 +131,16 @@ class JitterBuffer:
                 return BUFFERING
             self._playing = True
             self._next = min(self._frames)
-        frame = self._frames.pop(self._next, None)
+        due = self._next
+        if due is None:  # cannot be: playing, a frame is always due (typed for the checker)
+            return BUFFERING
+        frame = self._frames.pop(due, None)
         if frame is None:
-            self._missed.add(self._next)
+            self._missed.add(due)
             self.stats.concealed += 1
             self._conceal_run += 1
         else:
-            arrival = self._arrivals.pop(self._next, None)
+            arrival = self._arrivals.pop(due, None)
             if arrival is not None and now is not None:
                 self.last_wait_ms = 1e3 * (now - arrival)
                 self.waits_ms.add(self.last_wait_ms)
@@ -147,10 +150,11 @@ class JitterBuffer:
             if self._calm >= self.calm_ticks and self.target > self.min_target:
                 self.target -= 1
                 self._calm = 0
-        self._next += FRAME
-        playout = Playout(frame, self._frames.get(self._next))
-        self._trim()
-        self._missed = {t for t in self._missed if t > self._next - 64 * FRAME}
+        self._next = due = due + FRAME
+        playout = Playout(frame, self._frames.get(due))
+        self._trim()  # may move the frame due next on
+        due = self._next if self._next is not None else due
+        self._missed = {t for t in self._missed if t > due - 64 * FRAME}
         if len(self._arrivals) > len(self._frames):  # dropped frames' arrival times
             self._arrivals = {t: a for t, a in self._arrivals.items() if t in self._frames}
         if self._conceal_run > self.max_target + SLACK_FRAMES and not self._frames:
