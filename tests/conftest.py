@@ -9,8 +9,6 @@ import time
 import numpy as np
 import pytest
 
-from hrtf.constants import FRAME
-
 
 @pytest.fixture(scope="session", autouse=True)
 def state_dir(tmp_path_factory):
@@ -38,12 +36,6 @@ def spherical_head():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
-
-
-def white_noise(seconds: float, seed: int = 7, level: float = 0.1) -> np.ndarray:
-    """Gaussian white noise, whole frames long, float32."""
-    frames = round(seconds * 48_000 / FRAME)
-    return (np.random.default_rng(seed).standard_normal(frames * FRAME) * level).astype(np.float32)
 
 
 @pytest.fixture(scope="session")

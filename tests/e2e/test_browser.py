@@ -14,51 +14,27 @@ also writes page B's screenshot to ``docs/client.png``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import time
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from bench.serverproc import ServerProcess
+from tests.helpers.browser import (
+    BAND_HZ,
+    SETTLE_S,
+    VERDICT_S,
+    drag,
+    open_jam,
+    place_b_at_the_centre_facing_front,
+    settle_ild,
+    wait_for_stage_position,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "client.png"
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="needs Debian's chromium at /usr/bin/chromium "
-                                       "(apt-get install chromium; make test does it)")
-
-SAMPLE_RATE = 48_000
-TONE_HZ = 2000.0  # KEMAR's ILD at 90° is ~6 dB at 1 kHz, ~10 dB here
-BAND_HZ = {"lowHz": 1600, "highHz": 2500}
-#: The in-page analysis window is ~0.68 s: give a move that long and some to reach the ears.
-SETTLE_S = 1.2
-VERDICT_S = 10.0
-VIEWPORT = {"width": 1280, "height": 860}
-
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-]
-
-
-def write_wav(path: Path, samples: np.ndarray) -> Path:
-    """16-bit mono 48 kHz PCM (what Chrome's fake capture device reads, and loops)."""
-    pcm = np.round(np.clip(samples, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm.tobytes())
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -67,107 +43,10 @@ def server_url():
         yield server.http
 
 
-class Jam:
-    """Two joined pages (A plays the tone, B listens) and every URL they requested."""
-
-    def __init__(self, base: str, a, b, requests: list[str]) -> None:
-        self.base, self.a, self.b, self.requests = base, a, b, requests
-        self.a_id = a.evaluate("spatialjam.participant")
-        self.b_id = b.evaluate("spatialjam.participant")
-
-
-@contextlib.contextmanager
-def open_jam(server_url: str, folder: Path):
-    """Two Chromium pages joined to room e2e on ``server_url``: A plays a tone, B listens."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE  # 4 s, a whole number of 1 kHz periods
-    tone_wav = write_wav(folder / "tone.wav", 0.3 * np.sin(2 * np.pi * TONE_HZ * t))
-    silence_wav = write_wav(folder / "silence.wav", np.zeros(4 * SAMPLE_RATE))
-    requests: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browsers = []
-        try:
-            pages = []
-            for name, instrument, wav in (("Ada", "Sine", tone_wav), ("Bo", "Ears", silence_wav)):
-                # One browser process per page: the fake microphone file is a process flag.
-                browser = p.chromium.launch(
-                    executable_path=str(CHROMIUM), headless=True,
-                    args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"])
-                browsers.append(browser)
-                pages.append(join(browser, server_url, name, instrument, requests))
-            b = pages[1]
-            b.wait_for_function("spatialjam.state.stage.length === 2")
-            yield Jam(server_url, pages[0], b, requests)
-        finally:
-            for browser in browsers:
-                browser.close()
-
-
 @pytest.fixture(scope="module")
 def jam(server_url, tmp_path_factory):
     with open_jam(server_url, tmp_path_factory.mktemp("wav")) as opened:
         yield opened
-
-
-def join(browser, base: str, name: str, instrument: str, requests: list[str]):
-    """Open the client, fill in the join form, click Join, wait until the audio is live."""
-    page = browser.new_page(viewport=VIEWPORT)
-    page.on("request", lambda request: requests.append(request.url))
-    page.on("pageerror", lambda error: requests.append(f"pageerror: {error}"))
-    page.goto(f"{base}/?room=e2e")
-    assert page.input_value("#room") == "e2e"
-    page.fill("#name", name)
-    page.fill("#instrument", instrument)
-    page.click("#join")
-    page.wait_for_function("window.spatialjam.peerState() === 'connected'", timeout=20_000)
-    return page
-
-
-def drag(page, source: str, to_xy: tuple[float, float]) -> None:
-    """A real mouse drag of ``source``'s marker to room ``to_xy`` on ``page``'s stage."""
-    start = page.evaluate("id => spatialjam.markerViewport(id)", source)
-    end = page.evaluate("xy => spatialjam.roomViewport(xy)", list(to_xy))
-    page.mouse.move(start["x"], start["y"])
-    page.mouse.down()
-    page.mouse.move(end["x"], end["y"], steps=12)
-    page.mouse.up()
-
-
-def wait_for_stage_position(page, source: str, xy: tuple[float, float]) -> None:
-    """Until ``page`` has heard from the server that ``source`` stands at ``xy``."""
-    page.wait_for_function(
-        """([id, x, y]) => spatialjam.state.stage.some(s => s.source === id
-               && Math.abs(s.position_m[0] - x) < 0.01 && Math.abs(s.position_m[1] - y) < 0.01)""",
-        arg=[source, *xy], timeout=5_000)
-
-
-def ild_db(page) -> tuple[float, dict]:
-    """Left minus right level of B's received mix around 1 kHz (dB), and the levels."""
-    levels = page.evaluate("band => spatialjam.levels(band)", BAND_HZ)
-    return levels["left_db"] - levels["right_db"], levels
-
-
-def settle_ild(page, wanted) -> tuple[float, dict]:
-    """The first ILD reading, at least SETTLE_S after a move, for which ``wanted`` holds."""
-    time.sleep(SETTLE_S)
-    deadline = time.monotonic() + VERDICT_S
-    while True:
-        ild, levels = ild_db(page)
-        if wanted(ild) or time.monotonic() > deadline:
-            return ild, levels
-        time.sleep(0.25)
-
-
-def place_b_at_the_centre_facing_front(jam: Jam) -> None:
-    b = jam.b
-    drag(b, jam.b_id, (0.0, 0.0))
-    wait_for_stage_position(jam.a, jam.b_id, (0.0, 0.0))
-    b.click("#face-front")
-    b.keyboard.press("ArrowLeft")  # keys turn the head: left is positive yaw
-    assert b.evaluate("spatialjam.headYawDeg") == 5
-    b.click("#face-front")
-    assert b.evaluate("spatialjam.headYawDeg") == 0
-    assert b.text_content("#yaw-value") == "0° (front)"
 
 
 def test_dragging_a_on_bs_stage_moves_the_tone_between_bs_ears(jam):

@@ -7,7 +7,8 @@ the mix list. What is checked is what the musician sees (the join screen's messa
 disabled controls) and what the server did (the ``room_state`` the admin's page received).
 
 Needs Debian's ``chromium`` at /usr/bin/chromium and the ``playwright`` Python package, as
-``tests/test_browser.py`` (whose launch settings and stage helpers this module uses).
+``tests/e2e/test_browser.py`` (whose launch settings and stage helpers, in
+``tests/helpers/browser.py``, this module uses).
 """
 
 from __future__ import annotations
@@ -24,15 +25,14 @@ import pytest
 from bench.serverproc import ServerProcess
 from server.web.access import read_secret_file, write_new_secret
 from signaling.access import LEEWAY_S, mint
-from tests.test_access import mint_for
-from tests.test_browser import (
+from tests.helpers.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     VIEWPORT,
     drag,
-    pytestmark,  # noqa: F401  (skipped without chromium, as there)
     wait_for_stage_position,
 )
+from tests.helpers.live import mint_for
 
 ROOM = "band"
 #: How long the page that joins with a token about to run out may take to join.

@@ -3,7 +3,8 @@ and Stop, the finished recording appears in the list, and its link downloads the
 the page's own microphone (a fake capture device playing a tone).
 
 Needs Debian's ``chromium`` at /usr/bin/chromium and the ``playwright`` Python package, as
-``tests/test_browser.py`` (whose launch settings and join helper this module uses).
+``tests/e2e/test_browser.py`` (whose launch settings and join helper, in
+``tests/helpers/browser.py``, this module uses).
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ import soundfile
 
 from bench.serverproc import ServerProcess
 from hrtf.constants import SAMPLE_RATE
-from tests.test_browser import (
+from tests.helpers.audio import band_envelope
+from tests.helpers.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     join,
-    pytestmark,  # noqa: F401  (skipped without chromium, as there)
     write_wav,
 )
-from tests.test_recording import band_envelope
 
 TONE_HZ = 1000.0
 

@@ -8,7 +8,8 @@ reason is shown in the panel), toggle the reference mode (plain panning: the ton
 left) and, as the room's admin (open rooms grant it), choose a room preset.
 
 Needs Debian's ``chromium`` at /usr/bin/chromium and the ``playwright`` Python package, as
-``tests/test_browser.py`` (whose launch settings this module uses).
+``tests/e2e/test_browser.py`` (whose launch settings, in ``tests/helpers/browser.py``, this
+module uses).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sofar
 
 from bench.serverproc import ServerProcess
 from hrtf.sofa import default_sofa_path
-from tests.test_browser import (
+from tests.helpers.browser import (
     BAND_HZ,
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -30,7 +31,6 @@ from tests.test_browser import (
     TONE_HZ,
     VERDICT_S,
     VIEWPORT,
-    pytestmark,  # noqa: F401  (skipped without chromium, as there)
     write_wav,
 )
 

@@ -5,11 +5,10 @@ Playwright driver while they are open."""
 from __future__ import annotations
 
 from bench.serverproc import ServerProcess
-from tests.test_browser import (  # noqa: F401 (pytestmark: skipped without Chromium)
+from tests.helpers.browser import (
     drag,
     open_jam,
     place_b_at_the_centre_facing_front,
-    pytestmark,
     settle_ild,
     wait_for_stage_position,
 )

@@ -1,6 +1,7 @@
-"""Shared by the hostile-input tests (``tests/test_fuzz_*.py``, ``tests/test_hostile_audio.py``):
-a room of two bots that must keep hearing each other while something attacks the server, what
-they hear, and what the server's ``/metrics`` says.
+"""Shared by the hostile-input tests (``tests/integration/test_fuzz_*.py``,
+``tests/integration/test_hostile_audio.py``): a room of two bots that must keep hearing each
+other while something attacks the server, what they hear, and what the server's ``/metrics``
+says.
 
 Bot A plays a 700 Hz tone and bot B a 1100 Hz one; each hears the other's (its own voice is
 left out of its mix). A tone's level is read from a Hann-windowed spectrum, so the other

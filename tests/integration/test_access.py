@@ -17,7 +17,6 @@ from pathlib import Path
 
 import jwt
 import pytest
-import websockets
 
 from bench.bot import Bot, tone
 from bench.serverproc import ServerProcess
@@ -31,9 +30,10 @@ from server.web.access import (
 )
 from signaling.access import GRANTS, OPEN, AccessError, mint, verify
 from signaling.errors import ErrorCode
-from tests.test_live_room import band_level_db, heard
+from tests.helpers.audio import band_level_db
+from tests.helpers.live import handshake_refusal, heard, mint_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = b"s" * 40
 NOW = 1_800_000_000.0
 
@@ -220,22 +220,6 @@ def locked_server(tmp_path_factory):
     secret_file = write_new_secret(tmp_path_factory.mktemp("secret") / "secret")
     with ServerProcess("--secret-file", str(secret_file)) as srv:
         yield srv, read_secret_file(secret_file)
-
-
-def mint_for(secret: bytes, room: str, identity: str, *grants: str, ttl_s=600.0) -> str:
-    return mint(secret, room=room, identity=identity, grants=grants or ("join", "publish"),
-                ttl_s=ttl_s, now=time.time())
-
-
-def handshake_refusal(url: str) -> tuple[int, dict]:
-    async def attempt():
-        with pytest.raises(websockets.InvalidStatus) as caught:
-            async with websockets.connect(url):
-                pass
-        response = caught.value.response
-        return response.status_code, json.loads(response.body)
-
-    return asyncio.run(attempt())
 
 
 @pytest.mark.parametrize(("make", "code"), [

@@ -7,18 +7,17 @@ new one, the AI plays again, and B's mix never misses a frame meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
 import urllib.request
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from bench.bot import Bot
 from bench.serverproc import ServerProcess
+from tests.helpers.audio import rms_db
+from tests.helpers.live import metrics, sidecar_pids, wait_for
 
 FRAME_S = 0.020
 
@@ -27,41 +26,6 @@ FRAME_S = 0.020
 def server():
     with ServerProcess() as srv:
         yield srv
-
-
-def metrics(srv) -> dict[str, float]:
-    text = urllib.request.urlopen(f"{srv.http}/metrics", timeout=5).read().decode()
-    return {line.split()[0].removeprefix("spatialjam_"): float(line.split()[1])
-            for line in text.splitlines() if line and not line.startswith("#")}
-
-
-def sidecar_pids(server_pid: int) -> list[int]:
-    """The server's children running the AI sidecar."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == server_pid and b"ai_accompany.sidecar" in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
-async def wait_for(predicate, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(step)
-    return value
-
-
-def rms_db(stereo: np.ndarray) -> float:
-    return 10 * np.log10(np.mean(stereo.astype(np.float64) ** 2) + 1e-20)
 
 
 async def test_an_ai_musician_plays_survives_its_sidecar_dying_and_leaves(server):

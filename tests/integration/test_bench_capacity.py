@@ -29,7 +29,7 @@ from bench.capacity import (
 from bench.lightbot import ArrivalCounter, StreamWindow, encode_loop, music
 from hrtf.constants import FRAME
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # /proc accounting ---------------------------------------------------------------------------

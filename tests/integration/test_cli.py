@@ -18,7 +18,7 @@ from hrtf.sofa import default_sofa_path
 from server.cli import main
 from server.cli.render import read_wav_mono
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

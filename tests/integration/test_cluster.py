@@ -15,7 +15,7 @@ import redis
 from server.rooms.room import Room
 from server.rooms.store import RedisRoomStore, saved_from_json, saved_to_json
 from server.routing.cluster import Cluster, ClusterError, check_redis_url
-from tests.test_persistence import a_band, restored
+from tests.helpers.rooms import a_band, restored
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed (make test installs it)")

@@ -17,7 +17,7 @@ from bench.capacity import parse_metrics
 from bench.serverproc import ServerProcess
 from server.web.admission import ConnectionLimits, client_key
 from server.web.replies import same_origin
-from tests.hostile import TRIED, report_tried
+from tests.helpers.hostile import TRIED, report_tried
 
 PER_IP = 4
 TOTAL = 6

@@ -44,9 +44,10 @@ from server.rooms.hub import Hub
 from server.tick.runner import MAX_FAILED_TICKS, TickFailures
 from server.web.app import ServerState, warm_up
 from signaling.session import CLOSE_SERVER_ERROR
-from tests.test_ai_room import metrics, rms_db, sidecar_pids, wait_for
+from tests.helpers.audio import rms_db
+from tests.helpers.live import metrics, sidecar_pids, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TONE_HZ = 1000.0
 #: The clicks of a bot in its own process (bench.clicks) are 2 kHz bursts.
 CLICK_HZ = 2000.0
@@ -327,8 +328,9 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_room_plays_on(serv
 
 @pytest.mark.slow
 async def test_the_humans_mixes_flow_while_the_ai_sidecar_hangs_and_dies(server):
-    """tests/test_ai_room.py counts the frames that arrive while the sidecar is killed; here
-    it hangs (SIGSTOP) and then dies (SIGKILL), and B's mix is checked packet by packet.
+    """tests/integration/test_ai_room.py counts the frames that arrive while the sidecar is
+    killed; here it hangs (SIGSTOP) and then dies (SIGKILL), and B's mix is checked packet by
+    packet.
 
     A new sidecar takes a whole core for about 1.2 s as it warms up (models, kernels): on 2
     cores the server then waits for a CPU now and then, and that wait is discounted like any

@@ -34,7 +34,7 @@ from server.media.jitter import JitterBuffer
 from server.media.opus import OpusEncoder
 from server.media.sdp import opus_payload_types
 from server.media.uplink import PacketTap, UplinkDecoder
-from tests.hostile import (
+from tests.helpers.hostile import (
     MAX_SKIPPED_SHARE,
     TRIED,
     HearingPair,

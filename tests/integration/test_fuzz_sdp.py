@@ -25,7 +25,7 @@ from bench.bot import Bot, SignalTrack, silence, tone
 from bench.serverproc import ServerProcess
 from server.media.sdp import MAX_ICE_CANDIDATES, MAX_MEDIA_SECTIONS, offer_problem
 from signaling import limits
-from tests.hostile import TONE_A_HZ, TONE_B_HZ, TRIED, HearingPair, report_tried, tone_db
+from tests.helpers.hostile import TONE_A_HZ, TONE_B_HZ, TRIED, HearingPair, report_tried, tone_db
 
 #: Python's own words, which a refusal must not lead with (a person cannot act on them).
 PYTHON_SPEAKING = re.compile(r"NoneType|has no attribute|not in list|index out of range|"

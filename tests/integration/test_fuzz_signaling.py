@@ -4,7 +4,7 @@ schemas and then broken, and a real server under a rogue WebSocket while a room 
 The core (``parse_message``, ``SignalingSession``) must refuse every bad message with a stable
 ``ErrorCode`` and a one-line ASCII message naming what was wrong, accept every message the
 schemas allow, keep its state machine, rate limit and strike count exactly, and raise nothing
-else. ``tests/test_signaling_messages.py`` and ``tests/test_signaling_session.py`` fuzz
+else. ``tests/unit/test_signaling_messages.py`` and ``tests/unit/test_signaling_session.py`` fuzz
 arbitrary text and JSON; here the inputs are valid messages with one thing broken, so the
 refusals must be the precise ones.
 """
@@ -36,7 +36,7 @@ from signaling.messages import CLIENT_MESSAGES, AiAdd, Join, Leave, Ping, parse_
 from signaling.server_messages import Member, Placement, RoomState
 from signaling.session import CLOSE_POLICY_VIOLATION, SessionLimits, SignalingSession, State
 from signaling.wire import encode
-from tests.hostile import (
+from tests.helpers.hostile import (
     MAX_SKIPPED_SHARE,
     TRIED,
     HearingPair,

@@ -16,7 +16,7 @@ import pytest
 from bench.bot import Bot, silence, tone
 from bench.serverproc import ServerProcess
 from hrtf.constants import SAMPLE_RATE
-from tests.hostile import TRIED, metrics_delta, report_tried, tone_db
+from tests.helpers.hostile import TRIED, metrics_delta, report_tried, tone_db
 
 TONE_HZ = 700.0
 SETTLE_S = 1.0

@@ -21,7 +21,6 @@ import pytest
 import pytest_asyncio
 import sofar
 import websockets
-from scipy.signal import butter, sosfilt
 
 from bench.bot import Bot
 from bench.serverproc import ServerProcess
@@ -32,15 +31,11 @@ from server.rooms.hrtf_uploads import MAX_PARSES, HrtfRegistry, HrtfUploads, Upl
 from signaling.limits import MAX_HRTF_UPLOAD_BYTES, MAX_UPLOAD_CHUNK_BYTES
 from signaling.render_messages import HrtfUpload
 from signaling.session import SignalingSession, State
-from tests.test_sofa_loading import hand_written
+from tests.helpers.audio import SAME_DB, TONES_HZ, band_ilds_db, tones
+from tests.helpers.sofa import hand_written
 
-#: The tones S plays (Hz); band levels are measured around each.
-TONES_HZ = (500.0, 1000.0, 2000.0, 4000.0, 6000.0)
 SETTLE_S = 0.8
 LISTEN_S = 0.8
-#: Opus at 128 kbit/s keeps interaural level differences to about half a decibel; a listener
-#: whose rendering did not change must measure the same within this (dB, every band).
-SAME_DB = 1.0
 ROOM = "ears"
 #: The live tests share one server and one room, on one event loop.
 live = pytest.mark.asyncio(loop_scope="module")
@@ -231,27 +226,6 @@ async def test_a_busy_server_and_a_hasty_uploader_are_refused_without_harm(tmp_p
 
 
 # a live room -------------------------------------------------------------------------------------
-
-def tones(start: int, n: int) -> np.ndarray:
-    t = (start + np.arange(n)) / SAMPLE_RATE
-    return sum(0.08 * np.sin(2 * np.pi * f * t) for f in TONES_HZ).astype(np.float32)
-
-
-def band_levels_db(stereo: np.ndarray) -> np.ndarray:
-    """Each ear's level (dB) in a band around each of :data:`TONES_HZ`: shape (bands, 2)."""
-    out = []
-    for f in TONES_HZ:
-        sos = butter(4, [f * 0.85, f * 1.18], btype="band", fs=SAMPLE_RATE, output="sos")
-        y = sosfilt(sos, stereo.astype(np.float64), axis=0)[2400:]
-        out.append(10 * np.log10(np.mean(y**2, axis=0) + 1e-20))
-    return np.array(out)
-
-
-def band_ilds_db(stereo: np.ndarray) -> np.ndarray:
-    """Left minus right level (dB) in a band around each of :data:`TONES_HZ`."""
-    levels = band_levels_db(stereo)
-    return levels[:, 0] - levels[:, 1]
-
 
 def level_db(stereo: np.ndarray) -> float:
     return float(10 * np.log10(np.mean(stereo.astype(np.float64) ** 2) + 1e-20))

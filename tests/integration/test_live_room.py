@@ -11,14 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from scipy.signal import butter, sosfilt
 
 from bench.bot import Bot, tone
 from bench.serverproc import ServerProcess
+from tests.helpers.audio import band_ild_db, band_level_db
+from tests.helpers.live import heard
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: KEMAR's level difference at 90° is about 6 dB at 1 kHz and about 10 dB at 2 kHz.
 TONE_HZ = 2000.0
 SETTLE_S = 0.8
@@ -29,23 +29,6 @@ LISTEN_S = 0.6
 def server():
     with ServerProcess() as srv:
         yield srv.ws, srv.port
-
-
-def band_ild_db(stereo: np.ndarray, freq: float = 2000.0) -> float:
-    sos = butter(4, [freq * 0.8, freq * 1.25], btype="band", fs=48_000, output="sos")
-    y = sosfilt(sos, stereo.astype(np.float64), axis=0)[2400:]
-    return 10 * np.log10(np.mean(y[:, 0] ** 2) / np.mean(y[:, 1] ** 2))
-
-
-def band_level_db(stereo: np.ndarray, freq: float = 2000.0) -> float:
-    sos = butter(4, [freq * 0.8, freq * 1.25], btype="band", fs=48_000, output="sos")
-    y = sosfilt(sos, stereo.astype(np.float64), axis=0)[2400:]
-    return 10 * np.log10(np.mean(y**2) + 1e-20)
-
-
-async def heard(bot: Bot) -> np.ndarray:
-    await asyncio.sleep(SETTLE_S)
-    return await bot.listen(LISTEN_S)
 
 
 async def test_three_bots_hear_each_other_where_the_stage_and_their_mixes_say(server):

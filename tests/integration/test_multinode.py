@@ -18,7 +18,7 @@ import redis
 
 from bench.bot import Bot, tone
 from bench.serverproc import ServerProcess
-from tests.test_live_room import band_ild_db, band_level_db
+from tests.helpers.audio import band_ild_db, band_level_db
 
 TONE_HZ = 1000.0
 SETTLE_S = 1.0

@@ -5,8 +5,9 @@ Unit tests drive :class:`server.rooms.room.Room` (snapshot and restore, no I/O) 
 real ``spatialjam serve`` processes with ``--state`` in ``tmp_path`` and real aiortc bots: a
 room is set up, the server gets SIGTERM, a new server opens the same file, and the bots come
 back with their seats to the same places and the same personal mix (heard, not only read).
-Also: a server killed without warning keeps what was edited before, a corrupt file is moved
-aside, and the web client (real Chromium) rejoins its seat after the restart it was told of.
+Also: a server killed without warning keeps what was edited before, and a corrupt file is
+moved aside. The web client (real Chromium) rejoining its seat after the restart it was told of:
+tests/e2e/test_browser_persistence.py.
 """
 
 from __future__ import annotations
@@ -26,32 +27,13 @@ from bench.bot import Bot, tone
 from bench.serverproc import ServerProcess
 from server.rooms.room import Room, SavedMix, SavedRoom, SavedSeat
 from server.rooms.store import RoomStore, default_state_path, open_store
-from tests.test_live_room import band_ild_db, band_level_db
+from tests.helpers.audio import band_ild_db, band_level_db
+from tests.helpers.rooms import a_band, restored
 
 TONE_HZ = 2000.0
 OTHER_HZ = 1000.0
 SETTLE_S = 0.8
 LISTEN_S = 0.8
-
-
-def a_band() -> tuple[Room, dict]:
-    """Three members with stage places, facing, self-monitoring and personal settings."""
-    room = Room("band", capacity=4)
-    a, b, c = room.join("Ann", "violin"), room.join("Bo", "drums"), room.join("Cy")
-    room.move_source(a.id, (0.0, -2.0, 1.2))
-    room.turn_source(b.id, -90.0, 10.0)
-    room.set_override(b.id, a.id, position=(0.0, 2.0, 1.2), gain=0.5)
-    room.set_override(b.id, c.id, mute=True)
-    room.set_override(c.id, a.id, gain=2.0)
-    room.set_self_monitor(a.id, True)
-    room.set_head_pose(b.id, 45.0)  # transient: not kept
-    return room, {"a": a, "b": b, "c": c}
-
-
-def restored(room: Room) -> Room:
-    fresh = Room(room.name, capacity=room.capacity)
-    assert fresh.restore(room.snapshot().saved()) == []
-    return fresh
 
 
 # -- the room: snapshot and restore (no I/O) ------------------------------------------------
@@ -435,57 +417,3 @@ async def test_a_corrupt_state_file_is_moved_aside_and_the_server_works(tmp_path
         assert [(s.seat, s.position_m) for s in saved.seats] == [(seat, (1.0, 1.0, 1.2))]
     finally:
         store.close()
-
-
-#: Records every text the page shows in its status line and its notices, as it changes.
-SHOWN = """
-window.shown = [];
-const observe = (element) => new MutationObserver(() => {
-  for (const node of [element, ...element.children]) window.shown.push(node.textContent);
-}).observe(element, {childList: true, characterData: true, subtree: true});
-observe(document.querySelector('#status'));
-observe(document.querySelector('#toasts'));
-"""
-
-
-def test_the_web_client_shows_the_restart_and_rejoins_its_seat_after_the_hint(tmp_path):
-    """Real Chromium: the page says the server is restarting, then comes back to its seat."""
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, join, write_wav
-
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    state = str(tmp_path / "rooms.sqlite3")
-    mic = write_wav(tmp_path / "silence.wav", np.zeros(48_000))
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                    args=[*CHROMIUM_ARGS,
-                                          f"--use-file-for-fake-audio-capture={mic}"])
-        try:
-            first = ServerProcess("--state", state)
-            with first:
-                page = join(browser, first.http, "Ada", "Cello", [])
-                me = page.evaluate("spatialjam.participant")
-                page.evaluate(f"spatialjam.send({{type: 'move_source', source: '{me}', "
-                              "position_m: [1.5, -0.5, 1.2]})")
-                page.wait_for_function(
-                    "id => spatialjam.state.stage.some(s => s.source === id "
-                    "&& s.position_m[0] === 1.5)", arg=me, timeout=5_000)
-                rejoins = page.evaluate("spatialjam.state.rejoins")
-                page.evaluate(SHOWN)
-                assert first.stop() == 0
-            second = ServerProcess("--state", state)
-            second.port = first.port  # the page reconnects where it was
-            with second:
-                page.wait_for_function(
-                    "n => spatialjam.state.rejoins > n && spatialjam.peerState() === 'connected'",
-                    arg=rejoins, timeout=30_000)
-                assert page.evaluate("spatialjam.participant") == me
-                mine = page.evaluate(
-                    "id => spatialjam.state.stage.find(s => s.source === id).position_m", me)
-                assert mine == [1.5, -0.5, 1.2]
-                shown = page.evaluate("window.shown")
-                assert any(text.startswith("Server restarting") for text in shown), shown
-                assert any(text.startswith("server_closing") for text in shown), shown
-        finally:
-            browser.close()

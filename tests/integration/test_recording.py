@@ -27,8 +27,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import soundfile
-from scipy.ndimage import uniform_filter1d
-from scipy.signal import butter, sosfiltfilt, welch
+from scipy.signal import welch
 
 from ai_accompany.midi import NoteLog, read_midi
 from bench.bot import Bot, tone
@@ -43,8 +42,9 @@ from server.web.access import read_secret_file, write_new_secret
 from signaling.access import mint
 from signaling.recording_messages import ListRecordings, StartRecording, StopRecording
 from signaling.session import SignalingSession
+from tests.helpers.audio import band_envelope
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TONES = {"Ada": 500.0, "Bo": 800.0, "Cy": 1300.0}
 
 
@@ -350,14 +350,6 @@ def tone_db(x: np.ndarray, freq: float) -> float:
     f, psd = welch(x, SAMPLE_RATE, nperseg=4096)
     band = (f > freq * 0.97) & (f < freq * 1.03)
     return 10 * np.log10(psd[band].sum() + 1e-30)
-
-
-def band_envelope(x: np.ndarray, freq: float) -> np.ndarray:
-    """RMS over 2 ms of ``x`` (mono or stereo) in a band around ``freq``, zero phase."""
-    sos = butter(4, [freq / 1.15, freq * 1.15], btype="band", fs=SAMPLE_RATE, output="sos")
-    y = sosfiltfilt(sos, np.asarray(x, np.float64), axis=0)
-    power = y**2 if y.ndim == 1 else (y**2).sum(axis=1)
-    return np.sqrt(uniform_filter1d(power, 96))
 
 
 def onset(x: np.ndarray, freq: float, after: int = 0) -> int:

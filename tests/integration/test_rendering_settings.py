@@ -28,8 +28,8 @@ from server.rooms.room import Room
 from server.rooms.store import _SCHEMA as SCHEMA_V1
 from server.rooms.store import SCHEMA_VERSION, RoomStore
 from server.web.access import read_secret_file, write_new_secret
-from tests.test_access import mint_for
-from tests.test_hrtf_upload import SAME_DB, TONES_HZ, band_ilds_db, band_levels_db
+from tests.helpers.audio import SAME_DB, TONES_HZ, band_ilds_db, band_levels_db
+from tests.helpers.live import mint_for
 
 SETTLE_S = 1.0
 LISTEN_S = 1.5

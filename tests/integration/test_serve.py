@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.serverproc import ServerProcess
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def get(url: str) -> tuple[int, str]:

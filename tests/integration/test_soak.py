@@ -25,7 +25,7 @@ from bench.soak import (
 )
 from server.web.app import process_gauges
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # the verdict on made-up series -----------------------------------------------------------------

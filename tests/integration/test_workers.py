@@ -30,8 +30,8 @@ from server.cli.main import main
 from server.routing.placement import MIN_ROOM_LOAD, RoomPlacement
 from server.telemetry import aggregate
 from server.web.access import read_secret_file, write_new_secret
-from tests.test_access import handshake_refusal, mint_for
-from tests.test_hrtf_upload import SAME_DB, TONES_HZ, band_ilds_db, band_levels_db, tones
+from tests.helpers.audio import SAME_DB, TONES_HZ, band_ilds_db, band_levels_db, tones
+from tests.helpers.live import handshake_refusal, mint_for
 
 SETTLE_S = 1.0
 LISTEN_S = 1.5

@@ -8,7 +8,7 @@ from scipy.signal import correlate, correlation_lags
 
 from dsp.offline import render_mono
 from hrtf.constants import SAMPLE_RATE
-from tests.conftest import white_noise
+from tests.helpers.audio import white_noise
 
 SKIP = 4800  # first 0.1 s: the history fills up
 

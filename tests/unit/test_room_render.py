@@ -61,7 +61,7 @@ def test_early_reflections_sit_at_the_image_source_delays(kemar, max_order):
     predicted = np.round(extra_m * SAMPLE_RATE / SPEED_OF_SOUND_M_S).astype(int)
     found = np.flatnonzero(early > 1e-6 * early.max())
     assert set(found) == set(predicted), "spikes off the image-source delays"
-    # the levels: tests/test_image_sources.py checks each image's gain before panning
+    # the levels: tests/unit/test_image_sources.py checks each image's gain before panning
 
 
 def schroeder_rt60(signal: np.ndarray, lo_db=-5.0, hi_db=-25.0) -> float:

@@ -25,7 +25,7 @@ from signaling.server_messages import (
 )
 from signaling.wire import encode
 
-PROTOCOL = (Path(__file__).parent.parent / "docs" / "PROTOCOL.md").read_text()
+PROTOCOL = (Path(__file__).parents[2] / "docs" / "PROTOCOL.md").read_text()
 BLOCKS = re.findall(r"^```json (\w+)(?: (\w+))?\n(.*?)\n```$", PROTOCOL, re.DOTALL | re.MULTILINE)
 CLIENT = [text for tag, _, text in BLOCKS if tag == "client"]
 SERVER = [text for tag, _, text in BLOCKS if tag == "server"]

@@ -1,0 +1,73 @@
+"""Around a live ``spatialjam serve``: what a bot hears, access tokens and refused handshakes,
+the server's ``/metrics``, its AI sidecar processes, waiting for a condition."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import websockets
+
+from bench.bot import Bot
+from signaling.access import mint
+
+#: Time for a move or a join to reach the ears before listening, and how long to listen.
+SETTLE_S = 0.8
+LISTEN_S = 0.6
+
+
+async def heard(bot: Bot) -> np.ndarray:
+    await asyncio.sleep(SETTLE_S)
+    return await bot.listen(LISTEN_S)
+
+
+def mint_for(secret: bytes, room: str, identity: str, *grants: str, ttl_s=600.0) -> str:
+    return mint(secret, room=room, identity=identity, grants=grants or ("join", "publish"),
+                ttl_s=ttl_s, now=time.time())
+
+
+def handshake_refusal(url: str) -> tuple[int, dict]:
+    async def attempt():
+        with pytest.raises(websockets.InvalidStatus) as caught:
+            async with websockets.connect(url):
+                pass
+        response = caught.value.response
+        return response.status_code, json.loads(response.body)
+
+    return asyncio.run(attempt())
+
+
+def metrics(srv) -> dict[str, float]:
+    text = urllib.request.urlopen(f"{srv.http}/metrics", timeout=5).read().decode()
+    return {line.split()[0].removeprefix("spatialjam_"): float(line.split()[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def sidecar_pids(server_pid: int) -> list[int]:
+    """The server's children running the AI sidecar."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == server_pid and b"ai_accompany.sidecar" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+async def wait_for(predicate, timeout: float, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(step)
+    return value

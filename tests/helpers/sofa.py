@@ -1,0 +1,55 @@
+"""SOFA-like files written by hand, variable by variable, as a broken writer might."""
+
+from __future__ import annotations
+
+import netCDF4
+import numpy as np
+
+
+def hand_written(
+    path,
+    *,
+    shape=(6, 2, 32),
+    position_rows=None,
+    rate=48_000.0,
+    ir=None,
+    write_data=True,
+    omit=(),
+    attributes=None,
+):
+    """A SOFA-like netCDF-4 file written variable by variable, as a broken writer might.
+
+    ``write_data=False`` declares the variables without storing their values, so that huge
+    declared sizes cost nothing on disk.
+    """
+    m, r, n = shape
+    rows = m if position_rows is None else position_rows
+    attrs = {
+        "Conventions": "SOFA",
+        "SOFAConventions": "SimpleFreeFieldHRIR",
+        "SOFAConventionsVersion": "1.0",
+        "DataType": "FIR",
+    }
+    attrs.update(attributes or {})
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
+        ds.setncatts({k: v for k, v in attrs.items() if v is not None})
+        for name, size in {"M": m, "R": r, "N": n, "C": 3, "I": 1, "P": rows}.items():
+            ds.createDimension(name, size)
+        if "SourcePosition" not in omit:
+            pos = ds.createVariable("SourcePosition", "f8", ("P", "C"))
+            pos.Type = "spherical"
+            pos.Units = "degree, degree, metre"
+            if write_data:
+                azimuth = np.linspace(0, 360, rows, endpoint=False)
+                pos[:] = np.column_stack([azimuth, np.zeros(rows), np.ones(rows)])
+        if "Data.IR" not in omit:
+            data = ds.createVariable("Data.IR", "f8", ("M", "R", "N"), zlib=True)
+            if write_data:
+                if ir is None:
+                    ir = np.zeros(shape)
+                    ir[:, :, 0] = 1.0
+                data[:] = ir
+        if "Data.SamplingRate" not in omit:
+            ds.createVariable("Data.SamplingRate", "f8", ("I",))[:] = [rate]
+        ds.createVariable("Data.Delay", "f8", ("I", "R"))[:] = np.zeros((1, r))
+    return path
