@@ -11,7 +11,7 @@ ARGS ?=
 CHROMIUM := /usr/bin/chromium
 REDIS := /usr/bin/redis-server
 
-.PHONY: serve test lint bench clean-venv
+.PHONY: serve test test-unit test-integration test-e2e lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,20 @@ lint: $(STAMP)
 
 test: $(STAMP) $(TRAIN_STAMP) $(CHROMIUM) $(REDIS) lint
 	$(BIN)/python -m pytest $(ARGS)
+
+# One tier at a time (`make test` runs them all, and bench/'s tests). Unit: no servers, sockets
+# or child processes, and without the tests marked slow (they run in `make test`): under two
+# minutes on a shared 2-core machine, with neither chromium, Redis nor the train extra.
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -m "not slow" $(ARGS)
+
+# Real servers, aiortc bots, Redis, child processes.
+test-integration: $(STAMP) $(REDIS)
+	$(BIN)/python -m pytest tests/integration $(ARGS)
+
+# Real Chromium against real servers.
+test-e2e: $(STAMP) $(CHROMIUM)
+	$(BIN)/python -m pytest tests/e2e $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench --benchmark-enable --benchmark-only $(ARGS)

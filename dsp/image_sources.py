@@ -11,7 +11,7 @@ having met no wall, the low wall, the high wall, and both walls (twice) respecti
 combines one choice per axis; its order is the number of walls met, its gain the product of
 those walls' pressure reflection coefficients :math:`\\beta = \\sqrt{1 - \\alpha}`. Order ≤ 1
 gives the 6 first-order images, order ≤ 2 adds 18 more: the set pyroomacoustics' image-source
-model gives for the same room (``tests/test_image_sources.py`` checks it).
+model gives for the same room (``tests/unit/test_image_sources.py`` checks it).
 
 Each tick, for every (listener, source) pair and every image, :func:`image_taps` computes
 

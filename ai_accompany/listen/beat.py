@@ -31,10 +31,10 @@ metronome runs from the start of the stream before it), the loop corrects the ph
 the phase check above still applies.
 
 Delay: none on the prediction side — ``next_beat`` is always in the future. Measured by
-``tests/test_listen.py`` (click tracks, 16 kHz): locked 13–21 ms after the third click (the onset
-delay), so the fourth beat is already predicted; from then on predictions (the last made before
-each beat) are within 0.4 ms of the true beats at a steady 100 BPM, 0.1 ms at 72 BPM, 0.6 ms at
-127 BPM, and 3.4 ms while the tempo drifts 100 → 104 BPM over 20 s (a drift of ``ΔP`` per beat
+``tests/unit/test_listen.py`` (click tracks, 16 kHz): locked 13–21 ms after the third click (the
+onset delay), so the fourth beat is already predicted; from then on predictions (the last made
+before each beat) are within 0.4 ms of the true beats at a steady 100 BPM, 0.1 ms at 72 BPM, 0.6 ms
+at 127 BPM, and 3.4 ms while the tempo drifts 100 → 104 BPM over 20 s (a drift of ``ΔP`` per beat
 lags by ``ΔP/β``). After a jump from 100 to 130 BPM every beat from the 7th on is within 2 ms.
 """
 

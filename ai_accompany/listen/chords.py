@@ -9,7 +9,7 @@ times a small prior that lets a plain triad win a near tie with a four-note chor
 chord changes when another has scored higher by :data:`MARGIN` for :data:`HOLD_BLOCKS`
 consecutive blocks; below :data:`SILENCE_DB` there is no chord.
 
-Delay, measured by ``tests/test_listen.py::test_chords_and_key_of_a_progression``
+Delay, measured by ``tests/unit/test_listen.py::test_chords_and_key_of_a_progression``
 (C–Am–F–G twice, harmonic tones, one chord per 2 s): the new chord is named in the block that
 ends 140 ms after the change (median; the 256 ms chroma frame must hold mostly the new chord),
 240 ms for F → G, which passes through G7 while the F still rings in the frame; from 300 ms after

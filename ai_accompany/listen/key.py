@@ -9,7 +9,7 @@ C major for seconds at a time (their minor profile rates many scale degrees high
 keep C major ahead by 0.18 or more throughout. A key is reported once :data:`SETTLE_S` of sound
 has been heard, and changes when another key has led for :data:`HOLD_S`.
 
-Delay, measured by ``tests/test_listen.py``: C major is named once 2 s of C–Am–F–G have been
+Delay, measured by ``tests/unit/test_listen.py``: C major is named once 2 s of C–Am–F–G have been
 heard and kept for the rest of the progression; Am–Dm–E–Am comes out as A minor.
 """
 

@@ -2,7 +2,7 @@
 
 A pure core (no I/O, no threads, no clock of its own): the sidecar feeds it the blocks the
 server sends, each with the room sample of its first sample, and reads what it heard. Stages and
-their delays (each measured in ``tests/test_listen.py`` and stated in its module):
+their delays (each measured in ``tests/unit/test_listen.py`` and stated in its module):
 
 ========================  ====================================================================
 stage                     delay

@@ -20,7 +20,7 @@ amplitude the onset added to the signal there (unlike the flux, independent of h
 attack the detecting frame caught). Timing on the prediction error rather than on the signal's
 energy brings the 95th percentile of the time-stamp error on ringing plucks from 10 ms to 5 ms.
 
-Delay, measured by ``tests/test_listen.py::test_plucks_are_found_and_timed`` (60 plucked
+Delay, measured by ``tests/unit/test_listen.py::test_plucks_are_found_and_timed`` (60 plucked
 harmonic tones ringing over each other and a little noise, 16 kHz; all found, one false): the
 time stamp is off the true onset by 0.09 ms (median), 4.6 ms (95th percentile), 9.7 ms at worst
 (a soft low note under louder ones); the onset is reported with the block that ends 3.6–27.7 ms

@@ -13,7 +13,7 @@ parabola through ``d'`` at ``τ−1, τ, τ+1``. The confidence is ``1 − d'(τ
 periodic tone, near 0 for noise; the lead pitch is reported only from :data:`VOICED_CONFIDENCE`
 up and above :data:`SILENCE_DB`.
 
-Delay, measured by ``tests/test_listen.py::test_yin_follows_a_melody`` (24 notes of 250 ms,
+Delay, measured by ``tests/unit/test_listen.py::test_yin_follows_a_melody`` (24 notes of 250 ms,
 82–988 Hz, 8 harmonics): the estimate describes the last 40 ms, centred 20 ms before the block's
 end; after a note change the reported pitch is within half a semitone of the new note in the
 block that ends 20–50 ms after it (median 40 ms: the window must hold mostly the new note). Once

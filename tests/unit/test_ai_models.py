@@ -239,6 +239,7 @@ def test_sample_with_a_tiny_top_p_takes_the_most_likely_allowed_token():
     assert models.sample(log_probs, allowed, 0.0, 1.0, rng) == 2
 
 
+@pytest.mark.slow  # every model over every held-out chorale: about a minute
 def test_eval_json_has_every_field_for_every_model(capsys):
     assert cli_main(["ai", "eval", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -267,6 +268,7 @@ def test_heldout_chorales_are_the_fixed_split():
     assert load_heldout().ids == sorted(split)
 
 
+@pytest.mark.slow  # torch (the train extra), a training run and an ONNX export
 def test_a_tiny_training_run_exports_loadable_models(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
