@@ -14,6 +14,7 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from aiortc import RTCPeerConnection
 from websockets.asyncio.server import ServerConnection
@@ -23,6 +24,10 @@ from server.tick.runner import RoomRunner
 from signaling.access import OPEN, Access
 from signaling.limits import SIGNALING_SEND_BUFFER
 from signaling.session import CLOSE_POLICY_VIOLATION, SignalingSession
+
+if TYPE_CHECKING:
+    from server.ai.bridge import AiBridge
+    from server.rooms.rendering import Renderings
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +102,21 @@ class Participant:
         while True:
             text = await self.outbox.get()
             await self.ws.send(text)
+
+
+class RoomHost(Protocol):
+    """What a room's message handlers (stage, admin, AI musician) need of the process's rooms:
+    :class:`~server.rooms.hub.Hub` is the one implementation."""
+
+    rooms: dict[str, LiveRoom]
+    renderings: Renderings
+    ai: AiBridge
+
+    def broadcast(self, live: LiveRoom, exclude: Participant | None = None) -> None:
+        """Send the room's ``room_state`` to its members (but ``exclude``)."""
+
+    def save_soon(self, live: LiveRoom) -> None:
+        """Have the room's state saved within the store's interval."""
+
+    async def evict(self, p: Participant, code: int, reason: str) -> None:
+        """Take ``p`` out of its room now and close its connection with ``code``."""
