@@ -1,10 +1,13 @@
 """``/metrics`` declared once (:mod:`server.telemetry.metrics`): a process's exposition, read
 back, is what the hand-written one said before (same names, labels, kinds, help and values);
-every metric a server declares is in it, as declared; a help text is changed in one place."""
+every metric a server declares is in it, as declared; names and help texts are written nowhere
+else."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +18,8 @@ from server.rooms.hub import Hub
 from server.telemetry import metrics as m
 from server.telemetry.collect import ClockCounts
 from server.web.app import ServerState
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_read_gives_back_what_the_exposition_wrote():
@@ -226,3 +231,24 @@ async def test_every_metric_a_server_declares_is_in_its_exposition_as_declared(k
             (metric.label,) if metric.label else ()}
         assert all(s.name == m.PREFIX + metric.name for s in family.samples)  # no _created
     assert set(m.read(text)) == set(served)
+
+
+def string_literals(path: Path) -> set[str]:
+    return {node.value for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+
+
+def test_names_and_help_texts_are_written_in_the_declarations_only():
+    """No module of the server, nor the capacity bench, spells a metric's help text, its name
+    with the prefix, or a counter's name: they import the declaration. Plain words that are
+    also gauges' names (``rooms``, ``up``…) are fields of /healthz and of the bench's steps."""
+    declared = ROOT / "server" / "telemetry" / "metrics.py"
+    helps = {metric.help for metric in m.METRICS}
+    counters = {metric.name for metric in m.METRICS if metric.kind == "counter"}
+    for path in [*(ROOT / "server").rglob("*.py"), ROOT / "bench" / "capacity.py"]:
+        if path == declared:
+            continue
+        written = {s for s in string_literals(path)
+                   if s in helps or s in counters or s.startswith(m.PREFIX)}
+        assert not written, f"{path.relative_to(ROOT)} spells {sorted(written)}"
+    assert helps <= string_literals(declared)
