@@ -78,6 +78,7 @@ import numpy as np
 from bench.report import print_report, pyplot, result_paths, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME_MS
+from server.telemetry import metrics
 from server.web.admission import MAX_CONNECTIONS_PER_IP
 
 SETTLE_S = 2.0
@@ -95,14 +96,14 @@ LOOP_SATURATED_PCT = 85.0
 MACHINE_SATURATED_PCT = 95.0
 #: The overload governor's threshold (``server.tick.overload``): ticks above it degrade mixes.
 TICK_HIGH_MS = 0.75 * FRAME_MS
-COUNTERS = {  # step field: /metrics counter
-    "ticks": "ticks_total",
-    "late_ticks": "late_ticks_total",
-    "skipped_ticks": "skipped_ticks_total",
-    "tick_overruns": "tick_overruns_total",
-    "overload_degradations": "overload_degradations_total",
-    "culled_pairs": "culled_pairs_total",
-    "concealed_frames": "concealed_frames_total",
+COUNTERS = {  # step field: /metrics counter (server.telemetry.metrics declares them)
+    "ticks": metrics.TICKS.name,
+    "late_ticks": metrics.LATE_TICKS.name,
+    "skipped_ticks": metrics.SKIPPED_TICKS.name,
+    "tick_overruns": metrics.TICK_OVERRUNS.name,
+    "overload_degradations": metrics.OVERLOAD_DEGRADATIONS.name,
+    "culled_pairs": metrics.CULLED_PAIRS.name,
+    "concealed_frames": metrics.CONCEALED_FRAMES.name,
 }
 
 
@@ -200,13 +201,12 @@ def usage(before: Snapshot, after: Snapshot) -> dict:
 # what the server and the bots say ------------------------------------------------------------
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """``/metrics`` (Prometheus text) as ``{name without the spatialjam_ prefix: value}``."""
-    values = {}
-    for line in text.splitlines():
-        if line.startswith("spatialjam_"):
-            name, value = line.split()
-            values[name.removeprefix("spatialjam_")] = float(value)
-    missing = [m for m in (*COUNTERS.values(), "participants", "rooms") if m not in values]
+    """``/metrics`` (Prometheus text) as ``{series without the spatialjam_ prefix: value}``
+    (:func:`server.telemetry.metrics.flatten`: ``ticks_total``,
+    ``dropped_packets_total{reason="malformed_opus"}``)."""
+    values = metrics.flatten(metrics.read(text))
+    missing = [m for m in (*COUNTERS.values(), metrics.PARTICIPANTS.name, metrics.ROOMS.name)
+               if m not in values]
     if missing:
         raise RuntimeError(f"the server's /metrics has no {', '.join(missing)}")
     return values
@@ -465,7 +465,8 @@ def measure_step(phase: str, server: ServerProcess, fleet: BotFleet, join_errors
     time.sleep(hold_s)
     after, m1 = snapshot(serving, pids), fetch_metrics(server.http)
     reports = fleet.report()
-    step = {"phase": phase, "participants": int(m1["participants"]), "rooms": int(m1["rooms"]),
+    step = {"phase": phase, "participants": int(m1[metrics.PARTICIPANTS.name]),
+            "rooms": int(m1[metrics.ROOMS.name]),
             "bots": len(reports), "settle_s": settled_s, "hold_s": round(after.at - before.at, 2),
             "join_errors": len(join_errors)}
     step.update({key: int(m1[name] - m0[name]) for key, name in COUNTERS.items()})

@@ -51,19 +51,6 @@ class LiveRoom:
     seats_by_identity: dict[str, str] = field(default_factory=dict)
 
 
-def clock_counters(runner: RoomRunner) -> dict[str, int]:
-    """A room clock's counters for ``/metrics`` (the hub keeps them when the room closes)."""
-    schedule, aligner = runner.schedule, runner.aligner
-    return {"ticks_total": runner.stats.ticks, "tick_overruns_total": runner.stats.overruns,
-            "late_ticks_total": schedule.late_ticks if schedule else 0,
-            "skipped_ticks_total": schedule.skipped_ticks if schedule else 0,
-            "overload_degradations_total": runner.governor.degradations,
-            "culled_pairs_total": runner.culled_pairs,
-            "clock_phase_shifts_total": aligner.shifts if aligner else 0,
-            "tick_errors_total": runner.failures.total,
-            "rooms_failed_total": int(runner.gave_up)}
-
-
 class Participant:
     """One signaling connection and, once joined, its member, peer and media."""
 
