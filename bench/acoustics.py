@@ -251,7 +251,7 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def run_acoustics_bench(args: argparse.Namespace) -> int:
-    from server.cli.main import hrtf_spec
+    from server.cli.args import hrtf_spec
     from server.errors import CliError
 
     try:

@@ -162,7 +162,7 @@ def format_report(r: dict) -> str:
 
 
 def run_mixer_bench(args: argparse.Namespace) -> int:
-    from server.cli.main import hrtf_spec
+    from server.cli.args import hrtf_spec
     from server.errors import CliError
 
     hrirs = load_hrtf(hrtf_spec(args))
