@@ -84,8 +84,9 @@ from pathlib import Path
 import numpy as np
 import uvloop
 
-from bench.capacity import fetch_metrics, rss_bytes
+from bench.capacity import fetch_metrics
 from bench.lightbot import LOOP_S, LightBot, encode_loop, music
+from bench.procstat import resources
 from bench.report import print_report, pyplot, result_paths, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from server.web.admission import MAX_CONNECTIONS_PER_IP
@@ -117,7 +118,6 @@ WARMUP_MAX_S = 120.0
 RSS_WARMUP_S = 120.0
 #: Checkpoints at each end of the judged window whose median is compared.
 ENDS = 3
-MIB = 2**20
 
 
 @dataclass(frozen=True)
@@ -136,25 +136,6 @@ LIMITS = Limits()
 
 class SoakError(RuntimeError):
     """The soak could not go on (a bot could not join, the server died)."""
-
-
-# /proc ---------------------------------------------------------------------------------------
-
-def status_kib(status_text: str, key: str) -> int:
-    """A ``kB`` field (``VmHWM``, ``VmRSS``) of a ``/proc/PID/status``, in KiB."""
-    for line in status_text.splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1])
-    raise ValueError(f"no {key} line in the status text (has the process exited?)")
-
-
-def resources(pid: int, proc: Path = Path("/proc")) -> dict:
-    """``rss_mib``, ``peak_rss_mib`` (``VmHWM``), ``fds`` and ``threads`` of process ``pid``."""
-    base = proc / str(pid)
-    status = (base / "status").read_text()
-    return {"rss_mib": round(rss_bytes(status) / MIB, 2),
-            "peak_rss_mib": round(status_kib(status, "VmHWM") / 1024, 2),
-            "fds": len(os.listdir(base / "fd")), "threads": len(os.listdir(base / "task"))}
 
 
 # the verdict ---------------------------------------------------------------------------------
