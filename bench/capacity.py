@@ -75,9 +75,10 @@ import numpy as np
 
 from bench.fleet import BotFleet
 from bench.procstat import snapshot, usage
-from bench.report import print_report, pyplot, result_paths, save_figure
+from bench.report import pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ServerProcess
 from hrtf.constants import FRAME_MS
+from server.errors import CliError
 from server.web.admission import MAX_CONNECTIONS_PER_IP
 
 SETTLE_S = 2.0
@@ -467,15 +468,11 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
 
 
 def run_capacity_bench(args: argparse.Namespace) -> int:
-    from server.errors import CliError
-
     if args.rooms_of > args.max_bots:
         raise CliError(f"--rooms-of {args.rooms_of} is more than --max-bots {args.max_bots}")
-    try:
-        report = capacity_benchmark(args.max_bots, args.step, args.hold, args.rooms_of,
-                                    args.bots_per_process, workers=args.workers)
-    except (RuntimeError, OSError) as exc:
-        raise CliError(str(exc)) from None
-    paths = write_results(report, Path(args.out))
-    print_report(report, args.json, paths, summary_lines, table)
+    run_bench(lambda: capacity_benchmark(args.max_bots, args.step, args.hold, args.rooms_of,
+                                         args.bots_per_process, workers=args.workers),
+              lambda report: [*summary_lines(report), "", *table(report)], args.json,
+              write=lambda report: write_results(report, Path(args.out)),
+              errors=(RuntimeError, OSError))
     return 0

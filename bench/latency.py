@@ -41,7 +41,7 @@ from bench.clicks import (
 from bench.clicks import (
     delay_summary as summary,
 )
-from bench.report import pyplot, result_paths, save_figure
+from bench.report import pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME
 from server.media.uplink import bypass_receiver_buffer, receiver_of
@@ -190,23 +190,17 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
-def run_latency_bench(args: argparse.Namespace) -> int:
-    from server.errors import CliError
+def report_lines(report: dict) -> list[str]:
+    s, stock, own = (report["through_server_ms"], report["p2p_stock_aiortc_ms"],
+                     report["p2p_own_receive_ms"])
+    return [f"through the server : p50 {s.get('p50')} ms, p95 {s.get('p95')} ms, "
+            f"p99 {s.get('p99')} ms ({s.get('clicks')} clicks)",
+            f"p2p, stock aiortc  : p50 {stock.get('p50')} ms, p95 {stock.get('p95')} ms",
+            f"p2p, own receive   : p50 {own.get('p50')} ms, p95 {own.get('p95')} ms",
+            f"server stages (ms) : {report['server_stages_ms']}"]
 
-    try:
-        report = latency_benchmark(args.bots, args.seconds)
-    except RuntimeError as exc:
-        raise CliError(str(exc)) from None
-    paths = write_results(report, Path(args.out))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        s, stock, own = (report["through_server_ms"], report["p2p_stock_aiortc_ms"],
-                         report["p2p_own_receive_ms"])
-        print(f"through the server : p50 {s.get('p50')} ms, p95 {s.get('p95')} ms, "
-              f"p99 {s.get('p99')} ms ({s.get('clicks')} clicks)")
-        print(f"p2p, stock aiortc  : p50 {stock.get('p50')} ms, p95 {stock.get('p95')} ms")
-        print(f"p2p, own receive   : p50 {own.get('p50')} ms, p95 {own.get('p95')} ms")
-        print(f"server stages (ms) : {report['server_stages_ms']}")
-        print("wrote " + ", ".join(str(p) for p in paths))
+
+def run_latency_bench(args: argparse.Namespace) -> int:
+    run_bench(lambda: latency_benchmark(args.bots, args.seconds), report_lines, args.json,
+              write=lambda report: write_results(report, Path(args.out)))
     return 0

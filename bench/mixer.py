@@ -11,7 +11,6 @@ separately with ``scipy.signal.oaconvolve``, per ear, per tick. Both are timed w
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -19,6 +18,7 @@ import time
 import numpy as np
 import scipy.signal
 
+from bench.report import run_bench
 from dsp.geometry import Scene
 from dsp.renderer import Renderer
 from hrtf.constants import FRAME, FRAME_MS
@@ -142,7 +142,7 @@ def mixer_benchmark(hrirs: HrirSet, listeners: int, sources: int, ticks: int,
     return report
 
 
-def format_report(r: dict) -> str:
+def report_lines(r: dict) -> list[str]:
     lines = [
         f"mixer: {r['listeners']} listeners × {r['sources']} sources on {r['device']} "
         f"({r['hrtf']}, {r['taps']} taps, FFT {r['nfft']})",
@@ -158,18 +158,14 @@ def format_report(r: dict) -> str:
             f"  speed-up             : ×{r['speedup_static']} static, "
             f"×{r['speedup_moving']} moving",
         ]
-    return "\n".join(lines)
+    return lines
 
 
 def run_mixer_bench(args: argparse.Namespace) -> int:
     from server.cli.args import hrtf_spec
-    from server.errors import CliError
 
     hrirs = load_hrtf(hrtf_spec(args))
-    try:
-        report = mixer_benchmark(hrirs, args.listeners, args.sources, args.ticks,
-                                 args.baseline_ticks, args.device)
-    except RuntimeError as exc:
-        raise CliError(str(exc)) from None
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    run_bench(lambda: mixer_benchmark(hrirs, args.listeners, args.sources, args.ticks,
+                                      args.baseline_ticks, args.device),
+              report_lines, args.json)
     return 0

@@ -40,7 +40,7 @@ import numpy as np
 from bench.bot import Bot, silence
 from bench.clicks import clicks, delay_summary, found_click_times, sent_click_times, stream_times
 from bench.impair import CLEAN, PROFILES, Impairment, LegCounts, Relay
-from bench.report import pyplot, result_paths, save_figure
+from bench.report import pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME, SAMPLE_RATE
 
@@ -290,18 +290,9 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
 
 
 def run_network_bench(args: argparse.Namespace) -> int:
-    from server.errors import CliError
-
-    try:
-        report = network_benchmark(args.profiles, args.seconds, args.tail, args.legs, args.seed)
-    except RuntimeError as exc:
-        raise CliError(str(exc)) from None
-    paths = write_results(report, Path(args.out))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join(table(report)))
-        print("wrote " + ", ".join(str(p) for p in paths))
+    run_bench(lambda: network_benchmark(args.profiles, args.seconds, args.tail, args.legs,
+                                        args.seed),
+              table, args.json, write=lambda report: write_results(report, Path(args.out)))
     return 0
 
 

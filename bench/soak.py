@@ -82,8 +82,9 @@ import uvloop
 
 from bench.churn import EMPTY_ROOM_GRACE_S, SETTLE_S, Soak, SoakError
 from bench.procstat import resources
-from bench.report import print_report, pyplot, result_paths, save_figure
+from bench.report import pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ServerProcess
+from server.errors import CliError
 from server.web.admission import MAX_CONNECTIONS_PER_IP
 
 WARMUP_FRACTION = 1 / 3
@@ -353,14 +354,10 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
 
 
 def run_soak_bench(args: argparse.Namespace) -> int:
-    from server.errors import CliError
-
-    try:
-        report = soak_benchmark(args.minutes, args.bots, args.rooms, args.seed)
-    except (RuntimeError, OSError) as exc:
-        raise CliError(str(exc)) from None
-    paths = write_results(report, Path(args.out))
-    print_report(report, args.json, paths, summary_lines, table)
+    report = run_bench(lambda: soak_benchmark(args.minutes, args.bots, args.rooms, args.seed),
+                       lambda report: [*summary_lines(report), "", *table(report)], args.json,
+                       write=lambda report: write_results(report, Path(args.out)),
+                       errors=(RuntimeError, OSError))
     if report["failure"]:
         raise CliError(f"soak failed: {report['failure']}")
     if report["leaks"]:
