@@ -43,7 +43,9 @@ from dsp.room_model import RoomModel, room_model
 from hrtf.constants import FRAME, FRAME_MS, SAMPLE_RATE
 from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
+from server.cli.args import add_device_arg, add_hrtf_args, count, hrtf_spec
 from server.errors import CliError
+from signaling.limits import ROOM_PRESETS
 
 SIZES = ((10, 10), (20, 20), (50, 50))
 MOTIONS = ("static", "moving")
@@ -251,9 +253,19 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(sizes)
 
 
-def run_acoustics_bench(args: argparse.Namespace) -> int:
-    from server.cli.args import hrtf_spec
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``spatialjam bench acoustics``'s options; the command runs :func:`run_acoustics_bench`."""
+    parser.add_argument("--preset", choices=ROOM_PRESETS, default="rehearsal-room")
+    parser.add_argument("--ticks", type=count("ticks", 1, 100_000), default=100)
+    parser.add_argument("--sizes", default="10x10,20x20,50x50", metavar="LxS,...",
+                        help="listeners×sources per case (default 10x10,20x20,50x50)")
+    add_hrtf_args(parser)
+    add_device_arg(parser)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(run=run_acoustics_bench)
 
+
+def run_acoustics_bench(args: argparse.Namespace) -> int:
     try:
         sizes = parse_sizes(args.sizes)
     except ValueError as exc:

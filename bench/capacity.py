@@ -78,6 +78,7 @@ from bench.procstat import snapshot, usage
 from bench.report import pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ServerProcess
 from hrtf.constants import FRAME_MS
+from server.cli.args import MAX_WORKERS, count, finite
 from server.errors import CliError
 from server.web.admission import MAX_CONNECTIONS_PER_IP
 
@@ -256,9 +257,9 @@ def one_room_plan(max_bots: int, step: int) -> list[list[tuple[str, str]]]:
     if not counts or counts[-1] != max_bots:
         counts.append(max_bots)
     plan, have = [], 0
-    for count in counts:
-        plan.append([("one-room", f"bot{k}") for k in range(have, count)])
-        have = count
+    for total in counts:
+        plan.append([("one-room", f"bot{k}") for k in range(have, total)])
+        have = total
     return plan
 
 
@@ -465,6 +466,27 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
         ax.set_xlabel("participants")
     save_figure(fig, [ticks, cpu], paths[2], legend_size=8)
     return paths
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``spatialjam bench capacity``'s options; the command runs :func:`run_capacity_bench`."""
+    parser.add_argument("--max-bots", type=count("max bots", 2, 256), default=60, metavar="N",
+                        help="stop each phase here (default 60)")
+    parser.add_argument("--step", type=count("step", 1, 256), default=5, metavar="S",
+                        help="participants added per step (default 5)")
+    parser.add_argument("--hold", type=finite("hold", 1, 600), default=5.0,
+                        metavar="SECONDS", help="measured window per step (default 5)")
+    parser.add_argument("--rooms-of", type=count("rooms of", 1, 256), default=4, metavar="K",
+                        help="participants per room in the many-rooms phase (default 4)")
+    parser.add_argument("--bots-per-process", type=count("bots per process", 1, 64),
+                        default=10, metavar="B", help="bots sharing one process (default 10)")
+    parser.add_argument("--workers", type=count("workers", 1, MAX_WORKERS), default=1,
+                        metavar="W", help="the server's processes, as serve --workers "
+                        "(default 1: one process)")
+    parser.add_argument("--out", default="bench/results", metavar="DIR",
+                        help="where the JSON, PNG and markdown go (default bench/results)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(run=run_capacity_bench)
 
 
 def run_capacity_bench(args: argparse.Namespace) -> int:

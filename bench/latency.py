@@ -44,6 +44,7 @@ from bench.clicks import (
 from bench.report import pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME
+from server.cli.args import count, finite
 from server.media.uplink import bypass_receiver_buffer, receiver_of
 
 RESULTS = ROOT / "bench" / "results"
@@ -198,6 +199,16 @@ def report_lines(report: dict) -> list[str]:
             f"p2p, stock aiortc  : p50 {stock.get('p50')} ms, p95 {stock.get('p95')} ms",
             f"p2p, own receive   : p50 {own.get('p50')} ms, p95 {own.get('p95')} ms",
             f"server stages (ms) : {report['server_stages_ms']}"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``spatialjam bench latency``'s options; the command runs :func:`run_latency_bench`."""
+    parser.add_argument("--bots", type=count("bots", 2, 32), default=2)
+    parser.add_argument("--seconds", type=finite("seconds", 2, 3600), default=10.0)
+    parser.add_argument("--out", default="bench/results", metavar="DIR",
+                        help="where the JSON, PNG and markdown go (default bench/results)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(run=run_latency_bench)
 
 
 def run_latency_bench(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from dsp.renderer import Renderer
 from hrtf.constants import FRAME, FRAME_MS
 from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
+from server.cli.args import add_device_arg, add_hrtf_args, count, hrtf_spec
 
 STAGE_HALF_WIDTH_M = 5.0
 
@@ -161,9 +162,19 @@ def report_lines(r: dict) -> list[str]:
     return lines
 
 
-def run_mixer_bench(args: argparse.Namespace) -> int:
-    from server.cli.args import hrtf_spec
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``spatialjam bench mixer``'s options; the command runs :func:`run_mixer_bench`."""
+    parser.add_argument("--listeners", type=count("listeners", 1, 10_000), default=50)
+    parser.add_argument("--sources", type=count("sources", 1, 10_000), default=50)
+    parser.add_argument("--ticks", type=count("ticks", 1, 100_000), default=100)
+    parser.add_argument("--baseline-ticks", type=count("baseline ticks", 0, 1000), default=3)
+    add_hrtf_args(parser)
+    add_device_arg(parser)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(run=run_mixer_bench)
 
+
+def run_mixer_bench(args: argparse.Namespace) -> int:
     hrirs = load_hrtf(hrtf_spec(args))
     run_bench(lambda: mixer_benchmark(hrirs, args.listeners, args.sources, args.ticks,
                                       args.baseline_ticks, args.device),

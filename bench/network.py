@@ -43,6 +43,7 @@ from bench.impair import CLEAN, PROFILES, Impairment, LegCounts, Relay
 from bench.report import pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME, SAMPLE_RATE
+from server.cli.args import count, finite
 
 FRAME_S = FRAME / SAMPLE_RATE
 LEAD_S = 3.0
@@ -287,6 +288,23 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
     ax.set_ylabel("mouth-to-ear delay (ms)")
     save_figure(fig, [ax], paths[2], legend_size=8)
     return paths
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``spatialjam bench network``'s options; the command runs :func:`run_network_bench`."""
+    parser.add_argument("--seconds", type=finite("seconds", 2, 3600), default=10.0,
+                        help="length of the impaired period (default 10)")
+    parser.add_argument("--tail", type=finite("tail", 3, 600), default=8.0, metavar="SECONDS",
+                        help="clean seconds after it, to see the delay come back (default 8)")
+    parser.add_argument("--profiles", nargs="+", choices=list(PROFILES), default=list(PROFILES),
+                        metavar="PROFILE", help=f"any of {', '.join(PROFILES)} (default: all)")
+    parser.add_argument("--legs", choices=("both", "up", "down"), default="both",
+                        help="impair the speaker's uplink, the listener's downlink, or both")
+    parser.add_argument("--seed", type=count("seed", 0, 2**31 - 1), default=1)
+    parser.add_argument("--out", default="bench/results", metavar="DIR",
+                        help="where the JSON, PNG and markdown go (default bench/results)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(run=run_network_bench)
 
 
 def run_network_bench(args: argparse.Namespace) -> int:

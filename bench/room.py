@@ -35,6 +35,7 @@ from bench.clicks import (
 )
 from bench.report import run_bench
 from bench.serverproc import ServerProcess
+from server.cli.args import count, finite
 
 
 def one_way_delays_ms(sender: Bot, receiver: Bot, first_frame: int = 0) -> list[float]:
@@ -103,6 +104,14 @@ def report_lines(report: dict) -> list[str]:
             f"{report['late_ticks']}, skipped {report['skipped_ticks']}; one-way delay "
             f"bot→server→bot p50 {delay.get('p50')} ms, p95 {delay.get('p95')} ms "
             f"({report['clicks_heard']} clicks)"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``spatialjam bench room``'s options; the command runs :func:`run_room_bench`."""
+    parser.add_argument("--bots", type=count("bots", 2, 64), default=2)
+    parser.add_argument("--seconds", type=finite("seconds", 1, 3600), default=10.0)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(run=run_room_bench)
 
 
 def run_room_bench(args: argparse.Namespace) -> int:

@@ -84,6 +84,7 @@ from bench.churn import EMPTY_ROOM_GRACE_S, SETTLE_S, Soak, SoakError
 from bench.procstat import resources
 from bench.report import pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ServerProcess
+from server.cli.args import count, finite
 from server.errors import CliError
 from server.web.admission import MAX_CONNECTIONS_PER_IP
 
@@ -351,6 +352,21 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
         ax.set_xlabel("seconds")
     save_figure(fig, list(axes.flat), paths[2], legend_size=7)
     return paths
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``spatialjam bench soak``'s options; the command runs :func:`run_soak_bench`."""
+    parser.add_argument("--minutes", type=finite("minutes", 0.1, 1440), default=5.0,
+                        help="how long the churn goes on (default 5)")
+    parser.add_argument("--bots", type=count("bots", 3, 14), default=4, metavar="N",
+                        help="members each room returns to after every cycle (default 4)")
+    parser.add_argument("--rooms", type=count("rooms", 1, 8), default=2, metavar="R",
+                        help="rooms churning side by side (default 2)")
+    parser.add_argument("--seed", type=count("seed", 0, 2**31 - 1), default=1)
+    parser.add_argument("--out", default="bench/results", metavar="DIR",
+                        help="where the JSON, PNG and markdown go (default bench/results)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(run=run_soak_bench)
 
 
 def run_soak_bench(args: argparse.Namespace) -> int:

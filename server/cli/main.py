@@ -1,4 +1,6 @@
-"""The ``spatialjam`` command: ``serve``, ``render``, ``bench …``, ``ai eval``.
+"""The ``spatialjam`` command: ``serve``, ``token``, ``render``, ``ai …``, and the commands that
+other packages add through the ``spatialjam.commands`` entry points (:data:`PLUGIN_GROUP`):
+``bench …``, from ``bench/cli.py``.
 
 Every failure a user can cause (a missing file, a bad SOFA set, an argument out of range) ends
 in one line on stderr and a non-zero exit, never a traceback.
@@ -11,6 +13,7 @@ import importlib
 import logging
 import os
 import sys
+from importlib.metadata import EntryPoint, entry_points
 
 from server.cli.args import MAX_WORKERS, add_device_arg, add_hrtf_args, count, finite
 from server.cli.token import add_token_parser
@@ -20,6 +23,15 @@ from signaling.limits import ROOM_PRESETS
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+#: The entry-point group of the commands other packages add. Each entry point names a function
+#: ``register(subparsers)`` that adds its commands to ``spatialjam``'s subcommands; a command it
+#: adds sets ``run``, a function of the parsed arguments returning the exit status, as its
+#: parser's default.
+PLUGIN_GROUP = "spatialjam.commands"
+#: Said after a usage error when no entry point of :data:`PLUGIN_GROUP` is installed: the
+#: project was installed before pyproject.toml declared them, or not at all.
+NO_PLUGINS = (f"spatialjam: this install has no commands of the {PLUGIN_GROUP} entry points "
+              "(bench …): install the project again (make test, make serve or pip install -e .)")
 
 
 def _dims(text: str) -> tuple[float, float, float]:
@@ -32,6 +44,17 @@ def _dims(text: str) -> tuple[float, float, float]:
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"{text!r} is not three numbers X,Y,Z in metres")
     return values  # type: ignore[return-value]
+
+
+def plugin_commands() -> list[EntryPoint]:
+    """The installed entry points of :data:`PLUGIN_GROUP`, by name."""
+    return sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)
+
+
+def add_plugin_commands(sub: argparse._SubParsersAction) -> None:
+    """Let each entry point of :data:`PLUGIN_GROUP` add its commands to ``sub``."""
+    for ep in plugin_commands():
+        ep.load()(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,84 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="crossfeed-free reference: plain stereo panning instead of the HRTF")
     add_device_arg(render)
 
-    bench = sub.add_parser("bench", help="benchmarks")
-    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    mixer = bench_sub.add_parser(
-        "mixer", help="time the renderer's tick against a naive per-pair convolution")
-    mixer.add_argument("--listeners", type=count("listeners", 1, 10_000), default=50)
-    mixer.add_argument("--sources", type=count("sources", 1, 10_000), default=50)
-    mixer.add_argument("--ticks", type=count("ticks", 1, 100_000), default=100)
-    mixer.add_argument("--baseline-ticks", type=count("baseline ticks", 0, 1000), default=3)
-    add_hrtf_args(mixer)
-    add_device_arg(mixer)
-    mixer.add_argument("--json", action="store_true", help="print the results as JSON")
-    acoustics = bench_sub.add_parser(
-        "acoustics", help="the renderer's and the room tick's cost with room acoustics and without")
-    acoustics.add_argument("--preset", choices=ROOM_PRESETS, default="rehearsal-room")
-    acoustics.add_argument("--ticks", type=count("ticks", 1, 100_000), default=100)
-    acoustics.add_argument("--sizes", default="10x10,20x20,50x50", metavar="LxS,...",
-                           help="listeners×sources per case (default 10x10,20x20,50x50)")
-    add_hrtf_args(acoustics)
-    add_device_arg(acoustics)
-    acoustics.add_argument("--json", action="store_true", help="print the results as JSON")
-    room = bench_sub.add_parser(
-        "room", help="a live room of aiortc bots: tick time and one-way delay through the server")
-    room.add_argument("--bots", type=count("bots", 2, 64), default=2)
-    room.add_argument("--seconds", type=finite("seconds", 1, 3600), default=10.0)
-    room.add_argument("--json", action="store_true", help="print the results as JSON")
-    latency = bench_sub.add_parser(
-        "latency", help="mouth-to-ear through the server beside peer-to-peer baselines")
-    latency.add_argument("--bots", type=count("bots", 2, 32), default=2)
-    latency.add_argument("--seconds", type=finite("seconds", 2, 3600), default=10.0)
-    latency.add_argument("--out", default="bench/results", metavar="DIR",
-                         help="where the JSON, PNG and markdown go (default bench/results)")
-    latency.add_argument("--json", action="store_true", help="print the results as JSON")
-    from bench.impair import PROFILES
-
-    network = bench_sub.add_parser(
-        "network", help="delay, concealment and recovery under loss, jitter and reordering")
-    network.add_argument("--seconds", type=finite("seconds", 2, 3600), default=10.0,
-                         help="length of the impaired period (default 10)")
-    network.add_argument("--tail", type=finite("tail", 3, 600), default=8.0, metavar="SECONDS",
-                         help="clean seconds after it, to see the delay come back (default 8)")
-    network.add_argument("--profiles", nargs="+", choices=list(PROFILES), default=list(PROFILES),
-                         metavar="PROFILE", help=f"any of {', '.join(PROFILES)} (default: all)")
-    network.add_argument("--legs", choices=("both", "up", "down"), default="both",
-                         help="impair the speaker's uplink, the listener's downlink, or both")
-    network.add_argument("--seed", type=count("seed", 0, 2**31 - 1), default=1)
-    network.add_argument("--out", default="bench/results", metavar="DIR",
-                         help="where the JSON, PNG and markdown go (default bench/results)")
-    network.add_argument("--json", action="store_true", help="print the results as JSON")
-    capacity = bench_sub.add_parser(
-        "capacity", help="ramp bots into one room, then into many rooms, until real time fails")
-    capacity.add_argument("--max-bots", type=count("max bots", 2, 256), default=60, metavar="N",
-                          help="stop each phase here (default 60)")
-    capacity.add_argument("--step", type=count("step", 1, 256), default=5, metavar="S",
-                          help="participants added per step (default 5)")
-    capacity.add_argument("--hold", type=finite("hold", 1, 600), default=5.0,
-                          metavar="SECONDS", help="measured window per step (default 5)")
-    capacity.add_argument("--rooms-of", type=count("rooms of", 1, 256), default=4, metavar="K",
-                          help="participants per room in the many-rooms phase (default 4)")
-    capacity.add_argument("--bots-per-process", type=count("bots per process", 1, 64),
-                          default=10, metavar="B", help="bots sharing one process (default 10)")
-    capacity.add_argument("--workers", type=count("workers", 1, MAX_WORKERS), default=1,
-                          metavar="W", help="the server's processes, as serve --workers "
-                          "(default 1: one process)")
-    capacity.add_argument("--out", default="bench/results", metavar="DIR",
-                          help="where the JSON, PNG and markdown go (default bench/results)")
-    capacity.add_argument("--json", action="store_true", help="print the results as JSON")
-    soak = bench_sub.add_parser(
-        "soak", help="bots join, play, move, drop and rejoin for minutes: does the server leak?")
-    soak.add_argument("--minutes", type=finite("minutes", 0.1, 1440), default=5.0,
-                      help="how long the churn goes on (default 5)")
-    soak.add_argument("--bots", type=count("bots", 3, 14), default=4, metavar="N",
-                      help="members each room returns to after every cycle (default 4)")
-    soak.add_argument("--rooms", type=count("rooms", 1, 8), default=2, metavar="R",
-                      help="rooms churning side by side (default 2)")
-    soak.add_argument("--seed", type=count("seed", 0, 2**31 - 1), default=1)
-    soak.add_argument("--out", default="bench/results", metavar="DIR",
-                      help="where the JSON, PNG and markdown go (default bench/results)")
-    soak.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_plugin_commands(sub)
 
     ai = sub.add_parser("ai", help="the AI accompanist's models")
     ai_sub = ai.add_subparsers(dest="ai", required=True, metavar="AI_COMMAND")
@@ -247,20 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     ("token", None): "server.cli.token:run_token",
     ("render", None): "server.cli.render:run_render",
-    ("bench", "mixer"): "bench.mixer:run_mixer_bench",
-    ("bench", "acoustics"): "bench.acoustics:run_acoustics_bench",
-    ("bench", "room"): "bench.room:run_room_bench",
-    ("bench", "latency"): "bench.latency:run_latency_bench",
-    ("bench", "network"): "bench.network:run_network_bench",
-    ("bench", "capacity"): "bench.capacity:run_capacity_bench",
-    ("bench", "soak"): "bench.soak:run_soak_bench",
     ("ai", "demo"): "server.cli.ai_demo:run_ai_demo",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code == EXIT_USAGE and not plugin_commands():
+            print(NO_PLUGINS, file=sys.stderr)
+        raise
     quiet = logging.INFO if args.command == "serve" else logging.WARNING
     logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -289,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                               max_connections=args.max_connections,
                               acoustics=args.acoustics, announce=announce,
                               recordings_dir=args.recordings)
-        runner = COMMANDS.get((args.command, getattr(args, "bench", None)
-                               or getattr(args, "ai", None)))
+        if getattr(args, "run", None) is not None:  # a command of PLUGIN_GROUP
+            return args.run(args)
+        runner = COMMANDS.get((args.command, getattr(args, "ai", None)))
         if runner is not None:
             module, function = runner.split(":")
             return getattr(importlib.import_module(module), function)(args)
