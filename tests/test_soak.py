@@ -13,16 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.soak import (
-    LIMITS,
-    WARMUP_MIN_CYCLES,
-    Limits,
-    judge,
-    resources,
-    slope_per_min,
-    status_kib,
-    warmup_s,
-)
+from bench.procstat import resources, status_kib
+from bench.soak import LIMITS, WARMUP_MIN_CYCLES, Limits, judge, slope_per_min, warmup_s
 from server.telemetry import metrics as m
 from server.telemetry.collect import process_gauges
 

@@ -137,7 +137,7 @@ def test_worker_metrics_are_summed_series_by_series_and_worst_cases_kept():
 
 
 def test_the_capacity_bench_counts_the_front_and_its_workers_as_the_server():
-    from bench.capacity import Snapshot, snapshot, usage
+    from bench.procstat import Snapshot, snapshot, usage
 
     def snap(at, loops):
         return Snapshot(at=at, server_cpu_s=sum(loops) + 1.0 * at, loop_cpu_s=sum(loops),
