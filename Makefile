@@ -13,6 +13,9 @@ REDIS := /usr/bin/redis-server
 
 .PHONY: serve test test-unit test-integration test-e2e lint bench clean-venv
 
+# pyproject.toml's dependencies and entry points (the `spatialjam` script, and the
+# `spatialjam.commands` group through which bench/ adds `spatialjam bench`) reach .venv only by
+# installing the project, so any change to it installs again.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

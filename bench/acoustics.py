@@ -28,7 +28,6 @@ steadier measure of the work itself.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -36,6 +35,7 @@ import time
 import numba
 import numpy as np
 
+from bench.report import run_bench
 from dsp.geometry import EAR_HEIGHT_M, Scene
 from dsp.image_sources import image_recipes
 from dsp.renderer import Renderer
@@ -43,6 +43,9 @@ from dsp.room_model import RoomModel, room_model
 from hrtf.constants import FRAME, FRAME_MS, SAMPLE_RATE
 from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
+from server.cli.args import add_device_arg, add_hrtf_args, count, hrtf_spec
+from server.errors import CliError
+from signaling.limits import ROOM_PRESETS
 
 SIZES = ((10, 10), (20, 20), (50, 50))
 MOTIONS = ("static", "moving")
@@ -203,7 +206,7 @@ def acoustics_benchmark(hrirs: HrirSet, sizes=SIZES, preset: str = DEFAULT_PRESE
     }
 
 
-def format_report(r: dict) -> str:
+def report_lines(r: dict) -> list[str]:
     room = r["room"]
     dims = " × ".join(f"{d:g}" for d in room["dims_m"])
     lines = [
@@ -230,7 +233,7 @@ def format_report(r: dict) -> str:
             f"  {size:>7}  {c['motion']:<7} {cell(c['render_off_ms'])} "
             f"{cell(c['render_on_ms'])} {ratio(c, 'render')} {cell(c['tick_off_ms'])} "
             f"{cell(c['tick_on_ms'])} {ratio(c, 'tick')}")
-    return "\n".join(lines)
+    return lines
 
 
 def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
@@ -250,18 +253,25 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(sizes)
 
 
-def run_acoustics_bench(args: argparse.Namespace) -> int:
-    from server.cli.main import hrtf_spec
-    from server.errors import CliError
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``spatialjam bench acoustics``'s options; the command runs :func:`run_acoustics_bench`."""
+    parser.add_argument("--preset", choices=ROOM_PRESETS, default="rehearsal-room")
+    parser.add_argument("--ticks", type=count("ticks", 1, 100_000), default=100)
+    parser.add_argument("--sizes", default="10x10,20x20,50x50", metavar="LxS,...",
+                        help="listeners×sources per case (default 10x10,20x20,50x50)")
+    add_hrtf_args(parser)
+    add_device_arg(parser)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(run=run_acoustics_bench)
 
+
+def run_acoustics_bench(args: argparse.Namespace) -> int:
     try:
         sizes = parse_sizes(args.sizes)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     hrirs = load_hrtf(hrtf_spec(args))
-    try:
-        report = acoustics_benchmark(hrirs, sizes, args.preset, args.ticks, device=args.device)
-    except RuntimeError as exc:
-        raise CliError(str(exc)) from None
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    run_bench(lambda: acoustics_benchmark(hrirs, sizes, args.preset, args.ticks,
+                                          device=args.device),
+              report_lines, args.json)
     return 0

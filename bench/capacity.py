@@ -13,7 +13,8 @@ before workers existed):
 The bots are :class:`bench.lightbot.LightBot`\\ s, ``--bots-per-process`` to a process: real
 aiortc peers that join over signaling, send music (pre-encoded Opus, replayed in real time)
 and receive their personal mixes, counted packet by packet and decoded one packet in fifty
-(:mod:`bench.lightbot` says why and what that costs).
+(:mod:`bench.lightbot` says why and what that costs; :class:`bench.fleet.BotFleet` drives the
+processes).
 
 **A step** adds its bots and waits until each has heard its first packet, lets the rooms
 settle for :data:`SETTLE_S` and then until the overload governor has lifted any cap that the
@@ -61,23 +62,25 @@ a markdown table and a PNG (tick p95 and CPU against participants) under ``--out
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bench.report import print_report, pyplot, result_paths, save_figure
-from bench.serverproc import ROOT, ServerProcess
+from bench.fleet import BotFleet
+from bench.procstat import snapshot, usage
+from bench.report import pyplot, result_paths, run_bench, save_figure
+from bench.serverproc import ServerProcess
 from hrtf.constants import FRAME_MS
+from server.cli.args import MAX_WORKERS, count, finite
+from server.errors import CliError
+from server.telemetry import metrics
 from server.web.admission import MAX_CONNECTIONS_PER_IP
 
 SETTLE_S = 2.0
@@ -87,7 +90,6 @@ CALM_TIMEOUT_S = 15.0
 #: A failed step is measured once more before the phase stops (the machine is shared).
 RETRIES = 1
 TICKS_PER_S = 1000 / FRAME_MS
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: An event loop thread this busy (% of one core) has no headroom left: it cannot use a
 #: second core, however many the machine has.
 LOOP_SATURATED_PCT = 85.0
@@ -95,118 +97,26 @@ LOOP_SATURATED_PCT = 85.0
 MACHINE_SATURATED_PCT = 95.0
 #: The overload governor's threshold (``server.tick.overload``): ticks above it degrade mixes.
 TICK_HIGH_MS = 0.75 * FRAME_MS
-COUNTERS = {  # step field: /metrics counter
-    "ticks": "ticks_total",
-    "late_ticks": "late_ticks_total",
-    "skipped_ticks": "skipped_ticks_total",
-    "tick_overruns": "tick_overruns_total",
-    "overload_degradations": "overload_degradations_total",
-    "culled_pairs": "culled_pairs_total",
-    "concealed_frames": "concealed_frames_total",
+COUNTERS = {  # step field: /metrics counter (server.telemetry.metrics declares them)
+    "ticks": metrics.TICKS.name,
+    "late_ticks": metrics.LATE_TICKS.name,
+    "skipped_ticks": metrics.SKIPPED_TICKS.name,
+    "tick_overruns": metrics.TICK_OVERRUNS.name,
+    "overload_degradations": metrics.OVERLOAD_DEGRADATIONS.name,
+    "culled_pairs": metrics.CULLED_PAIRS.name,
+    "concealed_frames": metrics.CONCEALED_FRAMES.name,
 }
-
-
-# /proc accounting -------------------------------------------------------------------------
-
-def cpu_seconds(stat_text: str, clk_tck: int = CLK_TCK) -> float:
-    """User + system CPU seconds from a ``/proc/PID/stat`` (or ``/proc/PID/task/TID/stat``).
-
-    Fields are counted after the last ``)``, since the command name may hold spaces and
-    parentheses: utime and stime, fields 14 and 15 in proc(5), are the 12th and 13th after it.
-    """
-    fields = stat_text.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / clk_tck
-
-
-def rss_bytes(status_text: str) -> int:
-    """Resident set size from a ``/proc/PID/status`` (its ``VmRSS`` line, in kB)."""
-    for line in status_text.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise ValueError("no VmRSS line in the status text (has the process exited?)")
-
-
-def machine_jiffies(stat_text: str) -> tuple[int, int]:
-    """``(busy, total)`` jiffies of all CPUs from ``/proc/stat``: idle and iowait are not busy.
-
-    The first line holds user nice system idle iowait irq softirq steal (guest time is already
-    inside user).
-    """
-    fields = [int(v) for v in stat_text.splitlines()[0].split()[1:9]]
-    total = sum(fields)
-    return total - fields[3] - fields[4], total
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """CPU seconds and memory at one moment (``at``, ``time.monotonic()``)."""
-
-    at: float
-    server_cpu_s: float
-    loop_cpu_s: float
-    server_rss: int
-    bots_cpu_s: float
-    machine_busy: int
-    machine_total: int
-    #: Each server process's event loop thread (``serve --workers``: the front, then each
-    #: worker); ``loop_cpu_s`` is their sum.
-    loops_cpu_s: tuple[float, ...] = ()
-
-
-def snapshot(server_pids: int | list[int], bot_pids: list[int],
-             proc: Path = Path("/proc")) -> Snapshot:
-    def read(*parts) -> str:
-        return proc.joinpath(*map(str, parts)).read_text()
-
-    pids = [server_pids] if isinstance(server_pids, int) else server_pids
-    bots = 0.0
-    for pid in bot_pids:
-        with contextlib.suppress(OSError):  # a bot process that exited counts nothing
-            bots += cpu_seconds(read(pid, "stat"))
-    busy, total = machine_jiffies(read("stat"))
-    loops = tuple(cpu_seconds(read(pid, "task", pid, "stat")) for pid in pids)
-    return Snapshot(at=time.monotonic(),
-                    server_cpu_s=sum(cpu_seconds(read(pid, "stat")) for pid in pids),
-                    loop_cpu_s=sum(loops), loops_cpu_s=loops,
-                    server_rss=sum(rss_bytes(read(pid, "status")) for pid in pids),
-                    bots_cpu_s=bots, machine_busy=busy, machine_total=total)
-
-
-def usage(before: Snapshot, after: Snapshot) -> dict:
-    """CPU between two snapshots, in % of one core (100: one core busy), except
-    ``machine_busy_pct`` (% of all cores); RSS at the end, in MiB. With several server
-    processes, ``loop_cpu_pct`` is the busiest event loop thread's and ``loops_cpu_pct`` lists
-    each one's."""
-    wall = after.at - before.at
-    if wall <= 0:
-        raise ValueError("the snapshots are not in time order")
-    server = after.server_cpu_s - before.server_cpu_s
-    loop = after.loop_cpu_s - before.loop_cpu_s
-    loops = [a - b for a, b in zip(after.loops_cpu_s, before.loops_cpu_s, strict=True)]
-    jiffies = after.machine_total - before.machine_total
-    return {
-        "server_cpu_pct": round(100 * server / wall, 1),
-        "loop_cpu_pct": round(100 * (max(loops) if len(loops) > 1 else loop) / wall, 1),
-        **({"loops_cpu_pct": [round(100 * x / wall, 1) for x in loops]}
-           if len(loops) > 1 else {}),
-        "off_loop_cpu_pct": round(100 * (server - loop) / wall, 1),
-        "rss_mb": round(after.server_rss / 2**20, 1),
-        "bots_cpu_pct": round(100 * (after.bots_cpu_s - before.bots_cpu_s) / wall, 1),
-        "machine_busy_pct": round(100 * (after.machine_busy - before.machine_busy) / jiffies, 1)
-        if jiffies > 0 else 0.0,
-    }
 
 
 # what the server and the bots say ------------------------------------------------------------
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """``/metrics`` (Prometheus text) as ``{name without the spatialjam_ prefix: value}``."""
-    values = {}
-    for line in text.splitlines():
-        if line.startswith("spatialjam_"):
-            name, value = line.split()
-            values[name.removeprefix("spatialjam_")] = float(value)
-    missing = [m for m in (*COUNTERS.values(), "participants", "rooms") if m not in values]
+    """``/metrics`` (Prometheus text) as ``{series without the spatialjam_ prefix: value}``
+    (:func:`server.telemetry.metrics.flatten`: ``ticks_total``,
+    ``dropped_packets_total{reason="malformed_opus"}``)."""
+    values = metrics.flatten(metrics.read(text))
+    missing = [m for m in (*COUNTERS.values(), metrics.PARTICIPANTS.name, metrics.ROOMS.name)
+               if m not in values]
     if missing:
         raise RuntimeError(f"the server's /metrics has no {', '.join(missing)}")
     return values
@@ -347,9 +257,9 @@ def one_room_plan(max_bots: int, step: int) -> list[list[tuple[str, str]]]:
     if not counts or counts[-1] != max_bots:
         counts.append(max_bots)
     plan, have = [], 0
-    for count in counts:
-        plan.append([("one-room", f"bot{k}") for k in range(have, count)])
-        have = count
+    for total in counts:
+        plan.append([("one-room", f"bot{k}") for k in range(have, total)])
+        have = total
     return plan
 
 
@@ -359,79 +269,6 @@ def many_rooms_plan(max_bots: int, rooms_of: int, step: int) -> list[list[tuple[
     rooms = max_bots // rooms_of
     return [[(f"room{r}", f"room{r}-bot{k}") for r in range(first, min(first + per_step, rooms))
              for k in range(rooms_of)] for first in range(0, rooms, per_step)]
-
-
-# the bots' processes ----------------------------------------------------------------------
-
-class BotFleet:
-    """Processes of :mod:`bench.lightbot`, ``per_process`` bots each, started as needed."""
-
-    def __init__(self, url: str, per_process: int, log_dir: Path) -> None:
-        self.url = url
-        self.per_process = per_process
-        self.log_dir = log_dir
-        self.procs: list[subprocess.Popen] = []
-        self.counts: list[int] = []
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    def _spawn(self) -> int:
-        log = open(self.log_dir / f"bots{len(self.procs)}.log", "w")  # noqa: SIM115 (the child's)
-        proc = subprocess.Popen([sys.executable, "-m", "bench.lightbot", self.url], cwd=ROOT,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                text=True)
-        log.close()
-        self.procs.append(proc)
-        self.counts.append(0)
-        self._answer(len(self.procs) - 1)  # "ready"
-        return len(self.procs) - 1
-
-    def _answer(self, index: int) -> dict:
-        line = self.procs[index].stdout.readline()
-        if not line:
-            tail = (self.log_dir / f"bots{index}.log").read_text()[-1500:]
-            raise RuntimeError(f"bot process {index} exited: {tail.strip() or 'no output'}")
-        return json.loads(line)
-
-    def _ask(self, messages: dict[int, dict]) -> dict[int, dict]:
-        for index, message in messages.items():
-            self.procs[index].stdin.write(json.dumps(message) + "\n")
-            self.procs[index].stdin.flush()
-        return {index: self._answer(index) for index in messages}
-
-    def add(self, bots: list[tuple[str, str]]) -> list[str]:
-        """Join ``bots`` (each process's at once); returns the errors, one per process."""
-        batches: dict[int, list[tuple[str, str]]] = {}
-        for bot in bots:
-            index = next((i for i, c in enumerate(self.counts) if c < self.per_process), None)
-            if index is None:
-                index = self._spawn()
-            self.counts[index] += 1
-            batches.setdefault(index, []).append(bot)
-        replies = self._ask({i: {"cmd": "add", "bots": b} for i, b in batches.items()})
-        return [f"process {i}: {r['error']}" for i, r in replies.items() if not r["ok"]]
-
-    def mark(self) -> None:
-        self._ask({i: {"cmd": "mark"} for i in range(len(self.procs))})
-
-    def report(self) -> list[dict]:
-        replies = self._ask({i: {"cmd": "report"} for i in range(len(self.procs))})
-        return [bot for i in sorted(replies) for bot in replies[i]["bots"]]
-
-    def close(self) -> None:
-        for proc in self.procs:
-            with contextlib.suppress(OSError):
-                proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-                proc.stdin.close()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
 
 
 # one phase --------------------------------------------------------------------------------
@@ -465,7 +302,8 @@ def measure_step(phase: str, server: ServerProcess, fleet: BotFleet, join_errors
     time.sleep(hold_s)
     after, m1 = snapshot(serving, pids), fetch_metrics(server.http)
     reports = fleet.report()
-    step = {"phase": phase, "participants": int(m1["participants"]), "rooms": int(m1["rooms"]),
+    step = {"phase": phase, "participants": int(m1[metrics.PARTICIPANTS.name]),
+            "rooms": int(m1[metrics.ROOMS.name]),
             "bots": len(reports), "settle_s": settled_s, "hold_s": round(after.at - before.at, 2),
             "join_errors": len(join_errors)}
     step.update({key: int(m1[name] - m0[name]) for key, name in COUNTERS.items()})
@@ -631,16 +469,33 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
-def run_capacity_bench(args: argparse.Namespace) -> int:
-    from server.errors import CliError
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``spatialjam bench capacity``'s options; the command runs :func:`run_capacity_bench`."""
+    parser.add_argument("--max-bots", type=count("max bots", 2, 256), default=60, metavar="N",
+                        help="stop each phase here (default 60)")
+    parser.add_argument("--step", type=count("step", 1, 256), default=5, metavar="S",
+                        help="participants added per step (default 5)")
+    parser.add_argument("--hold", type=finite("hold", 1, 600), default=5.0,
+                        metavar="SECONDS", help="measured window per step (default 5)")
+    parser.add_argument("--rooms-of", type=count("rooms of", 1, 256), default=4, metavar="K",
+                        help="participants per room in the many-rooms phase (default 4)")
+    parser.add_argument("--bots-per-process", type=count("bots per process", 1, 64),
+                        default=10, metavar="B", help="bots sharing one process (default 10)")
+    parser.add_argument("--workers", type=count("workers", 1, MAX_WORKERS), default=1,
+                        metavar="W", help="the server's processes, as serve --workers "
+                        "(default 1: one process)")
+    parser.add_argument("--out", default="bench/results", metavar="DIR",
+                        help="where the JSON, PNG and markdown go (default bench/results)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(run=run_capacity_bench)
 
+
+def run_capacity_bench(args: argparse.Namespace) -> int:
     if args.rooms_of > args.max_bots:
         raise CliError(f"--rooms-of {args.rooms_of} is more than --max-bots {args.max_bots}")
-    try:
-        report = capacity_benchmark(args.max_bots, args.step, args.hold, args.rooms_of,
-                                    args.bots_per_process, workers=args.workers)
-    except (RuntimeError, OSError) as exc:
-        raise CliError(str(exc)) from None
-    paths = write_results(report, Path(args.out))
-    print_report(report, args.json, paths, summary_lines, table)
+    run_bench(lambda: capacity_benchmark(args.max_bots, args.step, args.hold, args.rooms_of,
+                                         args.bots_per_process, workers=args.workers),
+              lambda report: [*summary_lines(report), "", *table(report)], args.json,
+              write=lambda report: write_results(report, Path(args.out)),
+              errors=(RuntimeError, OSError))
     return 0

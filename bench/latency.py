@@ -41,9 +41,10 @@ from bench.clicks import (
 from bench.clicks import (
     delay_summary as summary,
 )
-from bench.report import pyplot, result_paths, save_figure
+from bench.report import pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME
+from server.cli.args import count, finite
 from server.media.uplink import bypass_receiver_buffer, receiver_of
 
 RESULTS = ROOT / "bench" / "results"
@@ -190,23 +191,27 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
-def run_latency_bench(args: argparse.Namespace) -> int:
-    from server.errors import CliError
+def report_lines(report: dict) -> list[str]:
+    s, stock, own = (report["through_server_ms"], report["p2p_stock_aiortc_ms"],
+                     report["p2p_own_receive_ms"])
+    return [f"through the server : p50 {s.get('p50')} ms, p95 {s.get('p95')} ms, "
+            f"p99 {s.get('p99')} ms ({s.get('clicks')} clicks)",
+            f"p2p, stock aiortc  : p50 {stock.get('p50')} ms, p95 {stock.get('p95')} ms",
+            f"p2p, own receive   : p50 {own.get('p50')} ms, p95 {own.get('p95')} ms",
+            f"server stages (ms) : {report['server_stages_ms']}"]
 
-    try:
-        report = latency_benchmark(args.bots, args.seconds)
-    except RuntimeError as exc:
-        raise CliError(str(exc)) from None
-    paths = write_results(report, Path(args.out))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        s, stock, own = (report["through_server_ms"], report["p2p_stock_aiortc_ms"],
-                         report["p2p_own_receive_ms"])
-        print(f"through the server : p50 {s.get('p50')} ms, p95 {s.get('p95')} ms, "
-              f"p99 {s.get('p99')} ms ({s.get('clicks')} clicks)")
-        print(f"p2p, stock aiortc  : p50 {stock.get('p50')} ms, p95 {stock.get('p95')} ms")
-        print(f"p2p, own receive   : p50 {own.get('p50')} ms, p95 {own.get('p95')} ms")
-        print(f"server stages (ms) : {report['server_stages_ms']}")
-        print("wrote " + ", ".join(str(p) for p in paths))
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``spatialjam bench latency``'s options; the command runs :func:`run_latency_bench`."""
+    parser.add_argument("--bots", type=count("bots", 2, 32), default=2)
+    parser.add_argument("--seconds", type=finite("seconds", 2, 3600), default=10.0)
+    parser.add_argument("--out", default="bench/results", metavar="DIR",
+                        help="where the JSON, PNG and markdown go (default bench/results)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(run=run_latency_bench)
+
+
+def run_latency_bench(args: argparse.Namespace) -> int:
+    run_bench(lambda: latency_benchmark(args.bots, args.seconds), report_lines, args.json,
+              write=lambda report: write_results(report, Path(args.out)))
     return 0

@@ -11,7 +11,6 @@ separately with ``scipy.signal.oaconvolve``, per ear, per tick. Both are timed w
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -19,11 +18,13 @@ import time
 import numpy as np
 import scipy.signal
 
+from bench.report import run_bench
 from dsp.geometry import Scene
 from dsp.renderer import Renderer
 from hrtf.constants import FRAME, FRAME_MS
 from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
+from server.cli.args import add_device_arg, add_hrtf_args, count, hrtf_spec
 
 STAGE_HALF_WIDTH_M = 5.0
 
@@ -142,7 +143,7 @@ def mixer_benchmark(hrirs: HrirSet, listeners: int, sources: int, ticks: int,
     return report
 
 
-def format_report(r: dict) -> str:
+def report_lines(r: dict) -> list[str]:
     lines = [
         f"mixer: {r['listeners']} listeners × {r['sources']} sources on {r['device']} "
         f"({r['hrtf']}, {r['taps']} taps, FFT {r['nfft']})",
@@ -158,18 +159,24 @@ def format_report(r: dict) -> str:
             f"  speed-up             : ×{r['speedup_static']} static, "
             f"×{r['speedup_moving']} moving",
         ]
-    return "\n".join(lines)
+    return lines
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``spatialjam bench mixer``'s options; the command runs :func:`run_mixer_bench`."""
+    parser.add_argument("--listeners", type=count("listeners", 1, 10_000), default=50)
+    parser.add_argument("--sources", type=count("sources", 1, 10_000), default=50)
+    parser.add_argument("--ticks", type=count("ticks", 1, 100_000), default=100)
+    parser.add_argument("--baseline-ticks", type=count("baseline ticks", 0, 1000), default=3)
+    add_hrtf_args(parser)
+    add_device_arg(parser)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(run=run_mixer_bench)
 
 
 def run_mixer_bench(args: argparse.Namespace) -> int:
-    from server.cli.main import hrtf_spec
-    from server.errors import CliError
-
     hrirs = load_hrtf(hrtf_spec(args))
-    try:
-        report = mixer_benchmark(hrirs, args.listeners, args.sources, args.ticks,
-                                 args.baseline_ticks, args.device)
-    except RuntimeError as exc:
-        raise CliError(str(exc)) from None
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    run_bench(lambda: mixer_benchmark(hrirs, args.listeners, args.sources, args.ticks,
+                                      args.baseline_ticks, args.device),
+              report_lines, args.json)
     return 0

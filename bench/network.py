@@ -40,9 +40,10 @@ import numpy as np
 from bench.bot import Bot, silence
 from bench.clicks import clicks, delay_summary, found_click_times, sent_click_times, stream_times
 from bench.impair import CLEAN, PROFILES, Impairment, LegCounts, Relay
-from bench.report import pyplot, result_paths, save_figure
+from bench.report import pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME, SAMPLE_RATE
+from server.cli.args import count, finite
 
 FRAME_S = FRAME / SAMPLE_RATE
 LEAD_S = 3.0
@@ -289,19 +290,27 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
-def run_network_bench(args: argparse.Namespace) -> int:
-    from server.errors import CliError
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``spatialjam bench network``'s options; the command runs :func:`run_network_bench`."""
+    parser.add_argument("--seconds", type=finite("seconds", 2, 3600), default=10.0,
+                        help="length of the impaired period (default 10)")
+    parser.add_argument("--tail", type=finite("tail", 3, 600), default=8.0, metavar="SECONDS",
+                        help="clean seconds after it, to see the delay come back (default 8)")
+    parser.add_argument("--profiles", nargs="+", choices=list(PROFILES), default=list(PROFILES),
+                        metavar="PROFILE", help=f"any of {', '.join(PROFILES)} (default: all)")
+    parser.add_argument("--legs", choices=("both", "up", "down"), default="both",
+                        help="impair the speaker's uplink, the listener's downlink, or both")
+    parser.add_argument("--seed", type=count("seed", 0, 2**31 - 1), default=1)
+    parser.add_argument("--out", default="bench/results", metavar="DIR",
+                        help="where the JSON, PNG and markdown go (default bench/results)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(run=run_network_bench)
 
-    try:
-        report = network_benchmark(args.profiles, args.seconds, args.tail, args.legs, args.seed)
-    except RuntimeError as exc:
-        raise CliError(str(exc)) from None
-    paths = write_results(report, Path(args.out))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join(table(report)))
-        print("wrote " + ", ".join(str(p) for p in paths))
+
+def run_network_bench(args: argparse.Namespace) -> int:
+    run_bench(lambda: network_benchmark(args.profiles, args.seconds, args.tail, args.legs,
+                                        args.seed),
+              table, args.json, write=lambda report: write_results(report, Path(args.out)))
     return 0
 
 

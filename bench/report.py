@@ -1,5 +1,6 @@
-"""Where scenario benchmarks write their results: JSON, a markdown table and a PNG plot under
-one time-stamped name (``bench/results/`` by default, git-ignored)."""
+"""How scenario benchmarks run from the command line (:func:`run_bench`: failures in one line,
+the report as JSON or text) and where they write their results: JSON, a markdown table and a
+PNG plot under one time-stamped name (``bench/results/`` by default, git-ignored)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from server.errors import CliError
 
 
 def result_paths(out_dir: Path, name: str) -> list[Path]:
@@ -36,12 +39,24 @@ def save_figure(fig, axes, path: Path, legend_size: float | None = None) -> None
     pyplot().close(fig)
 
 
-def print_report(report: dict, as_json: bool, paths: list[Path],
-                 summary_lines: Callable[[dict], list[str]],
-                 table: Callable[[dict], list[str]]) -> None:
-    """A scenario's report on stdout: as JSON, or its summary and table and the files written."""
+def run_bench(measure: Callable[[], dict], lines: Callable[[dict], list[str]], as_json: bool,
+              write: Callable[[dict], list[Path]] | None = None,
+              errors: tuple[type[Exception], ...] = (RuntimeError,)) -> dict:
+    """A scenario benchmark run for the command line, the same way for each; returns its report.
+
+    ``measure()`` runs it, and a failure of one of ``errors`` ends the command in one line
+    (:class:`~server.errors.CliError`). ``write(report)`` writes the result files, if the bench
+    has any, and returns their paths. Then the report goes to stdout: as JSON with
+    ``as_json``, else as ``lines(report)`` followed, after a blank line, by the files written.
+    """
+    try:
+        report = measure()
+    except errors as exc:
+        raise CliError(str(exc)) from None
+    paths = write(report) if write else []
     if as_json:
         print(json.dumps(report, indent=2))
     else:
-        print("\n".join([*summary_lines(report), "", *table(report), "",
-                         "wrote " + ", ".join(str(p) for p in paths)]))
+        wrote = ["", "wrote " + ", ".join(str(p) for p in paths)] if paths else []
+        print("\n".join([*lines(report), *wrote]))
+    return report

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 
 import numpy as np
 
@@ -34,7 +33,9 @@ from bench.clicks import (
     sent_click_times,
     stream_times,
 )
+from bench.report import run_bench
 from bench.serverproc import ServerProcess
+from server.cli.args import count, finite
 
 
 def one_way_delays_ms(sender: Bot, receiver: Bot, first_frame: int = 0) -> list[float]:
@@ -96,20 +97,23 @@ def room_benchmark(bots: int, seconds: float) -> dict:
     return report
 
 
-def run_room_bench(args: argparse.Namespace) -> int:
-    from server.errors import CliError
+def report_lines(report: dict) -> list[str]:
+    delay = report.get("one_way_delay_ms", {})
+    return [f"room with {report['bots']} bots for {report['seconds']} s: tick "
+            f"p50 {report['tick_ms_p50']} ms, p95 {report['tick_ms_p95']} ms, late "
+            f"{report['late_ticks']}, skipped {report['skipped_ticks']}; one-way delay "
+            f"bot→server→bot p50 {delay.get('p50')} ms, p95 {delay.get('p95')} ms "
+            f"({report['clicks_heard']} clicks)"]
 
-    try:
-        report = room_benchmark(args.bots, args.seconds)
-    except RuntimeError as exc:
-        raise CliError(str(exc)) from None
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        delay = report.get("one_way_delay_ms", {})
-        print(f"room with {report['bots']} bots for {report['seconds']} s: tick "
-              f"p50 {report['tick_ms_p50']} ms, p95 {report['tick_ms_p95']} ms, late "
-              f"{report['late_ticks']}, skipped {report['skipped_ticks']}; one-way delay "
-              f"bot→server→bot p50 {delay.get('p50')} ms, p95 {delay.get('p95')} ms "
-              f"({report['clicks_heard']} clicks)")
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``spatialjam bench room``'s options; the command runs :func:`run_room_bench`."""
+    parser.add_argument("--bots", type=count("bots", 2, 64), default=2)
+    parser.add_argument("--seconds", type=finite("seconds", 1, 3600), default=10.0)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(run=run_room_bench)
+
+
+def run_room_bench(args: argparse.Namespace) -> int:
+    run_bench(lambda: room_benchmark(args.bots, args.seconds), report_lines, args.json)
     return 0

@@ -3,14 +3,16 @@
 
 import { AccessView, pageQuery, pageToken, whyRefused, withToken } from "./access.js";
 import { AiPanel } from "./ai.js";
-import { AudioAnalysis } from "./audio.js";
+import { AudioAnalysis, MIC_CONSTRAINTS } from "./audio.js";
+import { installHandle } from "./handle.js";
 import { HeadControl } from "./head.js";
 import { Inspector, describeFrom } from "./inspector.js";
 import { LatencyPanel, LoopTestView } from "./latency.js";
 import { LevelMeter } from "./meters.js";
-import { explain, findClicks, loadWorklet, recordLoop } from "./looptest.js";
+import { LatencyTest } from "./latencytest.js";
+import { loadWorklet } from "./looptest.js";
 import { MixPanel, dbToGain } from "./mix.js";
-import { notify, setStatus } from "./notices.js";
+import { notify, setStatus, showConnection } from "./notices.js";
 import { Pacer } from "./pacer.js";
 import { ServerPeer } from "./peer.js";
 import { RecordingPanel } from "./recording.js";
@@ -21,18 +23,6 @@ import { StageView } from "./stage.js";
 const MOVE_INTERVAL_MS = 50; // move_source / mix_override positions: at most 1 per 50 ms
 const HEAD_INTERVAL_MS = 20; // head_pose: the mix is rendered every 20 ms
 const PING_INTERVAL_MS = 1000;
-
-/** The microphone as a musician wants it: no speech processing, mono, 48 kHz. */
-const MIC_CONSTRAINTS = {
-  audio: {
-    echoCancellation: false,
-    noiseSuppression: false,
-    autoGainControl: false,
-    channelCount: 1,
-    sampleRate: 48000,
-  },
-  video: false,
-};
 
 const $ = (id) => document.getElementById(id);
 
@@ -67,8 +57,6 @@ let mixStream = null; // the received stream (your personal mix)
 let audioCtx = null;
 let analysis = null;
 let timers = [];
-let latencyTestRun = null; // the promise of the test in progress
-let lastLatencyTest = null; // its last result (or {error})
 
 // ------------------------------------------------------------------------------------------
 // the page
@@ -89,8 +77,19 @@ const loopTest = new LoopTestView({
   breakdown: $("latency-test-breakdown"),
   note: $("latency-test-note"),
 });
+const latencyTest = new LatencyTest({
+  view: loopTest,
+  live: () => (peer && state.peer === "connected" && mixStream
+    ? { ctx: audioCtx, pc: peer.pc, received: mixStream } : null),
+  monitorOn: () => state.monitorOn,
+  monitor: (on) => monitorForTest(on),
+  canRestore: () => Boolean(pacer),
+  serverStages: () => latency.values.server ?? null,
+  outputLatencyMs: () => outputLatencyMs(),
+  onDone: () => renderStatus(),
+});
 loopTest.button.addEventListener("click", () => {
-  testLatency().catch(() => {}); // the panel shows the failure
+  latencyTest.run().catch(() => {}); // the panel shows the failure
 });
 const meters = {
   input: new LevelMeter($("meter-input")),
@@ -515,49 +514,6 @@ function outputLatencyMs() {
   return seconds > 0 ? seconds * 1000 : null;
 }
 
-/** "Test my latency": clicks through the server into your own mix (looptest.js). */
-function testLatency() {
-  latencyTestRun ??= runLatencyTest().finally(() => {
-    latencyTestRun = null;
-    renderStatus();
-  });
-  return latencyTestRun;
-}
-
-async function runLatencyTest() {
-  loopTest.started();
-  try {
-    if (!peer || state.peer !== "connected" || !mixStream) {
-      throw new Error("the audio connection is not live");
-    }
-    // The clicks come back only if you hear yourself: turn self-monitoring on (at unity gain)
-    // unless it is on already, and off again afterwards, as it was.
-    const monitorWasOn = state.monitorOn;
-    if (!monitorWasOn) monitorForTest(true);
-    let recording;
-    try {
-      recording = await recordLoop({
-        ctx: audioCtx, pc: peer.pc, received: mixStream,
-        onPlaying: (seconds) => loopTest.playing(seconds),
-      });
-    } finally {
-      // (Unless you switched it off yourself meanwhile, or left.)
-      if (!monitorWasOn && state.monitorOn && pacer) monitorForTest(false);
-    }
-    const { left, right, click, onsets, sampleRate } = recording;
-    const { found } = findClicks(left, right, click, onsets, sampleRate);
-    // The server's stages as its latest `stats` (once a second) gives them.
-    const result = explain(recording, found, latency.values.server ?? null, outputLatencyMs());
-    lastLatencyTest = result;
-    loopTest.finished(result);
-    return result;
-  } catch (error) {
-    lastLatencyTest = { error: error.message };
-    loopTest.failed(error);
-    throw error;
-  }
-}
-
 /** Self-monitoring on at gain 1 (`mix_override`), or off (`mix_reset` of your own source). */
 function monitorForTest(on) {
   const id = state.participant;
@@ -627,59 +583,16 @@ function renderSelection() {
 
 function renderStatus() {
   loopTest.setAvailable(state.connection === "joined" && state.peer === "connected");
-  if (state.connection === "reconnecting") return;
-  if (state.connection === "joined") {
-    const media = {
-      connected: "live", connecting: "connecting audio…", new: "connecting audio…",
-      disconnected: "audio interrupted", failed: "audio failed", closed: "audio closed",
-    }[state.peer] ?? state.peer;
-    setStatus(state.peer === "connected" ? "live" : "connecting", `In room — ${media}`);
-  } else if (state.connection === "connecting") {
-    setStatus("connecting", "Connecting…");
-  }
+  showConnection(state.connection, state.peer); // (reconnecting: onStatus wrote the line)
 }
 
-// ------------------------------------------------------------------------------------------
-// a small handle for tests and the console
-
-window.spatialjam = {
-  state,
-  get participant() {
-    return state.participant;
-  },
-  get headYawDeg() {
-    return head.yawDeg;
-  },
-  /** Received L/R and microphone RMS (dBFS) over the last ~0.68 s; optional band in Hz. */
-  levels: (band) => (analysis ? analysis.levels(band) : null),
-  latency: () => latency.snapshot(),
-  /** Run "Test my latency": a promise of {round_trip_ms, clicks, breakdown, …}. */
-  latencyTest: () => testLatency(),
-  /** The last latency test's result, {error} if it failed, or null. */
-  get lastLatencyTest() {
-    return lastLatencyTest;
-  },
-  /** Whether the microphone's track is the one the connection sends. */
-  micOnSender: () => {
-    const track = mic?.getAudioTracks()[0];
-    return Boolean(track && peer?.pc.getSenders().some((s) => s.track === track));
-  },
-  peerState: () => state.peer,
-  /** The server's last `rendering` for this listener (HRTF set, acoustics, reference). */
-  get rendering() {
-    return sound.rendering;
-  },
-  /** The session description this browser applied to itself (after our SDP edits). */
-  localDescription: () => peer?.pc.localDescription?.sdp ?? null,
-  /** Where a source's marker is drawn now, in viewport pixels (for mouse events). */
-  markerViewport: (id) => {
-    const source = stage.sources.find((s) => s.id === id);
-    return source ? stage.toViewport(stage.markerPosition(source)) : null;
-  },
-  /** Room [x, y] in viewport pixels. */
-  roomViewport: (xy) => stage.toViewport(xy),
-  send: (message) => signaling?.send(message),
-  drop: () => signaling?.drop(),
-};
+// a small handle for tests and the console (handle.js)
+installHandle({
+  state, head, latency, latencyTest, sound, stage,
+  analysis: () => analysis,
+  mic: () => mic,
+  peer: () => peer,
+  signaling: () => signaling,
+});
 
 prefill();

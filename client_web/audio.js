@@ -10,6 +10,18 @@ const ANALYSIS_FFT_SIZE = 32768;
 const METER_FFT_SIZE = 2048;
 const SILENCE_DB = -120;
 
+/** The microphone as a musician wants it: no speech processing, mono, 48 kHz. */
+export const MIC_CONSTRAINTS = {
+  audio: {
+    echoCancellation: false,
+    noiseSuppression: false,
+    autoGainControl: false,
+    channelCount: 1,
+    sampleRate: 48000,
+  },
+  video: false,
+};
+
 export class AudioAnalysis {
   /** @param {AudioContext} ctx */
   constructor(ctx) {

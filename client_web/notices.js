@@ -10,6 +10,20 @@ export function setStatus(kind, text) {
   status.textContent = text;
 }
 
+/** The status line for a signaling `connection` state and a peer connection state (`peer`), while
+ * joining or in a room; other states (idle, reconnecting) keep the line their handler wrote. */
+export function showConnection(connection, peer) {
+  if (connection === "joined") {
+    const media = {
+      connected: "live", connecting: "connecting audio…", new: "connecting audio…",
+      disconnected: "audio interrupted", failed: "audio failed", closed: "audio closed",
+    }[peer] ?? peer;
+    setStatus(peer === "connected" ? "live" : "connecting", `In room — ${media}`);
+  } else if (connection === "connecting") {
+    setStatus("connecting", "Connecting…");
+  }
+}
+
 /** A notice in the corner: `code` (a server error code, or a short word) and a sentence. */
 export function notify(code, message) {
   const item = document.createElement("div");

@@ -18,8 +18,7 @@ from signaling.ai_messages import AiAdd, AiRemove
 from signaling.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from server.rooms.hub import Hub
-    from server.rooms.live import Participant
+    from server.rooms.live import Participant, RoomHost
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ def ai_label(config: dict) -> str:
 class AiMusicians:
     """The AI musicians of ``hub``'s rooms: the admin's messages and the sidecar's notes."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: RoomHost) -> None:
         self.hub = hub
 
     async def handle(self, p: Participant, message) -> None:

@@ -89,7 +89,7 @@ def run_demo_path(bpm: float, role: str, instrument: str, seconds: float,
 
 def run_ai_demo(args: argparse.Namespace) -> int:
     from hrtf.library import load_hrtf
-    from server.cli.main import hrtf_spec
+    from server.cli.args import hrtf_spec
 
     melody, ai, report = run_demo_path(args.bpm, args.role, args.instrument, args.seconds,
                                        args.follow)

@@ -1,4 +1,6 @@
-"""The ``spatialjam`` command: ``serve``, ``render``, ``bench …``, ``ai eval``.
+"""The ``spatialjam`` command: ``serve``, ``token``, ``render``, ``ai …``, and the commands that
+other packages add through the ``spatialjam.commands`` entry points (:data:`PLUGIN_GROUP`):
+``bench …``, from ``bench/cli.py``.
 
 Every failure a user can cause (a missing file, a bad SOFA set, an argument out of range) ends
 in one line on stderr and a non-zero exit, never a traceback.
@@ -9,10 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import math
 import os
 import sys
+from importlib.metadata import EntryPoint, entry_points
 
+from server.cli.args import MAX_WORKERS, add_device_arg, add_hrtf_args, count, finite
 from server.cli.token import add_token_parser
 from server.errors import CliError
 from server.web.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP
@@ -20,39 +23,15 @@ from signaling.limits import ROOM_PRESETS
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-#: The most ``serve --workers`` (processes, one per core).
-MAX_WORKERS = 64
-
-
-def _finite(kind: str, lo: float | None = None, hi: float | None = None, positive=False):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{kind} must be a number, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{kind} must be finite, got {text!r}")
-        if positive and value <= 0:
-            raise argparse.ArgumentTypeError(f"{kind} must be > 0, got {text!r}")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"{kind} must lie in {lo:g}..{hi:g}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _count(kind: str, lo: int, hi: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{kind} must be a whole number, got {text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{kind} must lie in {lo}..{hi}, got {value}")
-        return value
-
-    return parse
+#: The entry-point group of the commands other packages add. Each entry point names a function
+#: ``register(subparsers)`` that adds its commands to ``spatialjam``'s subcommands; a command it
+#: adds sets ``run``, a function of the parsed arguments returning the exit status, as its
+#: parser's default.
+PLUGIN_GROUP = "spatialjam.commands"
+#: Said after a usage error when no entry point of :data:`PLUGIN_GROUP` is installed: the
+#: project was installed before pyproject.toml declared them, or not at all.
+NO_PLUGINS = (f"spatialjam: this install has no commands of the {PLUGIN_GROUP} entry points "
+              "(bench …): install the project again (make test, make serve or pip install -e .)")
 
 
 def _dims(text: str) -> tuple[float, float, float]:
@@ -67,16 +46,15 @@ def _dims(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def _add_hrtf_args(p: argparse.ArgumentParser) -> None:
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--sofa", metavar="FILE", help="SOFA SimpleFreeFieldHRIR file to use")
-    group.add_argument("--hrtf", default="kemar", metavar="NAME",
-                       help="built-in set: kemar (default), spherical-head[:RADIUS_M]")
+def plugin_commands() -> list[EntryPoint]:
+    """The installed entry points of :data:`PLUGIN_GROUP`, by name."""
+    return sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)
 
 
-def _add_device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="mixing kernels: cpu (default) or cuda (needs the gpu extra and a GPU)")
+def add_plugin_commands(sub: argparse._SubParsersAction) -> None:
+    """Let each entry point of :data:`PLUGIN_GROUP` add its commands to ``sub``."""
+    for ep in plugin_commands():
+        ep.load()(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,15 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the jam server")
     serve.add_argument("--host", default=os.environ.get("SPATIALJAM_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=_count("port", 0, 65535),
+    serve.add_argument("--port", type=count("port", 0, 65535),
                        default=os.environ.get("SPATIALJAM_PORT", "8080"))
-    _add_device_arg(serve)
+    add_device_arg(serve)
     serve.add_argument("--hrtf", default="kemar", metavar="NAME_OR_FILE",
                        help="default HRTF set: kemar, spherical-head[:RADIUS_M] or a SOFA file")
     serve.add_argument("--acoustics", choices=("off", *ROOM_PRESETS), default="off",
                        help="new rooms' acoustics (early reflections and reverb), until their "
                        "admin chooses: off (default), " + ", ".join(ROOM_PRESETS))
-    serve.add_argument("--room-capacity", type=_count("room capacity", 1, 256), default=16,
+    serve.add_argument("--room-capacity", type=count("room capacity", 1, 256), default=16,
                        metavar="N", help="the most participants in one room (default 16); the "
                        "renderer of every room is sized to it")
     serve.add_argument("--clock-phase", choices=("follow", "fixed"), default="follow",
@@ -118,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where session recordings go (default: recordings/ beside the "
                        "--state file, or $SPATIALJAM_STATE_DIR/recordings); 'none' turns "
                        "recording off")
-    serve.add_argument("--empty-room-grace", type=_finite("empty room grace", 0, 3600),
+    serve.add_argument("--empty-room-grace", type=finite("empty room grace", 0, 3600),
                        default=30.0, metavar="SECONDS",
                        help="how long an empty room keeps its seats for members who come back "
                        "before it closes (default 30)")
@@ -126,17 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the secret that signs access tokens (or SPATIALJAM_SECRET_FILE / "
                        "SPATIALJAM_SECRET): rooms then need tokens. Without one the server "
                        "listens on loopback only, with open rooms")
-    serve.add_argument("--max-connections-per-ip", type=_count("max connections per ip", 1,
-                                                               1_000_000),
+    serve.add_argument("--max-connections-per-ip", type=count("max connections per ip", 1,
+                                                              1_000_000),
                        default=MAX_CONNECTIONS_PER_IP, metavar="N",
                        help="signaling connections one client (an IPv4 address, an IPv6 /64) "
                        "may hold at once; past it the handshake is refused with HTTP 429 "
                        f"(default {MAX_CONNECTIONS_PER_IP})")
-    serve.add_argument("--max-connections", type=_count("max connections", 1, 1_000_000),
+    serve.add_argument("--max-connections", type=count("max connections", 1, 1_000_000),
                        default=MAX_CONNECTIONS, metavar="N",
                        help="signaling connections the server holds at once; past it the "
                        f"handshake is refused with HTTP 503 (default {MAX_CONNECTIONS})")
-    serve.add_argument("--workers", type=_count("workers", 1, MAX_WORKERS),
+    serve.add_argument("--workers", type=count("workers", 1, MAX_WORKERS),
                        default=min(os.cpu_count() or 1, MAX_WORKERS), metavar="N",
                        help="processes: each room lives on one, new rooms go to the least "
                        "loaded; 1 runs a single process (default: the number of cores, "
@@ -151,113 +129,36 @@ def build_parser() -> argparse.ArgumentParser:
                     "is above (SOFA's convention).")
     render.add_argument("--in", dest="input", required=True, metavar="IN.wav")
     render.add_argument("--out", dest="output", required=True, metavar="OUT.wav")
-    _add_hrtf_args(render)
-    render.add_argument("--azimuth", type=_finite("azimuth", -360, 360), default=0.0,
+    add_hrtf_args(render)
+    render.add_argument("--azimuth", type=finite("azimuth", -360, 360), default=0.0,
                         metavar="DEG")
-    render.add_argument("--elevation", type=_finite("elevation", -90, 90), default=0.0,
+    render.add_argument("--elevation", type=finite("elevation", -90, 90), default=0.0,
                         metavar="DEG")
-    render.add_argument("--distance", type=_finite("distance", 0, 10_000), default=1.0,
+    render.add_argument("--distance", type=finite("distance", 0, 10_000), default=1.0,
                         metavar="M")
-    render.add_argument("--orbit", type=_finite("orbit period", 0.05, 86_400), metavar="SECONDS",
+    render.add_argument("--orbit", type=finite("orbit period", 0.05, 86_400), metavar="SECONDS",
                         help="circle the listener once every SECONDS (towards the left)")
     render.add_argument("--distance-model", choices=("inverse", "linear", "exponential"),
                         default="inverse")
-    render.add_argument("--ref-distance", type=_finite("reference distance", 0.01, 1000),
+    render.add_argument("--ref-distance", type=finite("reference distance", 0.01, 1000),
                         default=1.0, metavar="M")
-    render.add_argument("--rolloff", type=_finite("rolloff", 0, 100), default=1.0)
+    render.add_argument("--rolloff", type=finite("rolloff", 0, 100), default=1.0)
     render.add_argument("--float", action="store_true", help="write 32-bit float samples")
     render.add_argument("--room", metavar="PRESET",
                         help="room acoustics: dry-studio, rehearsal-room, club, concert-hall")
     render.add_argument("--room-dims", type=_dims, metavar="X,Y,Z",
                         help="shoebox room of X×Y×Z metres (with --rt60, or a --room's surfaces)")
-    render.add_argument("--rt60", type=_finite("RT60", 0.1, 4.0), metavar="SECONDS",
+    render.add_argument("--rt60", type=finite("RT60", 0.1, 4.0), metavar="SECONDS",
                         help="reverberation time (with --room-dims, or scaling a --room)")
     render.add_argument("--room-order", type=int, choices=(0, 1, 2), metavar="N",
                         help="image-source order of the early reflections: 0, 1 (default), 2")
-    render.add_argument("--wet", type=_finite("wet", 0.0, 1.0), metavar="0..1",
+    render.add_argument("--wet", type=finite("wet", 0.0, 1.0), metavar="0..1",
                         help="room level: 0 dry, 0.5 (default) as the room is, 1 room only")
     render.add_argument("--reference", action="store_true",
                         help="crossfeed-free reference: plain stereo panning instead of the HRTF")
-    _add_device_arg(render)
+    add_device_arg(render)
 
-    bench = sub.add_parser("bench", help="benchmarks")
-    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    mixer = bench_sub.add_parser(
-        "mixer", help="time the renderer's tick against a naive per-pair convolution")
-    mixer.add_argument("--listeners", type=_count("listeners", 1, 10_000), default=50)
-    mixer.add_argument("--sources", type=_count("sources", 1, 10_000), default=50)
-    mixer.add_argument("--ticks", type=_count("ticks", 1, 100_000), default=100)
-    mixer.add_argument("--baseline-ticks", type=_count("baseline ticks", 0, 1000), default=3)
-    _add_hrtf_args(mixer)
-    _add_device_arg(mixer)
-    mixer.add_argument("--json", action="store_true", help="print the results as JSON")
-    acoustics = bench_sub.add_parser(
-        "acoustics", help="the renderer's and the room tick's cost with room acoustics and without")
-    acoustics.add_argument("--preset", choices=ROOM_PRESETS, default="rehearsal-room")
-    acoustics.add_argument("--ticks", type=_count("ticks", 1, 100_000), default=100)
-    acoustics.add_argument("--sizes", default="10x10,20x20,50x50", metavar="LxS,...",
-                           help="listeners×sources per case (default 10x10,20x20,50x50)")
-    _add_hrtf_args(acoustics)
-    _add_device_arg(acoustics)
-    acoustics.add_argument("--json", action="store_true", help="print the results as JSON")
-    room = bench_sub.add_parser(
-        "room", help="a live room of aiortc bots: tick time and one-way delay through the server")
-    room.add_argument("--bots", type=_count("bots", 2, 64), default=2)
-    room.add_argument("--seconds", type=_finite("seconds", 1, 3600), default=10.0)
-    room.add_argument("--json", action="store_true", help="print the results as JSON")
-    latency = bench_sub.add_parser(
-        "latency", help="mouth-to-ear through the server beside peer-to-peer baselines")
-    latency.add_argument("--bots", type=_count("bots", 2, 32), default=2)
-    latency.add_argument("--seconds", type=_finite("seconds", 2, 3600), default=10.0)
-    latency.add_argument("--out", default="bench/results", metavar="DIR",
-                         help="where the JSON, PNG and markdown go (default bench/results)")
-    latency.add_argument("--json", action="store_true", help="print the results as JSON")
-    from bench.impair import PROFILES
-
-    network = bench_sub.add_parser(
-        "network", help="delay, concealment and recovery under loss, jitter and reordering")
-    network.add_argument("--seconds", type=_finite("seconds", 2, 3600), default=10.0,
-                         help="length of the impaired period (default 10)")
-    network.add_argument("--tail", type=_finite("tail", 3, 600), default=8.0, metavar="SECONDS",
-                         help="clean seconds after it, to see the delay come back (default 8)")
-    network.add_argument("--profiles", nargs="+", choices=list(PROFILES), default=list(PROFILES),
-                         metavar="PROFILE", help=f"any of {', '.join(PROFILES)} (default: all)")
-    network.add_argument("--legs", choices=("both", "up", "down"), default="both",
-                         help="impair the speaker's uplink, the listener's downlink, or both")
-    network.add_argument("--seed", type=_count("seed", 0, 2**31 - 1), default=1)
-    network.add_argument("--out", default="bench/results", metavar="DIR",
-                         help="where the JSON, PNG and markdown go (default bench/results)")
-    network.add_argument("--json", action="store_true", help="print the results as JSON")
-    capacity = bench_sub.add_parser(
-        "capacity", help="ramp bots into one room, then into many rooms, until real time fails")
-    capacity.add_argument("--max-bots", type=_count("max bots", 2, 256), default=60, metavar="N",
-                          help="stop each phase here (default 60)")
-    capacity.add_argument("--step", type=_count("step", 1, 256), default=5, metavar="S",
-                          help="participants added per step (default 5)")
-    capacity.add_argument("--hold", type=_finite("hold", 1, 600), default=5.0,
-                          metavar="SECONDS", help="measured window per step (default 5)")
-    capacity.add_argument("--rooms-of", type=_count("rooms of", 1, 256), default=4, metavar="K",
-                          help="participants per room in the many-rooms phase (default 4)")
-    capacity.add_argument("--bots-per-process", type=_count("bots per process", 1, 64),
-                          default=10, metavar="B", help="bots sharing one process (default 10)")
-    capacity.add_argument("--workers", type=_count("workers", 1, MAX_WORKERS), default=1,
-                          metavar="W", help="the server's processes, as serve --workers "
-                          "(default 1: one process)")
-    capacity.add_argument("--out", default="bench/results", metavar="DIR",
-                          help="where the JSON, PNG and markdown go (default bench/results)")
-    capacity.add_argument("--json", action="store_true", help="print the results as JSON")
-    soak = bench_sub.add_parser(
-        "soak", help="bots join, play, move, drop and rejoin for minutes: does the server leak?")
-    soak.add_argument("--minutes", type=_finite("minutes", 0.1, 1440), default=5.0,
-                      help="how long the churn goes on (default 5)")
-    soak.add_argument("--bots", type=_count("bots", 3, 14), default=4, metavar="N",
-                      help="members each room returns to after every cycle (default 4)")
-    soak.add_argument("--rooms", type=_count("rooms", 1, 8), default=2, metavar="R",
-                      help="rooms churning side by side (default 2)")
-    soak.add_argument("--seed", type=_count("seed", 0, 2**31 - 1), default=1)
-    soak.add_argument("--out", default="bench/results", metavar="DIR",
-                      help="where the JSON, PNG and markdown go (default bench/results)")
-    soak.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_plugin_commands(sub)
 
     ai = sub.add_parser("ai", help="the AI accompanist's models")
     ai_sub = ai.add_subparsers(dest="ai", required=True, metavar="AI_COMMAND")
@@ -280,11 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     ai_demo.add_argument("--role", choices=("accompany", "improvise", "call_response"),
                          default="accompany")
     ai_demo.add_argument("--instrument", choices=("epiano", "organ", "bass"), default="organ")
-    ai_demo.add_argument("--bpm", type=_finite("bpm", 40, 240), default=100.0)
-    ai_demo.add_argument("--seconds", type=_finite("seconds", 4, 120), default=24.0)
+    ai_demo.add_argument("--bpm", type=finite("bpm", 40, 240), default=100.0)
+    ai_demo.add_argument("--seconds", type=finite("seconds", 4, 120), default=24.0)
     ai_demo.add_argument("--follow", action="store_true",
                          help="let the AI find the tempo by listening (default: it is told)")
-    _add_hrtf_args(ai_demo)
+    add_hrtf_args(ai_demo)
     return parser
 
 
@@ -292,20 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     ("token", None): "server.cli.token:run_token",
     ("render", None): "server.cli.render:run_render",
-    ("bench", "mixer"): "bench.mixer:run_mixer_bench",
-    ("bench", "acoustics"): "bench.acoustics:run_acoustics_bench",
-    ("bench", "room"): "bench.room:run_room_bench",
-    ("bench", "latency"): "bench.latency:run_latency_bench",
-    ("bench", "network"): "bench.network:run_network_bench",
-    ("bench", "capacity"): "bench.capacity:run_capacity_bench",
-    ("bench", "soak"): "bench.soak:run_soak_bench",
     ("ai", "demo"): "server.cli.ai_demo:run_ai_demo",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code == EXIT_USAGE and not plugin_commands():
+            print(NO_PLUGINS, file=sys.stderr)
+        raise
     quiet = logging.INFO if args.command == "serve" else logging.WARNING
     logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -334,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                               max_connections=args.max_connections,
                               acoustics=args.acoustics, announce=announce,
                               recordings_dir=args.recordings)
-        runner = COMMANDS.get((args.command, getattr(args, "bench", None)
-                               or getattr(args, "ai", None)))
+        if getattr(args, "run", None) is not None:  # a command of PLUGIN_GROUP
+            return args.run(args)
+        runner = COMMANDS.get((args.command, getattr(args, "ai", None)))
         if runner is not None:
             module, function = runner.split(":")
             return getattr(importlib.import_module(module), function)(args)
@@ -364,10 +264,4 @@ def _hrtf_error() -> type[Exception]:
     from hrtf.errors import HrtfError
 
     return HrtfError
-
-
-def hrtf_spec(args: argparse.Namespace) -> str:
-    """The HRTF set named by ``--sofa``/``--hrtf``."""
-    return args.sofa if args.sofa else args.hrtf
-
 

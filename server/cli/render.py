@@ -18,7 +18,7 @@ from hrtf.constants import SAMPLE_RATE
 from hrtf.grid import unit_vectors
 from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
-from server.cli.main import hrtf_spec
+from server.cli.args import hrtf_spec
 from server.errors import CliError
 
 log = logging.getLogger(__name__)

@@ -50,7 +50,7 @@ from signaling.server_messages import ErrorMessage
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from server.rooms.hub import LiveRoom, Participant
+    from server.rooms.live import LiveRoom, Participant
 
 log = logging.getLogger(__name__)
 

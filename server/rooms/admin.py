@@ -19,8 +19,7 @@ from signaling.server_messages import ErrorMessage
 from signaling.session import CLOSE_KICKED
 
 if TYPE_CHECKING:
-    from server.rooms.hub import Hub
-    from server.rooms.live import Participant
+    from server.rooms.live import Participant, RoomHost
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 class RoomAdmin:
     """The admin's signaling handlers for ``hub``'s rooms."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: RoomHost) -> None:
         self.hub = hub
 
     async def lock(self, p: Participant, message: LockRoom) -> None:

@@ -21,8 +21,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from server.rooms.live import Participant, RoomHost
 from server.rooms.room import UnknownMember
 from signaling.access import AccessError
 from signaling.admin_messages import Kick, LockRoom
@@ -35,12 +36,16 @@ from signaling.server_messages import ErrorMessage
 from signaling.stage_messages import HeadPose, MixOverride, MixReset, MoveSource, TurnSource
 
 if TYPE_CHECKING:
-    from server.rooms.hub import Hub
-    from server.rooms.live import Participant
+    from server.ai.musician import AiMusicians
+    from server.media.peers import Peers
+    from server.recording.control import Recordings
+    from server.rooms.admin import RoomAdmin
+    from server.rooms.hrtf_uploads import HrtfUploads
+    from server.rooms.stage import StageEdits
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[["Participant", Any], Awaitable[None]]
+Handler = Callable[[Participant, Any], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,24 @@ class Route:
     grant: str | None = None
 
 
-def routes(hub: Hub) -> dict[type, Route]:
+class Handlers(RoomHost, Protocol):
+    """The handlers the table routes to (:class:`~server.rooms.hub.Hub` holds them)."""
+
+    peers: Peers
+    stage: StageEdits
+    admin: RoomAdmin
+    ai_musicians: AiMusicians
+    uploads: HrtfUploads
+    recordings: Recordings
+
+    async def join(self, p: Participant, join: Join) -> None:
+        """Enter the room ``join`` names (or be refused in words)."""
+
+    async def leave(self, p: Participant) -> None:
+        """Leave the room; the seat stays for a rejoin."""
+
+
+def routes(hub: Handlers) -> dict[type, Route]:
     """The table of ``hub``'s handlers, by message type."""
     stage, admin, peers, ai = hub.stage, hub.admin, hub.peers, hub.ai_musicians
 

@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import Counter
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -31,11 +30,12 @@ from server.recording.control import Recordings
 from server.rooms.admin import RoomAdmin
 from server.rooms.dispatch import apply, routes
 from server.rooms.hrtf_uploads import HrtfRegistry, HrtfUploads
-from server.rooms.live import LiveRoom, Participant, clock_counters
+from server.rooms.live import LiveRoom, Participant
 from server.rooms.rendering import Renderings
 from server.rooms.room import Room, RoomFull, UnknownMember
 from server.rooms.stage import StageEdits
 from server.rooms.store import RoomStore
+from server.telemetry.collect import ClockCounts, clock_counts
 from server.tick.runner import RoomRunner
 from server.web.access import AccessPolicy
 from signaling.access import Access, AccessError
@@ -95,7 +95,7 @@ class Hub:
         self.empty_room_grace_s = empty_room_grace_s
         self.rooms: dict[str, LiveRoom] = {}
         #: The clock counters of the rooms that have closed: /metrics counters never go down.
-        self.closed_clocks: Counter[str] = Counter()
+        self.closed_clocks = ClockCounts()
         #: The AI sidecar, started when a room first asks for an AI musician.
         #: The rooms' AI musicians, and the sidecar, started when a room first asks for one.
         self.ai_musicians = AiMusicians(self)
@@ -287,7 +287,7 @@ class Hub:
                 or self.rooms.get(live.room.name) is not live):
             return
         del self.rooms[live.room.name]
-        self.closed_clocks.update(clock_counters(live.runner))
+        self.closed_clocks += clock_counts(live.runner)
         self.ai.remove(live.room.name)
         await self.recordings.stop(live, "ended: the room closed")
         await live.runner.stop()
@@ -303,7 +303,7 @@ class Hub:
         del self.rooms[name]
         if live.closing is not None:
             live.closing.cancel()
-        self.closed_clocks.update(clock_counters(live.runner))
+        self.closed_clocks += clock_counts(live.runner)
         self.ai.remove(name)
         text = (f"room {name!r} stopped working and was closed: its audio failed "
                 f"{live.runner.failures.run} ticks in a row; join again to open it afresh")
@@ -421,50 +421,3 @@ class Hub:
                 sources_cap=runner.governor.max_sources or 0,
             ))
             p.flush()
-
-    def metrics(self) -> dict[str, float | dict[str, float]]:
-        """Process-wide numbers for ``/metrics``; a dict value holds one number per reason."""
-        runners = [live.runner for live in self.rooms.values()]
-        clocks = Counter(self.closed_clocks)
-        for runner in runners:
-            clocks.update(clock_counters(runner))
-        return {
-            "rooms": len(self.rooms),
-            "participants": sum(len(live.participants) for live in self.rooms.values()),
-            "ticks_total": clocks["ticks_total"],
-            "tick_overruns_total": clocks["tick_overruns_total"],
-            "late_ticks_total": clocks["late_ticks_total"],
-            "skipped_ticks_total": clocks["skipped_ticks_total"],
-            "tick_errors_total": clocks["tick_errors_total"],
-            "rooms_failed_total": clocks["rooms_failed_total"],
-            "tick_ms_p95_max": max((r.stats.percentile_ms(95) for r in runners), default=0.0),
-            "uplink_wait_ms_p95_max": max((b.waits_ms.percentile(95) for r in runners
-                                           for b in r.buffers.values()), default=0.0),
-            "downlink_wait_ms_p95_max": max((t.waits_ms.percentile(95) for r in runners
-                                             for t in r.tracks.values()), default=0.0),
-            "concealed_frames_total": sum(b.stats.concealed for r in runners
-                                          for b in r.buffers.values()),
-            "fec_frames_total": sum(d.stats.fec for r in runners for d in r.decoders.values()),
-            "plc_frames_total": sum(d.stats.plc for r in runners for d in r.decoders.values()),
-            "dropped_packets_total": dict(self.drops.counts),
-            "uplink_dropped_frames_total": {
-                "late": sum(b.stats.late for r in runners for b in r.buffers.values()),
-                "duplicate": sum(b.stats.duplicates for r in runners for b in r.buffers.values()),
-                "overflow": sum(b.stats.dropped for r in runners for b in r.buffers.values()),
-                "undecodable": sum(d.stats.corrupt for r in runners for d in r.decoders.values()),
-            },
-            "overload_degradations_total": clocks["overload_degradations_total"],
-            "culled_pairs_total": clocks["culled_pairs_total"],
-            "clock_phase_shifts_total": clocks["clock_phase_shifts_total"],
-            "ai_musicians": sum(len(r.ai_voices) for r in runners),
-            "ai_sidecar_restarts_total": self.ai.restarts,
-            "ai_analysis_dropped_total": self.ai.dropped_audio,
-            "ai_events_total": sum(v.events for r in runners for v in r.ai_voices.values()),
-            "ai_events_late_total": sum(v.late for r in runners for v in r.ai_voices.values()),
-            "ai_event_lead_ms_p50_min": min((v.lead_ms.percentile(50) for r in runners
-                                             for v in r.ai_voices.values() if len(v.lead_ms)),
-                                            default=0.0),
-            "hrtf_uploads_total": dict(self.uploads.counts),
-            "recordings_active": self.recordings.active,
-            "recording_dropped_frames_total": self.recordings.dropped_frames_total,
-        }

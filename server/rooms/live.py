@@ -14,6 +14,7 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from aiortc import RTCPeerConnection
 from websockets.asyncio.server import ServerConnection
@@ -23,6 +24,10 @@ from server.tick.runner import RoomRunner
 from signaling.access import OPEN, Access
 from signaling.limits import SIGNALING_SEND_BUFFER
 from signaling.session import CLOSE_POLICY_VIOLATION, SignalingSession
+
+if TYPE_CHECKING:
+    from server.ai.bridge import AiBridge
+    from server.rooms.rendering import Renderings
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +49,6 @@ class LiveRoom:
     banned: set[str] = field(default_factory=set)
     #: The seat each token identity last held, so a rejoin by identity gets it back.
     seats_by_identity: dict[str, str] = field(default_factory=dict)
-
-
-def clock_counters(runner: RoomRunner) -> dict[str, int]:
-    """A room clock's counters for ``/metrics`` (the hub keeps them when the room closes)."""
-    schedule, aligner = runner.schedule, runner.aligner
-    return {"ticks_total": runner.stats.ticks, "tick_overruns_total": runner.stats.overruns,
-            "late_ticks_total": schedule.late_ticks if schedule else 0,
-            "skipped_ticks_total": schedule.skipped_ticks if schedule else 0,
-            "overload_degradations_total": runner.governor.degradations,
-            "culled_pairs_total": runner.culled_pairs,
-            "clock_phase_shifts_total": aligner.shifts if aligner else 0,
-            "tick_errors_total": runner.failures.total,
-            "rooms_failed_total": int(runner.gave_up)}
 
 
 class Participant:
@@ -97,3 +89,21 @@ class Participant:
         while True:
             text = await self.outbox.get()
             await self.ws.send(text)
+
+
+class RoomHost(Protocol):
+    """What a room's message handlers (stage, admin, AI musician) need of the process's rooms:
+    :class:`~server.rooms.hub.Hub` is the one implementation."""
+
+    rooms: dict[str, LiveRoom]
+    renderings: Renderings
+    ai: AiBridge
+
+    def broadcast(self, live: LiveRoom, exclude: Participant | None = None) -> None:
+        """Send the room's ``room_state`` to its members (but ``exclude``)."""
+
+    def save_soon(self, live: LiveRoom) -> None:
+        """Have the room's state saved within the store's interval."""
+
+    async def evict(self, p: Participant, code: int, reason: str) -> None:
+        """Take ``p`` out of its room now and close its connection with ``code``."""

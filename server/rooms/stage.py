@@ -15,14 +15,13 @@ from dsp.geometry import quaternion_matrix
 from signaling.stage_messages import HeadPose, MixOverride, MixReset, MoveSource, TurnSource
 
 if TYPE_CHECKING:
-    from server.rooms.hub import Hub
-    from server.rooms.live import Participant
+    from server.rooms.live import Participant, RoomHost
 
 
 class StageEdits:
     """The stage's signaling handler for ``hub``'s rooms."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: RoomHost) -> None:
         self.hub = hub
 
     async def edit(self, p: Participant, message) -> None:

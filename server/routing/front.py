@@ -14,7 +14,8 @@ their own (:mod:`server.routing.workers`). The front owns the public port:
   ``degraded`` while one is not (HTTP 200 still: the others serve) and ``down`` when none is
   (HTTP 503);
 - ``/metrics``: the workers' series combined (:mod:`server.telemetry.aggregate`), the front's own
-  connection counts, and per-worker series (``spatialjam_worker_up{worker="1"}``…);
+  connection counts, and per-worker series (``spatialjam_worker_up{worker="1"}``…), each as
+  :mod:`server.telemetry.metrics` declares it;
 - every other ``GET`` (the web client, ``/access``, ``/ai/ROOM.mid``, ``/recordings/ROOM/…``)
   is passed to a worker and its answer back as it is: to the worker that holds the room when
   the path's second part names an open room (``/ai/ROOM.mid``, ``/recordings/ROOM/…``), to the
@@ -39,7 +40,6 @@ import json
 import logging
 import signal
 import time
-from collections import Counter
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -52,9 +52,11 @@ from server.routing.cluster import ClusterError
 from server.routing.relay import Relay
 from server.routing.workers import POLL_S, RemoteNode, Worker, WorkerPool, http_get
 from server.telemetry import aggregate
+from server.telemetry import metrics as m
+from server.telemetry.collect import process_gauges
 from server.web.access import AccessPolicy, SecretError, load_secret
 from server.web.admission import ConnectionLimits
-from server.web.replies import admit_signaling, process_gauges, reply
+from server.web.replies import admit_signaling, reply
 from signaling import limits
 from signaling.limits import ROOM_RE
 from signaling.server_messages import ServerClosing
@@ -95,10 +97,11 @@ class FrontState:
         self.watchers: set[asyncio.Task] = set()
         self.policy = policy
         self.relays: set[Relay] = set()
-        #: Counter series of workers that were replaced, as last read (server.telemetry.aggregate).
-        self.retired: Counter[str] = Counter()
-        #: Per worker: (pid, its counter series as last read).
-        self._seen: dict[int, tuple[int, dict[str, float]]] = {}
+        #: The counters of workers that were replaced, as last read, summed
+        #: (server.telemetry.aggregate).
+        self.retired: m.Values = {}
+        #: Per worker: (pid, its counters as last read).
+        self._seen: dict[int, tuple[int, m.Values]] = {}
         #: With ``--redis``: this node in the deployment (server.routing.cluster).
         self.cluster: Cluster | None = None
 
@@ -171,58 +174,43 @@ class FrontState:
     async def metrics(self) -> str:
         workers = self.pool.workers
         read = await asyncio.gather(*(self._worker_metrics(w) for w in workers))
-        retired = Counter(self.retired)
-        for worker, metrics in zip(workers, read, strict=True):
+        retired = [self.retired]
+        for worker, values in zip(workers, read, strict=True):
             pid = worker.proc.pid if worker.proc else None
             seen = self._seen.get(worker.index)
             if seen is not None and seen[0] != pid:  # replaced: its counts stay in the sums
-                self.retired.update(seen[1])
-                retired.update(seen[1])
+                self.retired = aggregate.summed([self.retired, seen[1]])
+                retired.append(seen[1])
                 seen = None
-            if metrics is not None and pid is not None:
-                self._seen[worker.index] = (pid, metrics.counters())
+            if values is not None and pid is not None:
+                self._seen[worker.index] = (pid, m.counters(values))
             elif seen is not None:  # not answering now: its last counts stand for it
-                retired.update(seen[1])
-        merged = aggregate.merge([m for m in read if m is not None], retired)
-        for name, (value, kind, text) in process_gauges().items():  # the front's own, added
-            merged.meta.setdefault(name, (text, kind))
-            merged.values[name] = merged.values.get(name, 0) + value
-        own = aggregate.Metrics()
-        series = [
-            ("up", "gauge", "Whether the server is serving.", {"": 1}),
-            ("uptime_seconds", "gauge", "Seconds since start-up.",
-             {"": round(time.monotonic() - self.started, 3)}),
-            ("connections", "gauge", "Signaling connections open (WebSockets at /ws).",
-             {"": self.connections.open()}),
-            ("connections_refused_total", "counter", "Signaling handshakes refused, by the "
-             "limit they hit: per_client (HTTP 429) or total (HTTP 503).",
-             {f'{{reason="{k}"}}': v for k, v in self.connections.refused.items()}),
-            ("workers", "gauge", "Worker processes (serve --workers).", {"": len(workers)}),
-            ("worker_up", "gauge", "Whether the worker serves and answers.",
-             {_label(w): int(w.up) for w in workers}),
-            ("worker_rooms", "gauge", "Rooms open on the worker.",
-             {_label(w): w.health.get("rooms", 0) if w.up else 0 for w in workers}),
-            ("worker_load", "gauge", "The worker's measured tick load: its rooms' mean tick "
-             "time over the last second / 20 ms, summed.",
-             {_label(w): w.health.get("load", 0.0) if w.up else 0.0 for w in workers}),
-            ("worker_cpu_cores", "gauge", "The worker process's CPU use (cores) between its "
-             "last two health polls.", {_label(w): round(w.cpu, 3) for w in workers}),
-            ("worker_restarts_total", "counter", "Times the worker was started again after it "
-             "exited.", {_label(w): w.restarts for w in workers}),
-        ]
-        for name, kind, text, values in series:
-            own.meta[name] = (text, kind)
-            own.values.update({name + labels: value for labels, value in values.items()})
-        return "\n".join(aggregate.render(own) + aggregate.render(merged)) + "\n"
+                retired.append(seen[1])
+        own: m.Values = {
+            m.UP: 1, m.UPTIME: round(time.monotonic() - self.started, 3),
+            m.CONNECTIONS: self.connections.open(),
+            m.CONNECTIONS_REFUSED: dict(self.connections.refused),
+            m.WORKERS: len(workers),
+            m.WORKER_UP: {_label(w): int(w.up) for w in workers},
+            m.WORKER_ROOMS: {_label(w): w.health.get("rooms", 0) if w.up else 0
+                             for w in workers},
+            m.WORKER_LOAD: {_label(w): w.health.get("load", 0.0) if w.up else 0.0
+                            for w in workers},
+            m.WORKER_CPU_CORES: {_label(w): round(w.cpu, 3) for w in workers},
+            m.WORKER_RESTARTS: {_label(w): w.restarts for w in workers},
+            **process_gauges(),  # the front's own, added to the workers'
+        }
+        return m.exposition(aggregate.merge([v for v in read if v is not None], own,
+                                            aggregate.summed(retired)))
 
-    async def _worker_metrics(self, worker: Worker) -> aggregate.Metrics | None:
+    async def _worker_metrics(self, worker: Worker) -> m.Values | None:
         if not worker.up or worker.port is None:
             return None
         try:
             status, _, body = await http_get(worker.port, "/metrics", WORKER_HTTP_S)
-        except (OSError, TimeoutError):
+            return m.read(body.decode(errors="replace")) if status == 200 else None
+        except (OSError, TimeoutError, ValueError):  # ValueError: not Prometheus text
             return None
-        return aggregate.Metrics.parse(body.decode(errors="replace")) if status == 200 else None
 
     async def forward(self, connection: ServerConnection, request: Request) -> Response:
         """Any other ``GET``: the answer of the worker that holds the room the path names, or
@@ -260,7 +248,8 @@ class FrontState:
 
 
 def _label(worker: Worker) -> str:
-    return f'{{worker="{worker.index + 1}"}}'
+    """The value of the ``worker`` label of a worker's series: its number, from 1."""
+    return str(worker.index + 1)
 
 
 def front_router(state: FrontState):

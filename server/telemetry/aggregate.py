@@ -1,111 +1,75 @@
 """The workers' ``/metrics`` as one (no I/O): what the front of ``serve --workers N`` answers.
 
-Each worker's Prometheus text is parsed into series (a name with its labels, and a value);
-series with the same name and labels are combined across workers:
-
-- names ending in ``_max`` (the worst room's p95 tick…) take the largest value, names ending in
-  ``_min`` the smallest other than 0 (a worker without AI musicians says 0),
-  ``engine_warmup_seconds`` the largest;
-- every other series is summed: counters (ticks, drops…) and gauges of amounts (rooms,
-  participants, threads, resident memory…), so the totals read as those of one server (the
-  front adds its own process's threads, memory, file descriptors and tasks to those).
+Each worker's text is read (:func:`server.telemetry.metrics.read`); the series of one metric
+and label value are combined across the workers by the metric's declared
+:class:`~server.telemetry.metrics.Merge`: summed (counters, amounts), the largest (worst cases),
+the smallest other than 0, or the front's own value alone (``up``, ``connections``, the
+per-worker series…). The front's own process gauges (threads, resident memory…) are combined
+with the workers' by the same rule, so the totals read as those of one server.
 
 A restarted worker's counters start again from zero; the front adds what it last read of the
-worker before (``retired``), so that the sums never go down between two scrapes. The front
-writes its own ``up``, ``uptime_seconds`` and connection counts, and one series per worker
-(``worker_up``, ``worker_load``… with a ``worker`` label): see :mod:`server.routing.front`.
+worker before (``retired``), so that the sums never go down between two scrapes: see
+:mod:`server.routing.front`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-PREFIX = "spatialjam_"
-#: Series the front writes itself rather than combining the workers'.
-OWN = frozenset({"up", "uptime_seconds", "connections", "connections_refused_total"})
-LARGEST = frozenset({"engine_warmup_seconds"})
+from server.telemetry.metrics import METRICS, Merge, Metric, Value, Values
 
 
-class Metrics:
-    """Parsed Prometheus text: each name's HELP and TYPE, and its series' values, in order."""
-
-    def __init__(self) -> None:
-        #: name (without the prefix) → (help text, type)
-        self.meta: dict[str, tuple[str, str]] = {}
-        #: series (name without the prefix, with its labels) → value
-        self.values: dict[str, float] = {}
-
-    @classmethod
-    def parse(cls, text: str) -> Metrics:
-        metrics = cls()
-        helps: dict[str, str] = {}
-        for line in text.splitlines():
-            if line.startswith("# HELP " + PREFIX):
-                name, _, help_text = line[len("# HELP " + PREFIX):].partition(" ")
-                helps[name] = help_text
-            elif line.startswith("# TYPE " + PREFIX):
-                name, _, kind = line[len("# TYPE " + PREFIX):].partition(" ")
-                metrics.meta[name] = (helps.get(name, ""), kind)
-            elif line.startswith(PREFIX):
-                series, _, value = line[len(PREFIX):].rpartition(" ")
-                try:
-                    metrics.values[series] = float(value)
-                except ValueError:
-                    continue
-        return metrics
-
-    def counters(self) -> dict[str, float]:
-        """The series of names whose TYPE is counter."""
-        return {s: v for s, v in self.values.items()
-                if self.meta.get(name_of(s), ("", ""))[1] == "counter"}
-
-
-def name_of(series: str) -> str:
-    return series.split("{", 1)[0]
-
-
-def combine(name: str, values: list[float]) -> float:
-    if name.endswith("_max") or name in LARGEST:
-        return max(values)
-    if name.endswith("_min"):  # a worker without any (0) has no say
-        present = [v for v in values if v != 0]
-        return min(present) if present else 0.0
-    return sum(values)
-
-
-def merge(workers: Iterable[Metrics], retired: dict[str, float] | None = None) -> Metrics:
-    """One :class:`Metrics` from the workers', less :data:`OWN`, with ``retired`` counters
-    added (see the module)."""
-    merged = Metrics()
-    gathered: dict[str, list[float]] = {}
-    for metrics in workers:
-        for name, meta in metrics.meta.items():
-            if name not in OWN:
-                merged.meta.setdefault(name, meta)
-        for series, value in metrics.values.items():
-            if name_of(series) not in OWN:
-                gathered.setdefault(series, []).append(value)
-    for series, value in (retired or {}).items():
-        if series in gathered or name_of(series) in merged.meta:
-            gathered.setdefault(series, []).append(value)
-    for series, values in gathered.items():
-        merged.values[series] = combine(name_of(series), values)
+def merge(workers: Iterable[Mapping[Metric, Value]], front: Mapping[Metric, Value] | None = None,
+          retired: Mapping[Metric, Value] | None = None) -> Values:
+    """The deployment's values: each declared metric that a worker or the front has, combined
+    by its rule; ``retired`` counters are added to the metrics the workers have now."""
+    sources = list(workers)
+    front, retired = front or {}, retired or {}
+    merged: Values = {}
+    for metric in METRICS:
+        if metric.merge is Merge.OWN:
+            if metric in front:
+                merged[metric] = front[metric]
+            continue
+        values = [source[metric] for source in sources if metric in source]
+        if values and metric in retired:
+            values.append(retired[metric])
+        if metric in front:
+            values.append(front[metric])
+        if values:
+            merged[metric] = combine(metric, values)
     return merged
 
 
-def render(metrics: Metrics) -> list[str]:
-    """Prometheus text lines: each name's HELP and TYPE, then its series."""
-    by_name: dict[str, list[str]] = {}
-    for series in metrics.values:
-        by_name.setdefault(name_of(series), []).append(series)
-    lines = []
-    for name, (help_text, kind) in metrics.meta.items():
-        lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} {kind}"]
-        lines += [f"{PREFIX}{series} {_number(metrics.values[series])}"
-                  for series in by_name.get(name, ())]
-    return lines
+def summed(sources: Iterable[Mapping[Metric, Value]]) -> Values:
+    """Every series of ``sources`` summed, whatever its metric's rule (counters of workers)."""
+    gathered: dict[Metric, list[Value]] = {}
+    for source in sources:
+        for metric, value in source.items():
+            gathered.setdefault(metric, []).append(value)
+    return {metric: _combined(Merge.SUM, metric, values) for metric, values in gathered.items()}
 
 
-def _number(value: float) -> str:
-    value = float(value)
-    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+def combine(metric: Metric, values: list[Value]) -> Value:
+    """One metric's values from several processes as one, by its rule (series by series)."""
+    return _combined(metric.merge, metric, values)
+
+
+def _combined(rule: Merge, metric: Metric, values: list[Value]) -> Value:
+    gathered: dict[str | None, list[float]] = {}
+    for value in values:
+        for key, number in (value.items() if isinstance(value, dict) else [(None, value)]):
+            gathered.setdefault(key, []).append(number)
+    combined = {key: _rule(rule, numbers) for key, numbers in gathered.items()}
+    if metric.label is None:
+        return combined.get(None, 0.0)
+    return {key: number for key, number in combined.items() if key is not None}
+
+
+def _rule(rule: Merge, numbers: list[float]) -> float:
+    if rule is Merge.MAX:
+        return max(numbers)
+    if rule is Merge.MIN_NONZERO:  # a worker without any (0) has no say
+        present = [n for n in numbers if n != 0]
+        return min(present) if present else 0.0
+    return sum(numbers)

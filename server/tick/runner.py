@@ -36,14 +36,15 @@ from ai_accompany.ipc import ANALYSIS_RATE
 from ai_accompany.midi import NoteLog
 from dsp.culling import cull_quietest
 from dsp.downmix import AnalysisDownmix
+from dsp.geometry import Scene
 from dsp.renderer import Renderer
 from hrtf.constants import FRAME, FRAME_MS
 from hrtf.hrirset import HrirSet
 from server.ai.bridge import AiVoice
 from server.media.downlink import ListenerTrack, MusicOpusEncoder
-from server.media.jitter import JitterBuffer
+from server.media.jitter import JitterBuffer, Playout
 from server.media.uplink import UplinkDecoder
-from server.recording.capture import RoomRecording
+from server.recording.capture import RoomRecording, Take
 from server.rooms.room import Room
 from server.telemetry.recent import Recent
 from server.tick.clock import TickSchedule
@@ -95,6 +96,41 @@ def render_lock():
     except ValueError:  # no parallel kernel has run in this process yet
         return _SERIAL
     return _SERIAL if layer == "workqueue" else contextlib.nullcontext()
+
+
+@dataclass
+class TickWork:
+    """What one tick renders, captured on the loop (a slot may change hands meanwhile)."""
+
+    scene: Scene
+    #: Each source's frame to play, and the decoder that plays or conceals it, by slot.
+    playouts: dict[int, tuple[Playout, UplinkDecoder]]
+    #: The AI musicians' voices, by slot.
+    voices: dict[int, AiVoice]
+    #: The most sources a mix may hold now (None: all), from the overload governor.
+    cap: int | None
+    #: Slots (re)occupied since the last tick: their renderer state starts afresh.
+    fresh: list[int]
+    #: Each listener's Opus encoder, by slot.
+    encoders: dict[int, MusicOpusEncoder]
+    #: The room sample this tick starts at.
+    start: int
+    #: What the session recording takes of this tick (None: not recording).
+    take: Take | None = None
+
+
+@dataclass
+class TickDone:
+    """What one tick's work gives back to the loop."""
+
+    #: Each listener's Opus packets, by slot.
+    packets: dict[int, list]
+    #: The whole work's time (ms).
+    work_ms: float
+    #: Its parts (ms): "decode" (with the AI's synthesiser), "render", "encode".
+    parts_ms: dict[str, float]
+    #: The humans' downmix for the AI sidecar, or None without an AI musician.
+    analysis: np.ndarray | None
 
 
 @dataclass
@@ -291,17 +327,16 @@ class RoomRunner:
         cap = self.governor.max_sources
         voices = dict(self.ai_voices)
         take = self.recording.take(self.room, tick) if self.recording is not None else None
-        packets, work_ms, parts, analysis = await loop.run_in_executor(
-            _TICK_POOL, self._render_and_encode, scene, playouts, voices, cap, fresh, encoders,
-            self.room_sample, take)
-        if analysis is not None and self.on_analysis is not None:
-            self.on_analysis(self.room_sample, analysis)
-        self.stats.record(work_ms, parts)
-        new_cap = self.governor.observe(work_ms, int(self.room.active.sum()))
+        work = TickWork(scene, playouts, voices, cap, fresh, encoders, self.room_sample, take)
+        done = await loop.run_in_executor(_TICK_POOL, self._render_and_encode, work)
+        if done.analysis is not None and self.on_analysis is not None:
+            self.on_analysis(self.room_sample, done.analysis)
+        self.stats.record(done.work_ms, done.parts_ms)
+        new_cap = self.governor.observe(done.work_ms, int(self.room.active.sum()))
         if new_cap != cap:
             log.warning("room %s: tick took %.1f ms; mixes now hold %s sources", self.room.name,
-                        work_ms, "all" if new_cap is None else f"at most {new_cap}")
-        for slot, slot_packets in packets.items():
+                        done.work_ms, "all" if new_cap is None else f"at most {new_cap}")
+        for slot, slot_packets in done.packets.items():
             if self.tracks.get(slot) is tracks[slot]:
                 tracks[slot].deliver(slot_packets)
 
@@ -317,36 +352,35 @@ class RoomRunner:
             self.schedule.shift(step_ms / 1e3)
             log.debug("room %s: clock phase moved %+.1f ms", self.room.name, step_ms)
 
-    def _render_and_encode(self, scene, playouts, voices, cap, fresh, encoders, start,
-                           take=None):
+    def _render_and_encode(self, work: TickWork) -> TickDone:
         """The tick's work off the event loop: decode every source, play the AI musicians
-        from room sample ``start``, render every mix, hand what ``take`` records (a
-        :class:`~server.recording.capture.Take`, or None) to its writer, encode each listener's
-        mix. Returns the packets, the work's time, its parts (ms; "decode" includes the AI's
-        synthesiser) and the humans' downmix for the AI (or None)."""
+        from room sample ``work.start``, render every mix, hand what ``work.take`` records to
+        its writer, encode each listener's mix."""
         t0 = time.perf_counter()
         audio = np.zeros((self.room.capacity, FRAME), np.float32)
-        for slot, (playout, decoder) in playouts.items():
+        for slot, (playout, decoder) in work.playouts.items():
             audio[slot] = decoder.frame(playout)
         analysis = None
-        if voices:
-            analysis = self._downmix.process(audio[list(playouts)].sum(axis=0))
-            for slot, voice in voices.items():
-                audio[slot] = voice.render(start)
+        if work.voices:
+            analysis = self._downmix.process(audio[list(work.playouts)].sum(axis=0))
+            for slot, voice in work.voices.items():
+                audio[slot] = voice.render(work.start)
         t1 = time.perf_counter()
-        if cap is not None:
-            self.culled_pairs += cull_quietest(scene, np.sqrt(np.mean(audio**2, axis=1)), cap)
+        scene = work.scene
+        if work.cap is not None:
+            self.culled_pairs += cull_quietest(scene, np.sqrt(np.mean(audio**2, axis=1)),
+                                               work.cap)
         with render_lock():
-            for slot in fresh:
+            for slot in work.fresh:
                 self.renderer.reset_source(slot)
                 self.renderer.reset_listener(slot)
                 if (settings := self.listener_settings.get(slot)) is not None:
                     self.renderer.configure_listener(slot, **settings)  # set before this tick
             mixes = self.renderer.render(scene, audio)
-        if take is not None:  # copies and a put_nowait: the writer is a thread of its own
-            take.capture(audio, mixes)
+        if work.take is not None:  # copies and a put_nowait: the writer is a thread of its own
+            work.take.capture(audio, mixes)
         t2 = time.perf_counter()
-        packets = encode_all(mixes, encoders)
+        packets = encode_all(mixes, work.encoders)
         t3 = time.perf_counter()
         parts = {"decode": 1e3 * (t1 - t0), "render": 1e3 * (t2 - t1), "encode": 1e3 * (t3 - t2)}
-        return packets, 1e3 * (t3 - t0), parts, analysis
+        return TickDone(packets, 1e3 * (t3 - t0), parts, analysis)

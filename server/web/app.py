@@ -41,11 +41,13 @@ from server.errors import CliError
 from server.recording.control import RecordingFileError, Recordings, recordings_root
 from server.rooms.hub import EMPTY_ROOM_GRACE_S, RETRY_AFTER_S, Hub
 from server.rooms.store import open_store
+from server.telemetry import metrics as m
+from server.telemetry.collect import collect, process_gauges
 from server.tick.load import room_loads, tick_load
 from server.web.access import AccessPolicy, SecretError, load_secret
 from server.web.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, ConnectionLimits
 from server.web.replies import access_refused as _access_refused
-from server.web.replies import admit_signaling, process_gauges
+from server.web.replies import admit_signaling
 from server.web.replies import reply as _reply
 from signaling import limits
 from signaling.access import OPEN, Access, AccessError
@@ -87,81 +89,13 @@ class ServerState:
         return health
 
     def metrics(self) -> str:
-        values = {
-            "up": (1, "gauge", "Whether the server is serving."),
-            "uptime_seconds": (round(time.monotonic() - self.started, 3), "gauge",
-                               "Seconds since start-up."),
-            "engine_warmup_seconds": (round(self.warmup_ms / 1e3, 3), "gauge",
-                                      "Time to load the HRTF set and compile the kernels."),
-            **process_gauges(),
-            "connections": (self.connections.open(), "gauge",
-                            "Signaling connections open (WebSockets at /ws)."),
-            "connections_refused_total": (dict(self.connections.refused), "counter",
-                                          "Signaling handshakes refused, by the limit they hit: "
-                                          "per_client (HTTP 429) or total (HTTP 503)."),
-        }
-        help_text = {
-            "rooms": ("gauge", "Rooms open on this process."),
-            "participants": ("gauge", "Participants in those rooms."),
-            "ticks_total": ("counter", "Room clock ticks rendered."),
-            "tick_overruns_total": ("counter", "Ticks whose work took longer than 20 ms."),
-            "late_ticks_total": ("counter", "Ticks that started more than 10 ms late."),
-            "skipped_ticks_total": ("counter", "Ticks skipped after falling far behind."),
-            "tick_errors_total": ("counter", "Ticks that raised an error: skipped, their mixes "
-                                  "silent for that tick."),
-            "rooms_failed_total": ("counter", "Rooms closed because their ticks kept failing "
-                                   "(a second in a row); their members were told."),
-            "tick_ms_p95_max": ("gauge", "Worst room's 95th percentile tick time (ms)."),
-            "uplink_wait_ms_p95_max": ("gauge", "Worst source's 95th percentile wait from "
-                                       "arrival to its tick (ms): receive buffer and tick phase."),
-            "downlink_wait_ms_p95_max": ("gauge", "Worst listener's 95th percentile wait from "
-                                         "its tick to being sent (ms)."),
-            "concealed_frames_total": ("counter", "Frames concealed (lost or late) in the "
-                                       "sources present now."),
-            "fec_frames_total": ("counter", "Of those, frames rebuilt from the next packet's "
-                                 "in-band FEC."),
-            "plc_frames_total": ("counter", "Of those, frames concealed by Opus packet-loss "
-                                 "concealment."),
-            "dropped_packets_total": ("counter", "Media packets dropped before anything "
-                                      "decoded them, by reason (server.media.ingress), "
-                                      "since start."),
-            "uplink_dropped_frames_total": ("counter", "Frames the sources present now dropped, "
-                                            "by reason: late, duplicate, overflow (a burst "
-                                            "past the buffer), undecodable (concealed)."),
-            "overload_degradations_total": ("counter", "Slow ticks that lowered a room's cap "
-                                            "on sources per mix."),
-            "clock_phase_shifts_total": ("counter", "Times a room clock moved its tick to "
-                                         "just after its players' frames arrive."),
-            "ai_musicians": ("gauge", "AI musicians playing in the rooms."),
-            "ai_sidecar_restarts_total": ("counter", "Times the AI sidecar was started again "
-                                          "after it died or stopped answering."),
-            "ai_analysis_dropped_total": ("counter", "Analysis audio blocks not sent because "
-                                          "the AI sidecar fell behind."),
-            "ai_events_total": ("counter", "Note events the AI musicians received."),
-            "ai_events_late_total": ("counter", "Of those, events that arrived after the tick "
-                                     "they should have started in (dropped)."),
-            "ai_event_lead_ms_p50_min": ("gauge", "How far ahead of the room clock AI events "
-                                         "arrive (ms, median; the least of the rooms)."),
-            "culled_pairs_total": ("counter", "Listener-source pairs left out of mixes under "
-                                   "overload (pair-ticks)."),
-            "hrtf_uploads_total": ("counter", "Listeners' HRTF uploads, by outcome: taken, "
-                                   "refused (bad_sofa), ended early (upload_failed)."),
-            "recordings_active": ("gauge", "Rooms being recorded."),
-            "recording_dropped_frames_total": ("counter", "20 ms frames of recordings written "
-                                               "as silence because the writer fell behind "
-                                               "(or its disk failed)."),
-        }
-        for name, value in self.hub.metrics().items():
-            kind, text = help_text[name]
-            values[name] = (value, kind, text)
-        lines = []
-        for name, (value, kind, text) in values.items():
-            lines += [f"# HELP spatialjam_{name} {text}", f"# TYPE spatialjam_{name} {kind}"]
-            if isinstance(value, dict):  # one sample per reason
-                lines += [f'spatialjam_{name}{{reason="{key}"}} {v}' for key, v in value.items()]
-            else:
-                lines.append(f"spatialjam_{name} {value}")
-        return "\n".join(lines) + "\n"
+        """``/metrics``: this process's numbers (:mod:`server.telemetry.metrics`)."""
+        return m.exposition({
+            m.UP: 1, m.UPTIME: round(time.monotonic() - self.started, 3),
+            m.ENGINE_WARMUP: round(self.warmup_ms / 1e3, 3), **process_gauges(),
+            m.CONNECTIONS: self.connections.open(),
+            m.CONNECTIONS_REFUSED: dict(self.connections.refused),
+            **collect(self.hub)})
 
 
 def warm_up(hrtf: str, device: str) -> tuple[HrirSet, float]:

@@ -1,6 +1,6 @@
 """HTTP answers the single-process server (:mod:`server.web.app`) and the front of ``serve
 --workers N`` (:mod:`server.routing.front`) share: replies, the ``/ws`` admission, the
-same-origin rule, the process's own gauges.
+same-origin rule.
 
 Kept apart from :mod:`server.web.app` so that the front, which relays signaling and renders no
 audio, imports neither the engine nor aiortc (some 200 MB less resident memory).
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import http
-import os
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Request, Response, ServerConnection
@@ -21,30 +19,6 @@ from server.web.access import AccessPolicy
 from signaling.access import AccessError
 from signaling.server_messages import ErrorMessage
 from signaling.wire import encode
-
-
-def process_gauges(proc: Path = Path("/proc/self")) -> dict[str, tuple[int, str, str]]:
-    """This process's resources for ``/metrics``: ``{name: (value, kind, help)}``.
-
-    The asyncio tasks of the running loop that are not done, and from Linux's ``proc``
-    (left out where there is none): open file descriptors, OS threads (every thread, not only
-    Python's: numba's workers too) and resident memory in bytes.
-    ``spatialjam bench soak`` watches these for leaks. Reading them costs a few system calls,
-    on a ``/metrics`` request only.
-    """
-    values = {"asyncio_tasks": (len(asyncio.all_tasks()), "gauge",
-                                "Asyncio tasks on the server's loop that are not done.")}
-    try:
-        status = (proc / "status").read_text()
-        fds = len(os.listdir(proc / "fd"))
-    except OSError:
-        return values
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    values["open_fds"] = (fds, "gauge", "File descriptors open (files and sockets).")
-    values["threads"] = (int(fields["Threads"]), "gauge", "OS threads of the process.")
-    values["rss_bytes"] = (int(fields["VmRSS"].split()[0]) * 1024, "gauge",
-                           "Resident memory (bytes).")
-    return values
 
 
 def same_origin(request: Request) -> bool:

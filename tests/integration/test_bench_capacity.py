@@ -14,19 +14,15 @@ import pytest
 
 from bench import capacity
 from bench.capacity import (
-    Snapshot,
-    cpu_seconds,
     limiting_cost,
-    machine_jiffies,
     many_rooms_plan,
     one_room_plan,
     parse_metrics,
     per_participant,
-    rss_bytes,
-    usage,
     verdict,
 )
 from bench.lightbot import ArrivalCounter, StreamWindow, encode_loop, music
+from bench.procstat import Snapshot, cpu_seconds, machine_jiffies, rss_bytes, snapshot, usage
 from hrtf.constants import FRAME
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,9 +88,9 @@ def test_usage_of_a_real_process_is_its_own():
     import os
 
     me = os.getpid()
-    first = capacity.snapshot(me, [me])
+    first = snapshot(me, [me])
     burn_cpu(0.2)
-    last = capacity.snapshot(me, [me])
+    last = snapshot(me, [me])
     got = usage(first, last)
     assert got["server_cpu_pct"] > 0 and got["loop_cpu_pct"] > 0  # pytest runs in the main thread
     # /proc counts CPU in clock ticks (10 ms), and the two readings of one snapshot are

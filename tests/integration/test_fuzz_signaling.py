@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from bench.capacity import cpu_seconds
+from bench.procstat import cpu_seconds
 from bench.serverproc import ServerProcess
 from signaling import limits
 from signaling.ai_messages import AI_INSTRUMENTS, AI_ROLES

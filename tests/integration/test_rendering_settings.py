@@ -259,7 +259,7 @@ def test_an_old_state_file_without_acoustics_still_opens(tmp_path):
 def test_settings_given_before_a_new_listeners_first_tick_survive_the_slots_reset(kemar):
     """A ``set_rendering`` right after ``joined`` can reach the renderer before the tick that
     resets the newcomer's slot: the runner puts it back after the reset."""
-    from server.tick.runner import RoomRunner
+    from server.tick.runner import RoomRunner, TickWork
 
     room = Room("r", capacity=2)
     runner = RoomRunner(room, kemar)
@@ -268,7 +268,8 @@ def test_settings_given_before_a_new_listeners_first_tick_survive_the_slots_rese
     runner.configure_listener(member.slot, acoustics=False, reference=True)
 
     def tick() -> None:
-        runner._render_and_encode(room.scene(), {}, {}, None, room.drain_fresh_slots(), {}, 0)
+        runner._render_and_encode(TickWork(room.scene(), {}, {}, None, room.drain_fresh_slots(),
+                                           {}, 0))
 
     tick()
     settings = runner.renderer.settings[member.slot]

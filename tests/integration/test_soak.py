@@ -13,17 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.soak import (
-    LIMITS,
-    WARMUP_MIN_CYCLES,
-    Limits,
-    judge,
-    resources,
-    slope_per_min,
-    status_kib,
-    warmup_s,
-)
-from server.web.app import process_gauges
+from bench.procstat import resources, status_kib
+from bench.soak import LIMITS, WARMUP_MIN_CYCLES, Limits, judge, slope_per_min, warmup_s
+from server.telemetry import metrics as m
+from server.telemetry.collect import process_gauges
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -170,16 +163,16 @@ async def test_the_process_gauges_count_this_loops_tasks_and_this_process():
     gauges = process_gauges()
     idle = asyncio.get_running_loop().create_task(asyncio.sleep(10))
     try:
-        assert process_gauges()["asyncio_tasks"][0] == gauges["asyncio_tasks"][0] + 1
+        assert process_gauges()[m.ASYNCIO_TASKS] == gauges[m.ASYNCIO_TASKS] + 1
     finally:
         idle.cancel()
-    assert gauges["open_fds"][0] > 0 and gauges["threads"][0] >= 1
-    assert gauges["rss_bytes"][0] > 1 << 20
-    assert all(kind == "gauge" and text for _, kind, text in gauges.values())
+    assert gauges[m.OPEN_FDS] > 0 and gauges[m.THREADS] >= 1
+    assert gauges[m.RSS] > 1 << 20
+    assert all(metric.kind == "gauge" and metric.help for metric in gauges)
 
 
 async def test_without_proc_only_the_task_count_is_given(tmp_path):
-    assert set(process_gauges(tmp_path / "nowhere")) == {"asyncio_tasks"}
+    assert set(process_gauges(tmp_path / "nowhere")) == {m.ASYNCIO_TASKS}
 
 
 # real soaks -------------------------------------------------------------------------------------

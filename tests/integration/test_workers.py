@@ -28,7 +28,7 @@ from bench.bot import Bot, tone
 from bench.serverproc import ServerProcess
 from server.cli.main import main
 from server.routing.placement import MIN_ROOM_LOAD, RoomPlacement
-from server.telemetry import aggregate
+from server.telemetry import aggregate, metrics
 from server.web.access import read_secret_file, write_new_secret
 from tests.helpers.audio import SAME_DB, TONES_HZ, band_ilds_db, band_levels_db, tones
 from tests.helpers.live import handshake_refusal, mint_for
@@ -122,24 +122,22 @@ spatialjam_up 1
 
 
 def test_worker_metrics_are_summed_series_by_series_and_worst_cases_kept():
-    one = aggregate.Metrics.parse(WORKER_TEXT.format(rooms=2, ticks=100, p95=3.5, lead=0.0,
-                                                     drops=1))
-    two = aggregate.Metrics.parse(WORKER_TEXT.format(rooms=1, ticks=50, p95=7.25, lead=40.0,
-                                                     drops=2))
-    merged = aggregate.merge([one, two], retired={"ticks_total": 1000})
-    assert merged.values == {"rooms": 3, "ticks_total": 1150, "tick_ms_p95_max": 7.25,
-                             "ai_event_lead_ms_p50_min": 40.0,
-                             'dropped_packets_total{reason="malformed_opus"}': 3}
-    text = "\n".join(aggregate.render(merged))
+    one = metrics.read(WORKER_TEXT.format(rooms=2, ticks=100, p95=3.5, lead=0.0, drops=1))
+    two = metrics.read(WORKER_TEXT.format(rooms=1, ticks=50, p95=7.25, lead=40.0, drops=2))
+    merged = aggregate.merge([one, two], retired={metrics.TICKS: 1000})
+    assert metrics.flatten(merged) == {"rooms": 3, "ticks_total": 1150, "tick_ms_p95_max": 7.25,
+                                       "ai_event_lead_ms_p50_min": 40.0,
+                                       'dropped_packets_total{reason="malformed_opus"}': 3}
+    text = metrics.exposition(merged)
     assert "# TYPE spatialjam_ticks_total counter\nspatialjam_ticks_total 1150" in text
     assert 'spatialjam_dropped_packets_total{reason="malformed_opus"} 3' in text
     assert "spatialjam_up" not in text  # the front says that itself
-    assert one.counters() == {"ticks_total": 100.0,
-                              'dropped_packets_total{reason="malformed_opus"}': 1.0}
+    assert metrics.flatten(metrics.counters(one)) == {
+        "ticks_total": 100.0, 'dropped_packets_total{reason="malformed_opus"}': 1.0}
 
 
 def test_the_capacity_bench_counts_the_front_and_its_workers_as_the_server():
-    from bench.capacity import Snapshot, snapshot, usage
+    from bench.procstat import Snapshot, snapshot, usage
 
     def snap(at, loops):
         return Snapshot(at=at, server_cpu_s=sum(loops) + 1.0 * at, loop_cpu_s=sum(loops),

@@ -1,0 +1,67 @@
+"""What the ``spatialjam`` commands' options share: argument types that check their range and
+say what was wrong in one line, and the options several commands take (the HRTF set, the
+mixing device). The commands other packages add (``bench``, through the ``spatialjam.commands``
+entry point) use them too."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+#: The most ``serve --workers`` (processes, one per core).
+MAX_WORKERS = 64
+
+
+def finite(kind: str, lo: float | None = None, hi: float | None = None,
+           positive: bool = False) -> Callable[[str], float]:
+    """An argument type: a finite number, ``> 0`` if ``positive``, in ``lo..hi`` if given
+    (both or neither); ``kind`` names it in the error."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{kind} must be finite, got {text!r}")
+        if positive and value <= 0:
+            raise argparse.ArgumentTypeError(f"{kind} must be > 0, got {text!r}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{kind} must lie in {lo:g}..{hi:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def count(kind: str, lo: int, hi: int) -> Callable[[str], int]:
+    """An argument type: a whole number in ``lo..hi``; ``kind`` names it in the error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{kind} must be a whole number, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{kind} must lie in {lo}..{hi}, got {value}")
+        return value
+
+    return parse
+
+
+def add_hrtf_args(p: argparse.ArgumentParser) -> None:
+    """``--sofa FILE`` or ``--hrtf NAME`` (read back with :func:`hrtf_spec`)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--sofa", metavar="FILE", help="SOFA SimpleFreeFieldHRIR file to use")
+    group.add_argument("--hrtf", default="kemar", metavar="NAME",
+                       help="built-in set: kemar (default), spherical-head[:RADIUS_M]")
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    """``--device cpu|cuda``: which mixing kernels."""
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="mixing kernels: cpu (default) or cuda (needs the gpu extra and a GPU)")
+
+
+def hrtf_spec(args: argparse.Namespace) -> str:
+    """The HRTF set named by ``--sofa``/``--hrtf``."""
+    return args.sofa if args.sofa else args.hrtf
