@@ -16,7 +16,7 @@ import pytest
 from bench.cli import BENCHES
 from server.cli.main import NO_PLUGINS, build_parser, main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: The packages of the product, which must not import bench/.
 PRODUCT = ("server", "dsp", "hrtf", "signaling", "ai_accompany", "client_web")
 

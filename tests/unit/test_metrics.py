@@ -19,7 +19,7 @@ from server.telemetry import metrics as m
 from server.telemetry.collect import ClockCounts
 from server.web.app import ServerState
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_read_gives_back_what_the_exposition_wrote():
