@@ -32,7 +32,6 @@ import numpy as np
 import uvloop
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 
-from dsp.geometry import Scene
 from dsp.renderer import Renderer
 from hrtf.constants import FRAME
 from hrtf.hrirset import HrirSet
@@ -46,6 +45,7 @@ from server.http_replies import reply as _reply
 from server.hub import EMPTY_ROOM_GRACE_S, RETRY_AFTER_S, Hub
 from server.load import room_loads, tick_load
 from server.recordings import RecordingFileError, Recordings, recordings_root
+from server.room import Room
 from server.store import open_store
 from signaling import limits
 from signaling.access import OPEN, Access, AccessError
@@ -164,11 +164,23 @@ class ServerState:
 
 
 def warm_up(hrtf: str, device: str) -> tuple[HrirSet, float]:
-    """Load the HRTF set and run one tick so kernels are compiled before anyone joins."""
+    """Load the HRTF set and render one tick of a room, so that the kernels a room's ticks run
+    are compiled (or loaded from numba's cache) before anyone joins.
+
+    The tick renders a scene built the way a room builds it (:meth:`Room.scene`): numba
+    compiles a kernel once per kind of argument (an array's dimensions, layout, whether it is
+    writable), so a scene of another kind, such as ``Scene.create``'s shared source positions
+    (a read-only broadcast view), would leave the rooms' own variant to be compiled on the
+    first room's first tick, which then takes seconds on a fresh install: mixes start that
+    much later.
+    """
     t0 = time.perf_counter()
     hrirs = load_hrtf(hrtf)
-    renderer = Renderer(hrirs, 1, 1, device=device)
-    renderer.render(Scene.create([0, 0, 0], [1, 0, 0]), np.zeros((1, FRAME), np.float32))
+    room = Room("warm-up", capacity=2)
+    room.join("a")
+    room.join("b")
+    renderer = Renderer(hrirs, room.capacity, room.capacity, device=device)
+    renderer.render(room.scene(), np.zeros((room.capacity, FRAME), np.float32))
     warmup_ms = 1e3 * (time.perf_counter() - t0)
     log.info("engine ready: %s on %s in %.0f ms", hrirs.name, device, warmup_ms)
     return hrirs, warmup_ms
