@@ -87,7 +87,8 @@ class Window:
 class HearingPair:
     """Bots A and B in ``room``, each playing its tone and hearing the other's.
 
-    ``async with HearingPair(url, room) as pair:`` — joined, connected and settled.
+    ``async with HearingPair(url, room) as pair:`` — joined, connected, both mixes flowing, and
+    settled.
     """
 
     def __init__(self, url: str, room: str) -> None:
@@ -97,6 +98,7 @@ class HearingPair:
     async def __aenter__(self) -> HearingPair:
         await self.a.connect()
         await self.b.connect()
+        await asyncio.gather(self.a.flowing(), self.b.flowing())
         await asyncio.sleep(SETTLE_S)
         return self
 

@@ -44,6 +44,8 @@ def band_level_db(stereo: np.ndarray, freq: float = 2000.0) -> float:
 
 
 async def heard(bot: Bot) -> np.ndarray:
+    """What ``bot`` hears once its mix flows and has settled after the last change."""
+    await bot.flowing()
     await asyncio.sleep(SETTLE_S)
     return await bot.listen(LISTEN_S)
 
