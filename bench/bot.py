@@ -204,6 +204,27 @@ class Bot:
     def recording(self) -> np.ndarray:
         return np.concatenate(self.received) if self.received else np.zeros((0, 2), np.float32)
 
+    async def flowing(self, frames: int = 5, timeout: float = 30.0) -> None:
+        """Wait until the mix arrives: ``frames`` more frames than had come when called.
+
+        A readiness signal to wait on before recording, rather than a fixed delay: a peer
+        connection takes a while to carry media after ``connect``, and a server's first mixes
+        may come late (a kernel compiled on a fresh install, a machine busy with other work).
+
+        Raises
+        ------
+        TimeoutError
+            No more than that came within ``timeout`` seconds.
+        """
+        start = len(self.received)
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self.received) < start + frames:
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            raise TimeoutError(f"{self.name} received {len(self.received) - start} frames of "
+                               f"its mix in {timeout:g} s (waited for {frames})") from None
+
     async def listen(self, seconds: float) -> np.ndarray:
         """What arrives in the next ``seconds``."""
         start = len(self.received)

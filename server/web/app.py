@@ -32,14 +32,17 @@ import numpy as np
 import uvloop
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 
-from dsp.geometry import Scene
+from dsp.notes import NoteEvent
 from dsp.renderer import Renderer
+from dsp.room_model import room_model
+from dsp.synth import Synth
 from hrtf.constants import FRAME
 from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
 from server.errors import CliError
 from server.recording.control import RecordingFileError, Recordings, recordings_root
 from server.rooms.hub import EMPTY_ROOM_GRACE_S, RETRY_AFTER_S, Hub
+from server.rooms.room import Room
 from server.rooms.store import open_store
 from server.telemetry import metrics as m
 from server.telemetry.collect import collect, process_gauges
@@ -99,11 +102,32 @@ class ServerState:
 
 
 def warm_up(hrtf: str, device: str) -> tuple[HrirSet, float]:
-    """Load the HRTF set and run one tick so kernels are compiled before anyone joins."""
+    """Load the HRTF set and render one tick of a room, so that the kernels a room's ticks run
+    are compiled (or loaded from numba's cache) before anyone joins.
+
+    The tick renders a scene built the way a room builds it (:meth:`Room.scene`): numba
+    compiles a kernel once per kind of argument (an array's dimensions, layout, whether it is
+    writable), so a scene of another kind, such as ``Scene.create``'s shared source positions
+    (a read-only broadcast view), would leave the rooms' own variant to be compiled on the
+    first room's first tick, which then takes seconds on a fresh install: mixes start that
+    much later. Rooms with acoustics and AI musicians' synthesisers are warmed the same way.
+    """
     t0 = time.perf_counter()
     hrirs = load_hrtf(hrtf)
-    renderer = Renderer(hrirs, 1, 1, device=device)
-    renderer.render(Scene.create([0, 0, 0], [1, 0, 0]), np.zeros((1, FRAME), np.float32))
+    room = Room("warm-up", capacity=2)
+    room.join("a")
+    room.join("b")
+    renderer = Renderer(hrirs, room.capacity, room.capacity, device=device)
+    silence = np.zeros((room.capacity, FRAME), np.float32)
+    renderer.render(room.scene(), silence)
+    # A room with acoustics (reflections, the late tail) and an AI musician's synthesiser run
+    # kernels of their own: compiled now too, not on the tick that first needs them (about
+    # 20 s of a silent room on a fresh install, for acoustics).
+    renderer.set_room(room_model("rehearsal-room"))
+    renderer.render(room.scene(), silence)
+    synth = Synth("epiano")
+    synth.schedule([NoteEvent(start=0, duration=FRAME, pitch=60, velocity=0.5)])
+    synth.render(0)
     warmup_ms = 1e3 * (time.perf_counter() - t0)
     log.info("engine ready: %s on %s in %.0f ms", hrirs.name, device, warmup_ms)
     return hrirs, warmup_ms

@@ -22,6 +22,8 @@ LISTEN_S = 0.6
 
 
 async def heard(bot: Bot) -> np.ndarray:
+    """What ``bot`` hears once its mix flows and has settled after the last change."""
+    await bot.flowing()
     await asyncio.sleep(SETTLE_S)
     return await bot.listen(LISTEN_S)
 

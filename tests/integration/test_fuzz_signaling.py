@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from bench.gaps import CpuStall
 from bench.procstat import cpu_seconds
 from bench.serverproc import ServerProcess
 from signaling import limits
@@ -42,6 +43,7 @@ from tests.helpers.hostile import (
     HearingPair,
     metrics_delta,
     report_tried,
+    ticks_the_machine_took,
 )
 
 #: Per example: generous for a shared 2-core machine, yet a parser that backtracks on some
@@ -760,26 +762,38 @@ async def test_rooms_opened_by_join_and_leave_are_capped_and_idle_ones_cost_the_
                     await ws.send(json.dumps({"type": "leave"}))
         return codes
 
+    stall = CpuStall()
     with ServerProcess() as srv:  # its own: the room table is full afterwards
         async with HearingPair(srv.ws, "steady") as pair:
-            before_metrics = metrics_delta(srv.http, {})
+            before_metrics, stall_at_start = metrics_delta(srv.http, {}), stall()
             before = await pair.listen(1.0)
-            mark = pair.mark()
+            mark, stall_at_mark = pair.mark(), stall()
             loop_busy = await loop_share(srv.proc.pid, 2.0)
             results = await asyncio.gather(*(opener(srv.ws, 50 * k, 50) for k in range(6)))
             loop_busy_idle_rooms = await loop_share(srv.proc.pid, 2.0)
             during = pair.since(mark)
-            grew = metrics_delta(srv.http, before_metrics)
+            grew, stall_at_end = metrics_delta(srv.http, before_metrics), stall()
             rooms = metrics_delta(srv.http, {})["rooms"]
+    stall.close()
     codes = [code for result in results for code in result]
     TRIED["signaling.websocket (rooms opened)"] += len(codes)
+    # What this machine's CPU stall (other test runs on these 2 cores) can account for, over
+    # the metrics' window and over the bots' (tests/hostile.py: ticks_the_machine_took).
+    stall_s = stall_at_end - stall_at_start
+    machine_ticks = ticks_the_machine_took(stall_s)
+    machine_s = stall_at_end - stall_at_mark
     print(f"\nrooms: {codes.count('joined')} opened, {codes.count('room_full')} refused, "
-          f"{rooms:.0f} open; the playing room: {grew['ticks_total']:.0f} ticks, "
-          f"{grew['skipped_ticks_total']:.0f} skipped; the loop thread busy "
-          f"{loop_busy:.0%} before, {loop_busy_idle_rooms:.0%} with the empty rooms")
+          f"{rooms:.0f} open; the clocks: {grew['ticks_total']:.0f} ticks, "
+          f"{grew['skipped_ticks_total']:.0f} skipped, of which the machine's CPU stall "
+          f"({stall_s:.1f} s) accounts for up to "
+          f"{machine_ticks:.0f}; the loop thread busy {loop_busy:.0%} before, "
+          f"{loop_busy_idle_rooms:.0%} with the empty rooms")
     assert rooms == MAX_ROOMS
     assert codes.count("joined") == MAX_ROOMS - 1 and set(codes) == {"joined", "room_full"}
-    assert not during.still_hearing(before), during.still_hearing(before)
-    assert grew["skipped_ticks_total"] <= MAX_SKIPPED_SHARE * grew["ticks_total"], grew
+    still = during.still_hearing(before, excused_s=machine_s)
+    assert not still, (still, f"CPU stall {machine_s:.2f} s")
+    # Ticks skipped because of the flood: beyond what waiting for a CPU explains.
+    flood_skipped = grew["skipped_ticks_total"] - machine_ticks
+    assert flood_skipped <= MAX_SKIPPED_SHARE * grew["ticks_total"], (grew, machine_ticks)
     # CPU time, not wall time: 255 empty rooms that ticked would add about 13% of a core.
     assert loop_busy_idle_rooms <= loop_busy + 0.06, (loop_busy, loop_busy_idle_rooms)

@@ -67,6 +67,7 @@ async def test_extreme_uplinks_leave_the_mix_finite_limited_and_the_quiet_tone_a
         for bot, position in ((x, [1.0, 0.5, 1.2]), (a, [1.0, -0.5, 1.2]), (b, [0, 0, 1.2])):
             await bot.send({"type": "move_source", "source": bot.participant,
                             "position_m": position})
+        await b.flowing()
         before = metrics_delta(server.http, {})
         for name, signal in EXTREMES.items():
             playing["signal"] = signal

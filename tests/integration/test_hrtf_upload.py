@@ -258,6 +258,7 @@ async def room(server):
 
 
 async def both_hear(a: Bot, b: Bot) -> tuple[np.ndarray, np.ndarray]:
+    await asyncio.gather(a.flowing(), b.flowing())
     await asyncio.sleep(SETTLE_S)
     return await asyncio.gather(a.listen(LISTEN_S), b.listen(LISTEN_S))
 

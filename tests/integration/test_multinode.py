@@ -74,6 +74,7 @@ async def test_a_join_on_node_b_for_a_room_on_node_a_ends_in_it(redis_url):
                 await bot.send({"type": "move_source", "source": bot.participant,
                                 "position_m": xyz})
             await listener.send({"type": "head_pose", "yaw_deg": 0})
+            await listener.flowing()
             await asyncio.sleep(SETTLE_S)
             heard = await listener.listen(LISTEN_S)
             print(f"\nL through node B hears S at {band_level_db(heard, TONE_HZ):.1f} dB, "
@@ -185,6 +186,7 @@ async def test_a_dead_nodes_room_opens_on_another_with_its_layout_and_mixes(redi
                 await bot.send({"type": "move_source", "source": bot.participant,
                                 "position_m": xyz})
             await x.send({"type": "turn_source", "source": x.participant, "yaw_deg": -120.0})
+            await y.flowing()
             await asyncio.sleep(SETTLE_S)
             level_on = band_level_db(await y.listen(LISTEN_S), TONE_HZ)
             await y.send({"type": "mix_override", "source": x.participant, "mute": True})
@@ -209,6 +211,7 @@ async def test_a_dead_nodes_room_opens_on_another_with_its_layout_and_mixes(redi
                     assert again[source]["position_m"] == stage[source]["position_m"]
                     assert again[source]["yaw_deg"] == stage[source]["yaw_deg"]
                 await y2.send({"type": "head_pose", "yaw_deg": 0})
+                await y2.flowing()
                 await asyncio.sleep(SETTLE_S)
                 muted = band_level_db(await y2.listen(LISTEN_S), TONE_HZ)
                 await y2.send({"type": "mix_reset", "source": x2.participant})

@@ -282,6 +282,8 @@ def test_a_place_where_no_file_can_be_made_keeps_nothing_with_a_warning(tmp_path
 
 
 async def heard(bot: Bot) -> np.ndarray:
+    """What ``bot`` hears once its mix flows and has settled after the last change."""
+    await bot.flowing()
     await asyncio.sleep(SETTLE_S)
     return await bot.listen(LISTEN_S)
 

@@ -79,3 +79,47 @@ def test_signaling_refuses_pages_of_other_sites():
         assert asyncio.run(handshake(f"http://127.0.0.1:{server.port}")) == 101
         assert asyncio.run(handshake(None)) == 101  # not a browser
         assert asyncio.run(handshake("https://evil.example")) == 403
+
+
+#: Run in a process of its own: kernels compiled earlier in the test process would hide a miss.
+WARM_UP_COVERS_A_TICK = """
+import sys
+
+import numpy as np
+from numba.core.registry import CPUDispatcher
+
+from server.rooms.room import Room
+from server.tick.runner import RoomRunner, TickWork
+from server.web.app import warm_up
+
+
+def compiled():
+    return {(f"{name}.{attr}", str(sig)) for name, module in list(sys.modules.items())
+            if name.split(".")[0] in ("dsp", "hrtf", "server")
+            for attr, f in vars(module).items() if isinstance(f, CPUDispatcher)
+            for sig in f.signatures}
+
+
+hrirs, _ = warm_up("kemar", "cpu")
+before = compiled()
+room = Room("band")
+a, b = room.join("A"), room.join("B")
+room.move_source(a.id, [0.0, 2.0, 1.2])
+room.set_head_pose(b.id, 30.0)
+room.set_override(b.id, a.id, position=[1.0, 1.0, 1.2], gain=0.5)
+runner = RoomRunner(room, hrirs)
+for _ in range(2):  # a fresh slot's first tick, then one of the steady state
+    runner._render_and_encode(TickWork(room.scene(), {}, {}, None, room.drain_fresh_slots(),
+                                       {}, 0))
+print(sorted(compiled() - before))
+"""
+
+
+def test_the_warm_up_compiles_every_kernel_a_rooms_tick_runs():
+    """What a room's ticks run is compiled before the server says it is ready: a kernel
+    compiled on a room's first tick instead (numba compiles one variant per kind of argument)
+    held the first room's mixes back for about ten seconds on a fresh install."""
+    done = subprocess.run([sys.executable, "-c", WARM_UP_COVERS_A_TICK], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", f"compiled on a room's tick: {done.stdout}"
