@@ -29,7 +29,7 @@ from signaling.access import AccessError
 from signaling.admin_messages import Kick, LockRoom
 from signaling.ai_messages import AiAdd, AiRemove, AiUpdate
 from signaling.errors import ErrorCode
-from signaling.messages import Answer, Ice, Join, Leave, Offer
+from signaling.messages import Answer, Ice, Join, Leave, Offer, Ping
 from signaling.recording_messages import ListRecordings, StartRecording, StopRecording
 from signaling.render_messages import HrtfChunk, HrtfUpload, SetRendering, SetRoomAcoustics
 from signaling.server_messages import ErrorMessage
@@ -80,7 +80,11 @@ def routes(hub: Handlers) -> dict[type, Route]:
     def recordings(p: Participant, message) -> Awaitable[None]:
         return hub.recordings.handle(p, message, hub.broadcast)
 
+    async def answered_by_the_session(p: Participant, message) -> None:
+        return None
+
     return {
+        Ping: Route(answered_by_the_session),  # its pong is the session's own answer
         Join: Route(hub.join),
         Leave: Route(lambda p, message: hub.leave(p)),
         Offer: Route(peers.offer),
