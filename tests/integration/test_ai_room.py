@@ -15,8 +15,10 @@ import urllib.request
 import pytest
 
 from bench.bot import Bot
+from bench.gaps import CpuStall
 from bench.serverproc import ServerProcess
 from tests.helpers.audio import rms_db
+from tests.helpers.hostile import ticks_the_machine_took
 from tests.helpers.live import metrics, sidecar_pids, wait_for
 
 FRAME_S = 0.020
@@ -37,8 +39,11 @@ async def test_an_ai_musician_plays_survives_its_sidecar_dying_and_leaves(server
         placement = next(p for p in b.state["stage"] if p["source"] == ai)
         assert placement["label"] == "AI organ (accompany)"
 
-        # It plays: its notes arrive ahead of their time, and B hears them.
-        assert await wait_for(lambda: metrics(server).get("ai_events_total", 0) > 8, 20.0), \
+        # It plays: its notes arrive ahead of their time, and B hears them. Judged over a few
+        # bars (40 events), not its first chord: a new sidecar's first decision may come late
+        # (one three-note chord: 3 of the first 18 events, seen here, the pre-session code too), a
+        # missed chord to a musician; a sidecar that is late all along still fails.
+        assert await wait_for(lambda: metrics(server).get("ai_events_total", 0) > 40, 30.0), \
             metrics(server)
         heard = await b.listen(2.0)
         assert rms_db(heard) > -45, "B does not hear the AI musician"
@@ -50,22 +55,31 @@ async def test_an_ai_musician_plays_survives_its_sidecar_dying_and_leaves(server
         await a.send({"type": "ai_add"})
         assert await wait_for(lambda: any(e["code"] == "ai_exists" for e in a.errors), 5.0)
 
-        # Kill the sidecar: another one starts, the AI plays again, B's mix never stops.
+        # Kill the sidecar: another one starts, the AI plays again, B's mix never stops. A new
+        # sidecar takes a core for a second or more as it starts (more on a fresh install, its
+        # kernels compiling): on 2 cores the server's tick then waits for a CPU now and then,
+        # and what the machine's CPU stall accounts for is no fault of the server's
+        # (tests/helpers/hostile.py: ticks_the_machine_took).
         (pid,) = sidecar_pids(server.proc.pid)
         before = metrics(server)
         frames_before = len(b.received)
-        started = time.monotonic()
+        stall = CpuStall()
+        started, stall_at_start = time.monotonic(), stall()
         os.kill(pid, signal.SIGKILL)
         assert await wait_for(lambda: metrics(server)["ai_sidecar_restarts_total"]
                               > before["ai_sidecar_restarts_total"], 10.0)
         assert await wait_for(lambda: metrics(server)["ai_events_total"]
                               > before["ai_events_total"] + 8, 20.0), "the AI did not come back"
-        elapsed = time.monotonic() - started
+        elapsed, stall_s = time.monotonic() - started, stall() - stall_at_start
+        stall.close()
         arrived = len(b.received) - frames_before
-        assert arrived >= 0.9 * elapsed / FRAME_S, (arrived, elapsed)
+        assert arrived >= 0.9 * (elapsed - stall_s) / FRAME_S, (arrived, elapsed, stall_s)
         after = metrics(server)
-        assert after["late_ticks_total"] - before["late_ticks_total"] <= 2
-        assert after["skipped_ticks_total"] == before["skipped_ticks_total"]
+        machine_ticks = ticks_the_machine_took(stall_s)
+        late = after["late_ticks_total"] - before["late_ticks_total"]
+        skipped = after["skipped_ticks_total"] - before["skipped_ticks_total"]
+        assert late <= 2 + machine_ticks, (late, f"CPU stall {stall_s:.2f} s")
+        assert skipped <= machine_ticks, (skipped, f"CPU stall {stall_s:.2f} s")
 
         # What it played, as MIDI.
         midi = urllib.request.urlopen(f"{server.http}/ai/ai.mid", timeout=5).read()
