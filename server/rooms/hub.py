@@ -35,7 +35,7 @@ from server.rooms.rendering import Renderings
 from server.rooms.room import Room, RoomFull, UnknownMember
 from server.rooms.stage import StageEdits
 from server.rooms.store import RoomStore
-from server.telemetry.collect import ClockCounts, clock_counts
+from server.tick.counts import ClockCounts, clock_counts
 from server.tick.runner import RoomRunner
 from server.web.access import AccessPolicy
 from signaling.access import Access, AccessError

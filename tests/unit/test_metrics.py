@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import server.web.app as app
 from server.rooms.hub import Hub
 from server.telemetry import metrics as m
-from server.telemetry.collect import ClockCounts
+from server.tick.counts import ClockCounts
 from server.web.app import ServerState
 
 ROOT = Path(__file__).resolve().parents[2]
