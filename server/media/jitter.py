@@ -17,7 +17,12 @@ timestamp, with an adaptive target:
 - when more than ``target + slack`` frames are queued (a burst), the oldest are dropped at once;
 - when the queue has held more than the target for a whole ``trim_ticks`` window (after a
   start-up burst, or clocks drifting apart), the surplus frames are dropped: the delay never
-  stays above the target.
+  stays above the target;
+- a frame more than :data:`JUMP_FRAMES` from the playout point, either way, is no late or
+  early frame but a new timeline (a sender that restarted its timestamps, or junk): the
+  buffer starts afresh with it. Without that, one stray frame far ahead kept the queue from
+  ever running dry while every frame of the stream came "late", and the source was silent
+  for good.
 
 Every event is counted, and :attr:`depth` is the delay this buffer adds right now.
 """
@@ -34,6 +39,10 @@ from server.telemetry.recent import Recent
 
 #: Frames of headroom over the target before the oldest frames are dropped.
 SLACK_FRAMES = 2
+#: How far (frames, 1.28 s) a frame's timestamp may lie from the playout point and still be
+#: a late or an early frame of the same stream; also how long a concealed frame is
+#: remembered, to tell an underrun when it arrives.
+JUMP_FRAMES = 64
 
 
 @dataclass
@@ -44,6 +53,7 @@ class JitterStats:
     dropped: int = 0
     underruns: int = 0
     duplicates: int = 0
+    restarts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +111,9 @@ class JitterBuffer:
         """A frame arrived: ``timestamp`` in samples (48 kHz), ``frame`` 20 ms of audio (an
         encoded packet or samples), ``arrival`` when (seconds, the clock :meth:`pop` is
         given)."""
+        if self._playing and self._next is not None \
+                and abs(timestamp - self._next) > JUMP_FRAMES * FRAME:
+            self._restart()
         if self._playing and self._next is not None and timestamp < self._next:
             self.stats.late += 1
             if timestamp in self._missed:
@@ -154,7 +167,7 @@ class JitterBuffer:
         playout = Playout(frame, self._frames.get(due))
         self._trim()  # may move the frame due next on
         due = self._next if self._next is not None else due
-        self._missed = {t for t in self._missed if t > due - 64 * FRAME}
+        self._missed = {t for t in self._missed if t > due - JUMP_FRAMES * FRAME}
         if len(self._arrivals) > len(self._frames):  # dropped frames' arrival times
             self._arrivals = {t: a for t, a in self._arrivals.items() if t in self._frames}
         if self._conceal_run > self.max_target + SLACK_FRAMES and not self._frames:
@@ -175,6 +188,15 @@ class JitterBuffer:
             self.stats.dropped += 1
             self._next = min(self._frames) if self._frames else oldest + FRAME
         self._window_ticks, self._window_min = 0, 1 << 30
+
+    def _restart(self) -> None:
+        """A new timeline: what is queued is dropped, and playback buffers afresh."""
+        self.stats.restarts += 1
+        self.stats.dropped += len(self._frames)
+        self._frames.clear()
+        self._arrivals.clear()
+        self._missed.clear()
+        self._playing, self._next, self._conceal_run = False, None, 0
 
     def _on_underrun(self) -> None:
         self.stats.underruns += 1

@@ -165,3 +165,29 @@ async def test_the_downlink_reports_how_long_packets_wait_to_be_sent():
     packet = await track.recv()
     assert packet.pts == 0 and len(track.waits_ms) == 1
     assert 0 <= track.waits_ms.percentile(50) < 100
+
+
+def test_a_stream_whose_timestamps_leap_back_is_heard_again_at_once():
+    """A sender's timeline jumps (a junk packet far ahead, then the stream goes on where it
+    was; or a sender that restarts its timestamps while its SSRC stays): the frames more than
+    JUMP_FRAMES from the playout point start the buffer afresh instead of all being "late"
+    forever (in a live room the member stayed silent: tests/integration/test_fuzz_rtp.py)."""
+    jb = JitterBuffer()
+    for k in range(30):  # playing, with a target of 2 after an underrun
+        jb.push(k * FRAME, frame(k))
+        jb.pop()
+    jb.target = 2
+    jb.push((1 << 30) + 30 * FRAME, frame(999))  # a stray frame six hours ahead
+    for k in range(1000, 1006):  # the timeline leaps ahead for a while, then back
+        jb.push(k * FRAME, frame(k))
+        jb.pop()
+    played = []
+    for k in range(30, 60):
+        jb.push(k * FRAME, frame(k))
+        playout = jb.pop()
+        if not playout.buffering and playout.frame is not None:
+            played.append(label(playout))
+    assert played[-20:] == list(range(60 - 21, 59))  # the stream plays on in order
+    assert jb.stats.restarts >= 1 and 999 not in played
+    stats = jb.stats  # every frame accounted for
+    assert stats.played + stats.late + stats.duplicates + stats.dropped + jb.depth == 30 + 7 + 30
