@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import http
 import json
 import logging
@@ -131,6 +132,23 @@ def warm_up(hrtf: str, device: str) -> tuple[HrirSet, float]:
     warmup_ms = 1e3 * (time.perf_counter() - t0)
     log.info("engine ready: %s on %s in %.0f ms", hrirs.name, device, warmup_ms)
     return hrirs, warmup_ms
+
+
+def freeze_startup_heap() -> int:
+    """Collect once, then move every object the start-up made (the engine, numba's and the
+    libraries' modules, caches: about 200,000) out of the cyclic garbage collector's reach
+    (``gc.freeze``); the number moved.
+
+    A full collection walks every tracked object with the GIL held, and so stops the room
+    clock's thread and the event loop alike: 86 to 95 ms after start-up on this 2-core
+    machine, more as a long-lived server's heap grew (a 184 ms gap in a listener's mix when a
+    new AI sidecar started, in tests/integration/test_faults.py). Frozen, a collection walks
+    only what came after (0.002 ms right after start-up). Frozen objects are never freed by
+    the cyclic collector; what the start-up made lives as long as the server anyway.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def static_file(path: str) -> Path | None:
@@ -282,6 +300,8 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                                                              recordings_dir, state_path))),
                         ConnectionLimits(max_connections_per_ip, max_connections))
     state.worker = announce is not None
+    log.info("start-up heap frozen: %d objects out of the garbage collector's walk",
+             freeze_startup_heap())
     try:
         uvloop.run(serve_forever(host, port, state, announce))
     except OSError as exc:
