@@ -4,6 +4,7 @@ the server's ``/metrics``, its AI sidecar processes, waiting for a condition."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 import urllib.request
@@ -66,10 +67,21 @@ def sidecar_pids(server_pid: int) -> list[int]:
     return pids
 
 
+async def metrics_off_loop(srv) -> dict[str, float]:
+    """:func:`metrics`, fetched in a thread: a test whose bots live on this event loop must not
+    stop it for an HTTP round trip (the server can take a while to answer, e.g. while a new AI
+    sidecar starts; the bots' packets then wait, and the wait reads as a gap in a mix)."""
+    return await asyncio.to_thread(metrics, srv)
+
+
 async def wait_for(predicate, timeout: float, step: float = 0.1):
+    """Poll ``predicate`` (a function, or a coroutine function) until it is true or
+    ``timeout`` seconds have passed; its last value."""
     deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value or time.monotonic() > deadline:
             return value
         await asyncio.sleep(step)
-    return value

@@ -19,7 +19,7 @@ from bench.gaps import CpuStall
 from bench.serverproc import ServerProcess
 from tests.helpers.audio import rms_db
 from tests.helpers.hostile import ticks_the_machine_took
-from tests.helpers.live import metrics, sidecar_pids, wait_for
+from tests.helpers.live import metrics, metrics_off_loop, sidecar_pids, wait_for
 
 FRAME_S = 0.020
 
@@ -66,10 +66,13 @@ async def test_an_ai_musician_plays_survives_its_sidecar_dying_and_leaves(server
         stall = CpuStall()
         started, stall_at_start = time.monotonic(), stall()
         os.kill(pid, signal.SIGKILL)
-        assert await wait_for(lambda: metrics(server)["ai_sidecar_restarts_total"]
-                              > before["ai_sidecar_restarts_total"], 10.0)
-        assert await wait_for(lambda: metrics(server)["ai_events_total"]
-                              > before["ai_events_total"] + 8, 20.0), "the AI did not come back"
+
+        async def grown(name: str, by: float) -> bool:  # polled in a thread: the bots are here
+            return (await metrics_off_loop(server))[name] > before[name] + by
+
+        assert await wait_for(lambda: grown("ai_sidecar_restarts_total", 0), 10.0)
+        assert await wait_for(lambda: grown("ai_events_total", 8), 20.0), \
+            "the AI did not come back"
         elapsed, stall_s = time.monotonic() - started, stall() - stall_at_start
         stall.close()
         arrived = len(b.received) - frames_before

@@ -10,7 +10,6 @@ hearing each other, and the member whose stream was mangled is heard again once 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import socket
 import struct
@@ -355,10 +354,6 @@ async def mangle(inject: Injector, packets: int) -> None:
             await asyncio.sleep(0.008)
 
 
-@pytest.mark.skipif(not os.environ.get("SPATIALJAM_LOAD_SENSITIVE"),
-                    reason="its frame-rate and skipped-tick shares failed once under the full "
-                    "suite's load on the 2-core machine; run it alone with "
-                    "SPATIALJAM_LOAD_SENSITIVE=1")
 async def test_junk_rtp_through_a_members_own_session_is_dropped_or_concealed(server):
     """A member's uplink is a hand-made stream: clean, then thousands of packets of junk
     (nonsense and malformed Opus, undecodable frames, unknown payload types, giant timestamp
