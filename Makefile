@@ -46,14 +46,14 @@ $(REDIS):
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends \
 	    redis-server; fi
 
-# The reverse-proxy test runs the nginx configuration in docs/proxy (Debian's nginx-light; its
-# service is not started). Installed once when missing; without it that test skips.
+# The reverse-proxy tests run the configurations in docs/proxy (Debian's nginx-light and caddy;
+# their services are not started). Installed once when missing; without them those tests skip.
 $(NGINX):
 	-if command -v apt-get >/dev/null; then \
 	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$sudo apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends \
-	    nginx-light; fi
+	    nginx-light caddy; fi
 
 serve: $(STAMP)
 	$(BIN)/spatialjam serve $(ARGS)

@@ -1,8 +1,9 @@
-"""The reverse proxy that docs/DEPLOYMENT.md offers as the alternative to ``--tls-cert``: the
-shipped ``docs/proxy/nginx.conf``, run by Debian's nginx in front of a real server, with a
-certificate from a test CA. Only what a test must change is changed: the ports, the certificate
-paths, and the proxy's own address (127.0.0.2, so that the test's client, on 127.0.0.1, is not
-the trusted proxy). ``make test`` installs nginx (nginx-light); without it the test skips."""
+"""The reverse proxies that docs/DEPLOYMENT.md offers as the alternative to ``--tls-cert``: the
+shipped ``docs/proxy/nginx.conf`` and ``docs/proxy/Caddyfile``, run by Debian's nginx and Caddy
+in front of a real server, with a certificate from a test CA. Only what a test must change is
+changed: the ports, the certificate (Caddy would fetch one from an ACME CA), and nginx's own
+address (127.0.0.2, so that the test's client, on 127.0.0.1, is not the trusted proxy).
+``make test`` installs nginx-light and caddy; without one, its test skips."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from tests.helpers.live import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "docs" / "proxy" / "nginx.conf"
+CADDYFILE = ROOT / "docs" / "proxy" / "Caddyfile"
 PROXY_ADDRESS = "127.0.0.2"
 
 
@@ -75,17 +78,8 @@ def nginx_in_front(tmp_path):
         proc = subprocess.Popen([binary, "-c", str(config), "-p", str(tmp_path)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log = (tmp_path / "error.log").read_text(errors="replace") \
-                            if (tmp_path / "error.log").exists() else ""
-                        pytest.fail(f"nginx did not start: {proc.stderr.read()!r} {log}")
-                    time.sleep(0.1)
+            listening(port, proc, "nginx", lambda: (tmp_path / "error.log").read_text(
+                errors="replace") if (tmp_path / "error.log").exists() else "")
             yield server, port, ca
         finally:
             proc.terminate()
@@ -122,3 +116,60 @@ async def test_players_behind_the_shipped_nginx_configuration_play_and_count_as_
         assert refused.value.response.status_code == 429
         assert b"127.0.0.1" in refused.value.response.body
         assert not a.errors and not b.errors
+
+
+def listening(port: int, proc: subprocess.Popen, what: str,
+              log: Callable[[], str] = str, timeout: float = 20.0) -> None:
+    """Wait until ``proc`` (``what``) accepts connections on ``port``; fail the test, with
+    ``log()``, when it exits first or does not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{what} did not start: {log()}")
+            time.sleep(0.1)
+
+
+async def test_players_behind_the_shipped_caddyfile_play(tmp_path, monkeypatch):
+    binary = shutil.which("caddy")
+    if binary is None:
+        pytest.skip("caddy is not installed (make test installs it)")
+    ca = TestCA(tmp_path)
+    issued = ca.issue("caddy")
+    with ServerProcess("--trusted-proxy", "127.0.0.1") as server:
+        port = free_port()
+        site = CADDYFILE.read_text()
+        for old, new in [("jam.example.org {", f"{{\n\tadmin off\n\tstorage file_system "
+                          f"{tmp_path / 'caddy'}\n}}\n\nhttps://127.0.0.1:{port} {{\n"
+                          f"\ttls {issued.cert} {issued.key}"),
+                         ("reverse_proxy 127.0.0.1:8080",
+                          f"reverse_proxy 127.0.0.1:{server.port}")]:
+            assert old in site, f"docs/proxy/Caddyfile no longer has {old!r}"
+            site = site.replace(old, new)
+        config = tmp_path / "Caddyfile"
+        config.write_text(site)
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path),
+               "XDG_CONFIG_HOME": str(tmp_path)}
+        proc = subprocess.Popen([binary, "run", "--config", str(config), "--adapter",
+                                 "caddyfile"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            listening(port, proc, "caddy")
+            https, wss = f"https://127.0.0.1:{port}", f"wss://127.0.0.1:{port}/ws"
+            with urllib.request.urlopen(f"{https}/", timeout=10,
+                                        context=ca.client_context()) as page:
+                assert page.status == 200
+            monkeypatch.setenv("SSL_CERT_FILE", str(ca.cert))
+            async with websockets.connect(wss, origin=websockets.Origin(https)) as page_ws:
+                await page_ws.send(json.dumps({"type": "join", "room": "caddy", "name": "P"}))
+                assert json.loads(await page_ws.recv())["type"] == "joined"
+            async with Bot(wss, "caddy", "A", tone(440.0)) as a, Bot(wss, "caddy", "B") as b:
+                assert await wait_for(lambda: len(b.received) > 50, 20.0), "B hears nothing"
+                assert rms_db(await b.listen(1.0)) > -45
+                assert not a.errors and not b.errors
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
