@@ -10,6 +10,8 @@ ARGS ?=
 
 CHROMIUM := /usr/bin/chromium
 REDIS := /usr/bin/redis-server
+TURNSERVER := /usr/bin/turnserver
+IPTABLES := /usr/sbin/iptables
 
 .PHONY: serve test test-unit test-integration test-e2e lint bench clean-venv
 
@@ -45,6 +47,16 @@ $(REDIS):
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends \
 	    redis-server; fi
 
+# The deployment tests build NATs from network namespaces (iptables inside them) and start their
+# own coturn (Debian's; the package's service is not started). Installed once when missing;
+# without them, or without root, those tests skip and say why.
+$(TURNSERVER) $(IPTABLES) &:
+	-if command -v apt-get >/dev/null; then \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends \
+	    coturn iptables; fi
+
 serve: $(STAMP)
 	$(BIN)/spatialjam serve $(ARGS)
 
@@ -52,7 +64,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(STAMP) $(TRAIN_STAMP) $(CHROMIUM) $(REDIS) lint
+test: $(STAMP) $(TRAIN_STAMP) $(CHROMIUM) $(REDIS) $(TURNSERVER) $(IPTABLES) lint
 	$(BIN)/python -m pytest $(ARGS)
 
 # One tier at a time (`make test` runs them all, and bench/'s tests). Unit: no servers, sockets
@@ -61,8 +73,8 @@ test: $(STAMP) $(TRAIN_STAMP) $(CHROMIUM) $(REDIS) lint
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -m "not slow" $(ARGS)
 
-# Real servers, aiortc bots, Redis, child processes.
-test-integration: $(STAMP) $(REDIS)
+# Real servers, aiortc bots, Redis, child processes, network namespaces with coturn.
+test-integration: $(STAMP) $(REDIS) $(TURNSERVER) $(IPTABLES)
 	$(BIN)/python -m pytest tests/integration $(ARGS)
 
 # Real Chromium against real servers.
