@@ -174,6 +174,17 @@ def enter(netns: str) -> None:
         os.close(fd)
 
 
+def _call_in(netns: str, fn: Callable[..., T], *args: Any, timeout: float = 30.0) -> T:
+    """``fn(*args)`` on a fresh thread inside ``netns``; its result or exception."""
+
+    def inside() -> T:
+        enter(netns)
+        return fn(*args)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(inside).result(timeout)
+
+
 class NamespaceLoop:
     """An asyncio event loop on a thread inside a namespace, with its executor's threads there
     too (so a ``getaddrinfo`` or a blocking call in it sees the namespace's network).
@@ -320,7 +331,7 @@ class Internet:
         self._namespaces.append(netns)
         _ip(netns, "link set lo up")
         if forward:
-            _in(netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+            _call_in(netns, Path("/proc/sys/net/ipv4/ip_forward").write_text, "1")
 
     def _wire(self, a: str, a_dev: str, b: str, b_dev: str) -> None:
         """A veth pair from ``a`` to ``b``, made inside ``a`` (never in the machine's own)."""
@@ -423,14 +434,8 @@ class Internet:
     def call(self, host: Host | str, fn: Callable[..., T], *args: Any,
              timeout: float = 30.0) -> T:
         """``fn(*args)`` on a fresh thread inside ``host``'s namespace; its result or exception."""
-        netns = host.netns if isinstance(host, Host) else host
-
-        def inside() -> T:
-            enter(netns)
-            return fn(*args)
-
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(inside).result(timeout)
+        return _call_in(host.netns if isinstance(host, Host) else host, fn, *args,
+                        timeout=timeout)
 
     def wait_tcp(self, host: Host | str, address: str, port: int, timeout: float) -> None:
         """Wait until ``address:port`` accepts a TCP connection made from inside ``host``."""

@@ -10,8 +10,11 @@ missing. Every namespace is removed after each test, whatever the test did.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import ssl
+import subprocess
 import time
 
 import numpy as np
@@ -277,3 +280,28 @@ def test_two_homes_play_through_turn_over_tls_when_one_home_blocks_udp(internet,
         sending.run(pc_a.close(), 10)
         if pc_b is not None:
             receiving.run(pc_b.close(), 10)
+
+
+def test_what_a_crashed_run_left_is_removed_before_the_next_build(tmp_path):
+    """A run killed outright leaves its namespaces, and what ran in them; the next build removes
+    both, and leaves a live run's namespaces alone."""
+    netns.require()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale, live = (f"{netns.PREFIX}{gone.pid}-1-pub",
+                   f"{netns.PREFIX}{os.getppid()}-99-pub")
+    left = None
+    try:
+        for name in (stale, live):
+            subprocess.run(["ip", "netns", "add", name], check=True)
+        left = subprocess.Popen(["ip", "netns", "exec", stale, "sleep", "60"])
+        with netns.Internet(tmp_path):
+            names = {p.name for p in netns.NETNS_DIR.iterdir()}
+            assert stale not in names and live in names
+        assert left.wait(5) == -signal.SIGKILL
+    finally:
+        if left is not None and left.poll() is None:
+            left.kill()
+            left.wait()
+        for name in (stale, live):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
