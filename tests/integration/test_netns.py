@@ -26,8 +26,9 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from bench.bot import SignalTrack, tone
 from hrtf.constants import SAMPLE_RATE
-from tests.helpers import coturn, netns
+from tests.helpers import coturn, netns, netserve
 from tests.helpers.certs import TestCA
+from tests.helpers.netserve import serve_in
 
 ECHO_PORT = 7000
 #: Long enough for a datagram to cross the model internet many times over (sub-millisecond
@@ -305,3 +306,11 @@ def test_what_a_crashed_run_left_is_removed_before_the_next_build(tmp_path):
             left.wait()
         for name in (stale, live):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_a_server_in_the_cloud_answers_a_home_at_its_public_address(internet):
+    """Today's server, unchanged, behind the cloud's 1:1 NAT: its HTTP port reached from a home
+    by the public address (the signaling path; media is the ICE options' concern)."""
+    net = internet
+    served = serve_in(net, net.cloud)
+    assert net.call(net.homes[0], netserve.healthz, served.http) == 200
