@@ -34,6 +34,8 @@ ECHO_PORT = 7000
 #: Long enough for a datagram to cross the model internet many times over (sub-millisecond
 #: here); a silence this long means the datagram was dropped.
 DROPPED_S = 1.0
+#: How long an answer that should come may take on a loaded machine.
+ANSWER_S = 5.0
 TONE_HZ = 440.0
 
 
@@ -62,26 +64,27 @@ def echo_on(net: netns.Internet, host: netns.Host) -> None:
     proc.wait_for_line(rf"^ready udp {ECHO_PORT}", 15)
 
 
-def ask_udp(address: str, port: int = ECHO_PORT) -> str | None:
-    """What an echo server answers to one datagram; None when nothing comes back."""
+def ask_udp(address: str, wait_s: float = ANSWER_S) -> str | None:
+    """What the echo server at ``address`` answers to one datagram; None when nothing comes
+    back within ``wait_s``."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(DROPPED_S)
-        sock.sendto(b"?", (address, port))
+        sock.settimeout(wait_s)
+        sock.sendto(b"?", (address, ECHO_PORT))
         try:
             return sock.recv(2048).decode()
         except TimeoutError:
             return None
 
 
-def ask_tcp(address: str, port: int = ECHO_PORT) -> str:
-    with socket.create_connection((address, port), timeout=DROPPED_S) as sock:
+def ask_tcp(address: str) -> str:
+    with socket.create_connection((address, ECHO_PORT), timeout=ANSWER_S) as sock:
         return sock.recv(2048).decode()
 
 
-def tcp_refused(address: str, port: int = ECHO_PORT) -> OSError | None:
+def tcp_refused(address: str) -> OSError | None:
     """The error a TCP connection to ``address`` meets; None if it connects."""
     try:
-        socket.create_connection((address, port), timeout=DROPPED_S).close()
+        socket.create_connection((address, ECHO_PORT), timeout=DROPPED_S).close()
     except OSError as exc:
         return exc
     return None
@@ -113,7 +116,7 @@ def test_a_nat_lets_nothing_in_unasked(internet):
     home = net.homes[0]
     echo_on(net, home)
     assert net.call(home, ask_udp, home.address) is not None, "the echo runs in the home"
-    assert net.call(net.router, ask_udp, home.public) is None
+    assert net.call(net.router, ask_udp, home.public, DROPPED_S) is None
     assert net.call(net.router, tcp_refused, home.public) is not None
     assert net.call(net.homes[1], tcp_refused, home.address) is not None
 
@@ -125,7 +128,7 @@ def test_a_firewalled_home_sends_udp_only_where_allowed_and_tcp_anywhere(interne
     echo_on(net, net.cloud)
     net.block_udp(home, except_to=[(net.router.address, ECHO_PORT)])
 
-    assert net.call(home, ask_udp, net.cloud.public) is None
+    assert net.call(home, ask_udp, net.cloud.public, DROPPED_S) is None
     assert net.call(home, ask_udp, net.router.address) is not None
     assert net.call(home, ask_tcp, net.cloud.public).startswith(home.public + ":")
     assert net.call(net.homes[1], ask_udp, net.cloud.public) is not None, "the other home is free"
@@ -296,6 +299,11 @@ def test_what_a_crashed_run_left_is_removed_before_the_next_build(tmp_path):
         for name in (stale, live):
             subprocess.run(["ip", "netns", "add", name], check=True)
         left = subprocess.Popen(["ip", "netns", "exec", stale, "sleep", "60"])
+        deadline = time.monotonic() + ANSWER_S
+        while str(left.pid) not in subprocess.run(["ip", "netns", "pids", stale],
+                                                  capture_output=True, text=True).stdout.split():
+            assert time.monotonic() < deadline, "the process never entered the namespace"
+            time.sleep(0.01)
         with netns.Internet(tmp_path):
             names = {p.name for p in netns.NETNS_DIR.iterdir()}
             assert stale not in names and live in names
