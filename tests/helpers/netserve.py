@@ -35,16 +35,17 @@ def healthz(url: str) -> int:
 
 
 def serve_in(net: Internet, host: Host, *args: str, port: int = PORT,
-             timeout_s: float = START_TIMEOUT_S) -> Served:
+             env: dict[str, str] | None = None, timeout_s: float = START_TIMEOUT_S) -> Served:
     """A server listening on all of ``host``'s addresses at ``port`` with a fresh token secret
     (a server off loopback refuses to start without one), one process keeping no state unless
-    ``args`` say otherwise; stopped with the internet at the latest."""
+    ``args`` say otherwise, with ``env`` added to its environment (``SSL_CERT_FILE``: a test
+    CA for a ``turns:`` server); stopped with the internet at the latest."""
     secret = secrets.token_hex(32)
     state = () if "--state" in args or "--redis" in args else ("--state", "none")
     workers = () if "--workers" in args else ("--workers", "1")
     proc = net.python(host, ["-m", "server.cli", "serve", "--host", "0.0.0.0", "--port", str(port),
                              *state, *workers, *args], f"serve-{host.netns}-{port}",
-                      env={"SPATIALJAM_SECRET": secret})
+                      env={**(env or {}), "SPATIALJAM_SECRET": secret})
     inside = f"http://{host.address}:{port}"
 
     def ready() -> None:
