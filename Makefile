@@ -11,6 +11,9 @@ ARGS ?=
 CHROMIUM := /usr/bin/chromium
 REDIS := /usr/bin/redis-server
 NGINX := /usr/sbin/nginx
+TURNSERVER := /usr/bin/turnserver
+IPTABLES := /usr/sbin/iptables
+DEPLOYMENT_TOOLS := $(NGINX) $(TURNSERVER) $(IPTABLES)
 
 .PHONY: serve test test-unit test-integration test-e2e lint bench clean-venv
 
@@ -46,14 +49,16 @@ $(REDIS):
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends \
 	    redis-server; fi
 
-# The reverse-proxy tests run the configurations in docs/proxy (Debian's nginx-light and caddy;
-# their services are not started). Installed once when missing; without them those tests skip.
-$(NGINX):
+# The deployment tests run the reverse-proxy configurations in docs/proxy (Debian's nginx-light
+# and caddy), build NATs from network namespaces (iptables inside them) and start their own
+# coturn; the packages' services are not started. Installed once when missing; without them, or
+# without root, those tests skip and say why.
+$(DEPLOYMENT_TOOLS) &:
 	-if command -v apt-get >/dev/null; then \
 	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$sudo apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends \
-	    nginx-light caddy; fi
+	    nginx-light caddy coturn iptables; fi
 
 serve: $(STAMP)
 	$(BIN)/spatialjam serve $(ARGS)
@@ -62,7 +67,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(STAMP) $(TRAIN_STAMP) $(CHROMIUM) $(REDIS) $(NGINX) lint
+test: $(STAMP) $(TRAIN_STAMP) $(CHROMIUM) $(REDIS) $(DEPLOYMENT_TOOLS) lint
 	$(BIN)/python -m pytest $(ARGS)
 
 # One tier at a time (`make test` runs them all, and bench/'s tests). Unit: no servers, sockets
@@ -71,8 +76,9 @@ test: $(STAMP) $(TRAIN_STAMP) $(CHROMIUM) $(REDIS) $(NGINX) lint
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -m "not slow" $(ARGS)
 
-# Real servers, aiortc bots, Redis, child processes.
-test-integration: $(STAMP) $(REDIS) $(NGINX)
+# Real servers, aiortc bots, Redis, child processes, reverse proxies, network namespaces with
+# coturn.
+test-integration: $(STAMP) $(REDIS) $(DEPLOYMENT_TOOLS)
 	$(BIN)/python -m pytest tests/integration $(ARGS)
 
 # Real Chromium against real servers.

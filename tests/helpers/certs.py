@@ -34,6 +34,7 @@ class TestCA:
 
     def __init__(self, folder: Path, name: str = "spatialjam test CA") -> None:
         self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
         self._key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.datetime.now(datetime.UTC)
