@@ -16,6 +16,7 @@ import sys
 from importlib.metadata import EntryPoint, entry_points
 
 from server.cli.args import MAX_WORKERS, add_device_arg, add_hrtf_args, count, finite
+from server.cli.ice_args import add_ice_args, ice_config
 from server.cli.token import add_token_parser
 from server.errors import CliError
 from server.web.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="processes: each room lives on one, new rooms go to the least "
                        "loaded; 1 runs a single process (default: the number of cores, "
                        f"{os.cpu_count()} here; docs/DEPLOYMENT.md)")
+    add_ice_args(serve)
     serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the front
     serve.add_argument("--front-pid", type=int, help=argparse.SUPPRESS)
     add_token_parser(sub)
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
+            ice = ice_config(args)  # checked at once, also by a front for its workers
             if args.workers > 1 or args.redis:
                 from server.routing.front import run_front
 
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                               max_connections_per_ip=args.max_connections_per_ip,
                               max_connections=args.max_connections,
                               acoustics=args.acoustics, announce=announce,
-                              recordings_dir=args.recordings)
+                              recordings_dir=args.recordings, ice=ice)
         if getattr(args, "run", None) is not None:  # a command of PLUGIN_GROUP
             return args.run(args)
         runner = COMMANDS.get((args.command, getattr(args, "ai", None)))

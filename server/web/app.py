@@ -41,6 +41,7 @@ from hrtf.constants import FRAME
 from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
 from server.errors import CliError
+from server.media.ice import IceConfig
 from server.recording.control import RecordingFileError, Recordings, recordings_root
 from server.rooms.hub import EMPTY_ROOM_GRACE_S, RETRY_AFTER_S, Hub
 from server.rooms.room import Room
@@ -277,9 +278,11 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP,
                max_connections: int = MAX_CONNECTIONS, acoustics: str = "off",
                announce: Callable[[int], None] | None = None,
-               recordings_dir: str | None = None) -> int:
+               recordings_dir: str | None = None, ice: IceConfig | None = None) -> int:
     """Serve until SIGTERM or SIGINT; 0 then. ``announce``, on a worker of ``serve --workers
-    N`` (server.routing.workers), is called with the port once it serves."""
+    N`` (server.routing.workers), is called with the port once it serves. ``ice``: the
+    operator's ICE options (``--public-ip``, ``--udp-ports``, ``--ice-server``; by default
+    host candidates on any port)."""
     try:  # before the engine loads: a refusal should not wait for it
         policy = AccessPolicy.for_listening(host, load_secret(secret_file))
     except SecretError as exc:
@@ -297,7 +300,8 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                                                          store=open_store(state_path),
                                                          hrtf_spec=hrtf, acoustics=acoustics,
                                                          recordings=Recordings(recordings_root(
-                                                             recordings_dir, state_path))),
+                                                             recordings_dir, state_path)),
+                                                         ice=ice),
                         ConnectionLimits(max_connections_per_ip, max_connections))
     state.worker = announce is not None
     log.info("start-up heap frozen: %d objects out of the garbage collector's walk",
