@@ -42,16 +42,17 @@ def free_range(size: int, addresses: list[str] | None = None) -> tuple[int, int]
     """``size`` consecutive UDP ports free just now on ``addresses`` (the host's by default)."""
     addresses = addresses or host_addresses()
     for lo in range(42_000, 60_000, 97):
-        ports, held = UdpPortRange(lo, lo + size - 1), []
+        ports, held, bound = UdpPortRange(lo, lo + size - 1), [], set()
         try:
             for _ in range(size):
                 held += ports.bind(addresses)
+            bound = {s.getsockname()[1] for s in held}
         except PortsExhausted:
             continue
         finally:
             for s in held:
                 s.close()
-        if len({s.getsockname()[1] for s in held}) == size:
+        if len(bound) == size:
             return lo, lo + size - 1
     pytest.skip("no free UDP port range here")
 
@@ -98,8 +99,10 @@ async def test_media_sockets_lie_in_the_range_and_the_public_address_is_offered(
     lo, hi = free_range(4)
     with ServerProcess("--udp-ports", f"{lo}-{hi}", "--room-capacity", "2",
                        "--public-ip", PUBLIC_V4) as server:
-        async with Bot(server.ws, "range", "A", tone(440)) as a, Bot(server.ws, "range", "B") as b:
+        async with Bot(server.ws, "range", "A", tone(440)) as a, \
+                Bot(server.ws, "range", "B") as b:
             await b.flowing(25)
+            assert b.pc.connectionState == "connected"
             answers = [bot.pc.remoteDescription.sdp for bot in (a, b)]
     hosts = [c for sdp in answers for c in candidates(sdp) if c[7] == "host"]
     assert hosts and all(lo <= int(c[5]) <= hi for c in hosts), hosts
@@ -112,7 +115,6 @@ async def test_media_sockets_lie_in_the_range_and_the_public_address_is_offered(
         public = [c for c in candidates(sdp) if c[4] == PUBLIC_V4]
         assert [c[5] for c in public] == [c[5] for c in private]  # same port, beside each
         assert all(c[7] == "host" and c[2] == "udp" for c in public)
-    assert b.pc.connectionState == "connected"
 
 
 async def test_a_full_range_refuses_a_connection_in_words_while_the_first_plays_on():
