@@ -241,3 +241,14 @@ def test_an_empty_turn_secret_file_stops_a_front_too(tmp_path):
     done = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--workers", "2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 1 and "is empty" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_help_shows_the_ice_options_and_their_environment_variables():
+    done = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    for option in ("--public-ip ADDR", "--udp-ports MIN-MAX", "--ice-server URL",
+                   "--turn-secret-file FILE", "SPATIALJAM_PUBLIC_IP", "SPATIALJAM_UDP_PORTS",
+                   "SPATIALJAM_ICE_SERVER", "SPATIALJAM_TURN_SECRET_FILE"):
+        assert option in text, option
