@@ -10,6 +10,7 @@ ARGS ?=
 
 CHROMIUM := /usr/bin/chromium
 REDIS := /usr/bin/redis-server
+NGINX := /usr/sbin/nginx
 
 .PHONY: serve test test-unit test-integration test-e2e lint bench clean-venv
 
@@ -45,6 +46,15 @@ $(REDIS):
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends \
 	    redis-server; fi
 
+# The reverse-proxy tests run the configurations in docs/proxy (Debian's nginx-light and caddy;
+# their services are not started). Installed once when missing; without them those tests skip.
+$(NGINX):
+	-if command -v apt-get >/dev/null; then \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends \
+	    nginx-light caddy; fi
+
 serve: $(STAMP)
 	$(BIN)/spatialjam serve $(ARGS)
 
@@ -52,7 +62,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(STAMP) $(TRAIN_STAMP) $(CHROMIUM) $(REDIS) lint
+test: $(STAMP) $(TRAIN_STAMP) $(CHROMIUM) $(REDIS) $(NGINX) lint
 	$(BIN)/python -m pytest $(ARGS)
 
 # One tier at a time (`make test` runs them all, and bench/'s tests). Unit: no servers, sockets
@@ -62,7 +72,7 @@ test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -m "not slow" $(ARGS)
 
 # Real servers, aiortc bots, Redis, child processes.
-test-integration: $(STAMP) $(REDIS)
+test-integration: $(STAMP) $(REDIS) $(NGINX)
 	$(BIN)/python -m pytest tests/integration $(ARGS)
 
 # Real Chromium against real servers.

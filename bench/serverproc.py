@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -29,23 +30,27 @@ class ServerProcess:
     It keeps no room state (``--state none``) unless ``args`` name a ``--state`` (or
     ``--redis``, which keeps rooms in Redis), and runs one
     process (``--workers 1``: tests read its ``/proc``) unless ``args`` name ``--workers``.
+    With ``client_tls`` (a client context that trusts the server's certificate; ``args`` give
+    ``--tls-cert`` and ``--tls-key``) it is reached over HTTPS and WSS.
     """
 
-    def __init__(self, *args: str, timeout_s: float = 120.0) -> None:
+    def __init__(self, *args: str, timeout_s: float = 120.0,
+                 client_tls: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
         self.args = args
         self.timeout_s = timeout_s
+        self.client_tls = client_tls
         #: The server's last log lines.
         self.log: deque[str] = deque(maxlen=LOG_LINES)
         self.proc: subprocess.Popen | None = None
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.client_tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"{'wss' if self.client_tls else 'ws'}://127.0.0.1:{self.port}/ws"
 
     def __enter__(self) -> ServerProcess:
         state = () if "--state" in self.args or "--redis" in self.args else ("--state", "none")
@@ -60,7 +65,8 @@ class ServerProcess:
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
-                urllib.request.urlopen(f"{self.http}/healthz", timeout=2)
+                urllib.request.urlopen(f"{self.http}/healthz", timeout=2,
+                                       context=self.client_tls)
                 return self
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:

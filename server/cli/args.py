@@ -6,7 +6,9 @@ entry point) use them too."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
+import os
 from collections.abc import Callable
 
 #: The most ``serve --workers`` (processes, one per core).
@@ -46,6 +48,28 @@ def count(kind: str, lo: int, hi: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def cidr(kind: str) -> Callable[[str], str]:
+    """An argument type: an IP address or network (``203.0.113.7``, ``10.0.0.0/8``,
+    ``2001:db8::/32``); ``kind`` names it in the error."""
+    def parse(text: str) -> str:
+        try:
+            return str(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{kind} must be an IP address or network such as 10.0.0.0/8, got {text!r}") \
+                from None
+
+    return parse
+
+
+def env_list(name: str) -> list[str] | None:
+    """The comma-separated values of the environment variable ``name`` (None when unset): the
+    default of a repeatable option. argparse does not pass a default through the option's
+    type, so the values are checked where the option is used."""
+    value = os.environ.get(name)
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 def add_hrtf_args(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,15 @@ import os
 import sys
 from importlib.metadata import EntryPoint, entry_points
 
-from server.cli.args import MAX_WORKERS, add_device_arg, add_hrtf_args, count, finite
+from server.cli.args import (
+    MAX_WORKERS,
+    add_device_arg,
+    add_hrtf_args,
+    cidr,
+    count,
+    env_list,
+    finite,
+)
 from server.cli.ice_args import add_ice_args, ice_config
 from server.cli.token import add_token_parser
 from server.errors import CliError
@@ -105,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the secret that signs access tokens (or SPATIALJAM_SECRET_FILE / "
                        "SPATIALJAM_SECRET): rooms then need tokens. Without one the server "
                        "listens on loopback only, with open rooms")
+    serve.add_argument("--tls-cert", metavar="FILE", default=os.environ.get("SPATIALJAM_TLS_CERT"),
+                       help="serve the page, /ws (as WSS) and every download over HTTPS with "
+                       "this PEM certificate chain (or SPATIALJAM_TLS_CERT); browsers open the "
+                       "microphone only on HTTPS pages or on this machine. SIGHUP reloads it")
+    serve.add_argument("--tls-key", metavar="FILE", default=os.environ.get("SPATIALJAM_TLS_KEY"),
+                       help="the certificate's PEM private key (or SPATIALJAM_TLS_KEY)")
+    serve.add_argument("--trusted-proxy", type=cidr("trusted proxy"), action="append",
+                       metavar="CIDR", default=env_list("SPATIALJAM_TRUSTED_PROXY"),
+                       help="a reverse proxy's address or network (repeatable, or "
+                       "SPATIALJAM_TRUSTED_PROXY=CIDR,CIDR): connections from it count against "
+                       "the client its X-Forwarded-For names (docs/DEPLOYMENT.md)")
     serve.add_argument("--max-connections-per-ip", type=count("max connections per ip", 1,
                                                               1_000_000),
                        default=MAX_CONNECTIONS_PER_IP, metavar="N",
@@ -207,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code == EXIT_USAGE and not plugin_commands():
             print(NO_PLUGINS, file=sys.stderr)
         raise
+    if args.command == "serve" and args.trusted_proxy:  # from the environment: unchecked yet
+        try:
+            args.trusted_proxy = [cidr("trusted proxy")(v) for v in args.trusted_proxy]
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"argument --trusted-proxy: {exc}")
     quiet = logging.INFO if args.command == "serve" else logging.WARNING
     logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -217,7 +241,14 @@ def main(argv: list[str] | None = None) -> int:
                 from server.routing.front import run_front
 
                 return run_front(args)
+            from server.web.admission import TrustedProxies
             from server.web.app import run_server
+            from server.web.tls import TlsError, tls_files
+
+            try:
+                tls = tls_files(args)
+            except TlsError as exc:
+                raise CliError(str(exc)) from None
 
             announce = None
             if args.worker is not None:
@@ -235,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                               max_connections_per_ip=args.max_connections_per_ip,
                               max_connections=args.max_connections,
                               acoustics=args.acoustics, announce=announce,
-                              recordings_dir=args.recordings, ice=ice)
+                              recordings_dir=args.recordings, tls=tls,
+                              trusted_proxies=TrustedProxies(args.trusted_proxy or ()),
+                              ice=ice)
         if getattr(args, "run", None) is not None:  # a command of PLUGIN_GROUP
             return args.run(args)
         runner = COMMANDS.get((args.command, getattr(args, "ai", None)))

@@ -39,6 +39,7 @@ import http
 import json
 import logging
 import signal
+import ssl
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -55,8 +56,15 @@ from server.telemetry import aggregate
 from server.telemetry import metrics as m
 from server.telemetry.collect import process_gauges
 from server.web.access import AccessPolicy, SecretError, load_secret
-from server.web.admission import ConnectionLimits
-from server.web.replies import admit_signaling, reply
+from server.web.admission import ConnectionLimits, TrustedProxies
+from server.web.replies import admit_signaling, client_address, reply
+from server.web.tls import (
+    TlsError,
+    plain_http_warning,
+    reload_on_sighup,
+    server_context,
+    tls_files,
+)
 from signaling import limits
 from signaling.limits import ROOM_RE
 from signaling.server_messages import ServerClosing
@@ -89,8 +97,14 @@ class FrontState:
     """What the front's endpoints report and its connections share."""
 
     def __init__(self, policy: AccessPolicy, pool: WorkerPool,
-                 connections: ConnectionLimits) -> None:
+                 connections: ConnectionLimits, proxies: TrustedProxies | None = None) -> None:
         self.started = time.monotonic()
+        #: Reverse proxies whose X-Forwarded-For names the client (``--trusted-proxy``).
+        self.proxies = proxies or TrustedProxies()
+        #: Pages and signaling over TLS with this context (None: plain HTTP); what /healthz
+        #: warns about, in words.
+        self.tls_context: ssl.SSLContext | None = None
+        self.warnings: list[str] = []
         self.pool = pool
         #: Signaling connections open, per client and in all (HTTP 429/503 past the limits).
         self.connections = connections
@@ -116,8 +130,8 @@ class FrontState:
         return self.cluster.vouched_host(header)
 
     def _vouch(self, client: ServerConnection) -> dict[str, str]:
-        host = client.remote_address[0] if client.remote_address else ""
-        return {RELAYED_FOR: self.cluster.vouch(host)}
+        return {RELAYED_FOR: self.cluster.vouch(client_address(self.proxies, client,
+                                                               client.request))}
 
     async def route(self, room: str | None, relayed: bool = False) -> Worker | RemoteNode | None:
         """Where a join for ``room`` goes (None: anywhere will answer; see
@@ -164,7 +178,10 @@ class FrontState:
                 "hrtf": said.get("hrtf"), "device": said.get("device"),
                 "rooms": sum(w.health.get("rooms", 0) for w in self.pool.workers if w.up),
                 "load": round(sum(w["load"] for w in workers if w["up"]), 4),
-                "uptime_s": round(time.monotonic() - self.started, 3), "workers": workers}
+                "uptime_s": round(time.monotonic() - self.started, 3),
+                "tls": self.tls_context is not None, "workers": workers}
+        if self.warnings:
+            body["warnings"] = list(self.warnings)
         if self.cluster is not None:
             body["node"] = {"id": self.cluster.id, "url": self.cluster.public_url,
                             "redis": self.cluster.redis_display,
@@ -260,7 +277,8 @@ def front_router(state: FrontState):
         path = request.path.split("?", 1)[0]
         if path == "/ws":  # None: the WebSocket handshake goes on
             return admit_signaling(state, state.policy, connection, request,
-                                   state.relayed_for(request))
+                                   state.relayed_for(request)
+                                   or client_address(state.proxies, connection, request))
         if path == "/healthz":
             status, body = state.health()
             return reply(connection, status, json.dumps(body), "application/json")
@@ -287,10 +305,14 @@ async def serve_front(args: argparse.Namespace, state: FrontState) -> None:
         finally:
             state.relays.discard(relay)
 
+    context = state.tls_context
+    if context is not None:  # checked at start; read again on each SIGHUP
+        reload_on_sighup(loop, context, tls_files(args))
     try:  # bound now (a busy port fails at once), listening once every worker serves
         server = await serve(handle, args.host, args.port, process_request=front_router(state),
                              max_size=limits.MAX_FRAME_BYTES, max_queue=4, compression=None,
-                             ping_interval=20, ping_timeout=20, start_serving=False)
+                             ping_interval=20, ping_timeout=20, start_serving=False,
+                             ssl=context)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") \
             from None
@@ -301,7 +323,8 @@ async def serve_front(args: argparse.Namespace, state: FrontState) -> None:
             await join_cluster(args, state, server.sockets[0].getsockname()[1])
             keeping = loop.create_task(state.keep_cluster())
         await server.start_serving()
-        bound = ", ".join(f"http://{s.getsockname()[0]}:{s.getsockname()[1]}"
+        scheme = "https" if context is not None else "http"
+        bound = ", ".join(f"{scheme}://{s.getsockname()[0]}:{s.getsockname()[1]}"
                           for s in server.sockets)
         log.info("serving on %s with %d workers", bound, len(state.pool.workers))
         await stop
@@ -355,7 +378,9 @@ def run_front(args: argparse.Namespace) -> int:
     """``serve`` with ``args.workers`` > 1; 0 after a clean stop."""
     try:  # before anything starts: a refusal should not wait for the workers
         policy = AccessPolicy.for_listening(args.host, load_secret(args.secret_file))
-    except SecretError as exc:
+        files = tls_files(args)
+        context = server_context(files) if files is not None else None
+    except (SecretError, TlsError) as exc:
         raise CliError(str(exc)) from None
     log.info("rooms are %s; %d workers", "entered with access tokens" if policy.tokens_required
              else "open (loopback, no token secret)", args.workers)
@@ -381,6 +406,12 @@ def run_front(args: argparse.Namespace) -> int:
         args.state = args.redis  # the workers save rooms there
     pool = WorkerPool(args)
     state = FrontState(policy, pool, ConnectionLimits(args.max_connections_per_ip,
-                                                      args.max_connections))
+                                                      args.max_connections),
+                       TrustedProxies(args.trusted_proxy or ()))
+    state.tls_context = context
+    warning = plain_http_warning(args.host, context is not None, bool(state.proxies))
+    if warning is not None:
+        log.warning(warning)
+        state.warnings.append(warning)
     uvloop.run(serve_front(args, state))
     return 0

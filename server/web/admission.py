@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 #: Signaling connections one client may hold at once (a page holds one; a band behind one
@@ -95,3 +96,60 @@ class ConnectionLimits:
         if not self._open[key]:
             del self._open[key]
         self._count -= 1
+
+
+class TrustedProxies:
+    """Reverse proxies (``serve --trusted-proxy CIDR``) whose word on the client's address is
+    taken: a connection from one of them counts against the client that its
+    ``X-Forwarded-For`` names, not against the proxy (which would otherwise meet the
+    per-client limit with everyone's connections at once).
+
+    Only the addresses the trusted proxies appended count: ``X-Forwarded-For`` is read from
+    the right, past the trusted ones, and the first address that is not a trusted proxy is the
+    client (what a client writes into the header itself lies further left, unread). Without a
+    usable header (``X-Real-IP`` is the fallback), the proxy's own address counts.
+    """
+
+    def __init__(self, networks: Iterable[str] = ()) -> None:
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def trusts(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)
+
+    def client(self, peer: str, headers: Mapping[str, str]) -> str:
+        """The client's address for a connection from ``peer`` with request ``headers``."""
+        if not self.trusts(peer):
+            return peer
+        hops = [h.strip() for h in ",".join(_all(headers, "X-Forwarded-For")).split(",")]
+        for hop in reversed([h for h in hops if h]):
+            if not _is_address(hop):
+                return peer  # a hop we cannot read: no telling who is behind it
+            if not self.trusts(hop):
+                return hop
+        real = (headers.get("X-Real-IP") or "").strip()
+        return real if _is_address(real) else peer
+
+
+def _all(headers: Mapping[str, str], name: str) -> list[str]:
+    get_all = getattr(headers, "get_all", None)
+    if get_all is not None:
+        return list(get_all(name))
+    value = headers.get(name)
+    return [value] if value else []
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

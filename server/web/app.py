@@ -25,6 +25,7 @@ import json
 import logging
 import mimetypes
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,10 +51,16 @@ from server.telemetry import metrics as m
 from server.telemetry.collect import collect, process_gauges
 from server.tick.load import room_loads, tick_load
 from server.web.access import AccessPolicy, SecretError, load_secret
-from server.web.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, ConnectionLimits
+from server.web.admission import (
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_IP,
+    ConnectionLimits,
+    TrustedProxies,
+)
 from server.web.replies import access_refused as _access_refused
-from server.web.replies import admit_signaling
+from server.web.replies import admit_signaling, client_address
 from server.web.replies import reply as _reply
+from server.web.tls import TlsError, TlsFiles, plain_http_warning, reload_on_sighup, server_context
 from signaling import limits
 from signaling.access import OPEN, Access, AccessError
 
@@ -74,7 +81,8 @@ class ServerState:
     worker = False
 
     def __init__(self, hrirs: HrirSet, device: str, warmup_ms: float, hub: Hub,
-                 connections: ConnectionLimits | None = None) -> None:
+                 connections: ConnectionLimits | None = None,
+                 proxies: TrustedProxies | None = None) -> None:
         self.started = time.monotonic()
         self.hrirs = hrirs
         self.device = device
@@ -84,11 +92,18 @@ class ServerState:
         self.connections = connections or ConnectionLimits()
         #: One task per admitted connection, releasing it from the count when it closes.
         self.watchers: set[asyncio.Task] = set()
+        #: Reverse proxies whose X-Forwarded-For names the client (``--trusted-proxy``).
+        self.proxies = proxies or TrustedProxies()
+        #: Whether pages and signaling go over TLS; what /healthz warns about (in words).
+        self.tls = False
+        self.warnings: list[str] = []
 
     def health(self) -> dict:
         health = {"status": "ok", "hrtf": self.hrirs.name, "device": self.device,
                   "rooms": len(self.hub.rooms), "load": tick_load(self.hub.rooms),
-                  "uptime_s": round(time.monotonic() - self.started, 3)}
+                  "uptime_s": round(time.monotonic() - self.started, 3), "tls": self.tls}
+        if self.warnings:
+            health["warnings"] = list(self.warnings)
         if self.worker:
             health["room_loads"] = room_loads(self.hub.rooms)
         return health
@@ -168,7 +183,8 @@ def http_router(state: ServerState):
     def route(connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/ws":  # None: the WebSocket handshake goes on
-            return admit_signaling(state, state.hub.policy, connection, request)
+            return admit_signaling(state, state.hub.policy, connection, request,
+                                   client_address(state.proxies, connection, request))
         if path == "/access":
             try:
                 access = state.hub.policy.for_request(request.path, time.time())
@@ -240,19 +256,24 @@ def describe_access(access: Access) -> dict:
 
 
 async def serve_forever(host: str, port: int, state: ServerState,
-                        announce: Callable[[int], None] | None = None) -> None:
+                        announce: Callable[[int], None] | None = None,
+                        tls: TlsFiles | None = None,
+                        context: ssl.SSLContext | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    if tls is not None and context is not None:
+        reload_on_sighup(loop, context, tls)
     # Frames up to an HRTF upload's chunk; text frames past a message close the connection
     # (signaling.session). Four frames queued per connection hold about what sixteen
     # messages did.
     server = await serve(state.hub.handle, host, port, process_request=http_router(state),
                          max_size=limits.MAX_FRAME_BYTES, max_queue=4, compression=None,
-                         ping_interval=20, ping_timeout=20)
+                         ping_interval=20, ping_timeout=20, ssl=context)
     try:
-        bound = ", ".join(f"http://{s.getsockname()[0]}:{s.getsockname()[1]}"
+        scheme = "https" if context is not None else "http"
+        bound = ", ".join(f"{scheme}://{s.getsockname()[0]}:{s.getsockname()[1]}"
                           for s in server.sockets)
         log.info("serving on %s", bound)
         if announce is not None:
@@ -278,14 +299,18 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP,
                max_connections: int = MAX_CONNECTIONS, acoustics: str = "off",
                announce: Callable[[int], None] | None = None,
-               recordings_dir: str | None = None, ice: IceConfig | None = None) -> int:
+               recordings_dir: str | None = None, tls: TlsFiles | None = None,
+               trusted_proxies: TrustedProxies | None = None,
+               ice: IceConfig | None = None) -> int:
     """Serve until SIGTERM or SIGINT; 0 then. ``announce``, on a worker of ``serve --workers
-    N`` (server.routing.workers), is called with the port once it serves. ``ice``: the
-    operator's ICE options (``--public-ip``, ``--udp-ports``, ``--ice-server``; by default
-    host candidates on any port)."""
+    N`` (server.routing.workers), is called with the port once it serves. With ``tls``, over
+    HTTPS and WSS (:mod:`server.web.tls`). ``ice``: the operator's ICE options
+    (``--public-ip``, ``--udp-ports``, ``--ice-server``; by default host candidates on any
+    port)."""
     try:  # before the engine loads: a refusal should not wait for it
         policy = AccessPolicy.for_listening(host, load_secret(secret_file))
-    except SecretError as exc:
+        context = server_context(tls) if tls is not None else None
+    except (SecretError, TlsError) as exc:
         raise CliError(str(exc)) from None
     log.info("rooms are %s", "entered with access tokens" if policy.tokens_required
              else "open (loopback, no token secret)")
@@ -302,12 +327,18 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                                                          recordings=Recordings(recordings_root(
                                                              recordings_dir, state_path)),
                                                          ice=ice),
-                        ConnectionLimits(max_connections_per_ip, max_connections))
+                        ConnectionLimits(max_connections_per_ip, max_connections),
+                        trusted_proxies)
     state.worker = announce is not None
+    state.tls = tls is not None
+    warning = plain_http_warning(host, state.tls, bool(state.proxies))
+    if warning is not None and not state.worker:
+        log.warning(warning)
+        state.warnings.append(warning)
     log.info("start-up heap frozen: %d objects out of the garbage collector's walk",
              freeze_startup_heap())
     try:
-        uvloop.run(serve_forever(host, port, state, announce))
+        uvloop.run(serve_forever(host, port, state, announce, tls, context))
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return 0

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import Request, Response, ServerConnection
 
 from server.web.access import AccessPolicy
+from server.web.admission import TrustedProxies
 from signaling.access import AccessError
 from signaling.server_messages import ErrorMessage
 from signaling.wire import encode
@@ -30,6 +31,14 @@ def same_origin(request: Request) -> bool:
     if origin is None:
         return True
     return urlsplit(origin).netloc.lower() == (request.headers.get("Host") or "").lower()
+
+
+def client_address(proxies: TrustedProxies, connection: ServerConnection,
+                   request: Request) -> str:
+    """Whom a connection counts against: its peer's address, or, from a trusted reverse
+    proxy, the client that the proxy names (:class:`~server.web.admission.TrustedProxies`)."""
+    peer = connection.remote_address[0] if connection.remote_address else ""
+    return proxies.client(peer, request.headers)
 
 
 def access_refused(connection: ServerConnection, exc: AccessError) -> Response:
