@@ -127,8 +127,9 @@ def bind_host_sockets(pc, bind: Callable[[list[str]], list[socket.socket]]) -> N
         If this aiortc or aioice version gathers elsewhere.
     """
     transports = getattr(pc, _ICE_TRANSPORTS_ATTR, None)
-    if transports is None or not all(hasattr(aioice.ice, name) for name in (
-            "StunProtocol", "server_reflexive_candidate")):
+    if transports is None or not hasattr(aioice.turn, "UDP_SOCKET_BUFFER_SIZE") \
+            or not all(hasattr(aioice.ice, name) for name in (
+                "StunProtocol", "server_reflexive_candidate")):
         raise RuntimeError("this aiortc/aioice version keeps its ICE transports or gathering "
                            "elsewhere: --udp-ports cannot bind there")
     for transport in transports:
