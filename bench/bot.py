@@ -17,7 +17,13 @@ from urllib.parse import urlencode
 import av
 import numpy as np
 import websockets
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 
 from hrtf.constants import FRAME, SAMPLE_RATE
@@ -90,7 +96,11 @@ class Bot:
         self.offer_filter = offer_filter
         self.answer_filter = answer_filter
         self.track = SignalTrack(signal)
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        #: The peer connection, made once ``joined`` has said which STUN and TURN servers to
+        #: use (aiortc reads them only when a connection is made).
+        self.pc: RTCPeerConnection | None = None
+        #: The ``ice_servers`` of ``joined`` (RTCIceServer dictionaries).
+        self.ice_servers: list[dict] = []
         self.participant: str | None = None
         #: The seat token: given, to come back to an earlier seat; then the one ``joined`` gave.
         self.seat = seat
@@ -125,6 +135,11 @@ class Bot:
         self.participant, self.seat = joined["participant"], joined["seat"]
         self.state = joined["state"]
         self.grants = joined.get("grants", [])
+        self.ice_servers = joined.get("ice_servers", [])
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[
+            RTCIceServer(urls=s["urls"], username=s.get("username"),
+                         credential=s.get("credential")) for s in self.ice_servers]))
+        self.prepare_peer(self.pc)
 
         @self.pc.on("track")
         def on_track(track) -> None:
@@ -141,6 +156,10 @@ class Bot:
         if self.answer_filter is not None:
             answer = self.answer_filter(answer)
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    def prepare_peer(self, pc: RTCPeerConnection) -> None:
+        """Called with the peer connection as soon as :meth:`connect` makes it, before the
+        bot's own handlers are added: a subclass adds its own here."""
 
     async def request(self, message: dict, reply_type: str, timeout: float = 10.0) -> dict:
         future = asyncio.get_running_loop().create_future()
@@ -235,7 +254,8 @@ class Bot:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await self.pc.close()
+        if self.pc is not None:
+            await self.pc.close()
         if self._ws is not None:
             await self._ws.close()
 

@@ -233,12 +233,10 @@ class GapBot(Bot):
         self._stall = CpuStall()
         self.arrivals = ArrivalLog(stall=self._stall)
 
-    async def connect(self) -> None:
-        @self.pc.on("track")
+    def prepare_peer(self, pc) -> None:
+        @pc.on("track")
         def log_arrivals(track) -> None:  # runs before Bot's own handler
-            replace_jitter_buffer(receiver_of(self.pc, track), self.arrivals)
-
-        await super().connect()
+            replace_jitter_buffer(receiver_of(pc, track), self.arrivals)
 
     async def close(self) -> None:
         await super().close()

@@ -222,12 +222,10 @@ class LightBot(Bot):
         self.decoded_ok = 0
         self.audible = 0
 
-    async def connect(self) -> None:
-        @self.pc.on("track")
+    def prepare_peer(self, pc) -> None:
+        @pc.on("track")
         def count_instead_of_buffering(track) -> None:  # runs before Bot's own handler
-            replace_jitter_buffer(receiver_of(self.pc, track), self.arrivals)
-
-        await super().connect()
+            replace_jitter_buffer(receiver_of(pc, track), self.arrivals)
 
     async def _record(self, track) -> None:
         """Check the few frames that are decoded: one 20 ms stereo frame, audible or not."""

@@ -238,15 +238,15 @@ function onJoined(message, rejoin) {
     // The seat kept our mix on the server; our head may have turned while we were away.
     pacer.offer("head", { type: "head_pose", yaw_deg: head.yawDeg }, HEAD_INTERVAL_MS);
   }
-  startPeer().catch((error) => {
+  startPeer(message.ice_servers).catch((error) => {
     notify("webrtc", `could not start the audio connection: ${error.message}`);
   });
   render();
 }
 
-async function startPeer() {
+async function startPeer(iceServers) {
   peer?.close();
-  const current = new ServerPeer(mic, (message) => signaling.send(message));
+  const current = new ServerPeer(mic, (message) => signaling.send(message), iceServers);
   peer = current;
   current.addEventListener("mix", (e) => {
     const audio = $("mix-audio");

@@ -1,9 +1,13 @@
 // The latency panel: what the browser measures (signaling RTT, WebRTC getStats) beside what
-// the server reports once a second (`stats`, docs/PROTOCOL.md).
+// the server reports once a second (`stats`, docs/PROTOCOL.md), and the media's path
+// (icepath.js).
+
+import { describePath } from "./icepath.js";
 
 const FRAME_MS = 20; // one Opus/room frame, as everywhere in spatialjam
 
 const ROWS = [
+  ["path", "Media path"],
   ["rtt", "Round trip (signaling)"],
   ["ice_rtt", "Round trip (media)"],
   ["jitter", "Arrival jitter"],
@@ -33,6 +37,10 @@ export class LatencyPanel {
       list.append(dt, dd);
       this.cells.set(key, dd);
     }
+    this.cells.get("path").title =
+      "How your audio reaches the server (the selected ICE candidate pair): direct, through " +
+      "NAT (a server- or peer-reflexive address), or relayed by a TURN server; over UDP, TCP " +
+      "or TLS.";
     this.cells.get("self_loop").title =
       "Your own sound, out to the server and back into your ears: one 20 ms frame of capture, " +
       "the media round trip, the server's receive buffer, tick and send queue, your jitter " +
@@ -58,6 +66,7 @@ export class LatencyPanel {
   onPeerStats(report, outputLatencyMs) {
     const { pair, inbound } = readPeerStats(report);
     const v = this.values;
+    v.path = describePath(report);
     v.ice_rtt_ms = pair?.currentRoundTripTime != null ? pair.currentRoundTripTime * 1000 : null;
     v.output_ms = outputLatencyMs;
     if (inbound) {
@@ -103,6 +112,7 @@ export class LatencyPanel {
     const set = (key, text) => {
       this.cells.get(key).textContent = text;
     };
+    set("path", v.path?.label ?? "—");
     set("rtt", ms(v.rtt_ms));
     set("ice_rtt", ms(v.ice_rtt_ms));
     set("jitter", ms(v.jitter_ms));

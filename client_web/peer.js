@@ -1,12 +1,15 @@
 // The WebRTC half: one RTCPeerConnection to the server per (re)join.
 //
-// - No ICE servers: the server is reached directly (host candidates).
+// - The STUN and TURN servers are the ones `joined` gave (`ice_servers`; none: the server is
+//   reached directly). A failed connection is explained in a notice (icepath.js).
 // - Our offer is edited for stereo Opus BEFORE setLocalDescription (see sdp.js).
 // - We wait for ICE gathering to finish, so the offer we send carries every candidate
 //   (the server also accepts trickled `ice` messages; it trickles none itself today, but any it
 //   sends are added).
 // - The server may renegotiate with its own `offer`: we answer, edited the same way.
 
+import { explainIceFailure } from "./icepath.js";
+import { notify } from "./notices.js";
 import { withStereoOpus } from "./sdp.js";
 
 const GATHERING_TIMEOUT_MS = 3000;
@@ -15,17 +18,26 @@ export class ServerPeer extends EventTarget {
   /**
    * @param {MediaStream} micStream  the microphone; its audio track is sent
    * @param {(message: object) => void} send  sends a signaling message
+   * @param {RTCIceServer[]} iceServers  the `ice_servers` of `joined`
    */
-  constructor(micStream, send) {
+  constructor(micStream, send, iceServers = []) {
     super();
     this.send = send;
-    this.pc = new RTCPeerConnection({ iceServers: [] });
+    this.iceServers = iceServers;
+    this.gatheredRelay = false; // whether the TURN server gave us a relay candidate
+    this.pc = new RTCPeerConnection({ iceServers });
+    this.pc.onicecandidate = (event) => {
+      if (event.candidate?.type === "relay") this.gatheredRelay = true;
+    };
     for (const track of micStream.getAudioTracks()) this.pc.addTrack(track, micStream);
     this.pc.ontrack = (event) => {
       const stream = event.streams[0] ?? new MediaStream([event.track]);
       this.emit("mix", { stream });
     };
     this.pc.onconnectionstatechange = () => {
+      if (this.pc.connectionState === "failed") {
+        notify("media", explainIceFailure(this.iceServers, this.gatheredRelay));
+      }
       this.emit("state", { state: this.pc.connectionState });
     };
     this.offerId = null;
@@ -68,6 +80,7 @@ export class ServerPeer extends EventTarget {
 
   close() {
     this.pc.ontrack = null;
+    this.pc.onicecandidate = null;
     this.pc.onconnectionstatechange = null;
     this.pc.close();
   }

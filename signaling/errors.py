@@ -55,6 +55,7 @@ class ErrorCode(StrEnum):
     UPLOAD_FAILED = "upload_failed"
     UNKNOWN_HRTF = "unknown_hrtf"
     RECORDING_UNAVAILABLE = "recording_unavailable"
+    MEDIA_PORTS_EXHAUSTED = "media_ports_exhausted"
     INTERNAL_ERROR = "internal_error"
 
 

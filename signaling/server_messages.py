@@ -65,9 +65,21 @@ class RoomState(WireMessage):
 
 
 @dataclass(frozen=True, slots=True)
+class IceServer(WireMessage):
+    """A STUN or TURN server for the client's peer connection, as the browser's
+    ``RTCIceServer`` dictionary takes it. ``username`` and ``credential`` come with TURN URLs
+    only: short-lived, minted for this participant (coturn's ``use-auth-secret`` scheme)."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Joined(WireMessage):
-    """The reply to ``join``: your participant id, your seat token, the room as it is, and
-    what you may do in it (``grants``: see :mod:`signaling.access`)."""
+    """The reply to ``join``: your participant id, your seat token, the room as it is, what
+    you may do in it (``grants``: see :mod:`signaling.access`), and the STUN and TURN servers
+    your peer connection uses (``ice_servers``; empty: the server is reached directly)."""
 
     TYPE: ClassVar[str] = "joined"
 
@@ -75,6 +87,7 @@ class Joined(WireMessage):
     seat: str
     state: RoomState
     grants: tuple[str, ...] = ()
+    ice_servers: tuple[IceServer, ...] = ()
     msg_id: MessageId | None = None
 
 

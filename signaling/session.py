@@ -37,7 +37,14 @@ from signaling.limits import MAX_TEXT_FRAME_BYTES
 from signaling.messages import ClientMessage, Join, Leave, Ping, parse_message
 from signaling.ratelimit import StrikeCounter, TokenBucket
 from signaling.render_messages import HrtfChunk
-from signaling.server_messages import ErrorMessage, Joined, Pong, RoomState, ServerMessage
+from signaling.server_messages import (
+    ErrorMessage,
+    IceServer,
+    Joined,
+    Pong,
+    RoomState,
+    ServerMessage,
+)
 from signaling.wire import encode
 
 #: WebSocket close codes (RFC 6455, section 7.4.1).
@@ -204,9 +211,9 @@ class SignalingSession:
     # -- the server's side -------------------------------------------------------------------
 
     def accept_join(self, participant: str, seat: str, state: RoomState,
-                    grants: tuple[str, ...] = ()) -> None:
-        """Confirm the pending ``join``: queue ``joined`` (with what the member may do) and
-        move to ``JOINED``.
+                    grants: tuple[str, ...] = (), ice_servers: tuple[IceServer, ...] = ()) -> None:
+        """Confirm the pending ``join``: queue ``joined`` (with what the member may do and the
+        ICE servers its peer connection uses) and move to ``JOINED``.
 
         Raises
         ------
@@ -216,7 +223,7 @@ class SignalingSession:
         join = self._take_pending_join("accept_join")
         self.state = State.JOINED
         self.send(Joined(participant=participant, seat=seat, state=state, grants=grants,
-                         msg_id=join.msg_id))
+                         ice_servers=ice_servers, msg_id=join.msg_id))
 
     def reject_join(self, code: ErrorCode, message: str) -> None:
         """Refuse the pending ``join`` (room full, bad token…): queue the error, await a join.

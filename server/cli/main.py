@@ -24,6 +24,7 @@ from server.cli.args import (
     env_list,
     finite,
 )
+from server.cli.ice_args import add_ice_args, ice_config
 from server.cli.token import add_token_parser
 from server.errors import CliError
 from server.web.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="processes: each room lives on one, new rooms go to the least "
                        "loaded; 1 runs a single process (default: the number of cores, "
                        f"{os.cpu_count()} here; docs/DEPLOYMENT.md)")
+    add_ice_args(serve)
     serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the front
     serve.add_argument("--front-pid", type=int, help=argparse.SUPPRESS)
     add_token_parser(sub)
@@ -234,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
+            ice = ice_config(args)  # checked at once, also by a front for its workers
             if args.workers > 1 or args.redis:
                 from server.routing.front import run_front
 
@@ -264,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                               max_connections=args.max_connections,
                               acoustics=args.acoustics, announce=announce,
                               recordings_dir=args.recordings, tls=tls,
-                              trusted_proxies=TrustedProxies(args.trusted_proxy or ()))
+                              trusted_proxies=TrustedProxies(args.trusted_proxy or ()),
+                              ice=ice)
         if getattr(args, "run", None) is not None:  # a command of PLUGIN_GROUP
             return args.run(args)
         runner = COMMANDS.get((args.command, getattr(args, "ai", None)))

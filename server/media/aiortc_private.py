@@ -17,9 +17,25 @@ Written against aiortc 1.14–1.16 and aioice 0.10–0.13. What each touches, an
 - ``RTCIceGatherer._connection`` and ``aioice.Connection._protocols``: the UDP sockets of a
   peer, so that empty and unparsable datagrams are dropped before aioice and aiortc's DTLS
   transport see them (:func:`udp_protocols`; :mod:`server.media.ingress` says why).
+- ``RTCPeerConnection.__iceTransports`` (``_RTCPeerConnection__iceTransports``) and
+  ``aioice.Connection.get_component_candidates``, ``aioice.ice.StunProtocol``,
+  ``StunProtocol.local_candidate``, ``aioice.ice.server_reflexive_candidate``: aioice binds
+  its host sockets to port 0 (any port) with no option to choose; ``serve --udp-ports`` needs
+  them inside one range (:mod:`server.media.ports`). :func:`bind_host_sockets` has every ICE
+  connection of a peer gather its host candidates on sockets bound by us, and leaves the rest
+  of gathering (the TURN relay) to aioice with no host address to bind.
 """
 
 from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Callable
+
+import aioice.ice
+import aioice.turn
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 
 _JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _CODECS_ATTR = "_RTCRtpReceiver__codecs"
@@ -91,3 +107,74 @@ def udp_protocols(pc) -> list:
     """The asyncio datagram protocols of every UDP socket ``pc`` has gathered so far (their
     ``datagram_received`` is what a guard wraps)."""
     return [protocol for connection in ice_connections(pc) for protocol in connection._protocols]
+
+
+_ICE_TRANSPORTS_ATTR = "_RTCPeerConnection__iceTransports"
+#: Set on an aioice connection whose host sockets :func:`bind_host_sockets` binds.
+_BOUND_MARK = "_spatialjam_binds_hosts"
+
+
+def bind_host_sockets(pc, bind: Callable[[list[str]], list[socket.socket]]) -> None:
+    """Have each ICE connection of ``pc`` that has not gathered yet take its host sockets
+    from ``bind(addresses)`` (UDP sockets, one per address it can bind, all ready) instead of
+    binding port 0 itself. Call after ``setRemoteDescription`` (aiortc makes the transports
+    there) and before ``setLocalDescription`` (which gathers). What ``bind`` raises comes out
+    of ``setLocalDescription``.
+
+    Raises
+    ------
+    RuntimeError
+        If this aiortc or aioice version gathers elsewhere.
+    """
+    transports = getattr(pc, _ICE_TRANSPORTS_ATTR, None)
+    if transports is None or not hasattr(aioice.turn, "UDP_SOCKET_BUFFER_SIZE") \
+            or not all(hasattr(aioice.ice, name) for name in (
+                "StunProtocol", "server_reflexive_candidate")):
+        raise RuntimeError("this aiortc/aioice version keeps its ICE transports or gathering "
+                           "elsewhere: --udp-ports cannot bind there")
+    for transport in transports:
+        connection = getattr(transport.iceGatherer, "_connection", None)
+        if connection is None or not hasattr(connection, "get_component_candidates") \
+                or not hasattr(connection, "_protocols"):
+            raise RuntimeError("this aioice version gathers its candidates elsewhere: "
+                               "--udp-ports cannot bind there")
+        if getattr(connection, _BOUND_MARK, False):
+            continue
+        setattr(connection, _BOUND_MARK, True)
+        connection.get_component_candidates = _gatherer(
+            connection, connection.get_component_candidates, bind)
+
+
+def _gatherer(connection, aioice_gather, bind):
+    """``connection.get_component_candidates`` with host sockets from ``bind``: host
+    candidates on them, server-reflexive ones through its STUN server (IPv4, as aioice does),
+    and aioice's own gathering, with no address to bind, for the relayed candidate."""
+    async def gather(component: int, addresses: list[str], timeout: int = 5) -> list:
+        loop = asyncio.get_running_loop()
+        hosts = []
+        for sock in bind(addresses):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                            aioice.turn.UDP_SOCKET_BUFFER_SIZE)
+            _, protocol = await loop.create_datagram_endpoint(
+                lambda: aioice.ice.StunProtocol(connection), sock=sock)
+            host, port = sock.getsockname()[:2]
+            protocol.local_candidate = Candidate(
+                foundation=candidate_foundation("host", "udp", host), component=component,
+                transport="udp", priority=candidate_priority(component, "host"), host=host,
+                port=port, type="host")
+            hosts.append(protocol)
+        connection._protocols += hosts
+        reflexive = [asyncio.ensure_future(aioice.ice.server_reflexive_candidate(
+            protocol, connection.stun_server)) for protocol in hosts
+            if connection.stun_server
+            and ipaddress.ip_address(protocol.local_candidate.host).version == 4]
+        candidates = [protocol.local_candidate for protocol in hosts]
+        candidates += await aioice_gather(component=component, addresses=[], timeout=timeout)
+        if reflexive:
+            done, pending = await asyncio.wait(reflexive, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            candidates += [task.result()[0] for task in done if task.exception() is None]
+        return candidates
+
+    return gather

@@ -5,7 +5,10 @@ to the member's aiortc ``RTCPeerConnection``: an offer is checked before aiortc 
 (:mod:`server.media.sdp`), the answer carries Opus in real stereo, the peer's UDP sockets are
 guarded (:mod:`server.media.ingress`), its incoming audio goes through the packet tap into the
 source's jitter buffer (:mod:`server.media.uplink`) and its outgoing track is the listener's
-mix (:mod:`server.media.downlink`). A peer that fails, or from which nothing arrives for
+mix (:mod:`server.media.downlink`). The operator's ICE options (:class:`IceConfig`) give the
+peer its STUN and TURN servers, bind its UDP sockets inside ``--udp-ports``
+(:mod:`server.media.ports`) and add ``--public-ip`` to the answer's candidates
+(:func:`advertise_public`). A peer that fails, or from which nothing arrives for
 :data:`MEDIA_SILENCE_S`, has its member evicted (the seat stays for a rejoin).
 """
 
@@ -13,21 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from server.media.aiortc_private import bind_host_sockets
+from server.media.ice import SERVER_IDENTITY, IceConfig, advertise_public
 from server.media.ingress import DropCounts, guard_datagrams
+from server.media.ports import PortsExhausted, UdpPortRange
 from server.media.sdp import MAX_ICE_CANDIDATES, offer_failure, offer_problem, with_music_opus
 from server.media.uplink import read_uplink, receiver_of, tap_receiver
 from signaling.errors import ErrorCode
 from signaling.messages import Answer, Ice, Offer
+from signaling.server_messages import ErrorMessage, IceServer
 from signaling.session import CLOSE_SERVER_ERROR
 
 if TYPE_CHECKING:
     from server.rooms.live import Participant
+    from signaling.access import Access
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +70,25 @@ class Peers:
     evict : callable
         ``evict(p, code, reason)``: take ``p`` out of its room and close its signaling (the
         room's owner does it: a failed or silent peer ends its member's stay).
+    ice : IceConfig
+        The operator's ICE options (``serve --public-ip``, ``--udp-ports``, ``--ice-server``,
+        ``--turn-secret-file``); the default gathers host candidates on any port.
     """
 
     def __init__(self, drops: DropCounts,
-                 evict: Callable[[Participant, int, str], Awaitable[None]]) -> None:
+                 evict: Callable[[Participant, int, str], Awaitable[None]],
+                 ice: IceConfig | None = None) -> None:
         self.drops = drops
         self._evict = evict
+        self.ice = ice or IceConfig()
+        self.ports = UdpPortRange(*self.ice.udp_ports) if self.ice.udp_ports else None
+
+    def ice_servers(self, access: Access, member_id: str) -> tuple[IceServer, ...]:
+        """What a member's ``joined`` carries: the STUN and TURN servers, with TURN
+        credentials minted for its identity (its member id in open rooms), valid until its
+        access token's end."""
+        return self.ice.ice_servers(access.identity or member_id, access.expires_at,
+                                    time.time())
 
     async def answer(self, p: Participant, message: Answer) -> None:
         if p.pc is not None:
@@ -88,6 +110,8 @@ class Peers:
         pc = p.pc
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
+            if self.ports is not None:
+                bind_host_sockets(pc, self.ports.bind)
             track = live.runner.tracks[slot]
             if all(t.sender.track is not track for t in pc.getTransceivers()):
                 pc.addTrack(track)
@@ -97,13 +121,22 @@ class Peers:
             if fresh_pc:  # a renegotiation that fails keeps the connection that works
                 p.pc = None
                 await pc.close()
-            p.session.refuse(offer, ErrorCode.BAD_SDP, offer_failure(exc),
-                             asyncio.get_running_loop().time())
+            if isinstance(exc, PortsExhausted):
+                log.warning("offer of %s refused: %s", p.member_id, exc)  # no strike: not
+                p.session.send(ErrorMessage(ErrorCode.MEDIA_PORTS_EXHAUSTED, str(exc),  # theirs
+                                            offer.msg_id))
+            else:
+                p.session.refuse(offer, ErrorCode.BAD_SDP, offer_failure(exc),
+                                 asyncio.get_running_loop().time())
             return
-        p.session.send(Answer(sdp=with_music_opus(pc.localDescription.sdp), msg_id=offer.msg_id))
+        sdp = advertise_public(with_music_opus(pc.localDescription.sdp), self.ice.public_ips)
+        p.session.send(Answer(sdp=sdp, msg_id=offer.msg_id))
 
     def _peer(self, p: Participant, slot: int) -> RTCPeerConnection:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        servers = self.ice.ice_servers(SERVER_IDENTITY, None, time.time())
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[
+            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+            for s in servers]))
         buffer = p.live.runner.buffers[slot]
 
         @pc.on("track")

@@ -24,6 +24,7 @@ from hrtf.constants import FRAME_MS
 from hrtf.hrirset import HrirSet
 from server.ai.bridge import AiBridge
 from server.ai.musician import AiMusicians
+from server.media.ice import IceConfig
 from server.media.ingress import DropCounts
 from server.media.peers import Peers
 from server.recording.control import Recordings
@@ -74,7 +75,8 @@ class Hub:
                  follow_phase: bool = True, policy: AccessPolicy | None = None,
                  store: RoomStore | None = None,
                  empty_room_grace_s: float = EMPTY_ROOM_GRACE_S, hrtf_spec: str = "kemar",
-                 acoustics: str = "off", recordings: Recordings | None = None) -> None:
+                 acoustics: str = "off", recordings: Recordings | None = None,
+                 ice: IceConfig | None = None) -> None:
         self.hrirs = hrirs
         #: Session recordings (``serve --recordings``); by default recording is off.
         self.recordings = recordings or Recordings(None)
@@ -103,7 +105,7 @@ class Hub:
         #: Media packets dropped before anything decoded them (server.media.ingress).
         self.drops = DropCounts()
         #: The handlers of the messages (server.rooms.dispatch names them by type).
-        self.peers = Peers(self.drops, self.evict)
+        self.peers = Peers(self.drops, self.evict, ice)
         self.stage = StageEdits(self)
         self.admin = RoomAdmin(self)
         self.routes = routes(self)
@@ -238,7 +240,8 @@ class Hub:
             live.seats_by_identity[p.access.identity] = member.seat
         live.runner.attach(member.slot)
         p.session.accept_join(member.id, member.seat, live.room.describe(),
-                              tuple(sorted(p.access.grants)))
+                              tuple(sorted(p.access.grants)),
+                              self.peers.ice_servers(p.access, member.id))
         self.renderings.joined(p)
         p.tasks.append(asyncio.get_running_loop().create_task(self._send_stats(p)))
         self.broadcast(live, exclude=p)

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from server.cli.ice_args import ice_worker_args
 from server.errors import CliError
 from server.routing.placement import RoomPlacement
 
@@ -72,7 +73,7 @@ def worker_command(args: argparse.Namespace, index: int) -> list[str]:
         value = getattr(args, option, None)
         if value is not None and not (option == "state" and "://" in value):
             command += ["--" + option.replace("_", "-"), value]
-    return command
+    return command + ice_worker_args(args)
 
 
 async def _line(stream: asyncio.StreamReader) -> bytes:

@@ -42,6 +42,7 @@ from hrtf.constants import FRAME
 from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
 from server.errors import CliError
+from server.media.ice import IceConfig
 from server.recording.control import RecordingFileError, Recordings, recordings_root
 from server.rooms.hub import EMPTY_ROOM_GRACE_S, RETRY_AFTER_S, Hub
 from server.rooms.room import Room
@@ -299,10 +300,13 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                max_connections: int = MAX_CONNECTIONS, acoustics: str = "off",
                announce: Callable[[int], None] | None = None,
                recordings_dir: str | None = None, tls: TlsFiles | None = None,
-               trusted_proxies: TrustedProxies | None = None) -> int:
+               trusted_proxies: TrustedProxies | None = None,
+               ice: IceConfig | None = None) -> int:
     """Serve until SIGTERM or SIGINT; 0 then. ``announce``, on a worker of ``serve --workers
     N`` (server.routing.workers), is called with the port once it serves. With ``tls``, over
-    HTTPS and WSS (:mod:`server.web.tls`)."""
+    HTTPS and WSS (:mod:`server.web.tls`). ``ice``: the operator's ICE options
+    (``--public-ip``, ``--udp-ports``, ``--ice-server``; by default host candidates on any
+    port)."""
     try:  # before the engine loads: a refusal should not wait for it
         policy = AccessPolicy.for_listening(host, load_secret(secret_file))
         context = server_context(tls) if tls is not None else None
@@ -321,7 +325,8 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                                                          store=open_store(state_path),
                                                          hrtf_spec=hrtf, acoustics=acoustics,
                                                          recordings=Recordings(recordings_root(
-                                                             recordings_dir, state_path))),
+                                                             recordings_dir, state_path)),
+                                                         ice=ice),
                         ConnectionLimits(max_connections_per_ip, max_connections),
                         trusted_proxies)
     state.worker = announce is not None

@@ -78,6 +78,15 @@ def test_dragging_a_on_bs_stage_moves_the_tone_between_bs_ears(jam):
         SCREENSHOT.write_bytes(shot)
 
 
+def test_the_latency_panel_says_the_audio_goes_direct_on_loopback(jam):
+    """Host candidates at both ends (no STUN, no TURN in ``joined``): the path is direct, UDP
+    (client_web/icepath.js reads the selected candidate pair from getStats)."""
+    path = "document.querySelector(\"dd[data-stat='path']\").textContent"
+    jam.b.wait_for_function(f"{path} !== '—'", timeout=10_000)
+    assert jam.b.evaluate(path) == "direct (UDP)"
+    assert jam.b.evaluate("spatialjam.latency().path.kind") == "direct"
+
+
 def test_move_in_my_mix_only_changes_b_and_leaves_the_stage(jam):
     a, b = jam.a, jam.b
     place_b_at_the_centre_facing_front(jam)

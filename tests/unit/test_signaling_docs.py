@@ -15,6 +15,7 @@ from signaling.render_messages import HrtfUploaded, Rendering, RoomAcoustics
 from signaling.server_messages import (
     SERVER_MESSAGE_TYPES,
     ErrorMessage,
+    IceServer,
     Joined,
     Member,
     Placement,
@@ -63,7 +64,9 @@ def server_message(d: dict):
         return message
     if kind == "joined":
         return Joined(d["participant"], d["seat"], room_state(d["state"]),
-                      tuple(d["grants"]), msg_id)
+                      tuple(d["grants"]),
+                      tuple(IceServer(tuple(s["urls"]), s.get("username"), s.get("credential"))
+                            for s in d["ice_servers"]), msg_id)
     if kind == "room_state":
         return room_state(d)
     if kind == "error":

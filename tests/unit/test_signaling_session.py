@@ -13,6 +13,7 @@ from signaling.messages import Join, Leave, MoveSource, Ping
 from signaling.server_messages import (
     SERVER_MESSAGE_TYPES,
     ErrorMessage,
+    IceServer,
     Member,
     Placement,
     RoomState,
@@ -73,8 +74,22 @@ def test_accept_join_sends_joined_with_the_joins_id():
     [joined] = sent(session)
     assert joined == {"type": "joined", "participant": "p-1", "seat": "seat-1",
                       "state": json.loads(encode(STATE)), "grants": ["join", "publish"],
-                      "id": "j"}
+                      "ice_servers": [], "id": "j"}
     assert session.state is State.JOINED
+
+
+def test_accept_join_hands_the_ice_servers_on_as_rtc_ice_server_dictionaries():
+    session = SignalingSession()
+    session.receive_text(JOIN, 0.0)
+    session.accept_join("p-1", "seat-1", STATE, ("join",), (
+        IceServer(urls=("stun:stun.example.org:3478",)),
+        IceServer(urls=("turn:turn.example.org:3478?transport=udp",), username="1:p-1",
+                  credential="c2VjcmV0")))
+    [joined] = sent(session)
+    assert joined["ice_servers"] == [
+        {"urls": ["stun:stun.example.org:3478"]},
+        {"urls": ["turn:turn.example.org:3478?transport=udp"], "username": "1:p-1",
+         "credential": "c2VjcmV0"}]
 
 
 def test_reject_join_sends_the_error_and_allows_another_join():
