@@ -674,31 +674,41 @@ async def test_a_rogue_websocket_sending_thousands_of_hostile_frames_leaves_the_
     connections it takes: each refusal an ``error`` with a known code, and the room beside it
     keeps ticking and its two members keep hearing each other."""
     frames = rogue_frames(random.Random(7), 3000, ["nobody", "p-999", "x"])
+    stall = CpuStall()
     async with HearingPair(server.ws, "fuzzed") as pair:
-        before_metrics = metrics_delta(server.http, {})
+        before_metrics, stall_at_start = metrics_delta(server.http, {}), stall()
         before = await pair.listen(1.0)
-        mark = pair.mark()
+        mark, stall_at_mark = pair.mark(), stall()
         result = await rogue(server.ws, "fuzzed", frames)
         await asyncio.sleep(0.5)
         during = pair.since(mark)
-        grew = metrics_delta(server.http, before_metrics)
+        grew, stall_at_end = metrics_delta(server.http, before_metrics), stall()
+    stall.close()
+    # What this machine's CPU stall (other work on these 2 cores) can account for, over the
+    # metrics' window and over the bots' (tests/helpers/hostile.py: ticks_the_machine_took).
+    machine_ticks = ticks_the_machine_took(stall_at_end - stall_at_start)
+    machine_s = stall_at_end - stall_at_mark
     TRIED["signaling.websocket (rogue frames)"] += len(frames)
     TRIED["signaling.websocket (rogue connections)"] += result["connections"]
     print(f"\nrogue: {len(frames)} frames over {result['connections']} connections in "
           f"{during.seconds:.1f} s; replies {result['replies']}; closes {result['closes']}; "
           f"codes {sorted(result['codes'])}; "
           f"room: {grew['ticks_total']:.0f} ticks, {grew['late_ticks_total']:.0f} late, "
-          f"{grew['skipped_ticks_total']:.0f} skipped; heard {during.level_db} dB "
+          f"{grew['skipped_ticks_total']:.0f} skipped, of which the machine's CPU stall "
+          f"accounts for up to {machine_ticks:.0f}; heard {during.level_db} dB "
           f"(before {before.level_db})")
     assert result["codes"] <= {code.value for code in ErrorCode}
     assert {"not_text", "bad_json", "too_large", "too_deep", "too_many_errors"} <= result["codes"]
     # Closed by the server, each time for a reason: too many refusals (1008), a frame past
     # the WebSocket's size limit (1009), a text frame that is not UTF-8 (1007).
     assert set(result["closes"]) - {1000} <= {1007, 1008, 1009}, result["closes"]
-    assert not during.still_hearing(before), during.still_hearing(before)
-    assert grew["ticks_total"] >= 0.8 * during.seconds * 50
-    # Skipped ticks mean the loop was held up for 60 ms or more: the rogue must not do that.
-    assert grew["skipped_ticks_total"] <= MAX_SKIPPED_SHARE * grew["ticks_total"], grew
+    still = during.still_hearing(before, excused_s=machine_s)
+    assert not still, (still, f"CPU stall {machine_s:.2f} s")
+    assert grew["ticks_total"] >= 0.8 * max(0.0, during.seconds - machine_s) * 50, grew
+    # Skipped ticks mean the loop was held up for 60 ms or more: the rogue must not do that,
+    # beyond what waiting for a CPU explains.
+    rogue_skipped = grew["skipped_ticks_total"] - machine_ticks
+    assert rogue_skipped <= MAX_SKIPPED_SHARE * grew["ticks_total"], (grew, machine_ticks)
     assert not pair.a.errors and not pair.b.errors
 
 
