@@ -19,7 +19,7 @@ from server.cli.args import MAX_WORKERS, add_device_arg, add_hrtf_args, count, f
 from server.cli.token import add_token_parser
 from server.errors import CliError
 from server.web.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP
-from signaling.limits import ROOM_PRESETS
+from signaling.limits import HRTF_UPLOADS_BUDGET_BYTES, MAX_HRTF_SET_BYTES, ROOM_PRESETS
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -114,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
                        default=MAX_CONNECTIONS, metavar="N",
                        help="signaling connections the server holds at once; past it the "
                        f"handshake is refused with HTTP 503 (default {MAX_CONNECTIONS})")
+    serve.add_argument("--upload-set-mb", type=count("upload set MB", 1, 2**20),
+                       default=MAX_HRTF_SET_BYTES >> 20, metavar="MB",
+                       help="most memory one uploaded HRTF set may take once prepared for "
+                       "rendering; larger sets are refused in words (default "
+                       f"{MAX_HRTF_SET_BYTES >> 20})")
+    serve.add_argument("--upload-budget-mb", type=count("upload budget MB", 1, 2**20),
+                       default=HRTF_UPLOADS_BUDGET_BYTES >> 20, metavar="MB",
+                       help="most memory all uploaded HRTF sets kept may take together; the "
+                       "least recently used set no listener uses is forgotten first (default "
+                       f"{HRTF_UPLOADS_BUDGET_BYTES >> 20})")
     serve.add_argument("--workers", type=count("workers", 1, MAX_WORKERS),
                        default=min(os.cpu_count() or 1, MAX_WORKERS), metavar="N",
                        help="processes: each room lives on one, new rooms go to the least "
@@ -232,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                               max_connections_per_ip=args.max_connections_per_ip,
                               max_connections=args.max_connections,
                               acoustics=args.acoustics, announce=announce,
-                              recordings_dir=args.recordings)
+                              recordings_dir=args.recordings,
+                              upload_set_mb=args.upload_set_mb,
+                              upload_budget_mb=args.upload_budget_mb)
         if getattr(args, "run", None) is not None:  # a command of PLUGIN_GROUP
             return args.run(args)
         runner = COMMANDS.get((args.command, getattr(args, "ai", None)))

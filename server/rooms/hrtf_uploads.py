@@ -7,16 +7,27 @@ what was announced, and when the last chunk came. :class:`HrtfUploads` is the as
 
 - the bytes go to a private temporary file (mode 0600), written on a thread of its own, never
   on the event loop;
-- a complete file is parsed by :func:`hrtf.sofa.load_sofa` (a child process capped in memory,
-  CPU and time: a file that crashes the HDF5 parser kills that child only) on one of
+- a complete file is parsed *and prepared for the renderer* by :func:`hrtf.sofa.prepare_sofa`
+  (a child process capped in memory, CPU and time: a file that crashes the HDF5 parser kills
+  that child only, and every temporary of the work is the child's) on one of
   :data:`MAX_PARSES` threads; more uploads wait their turn; the file is deleted after;
+- the child refuses a set whose prepared form would hold more than the registry's per-set
+  budget (``MAX_HRTF_SET_BYTES``); the serving process then makes room for it within the
+  total budget of uploaded sets (``HRTF_UPLOADS_BUDGET_BYTES``: the least recently used set
+  that no listener uses is forgotten first, a set in use never) or refuses it in words, and
+  only then reads the prepared set, whose size is all it costs;
 - the upload ends with ``upload_failed`` (the connection stays) when more bytes come than were
   announced, when a second ``hrtf_upload`` comes while one is open, or when nothing comes for
   :data:`STALL_S`; a file the parser refuses ends with ``bad_sofa`` and the parser's words.
 
-Parsed sets go into the :class:`HrtfRegistry`, one per content (:attr:`HrirSet.digest`), so
-that ``"hrtf": "sofa:<digest>"`` chooses one again and many listeners of one set cost its
+Prepared sets go into the :class:`HrtfRegistry`, one per content (:attr:`HrirSet.digest`),
+so that ``"hrtf": "sofa:<digest>"`` chooses one again and many listeners of one set cost its
 memory once.
+
+Why the budgets: a 1.4 MB SOFA file may declare 41,527 directions; loaded and prepared in the
+serving process (as uploads were before issue 16) it raised that process's peak resident memory
+from 404 to 1231 MiB, 742 MiB of it the set kept (its spectra for the renderer are nine times
+its responses). Now such a file costs the serving process nothing but the child's answer.
 """
 
 from __future__ import annotations
@@ -36,9 +47,14 @@ from typing import Protocol
 
 from hrtf.errors import HrtfError
 from hrtf.hrirset import HrirSet
-from hrtf.sofa import load_sofa, stop_parsers
+from hrtf.sofa import PreparedFile, prepare_sofa, stop_parsers
 from signaling.errors import ErrorCode, MessageId
-from signaling.limits import MAX_HRTF_UPLOAD_BYTES, MAX_UPLOAD_CHUNK_BYTES
+from signaling.limits import (
+    HRTF_UPLOADS_BUDGET_BYTES,
+    MAX_HRTF_SET_BYTES,
+    MAX_HRTF_UPLOAD_BYTES,
+    MAX_UPLOAD_CHUNK_BYTES,
+)
 from signaling.ratelimit import TokenBucket
 from signaling.render_messages import HrtfUpload
 from signaling.server_messages import ErrorMessage
@@ -63,10 +79,15 @@ UPLOAD_BURST = 4
 #: Uploaded sets the registry keeps; past it the least recently used one that no listener
 #: uses is forgotten.
 REGISTRY_SIZE = 32
+MIB = 2**20
 
 
 class UploadError(Exception):
     """An upload that cannot go on; the message says why, for people."""
+
+
+class OverBudget(Exception):
+    """A set the registry cannot make room for; the message says why, for people."""
 
 
 class Upload:
@@ -138,10 +159,12 @@ class Upload:
 
 @dataclass(frozen=True)
 class UploadedSet:
-    """An uploaded HRTF set and the file name it first came under."""
+    """An uploaded HRTF set, the file name it first came under, and the bytes it counts against
+    the registry's budget (0 for a set the operator chose, which the budget does not cover)."""
 
     hrirs: HrirSet
     name: str
+    nbytes: int = 0
 
     @property
     def digest(self) -> str:
@@ -150,18 +173,76 @@ class UploadedSet:
 
 class HrtfRegistry:
     """Uploaded sets by digest, least recently used first, at most ``capacity`` of them unless
-    listeners use more (a set in use is never forgotten).
+    listeners use more, within a memory budget (a set in use is never forgotten).
+
+    An uploaded set comes in two steps, both on the event loop: :meth:`reserve` its size before
+    reading it (making room, or refusing), then :meth:`add` it with that reservation (or
+    :meth:`cancel` the reservation if it could not be read).
 
     Parameters
     ----------
     capacity : int
         Sets kept that no listener uses.
+    set_budget_bytes : int
+        Most bytes one uploaded set may hold.
+    budget_bytes : int
+        Most bytes all uploaded sets kept, and those reserved, may hold together.
     """
 
-    def __init__(self, capacity: int = REGISTRY_SIZE) -> None:
+    def __init__(self, capacity: int = REGISTRY_SIZE, *,
+                 set_budget_bytes: int = MAX_HRTF_SET_BYTES,
+                 budget_bytes: int = HRTF_UPLOADS_BUDGET_BYTES) -> None:
+        if not 0 < set_budget_bytes <= budget_bytes:
+            raise ValueError(f"the per-set budget ({set_budget_bytes} bytes) must be positive "
+                             f"and within the total ({budget_bytes} bytes)")
         self.capacity = capacity
+        self.set_budget_bytes = set_budget_bytes
+        self.budget_bytes = budget_bytes
         self._sets: OrderedDict[str, UploadedSet] = OrderedDict()
         self._users: Counter[str] = Counter()
+        self._reserved = 0
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes counted against the budget: the sets kept and the reservations."""
+        return sum(entry.nbytes for entry in self._sets.values()) + self._reserved
+
+    def reserve(self, nbytes: int, name: str) -> None:
+        """Make room for a set of ``nbytes`` about to be read: forget sets that no listener
+        uses, least recently used first, until it fits within the budget.
+
+        Raises
+        ------
+        OverBudget
+            The set alone is over the per-set budget, or it would not fit even with every
+            unused set forgotten (then none is).
+        """
+        if nbytes > self.set_budget_bytes:
+            raise OverBudget(f"{name!r} would take {nbytes / MIB:.0f} MB of the server's memory; "
+                             f"it takes sets of up to {self.set_budget_bytes / MIB:.0f} MB")
+        unused = [entry for digest, entry in self._sets.items()
+                  if not self._users[digest] and entry.nbytes]
+        excess = self.held_bytes + nbytes - self.budget_bytes
+        if excess > sum(entry.nbytes for entry in unused):
+            in_use = self.held_bytes - self._reserved - sum(entry.nbytes for entry in unused)
+            raise OverBudget(
+                f"{name!r} needs {nbytes / MIB:.0f} MB, and the server's "
+                f"{self.budget_bytes / MIB:.0f} MB for uploaded HRTF sets hold "
+                f"{in_use / MIB:.0f} MB of sets listeners are using now"
+                + (f" and {self._reserved / MIB:.0f} MB arriving" if self._reserved else "")
+                + ": try again when fewer uploaded sets are in use, or upload a smaller set")
+        for entry in unused:
+            if excess <= 0:
+                break
+            excess -= entry.nbytes
+            del self._sets[entry.digest]
+            log.info("HRTF set %s… (%.0f MB) forgotten to make room for %r", entry.digest[:12],
+                     entry.nbytes / MIB, name)
+        self._reserved += nbytes
+
+    def cancel(self, nbytes: int) -> None:
+        """A reservation of ``nbytes`` that will not be added: give its room back."""
+        self._reserved -= nbytes
 
     def __len__(self) -> int:
         return len(self._sets)
@@ -169,10 +250,11 @@ class HrtfRegistry:
     def __contains__(self, digest: str) -> bool:
         return digest in self._sets
 
-    def add(self, hrirs: HrirSet, name: str) -> UploadedSet:
+    def add(self, hrirs: HrirSet, name: str, reserved: int = 0) -> UploadedSet:
         """Keep ``hrirs`` (the entry already kept for its digest, if any: same content, same
-        set), as the most recently used."""
-        entry = self._sets.get(hrirs.digest) or UploadedSet(hrirs, name)
+        set), as the most recently used; ``reserved`` bytes (:meth:`reserve`) it now counts."""
+        self._reserved -= reserved
+        entry = self._sets.get(hrirs.digest) or UploadedSet(hrirs, name, reserved)
         self._sets[entry.digest] = entry
         self._sets.move_to_end(entry.digest)
         self._forget_unused()
@@ -216,6 +298,9 @@ class Uploader(Protocol):
 
 #: Called on the loop with the uploader, the set and the ``hrtf_upload``'s id once a file parsed.
 OnLoaded = Callable[[Uploader, UploadedSet, MessageId | None], Awaitable[None]]
+#: ``loader(path, max_bytes=…, max_set_bytes=…)``, raising :class:`HrtfError`:
+#: :func:`hrtf.sofa.prepare_sofa`.
+Loader = Callable[..., PreparedFile]
 
 
 @dataclass(eq=False)
@@ -241,12 +326,19 @@ def _discard(path: Path, file) -> None:
     path.unlink(missing_ok=True)
 
 
-def _parse_and_delete(loader: Callable[..., HrirSet], path: Path) -> HrirSet:
-    """Parse the uploaded file (blocking: on a parse thread), then delete it whatever came."""
+def _parse_and_delete(loader: Loader, path: Path, max_set_bytes: int) -> PreparedFile:
+    """Parse and prepare the uploaded file (blocking: on a parse thread), then delete it
+    whatever came."""
     try:
-        return loader(path, max_bytes=MAX_HRTF_UPLOAD_BYTES)
+        return loader(path, max_bytes=MAX_HRTF_UPLOAD_BYTES, max_set_bytes=max_set_bytes)
     finally:
         path.unlink(missing_ok=True)
+
+
+def _discard_result(future) -> None:
+    """A parse nobody waits for any more: delete the set it prepared, if it did."""
+    if not future.cancelled() and future.exception() is None:
+        future.result().discard()
 
 
 def _for_people(exc: HrtfError, path: Path, name: str) -> str:
@@ -261,20 +353,20 @@ class HrtfUploads:
     Parameters
     ----------
     registry : HrtfRegistry
-        Where parsed sets are kept.
+        Where parsed sets are kept, within its budgets.
     on_loaded : callable
         Awaited on the loop once a file parsed: it makes the set the uploader's HRTF and tells
         them (``hrtf_uploaded``, ``rendering``).
     stall_s : float
         How long an upload may go without a chunk.
     loader : callable
-        ``loader(path, max_bytes=…) -> HrirSet``, raising :class:`HrtfError`:
-        :func:`hrtf.sofa.load_sofa`.
+        ``loader(path, max_bytes=…, max_set_bytes=…) -> PreparedFile``, raising
+        :class:`HrtfError`: :func:`hrtf.sofa.prepare_sofa`.
     """
 
     def __init__(self, registry: HrtfRegistry, on_loaded: OnLoaded, *,
                  max_open: int = MAX_OPEN_UPLOADS, stall_s: float = STALL_S,
-                 loader: Callable[..., HrirSet] = load_sofa) -> None:
+                 loader: Loader = prepare_sofa) -> None:
         self.registry = registry
         self.on_loaded = on_loaded
         self.max_open = max_open
@@ -356,7 +448,8 @@ class HrtfUploads:
             if record.watchdog is not None:
                 record.watchdog.cancel()
             self._parsing += 1
-            future = self._parse_pool.submit(_parse_and_delete, self.loader, record.path)
+            future = self._parse_pool.submit(_parse_and_delete, self.loader, record.path,
+                                             self.registry.set_budget_bytes)
             future.add_done_callback(
                 lambda done, path=record.path: self._parse_done(done, path, loop))
             record.parsing = loop.create_task(self._finish(who, record, future))
@@ -375,7 +468,14 @@ class HrtfUploads:
     async def _finish(self, who: Uploader, record: _Open, future) -> None:
         name = record.upload.name
         try:
-            hrirs = await asyncio.wrap_future(future)
+            hrirs, reserved = await self._prepared(future, name)
+        except OverBudget as exc:
+            self.counts["refused"] += 1
+            log.info("HRTF upload of %r refused: %s", name, exc)
+            who.session.send(ErrorMessage(ErrorCode.UPLOAD_FAILED,
+                                          f"{name!r} cannot be kept: {exc}", record.msg_id))
+            who.flush()
+            return
         except HrtfError as exc:
             self.counts["refused"] += 1
             log.info("HRTF upload of %r refused: %s", name, exc)
@@ -394,10 +494,44 @@ class HrtfUploads:
             if self._open.get(who) is record:
                 del self._open[who]
         self.counts["taken"] += 1
-        entry = self.registry.add(hrirs, name)
-        log.info("HRTF upload of %r taken: set %s…, %d directions, %d taps", name,
-                 entry.digest[:12], len(hrirs.directions), hrirs.taps)
-        await self.on_loaded(who, UploadedSet(entry.hrirs, name), record.msg_id)  # its own name
+        entry = self.registry.add(hrirs, name, reserved)
+        log.info("HRTF upload of %r taken: set %s…, %d directions, %d taps, %.1f MB", name,
+                 entry.digest[:12], len(hrirs.directions), hrirs.taps, hrirs.nbytes / MIB)
+        self.registry.use(entry.digest)  # not to be forgotten for another before its uploader
+        try:                             # hears through it
+            await self.on_loaded(who, UploadedSet(entry.hrirs, name), record.msg_id)  # its name
+        finally:
+            self.registry.release(entry.digest)
+
+    async def _prepared(self, future, name: str) -> tuple[HrirSet, int]:
+        """The set the parse prepared, read once the registry made room for it, and the bytes
+        reserved for it there.
+
+        Raises
+        ------
+        OverBudget
+            The registry cannot make room (the prepared set is deleted unread).
+        HrtfError
+            The parser refused the file, or its output could not be read.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            prepared = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_discard_result)
+            raise
+        try:
+            self.registry.reserve(prepared.nbytes, name)
+        except OverBudget:
+            loop.run_in_executor(self._io_pool, prepared.discard)
+            raise
+        try:
+            hrirs = await loop.run_in_executor(self._parse_pool, prepared.read, name)
+        except BaseException:  # unreadable, or cancelled (perhaps before the read began)
+            self.registry.cancel(prepared.nbytes)
+            prepared.discard()
+            raise
+        return hrirs, prepared.nbytes
 
     async def _watch(self, who: Uploader, record: _Open) -> None:
         """End ``record`` once no chunk came for :attr:`stall_s`."""

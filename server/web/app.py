@@ -42,6 +42,7 @@ from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
 from server.errors import CliError
 from server.recording.control import RecordingFileError, Recordings, recordings_root
+from server.rooms.hrtf_uploads import HrtfRegistry
 from server.rooms.hub import EMPTY_ROOM_GRACE_S, RETRY_AFTER_S, Hub
 from server.rooms.room import Room
 from server.rooms.store import open_store
@@ -277,9 +278,14 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP,
                max_connections: int = MAX_CONNECTIONS, acoustics: str = "off",
                announce: Callable[[int], None] | None = None,
-               recordings_dir: str | None = None) -> int:
+               recordings_dir: str | None = None,
+               upload_set_mb: int = limits.MAX_HRTF_SET_BYTES >> 20,
+               upload_budget_mb: int = limits.HRTF_UPLOADS_BUDGET_BYTES >> 20) -> int:
     """Serve until SIGTERM or SIGINT; 0 then. ``announce``, on a worker of ``serve --workers
     N`` (server.routing.workers), is called with the port once it serves."""
+    if upload_set_mb > upload_budget_mb:
+        raise CliError(f"--upload-set-mb {upload_set_mb} is more than --upload-budget-mb "
+                       f"{upload_budget_mb}: one set cannot take more than all of them")
     try:  # before the engine loads: a refusal should not wait for it
         policy = AccessPolicy.for_listening(host, load_secret(secret_file))
     except SecretError as exc:
@@ -296,6 +302,9 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                                                          empty_room_grace_s=empty_room_grace_s,
                                                          store=open_store(state_path),
                                                          hrtf_spec=hrtf, acoustics=acoustics,
+                                                         uploads=HrtfRegistry(
+                                                             set_budget_bytes=upload_set_mb << 20,
+                                                             budget_bytes=upload_budget_mb << 20),
                                                          recordings=Recordings(recordings_root(
                                                              recordings_dir, state_path))),
                         ConnectionLimits(max_connections_per_ip, max_connections))
