@@ -22,8 +22,8 @@ The calling contract:
    With ``--prepare-max-bytes B``: build the :class:`~hrtf.hrirset.HrirSet` from those arrays
    instead, refuse it if its prepared form (spectra included) would hold more than ``B``
    bytes, else write it as ``prepared.npz`` (:func:`hrtf.prepared.write_prepared`).
-4. Print one JSON line on stdout: ``{"ok": true}`` (with ``"bytes"``, ``"directions"`` and
-   ``"taps"`` of a prepared set) or
+4. Print one JSON line on stdout: ``{"ok": true}`` (with ``"bytes"``, ``"directions"``,
+   ``"taps"`` and ``"digest"`` of a prepared set) or
    ``{"ok": false, "error": "<what is wrong, in words>"}``. Exit status 0 on success, 2 for a
    refused file, 3 when memory ran out.
 
@@ -207,7 +207,8 @@ def _prepare(args: argparse.Namespace, arrays: dict[str, np.ndarray]) -> dict:
             f"server takes sets of up to {limit / MB:.0f} MB: upload a set with fewer "
             "directions or shorter responses")
     held = write_prepared(hrirs, args.out)
-    return {"bytes": held, "directions": len(hrirs.directions), "taps": hrirs.taps}
+    return {"bytes": held, "directions": len(hrirs.directions), "taps": hrirs.taps,
+            "digest": hrirs.digest}
 
 
 def _numbers(value: object, name: str) -> np.ndarray:

@@ -38,6 +38,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import stat
@@ -199,12 +200,15 @@ def _worker_argv(copy: Path, folder: Path, memory_limit_mb: int, timeout_s: floa
 @dataclass(eq=False)
 class PreparedFile:
     """A set the child prepared (:func:`prepare_sofa`), in a private folder until it is read
-    or discarded; ``nbytes`` is what reading it will cost (:attr:`HrirSet.nbytes`)."""
+    or discarded; ``nbytes`` is what reading it will cost (:attr:`HrirSet.nbytes`), ``digest``
+    its content's (:attr:`HrirSet.digest`; a caller that holds that set already need not read
+    it)."""
 
     folder: tempfile.TemporaryDirectory
     nbytes: int
     directions: int
     taps: int
+    digest: str
 
     def read(self, name: str) -> HrirSet:
         """The set, named ``name``, spectra computed (blocking); the folder is deleted.
@@ -215,11 +219,14 @@ class PreparedFile:
             The child's output is not a sound prepared set of ``nbytes`` (it never should be).
         """
         try:
-            return read_prepared(Path(self.folder.name) / PREPARED_FILE, name, self.nbytes)
+            hrirs = read_prepared(Path(self.folder.name) / PREPARED_FILE, name, self.nbytes)
         except Exception as exc:  # the child said ok; its output must still be sound
             raise HrtfError(f"the parser's output could not be read ({exc})") from None
         finally:
             self.discard()
+        if hrirs.digest != self.digest:
+            raise HrtfError("the parser's output is not the set it announced")
+        return hrirs
 
     def discard(self) -> None:
         """Delete the folder (again is harmless)."""
@@ -266,7 +273,9 @@ def prepare_sofa(
         copy.unlink()
         sizes = [reply.get(key) for key in ("bytes", "directions", "taps")]
         nbytes, directions, taps = (v if isinstance(v, int) and v > 0 else 0 for v in sizes)
-        if not (nbytes and directions and taps) or nbytes > max_set_bytes:
+        digest = reply.get("digest")
+        if (not (nbytes and directions and taps) or nbytes > max_set_bytes
+                or not isinstance(digest, str) or not re.fullmatch("[0-9a-f]{64}", digest)):
             raise HrtfError(f"the parser's reply makes no sense ({reply})"[:_MAX_PROBLEM_CHARS])
     except HrtfError as exc:
         folder.cleanup()
@@ -274,7 +283,7 @@ def prepare_sofa(
     except BaseException:
         folder.cleanup()
         raise
-    return PreparedFile(folder, nbytes, directions, taps)
+    return PreparedFile(folder, nbytes, directions, taps, digest)
 
 
 def _read_file(path: Path, max_bytes: int, copy_to: Path | None = None) -> tuple[str, bytes, int]:

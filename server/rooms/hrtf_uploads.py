@@ -20,9 +20,9 @@ what was announced, and when the last chunk came. :class:`HrtfUploads` is the as
   announced, when a second ``hrtf_upload`` comes while one is open, or when nothing comes for
   :data:`STALL_S`; a file the parser refuses ends with ``bad_sofa`` and the parser's words.
 
-Prepared sets go into the :class:`HrtfRegistry`, one per content (:attr:`HrirSet.digest`),
-so that ``"hrtf": "sofa:<digest>"`` chooses one again and many listeners of one set cost its
-memory once.
+Prepared sets go into the :class:`~server.rooms.hrtf_registry.HrtfRegistry`, one per content
+(:attr:`HrirSet.digest`), so that ``"hrtf": "sofa:<digest>"`` chooses one again and many
+listeners of one set cost its memory once.
 
 Why the budgets: a 1.4 MB SOFA file may declare 41,527 directions; loaded and prepared in the
 serving process (as uploads were before issue 16) it raised that process's peak resident memory
@@ -38,7 +38,7 @@ import logging
 import os
 import tempfile
 import weakref
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,13 +48,9 @@ from typing import Protocol
 from hrtf.errors import HrtfError
 from hrtf.hrirset import HrirSet
 from hrtf.sofa import PreparedFile, prepare_sofa, stop_parsers
+from server.rooms.hrtf_registry import MIB, HrtfRegistry, OverBudget, UploadedSet
 from signaling.errors import ErrorCode, MessageId
-from signaling.limits import (
-    HRTF_UPLOADS_BUDGET_BYTES,
-    MAX_HRTF_SET_BYTES,
-    MAX_HRTF_UPLOAD_BYTES,
-    MAX_UPLOAD_CHUNK_BYTES,
-)
+from signaling.limits import MAX_HRTF_UPLOAD_BYTES, MAX_UPLOAD_CHUNK_BYTES
 from signaling.ratelimit import TokenBucket
 from signaling.render_messages import HrtfUpload
 from signaling.server_messages import ErrorMessage
@@ -76,18 +72,10 @@ MIN_MEAN_CHUNK_BYTES = 4096
 #: ``60 / UPLOADS_PER_MINUTE`` seconds.
 UPLOADS_PER_MINUTE = 6
 UPLOAD_BURST = 4
-#: Uploaded sets the registry keeps; past it the least recently used one that no listener
-#: uses is forgotten.
-REGISTRY_SIZE = 32
-MIB = 2**20
 
 
 class UploadError(Exception):
     """An upload that cannot go on; the message says why, for people."""
-
-
-class OverBudget(Exception):
-    """A set the registry cannot make room for; the message says why, for people."""
 
 
 class Upload:
@@ -153,137 +141,6 @@ class Upload:
     def stalled(self, now: float) -> bool:
         """Whether it is incomplete and nothing came for :attr:`stall_s` until ``now``."""
         return not self.complete and now >= self.deadline
-
-
-# the registry ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class UploadedSet:
-    """An uploaded HRTF set, the file name it first came under, and the bytes it counts against
-    the registry's budget (0 for a set the operator chose, which the budget does not cover)."""
-
-    hrirs: HrirSet
-    name: str
-    nbytes: int = 0
-
-    @property
-    def digest(self) -> str:
-        return self.hrirs.digest
-
-
-class HrtfRegistry:
-    """Uploaded sets by digest, least recently used first, at most ``capacity`` of them unless
-    listeners use more, within a memory budget (a set in use is never forgotten).
-
-    An uploaded set comes in two steps, both on the event loop: :meth:`reserve` its size before
-    reading it (making room, or refusing), then :meth:`add` it with that reservation (or
-    :meth:`cancel` the reservation if it could not be read).
-
-    Parameters
-    ----------
-    capacity : int
-        Sets kept that no listener uses.
-    set_budget_bytes : int
-        Most bytes one uploaded set may hold.
-    budget_bytes : int
-        Most bytes all uploaded sets kept, and those reserved, may hold together.
-    """
-
-    def __init__(self, capacity: int = REGISTRY_SIZE, *,
-                 set_budget_bytes: int = MAX_HRTF_SET_BYTES,
-                 budget_bytes: int = HRTF_UPLOADS_BUDGET_BYTES) -> None:
-        if not 0 < set_budget_bytes <= budget_bytes:
-            raise ValueError(f"the per-set budget ({set_budget_bytes} bytes) must be positive "
-                             f"and within the total ({budget_bytes} bytes)")
-        self.capacity = capacity
-        self.set_budget_bytes = set_budget_bytes
-        self.budget_bytes = budget_bytes
-        self._sets: OrderedDict[str, UploadedSet] = OrderedDict()
-        self._users: Counter[str] = Counter()
-        self._reserved = 0
-
-    @property
-    def held_bytes(self) -> int:
-        """Bytes counted against the budget: the sets kept and the reservations."""
-        return sum(entry.nbytes for entry in self._sets.values()) + self._reserved
-
-    def reserve(self, nbytes: int, name: str) -> None:
-        """Make room for a set of ``nbytes`` about to be read: forget sets that no listener
-        uses, least recently used first, until it fits within the budget.
-
-        Raises
-        ------
-        OverBudget
-            The set alone is over the per-set budget, or it would not fit even with every
-            unused set forgotten (then none is).
-        """
-        if nbytes > self.set_budget_bytes:
-            raise OverBudget(f"{name!r} would take {nbytes / MIB:.0f} MB of the server's memory; "
-                             f"it takes sets of up to {self.set_budget_bytes / MIB:.0f} MB")
-        unused = [entry for digest, entry in self._sets.items()
-                  if not self._users[digest] and entry.nbytes]
-        excess = self.held_bytes + nbytes - self.budget_bytes
-        if excess > sum(entry.nbytes for entry in unused):
-            in_use = self.held_bytes - self._reserved - sum(entry.nbytes for entry in unused)
-            raise OverBudget(
-                f"{name!r} needs {nbytes / MIB:.0f} MB, and the server's "
-                f"{self.budget_bytes / MIB:.0f} MB for uploaded HRTF sets hold "
-                f"{in_use / MIB:.0f} MB of sets listeners are using now"
-                + (f" and {self._reserved / MIB:.0f} MB arriving" if self._reserved else "")
-                + ": try again when fewer uploaded sets are in use, or upload a smaller set")
-        for entry in unused:
-            if excess <= 0:
-                break
-            excess -= entry.nbytes
-            del self._sets[entry.digest]
-            log.info("HRTF set %s… (%.0f MB) forgotten to make room for %r", entry.digest[:12],
-                     entry.nbytes / MIB, name)
-        self._reserved += nbytes
-
-    def cancel(self, nbytes: int) -> None:
-        """A reservation of ``nbytes`` that will not be added: give its room back."""
-        self._reserved -= nbytes
-
-    def __len__(self) -> int:
-        return len(self._sets)
-
-    def __contains__(self, digest: str) -> bool:
-        return digest in self._sets
-
-    def add(self, hrirs: HrirSet, name: str, reserved: int = 0) -> UploadedSet:
-        """Keep ``hrirs`` (the entry already kept for its digest, if any: same content, same
-        set), as the most recently used; ``reserved`` bytes (:meth:`reserve`) it now counts."""
-        self._reserved -= reserved
-        entry = self._sets.get(hrirs.digest) or UploadedSet(hrirs, name, reserved)
-        self._sets[entry.digest] = entry
-        self._sets.move_to_end(entry.digest)
-        self._forget_unused()
-        return entry
-
-    def get(self, digest: str) -> UploadedSet | None:
-        """The set of ``digest`` (now the most recently used), or None."""
-        entry = self._sets.get(digest)
-        if entry is not None:
-            self._sets.move_to_end(digest)
-        return entry
-
-    def use(self, digest: str) -> None:
-        """A listener now hears through this set: it stays while they do."""
-        self._users[digest] += 1
-
-    def release(self, digest: str) -> None:
-        """A listener no longer hears through this set."""
-        self._users[digest] -= 1
-        if self._users[digest] <= 0:
-            del self._users[digest]
-            self._forget_unused()
-
-    def _forget_unused(self) -> None:
-        excess = len(self._sets) - self.capacity
-        for digest in [d for d in self._sets if not self._users[d]][:max(0, excess)]:
-            del self._sets[digest]
-            log.info("HRTF set %s… forgotten (the %d kept are used more recently)", digest[:12],
-                     self.capacity)
 
 
 # the shell ---------------------------------------------------------------------------------------
@@ -504,8 +361,8 @@ class HrtfUploads:
             self.registry.release(entry.digest)
 
     async def _prepared(self, future, name: str) -> tuple[HrirSet, int]:
-        """The set the parse prepared, read once the registry made room for it, and the bytes
-        reserved for it there.
+        """The set the parse prepared, read once the registry made room for it (or the set
+        kept already, if the file gave one the registry holds), and the bytes reserved for it.
 
         Raises
         ------
@@ -520,6 +377,10 @@ class HrtfUploads:
         except asyncio.CancelledError:
             future.add_done_callback(_discard_result)
             raise
+        kept = self.registry.get(prepared.digest)
+        if kept is not None:  # the same content again: nothing to read, nothing to reserve
+            loop.run_in_executor(self._io_pool, prepared.discard)
+            return kept.hrirs, 0
         try:
             self.registry.reserve(prepared.nbytes, name)
         except OverBudget:

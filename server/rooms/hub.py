@@ -29,7 +29,8 @@ from server.media.peers import Peers
 from server.recording.control import Recordings
 from server.rooms.admin import RoomAdmin
 from server.rooms.dispatch import apply, routes
-from server.rooms.hrtf_uploads import HrtfRegistry, HrtfUploads
+from server.rooms.hrtf_registry import HrtfRegistry
+from server.rooms.hrtf_uploads import HrtfUploads
 from server.rooms.live import LiveRoom, Participant
 from server.rooms.rendering import Renderings
 from server.rooms.room import Room, RoomFull, UnknownMember

@@ -42,7 +42,7 @@ from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
 from server.errors import CliError
 from server.recording.control import RecordingFileError, Recordings, recordings_root
-from server.rooms.hrtf_uploads import HrtfRegistry
+from server.rooms.hrtf_registry import HrtfRegistry
 from server.rooms.hub import EMPTY_ROOM_GRACE_S, RETRY_AFTER_S, Hub
 from server.rooms.room import Room
 from server.rooms.store import open_store

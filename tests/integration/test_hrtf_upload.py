@@ -27,7 +27,8 @@ from bench.serverproc import ServerProcess
 from hrtf.constants import SAMPLE_RATE
 from hrtf.library import load_hrtf
 from hrtf.sofa import default_sofa_path, prepare_sofa
-from server.rooms.hrtf_uploads import MAX_PARSES, HrtfRegistry, HrtfUploads, Upload, UploadError
+from server.rooms.hrtf_registry import HrtfRegistry
+from server.rooms.hrtf_uploads import MAX_PARSES, HrtfUploads, Upload, UploadError
 from signaling.limits import MAX_HRTF_UPLOAD_BYTES, MAX_UPLOAD_CHUNK_BYTES
 from signaling.render_messages import HrtfUpload
 from signaling.session import SignalingSession, State
