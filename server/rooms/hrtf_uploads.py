@@ -329,8 +329,7 @@ class HrtfUploads:
         except OverBudget as exc:
             self.counts["refused"] += 1
             log.info("HRTF upload of %r refused: %s", name, exc)
-            who.session.send(ErrorMessage(ErrorCode.UPLOAD_FAILED,
-                                          f"{name!r} cannot be kept: {exc}", record.msg_id))
+            who.session.send(ErrorMessage(ErrorCode.UPLOAD_FAILED, str(exc), record.msg_id))
             who.flush()
             return
         except HrtfError as exc:

@@ -55,13 +55,13 @@ def hand_written(
     return path
 
 
-def many_directions(path, *, directions=41_527, taps=256, rate=48_000.0):
+def many_directions(path, *, directions=41_527, taps=256, rate=48_000.0, right_gain=0.5):
     """A valid ``SimpleFreeFieldHRIR`` file with ``directions`` responses spread evenly over the
     sphere (a Fibonacci lattice), small on disk (the responses compress to almost nothing) and
     large once loaded: the heavy upload of issue 16.
 
-    Each response is a click in each ear (the right one quieter) and a faint last tap, so that
-    trimming keeps all ``taps`` samples.
+    Each response is a click in each ear (the right one ``right_gain`` as loud: sets that differ
+    in it differ in content) and a faint last tap, so that trimming keeps all ``taps`` samples.
     """
     k = np.arange(directions) + 0.5
     elevation = np.degrees(np.arcsin(1.0 - 2.0 * k / directions))
@@ -77,7 +77,7 @@ def many_directions(path, *, directions=41_527, taps=256, rate=48_000.0):
         pos[:] = np.column_stack([azimuth, elevation, np.ones(directions)])
         data = ds.createVariable("Data.IR", "f8", ("M", "R", "N"), zlib=True)
         ir = np.zeros((directions, 2, taps))
-        ir[:, 0, 0], ir[:, 1, 1], ir[:, :, -1] = 1.0, 0.5, 1e-3
+        ir[:, 0, 0], ir[:, 1, 1], ir[:, :, -1] = 1.0, right_gain, 1e-3
         data[:] = ir
         ds.createVariable("Data.SamplingRate", "f8", ("I",))[:] = [rate]
         ds.createVariable("Data.Delay", "f8", ("I", "R"))[:] = np.zeros((1, 2))
