@@ -24,10 +24,12 @@ Prepared sets go into the :class:`~server.rooms.hrtf_registry.HrtfRegistry`, one
 (:attr:`HrirSet.digest`), so that ``"hrtf": "sofa:<digest>"`` chooses one again and many
 listeners of one set cost its memory once.
 
-Why the budgets: a 1.4 MB SOFA file may declare 41,527 directions; loaded and prepared in the
-serving process (as uploads were before issue 16) it raised that process's peak resident memory
-from 404 to 1231 MiB, 742 MiB of it the set kept (its spectra for the renderer are nine times
-its responses). Now such a file costs the serving process nothing but the child's answer.
+Why: a 1.4 MB SOFA file may declare 41,527 directions; loaded and prepared in the serving
+process (as uploads were before issue 16, which also kept them in :mod:`hrtf.sofa`'s caches,
+out of the registry's reach) it raised that process's peak resident memory by 821 MiB, 742 MiB
+of it the set kept (its spectra for the renderer are nine times its responses). Now the child
+refuses it over the per-set budget and the serving process's peak grows by about 2 MiB
+(``tests/integration/test_hrtf_upload_memory.py``).
 """
 
 from __future__ import annotations
