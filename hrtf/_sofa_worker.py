@@ -1,9 +1,12 @@
 """Parse one untrusted SOFA file in a child process, under resource limits.
 
 :func:`hrtf.sofa.load_sofa` runs this file as a script (``python -P _sofa_worker.py …``) so
-that a file which crashes or exhausts the HDF5/netCDF parser takes down only this process. It
-imports nothing from spatialjam (importing the ``hrtf`` package would pull numba into every
-parse); the limits it applies come in as arguments.
+that a file which crashes or exhausts the HDF5/netCDF parser takes down only this process. For
+a plain parse it imports nothing from spatialjam (importing the ``hrtf`` package would pull
+numba into every parse); the limits it applies come in as arguments. With
+``--prepare-max-bytes`` (:func:`hrtf.sofa.prepare_sofa`, for uploaded sets) it also *prepares*
+the set, as :mod:`hrtf.prepared` describes, importing ``hrtf`` from the tree it belongs to: the
+serving process then reads only the finished set.
 
 The calling contract:
 
@@ -16,7 +19,11 @@ The calling contract:
 3. Read it with sofar and write ``arrays.npz`` into the output folder: ``positions`` (M, 3),
    ``hrir`` (M, 2, N), ``sample_rate`` (1,) and ``delay`` (1 or M, 2) as float64, spherical
    positions in degrees, and ``position_type`` as a string; nothing pickled.
-4. Print one JSON line on stdout: ``{"ok": true}`` or
+   With ``--prepare-max-bytes B``: build the :class:`~hrtf.hrirset.HrirSet` from those arrays
+   instead, refuse it if its prepared form (spectra included) would hold more than ``B``
+   bytes, else write it as ``prepared.npz`` (:func:`hrtf.prepared.write_prepared`).
+4. Print one JSON line on stdout: ``{"ok": true}`` (with ``"bytes"``, ``"directions"``,
+   ``"taps"`` and ``"digest"`` of a prepared set) or
    ``{"ok": false, "error": "<what is wrong, in words>"}``. Exit status 0 on success, 2 for a
    refused file, 3 when memory ran out.
 
@@ -60,11 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     # The reply gets stdout to itself: whatever the libraries print goes to stderr.
     reply = os.dup(1)
     os.dup2(2, 1)
+    if args.prepare_max_bytes is not None:  # imported before the limits, as the parsers are
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        import hrtf.prepared  # noqa: F401
     _apply_limits(args)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _extract(args)
+            arrays = _extract(args)
+            if args.prepare_max_bytes is None:
+                np.savez(args.out / "arrays.npz", positions=arrays["positions"],
+                         hrir=arrays["hrir"], sample_rate=arrays["sample_rate"],
+                         delay=arrays["delay"], position_type=arrays["position_type"])
+                prepared = {}
+            else:
+                prepared = _prepare(args, arrays)
     except Refused as exc:
         return _reply(reply, {"ok": False, "error": str(exc)}, 2)
     except MemoryError:
@@ -75,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         what = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
         error = f"the file could not be parsed as SOFA ({what})"
         return _reply(reply, {"ok": False, "error": error}, 2)
-    return _reply(reply, {"ok": True}, 0)
+    return _reply(reply, {"ok": True, **prepared}, 0)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -89,6 +106,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-data-mb", type=int, required=True)
     parser.add_argument("--min-rate", type=float, required=True)
     parser.add_argument("--max-rate", type=float, required=True)
+    parser.add_argument("--prepare-max-bytes", type=int,
+                        help="prepare the set (prepared.npz) if it holds at most this many bytes")
     return parser.parse_args(argv)
 
 
@@ -97,7 +116,8 @@ def _apply_limits(args: argparse.Namespace) -> None:
     _lower(resource.RLIMIT_AS, _current_address_space() + args.memory_mb * MB)
     used_s = resource.getrusage(resource.RUSAGE_SELF).ru_utime
     _lower(resource.RLIMIT_CPU, math.ceil(used_s) + args.cpu_s, grace=1)
-    _lower(resource.RLIMIT_FSIZE, args.max_data_mb * MB + OUTPUT_OVERHEAD)
+    output = max(args.max_data_mb * MB, args.prepare_max_bytes or 0)
+    _lower(resource.RLIMIT_FSIZE, output + OUTPUT_OVERHEAD)
     _lower(resource.RLIMIT_CORE, 0)
 
 
@@ -131,8 +151,8 @@ def _quote(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _extract(args: argparse.Namespace) -> None:
-    """Check the file, read it and write its arrays out."""
+def _extract(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """Check the file and read it: the arrays of ``arrays.npz``, by name."""
     m = _check_header(args)
     try:
         sofa = sofar.read_sofa(args.path, verify=False, verbose=False)
@@ -163,14 +183,32 @@ def _extract(args: argparse.Namespace) -> None:
         positions = positions.copy()
         positions[:, :2] = np.degrees(positions[:, :2])
 
-    np.savez(
-        args.out / "arrays.npz",
-        positions=positions,
-        hrir=hrir,
-        sample_rate=rate,
-        delay=delay,
-        position_type=np.array(position_type),
-    )
+    return {"positions": positions, "hrir": hrir, "sample_rate": rate, "delay": delay,
+            "position_type": np.array(position_type)}
+
+
+def _prepare(args: argparse.Namespace, arrays: dict[str, np.ndarray]) -> dict:
+    """Build the set, refuse it if it would hold too much, write ``prepared.npz``; its size."""
+    from hrtf.errors import HrtfError
+    from hrtf.hrirset import HrirSet
+    from hrtf.prepared import write_prepared
+
+    try:
+        hrirs = HrirSet.from_measurements(
+            args.path.name, arrays.pop("positions"), arrays.pop("hrir"), arrays["sample_rate"],
+            position_type=str(arrays["position_type"]), delay=arrays["delay"])
+    except HrtfError as exc:
+        raise Refused(str(exc)) from None
+    need, limit = hrirs.prepared_bytes, args.prepare_max_bytes
+    if need > limit:
+        raise Refused(
+            f"its {len(hrirs.directions)} directions of {hrirs.taps} taps would take "
+            f"{need / MB:.0f} MB of the server's memory once prepared for rendering; this "
+            f"server takes sets of up to {limit / MB:.0f} MB: upload a set with fewer "
+            "directions or shorter responses")
+    held = write_prepared(hrirs, args.out)
+    return {"bytes": held, "directions": len(hrirs.directions), "taps": hrirs.taps,
+            "digest": hrirs.digest}
 
 
 def _numbers(value: object, name: str) -> np.ndarray:

@@ -104,6 +104,70 @@ class DirectionGrid:
         self.inverse = np.ascontiguousarray(np.linalg.inv(vertex_matrix))
         self._clamp = np.radians(np.array(self.elevation_range_deg))
 
+    #: The arrays that make a grid, as :meth:`arrays` gives them and :meth:`from_arrays` takes.
+    ARRAYS = ("points", "source_of", "facets", "neighbors", "inverse", "elevation_range_deg")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The grid as plain arrays (to hand from one process to another)."""
+        return {"points": self.points, "source_of": self.source_of, "facets": self.facets,
+                "neighbors": self.neighbors, "inverse": self.inverse,
+                "elevation_range_deg": np.array(self.elevation_range_deg, dtype=np.float64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], measured: int) -> DirectionGrid:
+        """A grid made elsewhere (by :meth:`arrays`), checked so that no index it holds can
+        reach outside its arrays (the point-location kernels do not check bounds).
+
+        Parameters
+        ----------
+        arrays : dict
+            :data:`ARRAYS` by name.
+        measured : int
+            Measured directions of the set: ``source_of`` must point among them.
+
+        Raises
+        ------
+        ValueError
+            An array of the wrong type or shape, an index out of range, a non-finite value.
+        """
+        points, source_of = arrays["points"], arrays["source_of"]
+        facets, neighbors, inverse = arrays["facets"], arrays["neighbors"], arrays["inverse"]
+        elevation = arrays["elevation_range_deg"]
+        n_points, n_facets = len(points), len(facets)
+        expected = {"points": (points, np.float64, (n_points, 3)),
+                    "source_of": (source_of, np.int64, (n_points,)),
+                    "facets": (facets, np.int64, (n_facets, 3)),
+                    "neighbors": (neighbors, np.int64, (n_facets, 3)),
+                    "inverse": (inverse, np.float64, (n_facets, 3, 3)),
+                    "elevation_range_deg": (elevation, np.float64, (2,))}
+        for name, (value, dtype, shape) in expected.items():
+            if value.dtype != dtype or value.shape != shape:
+                raise ValueError(f"grid {name} is {value.dtype} {value.shape}, expected "
+                                 f"{np.dtype(dtype)} {shape}")
+        if not measured <= n_points <= measured + 6 or n_facets < 4:
+            raise ValueError(f"grid has {n_points} points and {n_facets} facets for {measured} "
+                             "measured directions")
+        for name, value, end in (("source_of", source_of, measured), ("facets", facets, n_points),
+                                 ("neighbors", neighbors, n_facets)):
+            if value.min() < 0 or value.max() >= end:
+                raise ValueError(f"grid {name} has an index outside 0..{end - 1}")
+        if not (np.all(np.isfinite(points)) and np.all(np.isfinite(inverse))
+                and -90.0 <= elevation[0] <= elevation[1] <= 90.0):
+            raise ValueError("grid holds non-finite values or an inverted elevation range")
+        grid = cls.__new__(cls)
+        grid.points, grid.source_of = np.ascontiguousarray(points), np.ascontiguousarray(source_of)
+        grid.facets, grid.neighbors = np.ascontiguousarray(facets), np.ascontiguousarray(neighbors)
+        grid.inverse = np.ascontiguousarray(inverse)
+        grid.elevation_range_deg = (float(elevation[0]), float(elevation[1]))
+        grid._clamp = np.radians(np.array(grid.elevation_range_deg))
+        return grid
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes its arrays hold."""
+        return sum(a.nbytes for a in (self.points, self.source_of, self.facets, self.neighbors,
+                                      self.inverse))
+
     def weights(self, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Interpolation for many directions at once (not on the tick path).
 

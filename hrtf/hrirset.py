@@ -85,6 +85,19 @@ class HrirSet:
         """Responses for every grid point, virtual points included, shape ``(P, 2, N)``."""
         return self.hrir[self.grid.source_of]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the set holds now: responses, directions, grid, and the spectra computed."""
+        spectra = sum(re.nbytes + im.nbytes for re, im in self._spectra.values())
+        return self.directions.nbytes + self.hrir.nbytes + self.grid.nbytes + spectra
+
+    @property
+    def prepared_bytes(self) -> int:
+        """Bytes the set holds once the renderer's spectra (:attr:`nfft`) are computed."""
+        missing = 0 if self.nfft in self._spectra else spectra_bytes(len(self.grid.points),
+                                                                     self.nfft)
+        return self.nbytes + missing
+
     def spectra(self, nfft: int) -> tuple[np.ndarray, np.ndarray]:
         """Real and imaginary parts of the grid responses' ``nfft``-point spectra.
 
@@ -171,18 +184,32 @@ class HrirSet:
         out = _apply_delay(out, delay * (SAMPLE_RATE / rate))
         out, trimmed = _trim(out)
         out = out.astype(np.float32)
-        need = (len(vectors) + 6) * 2 * (fft_size(out.shape[-1]) // 2 + 1) * 8
+        need = spectra_bytes(len(vectors) + 6, fft_size(out.shape[-1]))  # 6: virtual points
         if need > MAX_SPECTRA_BYTES:
             raise HrtfError(
                 f"{len(vectors)} directions of {out.shape[-1]} taps would need "
                 f"{need / 2**30:.1f} GiB in the renderer (limit {MAX_SPECTRA_BYTES / 2**30:g} GiB)")
-        digest = hashlib.sha256(vectors.tobytes() + out.tobytes()).hexdigest()
-        return cls(name, vectors, out, DirectionGrid(vectors), trimmed, digest)
+        return cls(name, vectors, out, DirectionGrid(vectors), trimmed,
+                   content_digest(vectors, out))
 
 
 def fft_size(taps: int) -> int:
     """Smallest power of two that holds a frame plus a ``taps``-long response."""
     return 1 << int(np.ceil(np.log2(FRAME + taps - 1)))
+
+
+def spectra_bytes(points: int, nfft: int) -> int:
+    """Bytes of :meth:`HrirSet.spectra` for ``points`` grid points: real and imaginary float32
+    parts, ``points × 2 ears × (nfft / 2 + 1)`` bins each."""
+    return 2 * points * 2 * (nfft // 2 + 1) * np.dtype(np.float32).itemsize
+
+
+def content_digest(directions: np.ndarray, hrir: np.ndarray) -> str:
+    """SHA-256 of a set's directions (float64) and responses (float32), read in place."""
+    sha = hashlib.sha256()
+    sha.update(np.ascontiguousarray(directions, dtype=np.float64).data)
+    sha.update(np.ascontiguousarray(hrir, dtype=np.float32).data)
+    return sha.hexdigest()
 
 
 def _finite_array(value: npt.ArrayLike, what: str) -> np.ndarray:

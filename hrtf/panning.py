@@ -36,6 +36,8 @@ def _grid() -> np.ndarray:
     return np.array(rows)
 
 
+#: Directions summed at a time by :func:`mean_energy`.
+_ENERGY_CHUNK = 1024
 #: Each set's mean energy, once per set (the renderer asks on its tick whenever a listener's
 #: setting changes; ``server.rooms.rendering`` asks first, on a worker thread).
 _ENERGY: weakref.WeakKeyDictionary[HrirSet, float] = weakref.WeakKeyDictionary()
@@ -45,7 +47,11 @@ def mean_energy(hrirs: HrirSet) -> float:
     """Mean over directions of both ears' response energy."""
     energy = _ENERGY.get(hrirs)
     if energy is None:
-        energy = float(np.mean(np.sum(hrirs.hrir.astype(np.float64) ** 2, axis=(1, 2))))
+        total = 0.0
+        for lo in range(0, len(hrirs.hrir), _ENERGY_CHUNK):  # no set-sized float64 temporaries
+            chunk = hrirs.hrir[lo:lo + _ENERGY_CHUNK].astype(np.float64)
+            total += float(np.sum(chunk * chunk))
+        energy = total / len(hrirs.hrir)
         _ENERGY[hrirs] = energy
     return energy
 

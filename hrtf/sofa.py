@@ -22,6 +22,12 @@ listener's left; elevation +90° above.
 
 Every failure is one :class:`~hrtf.errors.HrtfError` that names the file and says what is
 wrong with it. :func:`load_sofa` blocks (it may wait for the child); call it off the event loop.
+
+:func:`prepare_sofa` is the entry point for untrusted uploads into a serving process: no cache
+(the server keeps uploaded sets itself, within a memory budget), and the child does all of the
+work (parsing, resampling, triangulating, the renderer's spectra) and refuses a set whose
+prepared form exceeds a size, so that the caller pays only for the set it keeps
+(:mod:`hrtf.prepared`), and only once it chose to (:meth:`PreparedFile.read`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import stat
@@ -54,6 +61,7 @@ from hrtf.hrirset import (
     MIN_SAMPLE_RATE,
     HrirSet,
 )
+from hrtf.prepared import PREPARED_FILE, read_prepared
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +169,7 @@ def _load(path: Path, max_bytes: int, memory_limit_mb: int, timeout_s: float) ->
             copy = folder / "input.sofa"
             if _read_file(path, max_bytes, copy_to=copy)[0] != digest:
                 raise HrtfError("the file changed while it was being loaded; try again")
-            argv = [sys.executable, "-P", str(_WORKER), str(copy), str(folder)]
-            argv += ["--memory-mb", str(memory_limit_mb), "--cpu-s", str(math.ceil(timeout_s))]
-            argv += ["--max-directions", str(MAX_DIRECTIONS)]
-            argv += ["--max-samples", str(MAX_INPUT_SAMPLES), "--max-data-mb", str(MAX_DATA_MB)]
-            argv += ["--min-rate", repr(MIN_SAMPLE_RATE), "--max-rate", repr(MAX_SAMPLE_RATE)]
+            argv = _worker_argv(copy, folder, memory_limit_mb, timeout_s)
             _run_worker(argv, timeout_s=timeout_s, cwd=folder)
             arrays = folder / "arrays.npz"
             try:
@@ -182,6 +186,104 @@ def _load(path: Path, max_bytes: int, memory_limit_mb: int, timeout_s: float) ->
         while len(_memory_cache) > MEMORY_CACHE_SIZE:
             _memory_cache.popitem()
     return hrir_set
+
+
+def _worker_argv(copy: Path, folder: Path, memory_limit_mb: int, timeout_s: float) -> list[str]:
+    argv = [sys.executable, "-P", str(_WORKER), str(copy), str(folder)]
+    argv += ["--memory-mb", str(memory_limit_mb), "--cpu-s", str(math.ceil(timeout_s))]
+    argv += ["--max-directions", str(MAX_DIRECTIONS)]
+    argv += ["--max-samples", str(MAX_INPUT_SAMPLES), "--max-data-mb", str(MAX_DATA_MB)]
+    argv += ["--min-rate", repr(MIN_SAMPLE_RATE), "--max-rate", repr(MAX_SAMPLE_RATE)]
+    return argv
+
+
+@dataclass(eq=False)
+class PreparedFile:
+    """A set the child prepared (:func:`prepare_sofa`), in a private folder until it is read
+    or discarded; ``nbytes`` is what reading it will cost (:attr:`HrirSet.nbytes`), ``digest``
+    its content's (:attr:`HrirSet.digest`; a caller that holds that set already need not read
+    it)."""
+
+    folder: tempfile.TemporaryDirectory
+    nbytes: int
+    directions: int
+    taps: int
+    digest: str
+
+    def read(self, name: str) -> HrirSet:
+        """The set, named ``name``, spectra computed (blocking); the folder is deleted.
+
+        Raises
+        ------
+        HrtfError
+            The child's output is not a sound prepared set of ``nbytes`` (it never should be).
+        """
+        try:
+            hrirs = read_prepared(Path(self.folder.name) / PREPARED_FILE, name, self.nbytes)
+        except Exception as exc:  # the child said ok; its output must still be sound
+            raise HrtfError(f"the parser's output could not be read ({exc})") from None
+        finally:
+            self.discard()
+        if hrirs.digest != self.digest:
+            raise HrtfError("the parser's output is not the set it announced")
+        return hrirs
+
+    def discard(self) -> None:
+        """Delete the folder (again is harmless)."""
+        self.folder.cleanup()
+
+
+def prepare_sofa(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int,
+    max_set_bytes: int,
+    memory_limit_mb: int = MEMORY_LIMIT_MB,
+    timeout_s: float = TIMEOUT_S,
+) -> PreparedFile:
+    """Parse and prepare an untrusted SOFA file in a child process; the set is not read yet.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file (as for :func:`load_sofa`).
+    max_bytes : int
+        Larger files are refused without being read.
+    max_set_bytes : int
+        A set whose prepared form (:attr:`HrirSet.prepared_bytes`: responses, grid and the
+        renderer's spectra) would hold more is refused by the child, before its spectra are
+        computed.
+    memory_limit_mb, timeout_s :
+        The child's limits, as for :func:`load_sofa`.
+
+    Raises
+    ------
+    HrtfError
+        As :func:`load_sofa`, and for a set over ``max_set_bytes``; the message names the file.
+    """
+    path = Path(path)
+    folder = tempfile.TemporaryDirectory(prefix="spatialjam-sofa-")
+    try:
+        copy = Path(folder.name) / "input.sofa"
+        _, head, size = _read_file(path, max_bytes, copy_to=copy)
+        _check_signature(head, size)
+        argv = _worker_argv(copy, Path(folder.name), memory_limit_mb, timeout_s)
+        argv += ["--prepare-max-bytes", str(max_set_bytes)]
+        reply = _run_worker(argv, timeout_s=timeout_s, cwd=folder.name)
+        copy.unlink()
+        sizes = [reply.get(key) for key in ("bytes", "directions", "taps")]
+        nbytes, directions, taps = (v if isinstance(v, int) and v > 0 else 0 for v in sizes)
+        digest = reply.get("digest")
+        if (not (nbytes and directions and taps) or nbytes > max_set_bytes
+                or not isinstance(digest, str) or not re.fullmatch("[0-9a-f]{64}", digest)):
+            raise HrtfError(f"the parser's reply makes no sense ({reply})"[:_MAX_PROBLEM_CHARS])
+    except HrtfError as exc:
+        folder.cleanup()
+        raise HrtfError(f"cannot load HRTF file {path}: {exc}") from None
+    except BaseException:
+        folder.cleanup()
+        raise
+    return PreparedFile(folder, nbytes, directions, taps, digest)
 
 
 def _read_file(path: Path, max_bytes: int, copy_to: Path | None = None) -> tuple[str, bytes, int]:

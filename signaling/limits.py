@@ -47,6 +47,16 @@ QUATERNION_NORM_TOLERANCE = 0.01
 
 #: Largest HRTF set a listener may upload (a SOFA file), in bytes: 32 MiB.
 MAX_HRTF_UPLOAD_BYTES = 32 * 2**20
+#: Most memory one uploaded HRTF set may hold in the server once prepared (responses,
+#: direction grid and the renderer's spectra), in bytes: 320 MiB (``serve --upload-set-mb``).
+#: The densest public sets we know (a 2° full-sphere grid: 16,020 directions of 128 taps at
+#: 48 kHz) need about 270 MiB, MIT KEMAR 15 MiB; the 41,527-direction file of issue 16 would
+#: need 742 MiB and is refused.
+MAX_HRTF_SET_BYTES = 320 * 2**20
+#: Most memory all uploaded HRTF sets a server keeps may hold together, in bytes: 1 GiB
+#: (``serve --upload-budget-mb``), three of the largest sets, or as many typical ones
+#: (KEMAR-sized) as the server keeps at all, on top of its own ~400 MiB.
+HRTF_UPLOADS_BUDGET_BYTES = 1024 * 2**20
 #: Largest binary frame of an upload, in bytes: 256 KiB.
 MAX_UPLOAD_CHUNK_BYTES = 256 * 1024
 #: Largest WebSocket frame the shell reads (its ``max_size``): a message or an upload chunk,

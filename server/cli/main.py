@@ -28,7 +28,7 @@ from server.cli.ice_args import add_ice_args, ice_config
 from server.cli.token import add_token_parser
 from server.errors import CliError
 from server.web.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP
-from signaling.limits import ROOM_PRESETS
+from signaling.limits import HRTF_UPLOADS_BUDGET_BYTES, MAX_HRTF_SET_BYTES, ROOM_PRESETS
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -134,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
                        default=MAX_CONNECTIONS, metavar="N",
                        help="signaling connections the server holds at once; past it the "
                        f"handshake is refused with HTTP 503 (default {MAX_CONNECTIONS})")
+    serve.add_argument("--upload-set-mb", type=count("upload set MB", 1, 2**20),
+                       default=MAX_HRTF_SET_BYTES >> 20, metavar="MB",
+                       help="most memory one uploaded HRTF set may take once prepared for "
+                       "rendering; larger sets are refused in words (default "
+                       f"{MAX_HRTF_SET_BYTES >> 20})")
+    serve.add_argument("--upload-budget-mb", type=count("upload budget MB", 1, 2**20),
+                       default=HRTF_UPLOADS_BUDGET_BYTES >> 20, metavar="MB",
+                       help="most memory all uploaded HRTF sets kept may take together; the "
+                       "least recently used set no listener uses is forgotten first (default "
+                       f"{HRTF_UPLOADS_BUDGET_BYTES >> 20})")
     serve.add_argument("--workers", type=count("workers", 1, MAX_WORKERS),
                        default=min(os.cpu_count() or 1, MAX_WORKERS), metavar="N",
                        help="processes: each room lives on one, new rooms go to the least "
@@ -268,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                               acoustics=args.acoustics, announce=announce,
                               recordings_dir=args.recordings, tls=tls,
                               trusted_proxies=TrustedProxies(args.trusted_proxy or ()),
-                              ice=ice)
+                              ice=ice, upload_set_mb=args.upload_set_mb,
+                              upload_budget_mb=args.upload_budget_mb)
         if getattr(args, "run", None) is not None:  # a command of PLUGIN_GROUP
             return args.run(args)
         runner = COMMANDS.get((args.command, getattr(args, "ai", None)))

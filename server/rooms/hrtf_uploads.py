@@ -7,16 +7,29 @@ what was announced, and when the last chunk came. :class:`HrtfUploads` is the as
 
 - the bytes go to a private temporary file (mode 0600), written on a thread of its own, never
   on the event loop;
-- a complete file is parsed by :func:`hrtf.sofa.load_sofa` (a child process capped in memory,
-  CPU and time: a file that crashes the HDF5 parser kills that child only) on one of
+- a complete file is parsed *and prepared for the renderer* by :func:`hrtf.sofa.prepare_sofa`
+  (a child process capped in memory, CPU and time: a file that crashes the HDF5 parser kills
+  that child only, and every temporary of the work is the child's) on one of
   :data:`MAX_PARSES` threads; more uploads wait their turn; the file is deleted after;
+- the child refuses a set whose prepared form would hold more than the registry's per-set
+  budget (``MAX_HRTF_SET_BYTES``); the serving process then makes room for it within the
+  total budget of uploaded sets (``HRTF_UPLOADS_BUDGET_BYTES``: the least recently used set
+  that no listener uses is forgotten first, a set in use never) or refuses it in words, and
+  only then reads the prepared set, whose size is all it costs;
 - the upload ends with ``upload_failed`` (the connection stays) when more bytes come than were
   announced, when a second ``hrtf_upload`` comes while one is open, or when nothing comes for
   :data:`STALL_S`; a file the parser refuses ends with ``bad_sofa`` and the parser's words.
 
-Parsed sets go into the :class:`HrtfRegistry`, one per content (:attr:`HrirSet.digest`), so
-that ``"hrtf": "sofa:<digest>"`` chooses one again and many listeners of one set cost its
-memory once.
+Prepared sets go into the :class:`~server.rooms.hrtf_registry.HrtfRegistry`, one per content
+(:attr:`HrirSet.digest`), so that ``"hrtf": "sofa:<digest>"`` chooses one again and many
+listeners of one set cost its memory once.
+
+Why: a 1.4 MB SOFA file may declare 41,527 directions; loaded and prepared in the serving
+process (as uploads were before issue 16, which also kept them in :mod:`hrtf.sofa`'s caches,
+out of the registry's reach) it raised that process's peak resident memory by 821 MiB, 742 MiB
+of it the set kept (its spectra for the renderer are nine times its responses). Now the child
+refuses it over the per-set budget and the serving process's peak grows by about 2 MiB
+(``tests/integration/test_hrtf_upload_memory.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ import logging
 import os
 import tempfile
 import weakref
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +49,8 @@ from typing import Protocol
 
 from hrtf.errors import HrtfError
 from hrtf.hrirset import HrirSet
-from hrtf.sofa import load_sofa, stop_parsers
+from hrtf.sofa import PreparedFile, prepare_sofa, stop_parsers
+from server.rooms.hrtf_registry import MIB, HrtfRegistry, OverBudget, UploadedSet
 from signaling.errors import ErrorCode, MessageId
 from signaling.limits import MAX_HRTF_UPLOAD_BYTES, MAX_UPLOAD_CHUNK_BYTES
 from signaling.ratelimit import TokenBucket
@@ -60,9 +74,6 @@ MIN_MEAN_CHUNK_BYTES = 4096
 #: ``60 / UPLOADS_PER_MINUTE`` seconds.
 UPLOADS_PER_MINUTE = 6
 UPLOAD_BURST = 4
-#: Uploaded sets the registry keeps; past it the least recently used one that no listener
-#: uses is forgotten.
-REGISTRY_SIZE = 32
 
 
 class UploadError(Exception):
@@ -134,76 +145,6 @@ class Upload:
         return not self.complete and now >= self.deadline
 
 
-# the registry ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class UploadedSet:
-    """An uploaded HRTF set and the file name it first came under."""
-
-    hrirs: HrirSet
-    name: str
-
-    @property
-    def digest(self) -> str:
-        return self.hrirs.digest
-
-
-class HrtfRegistry:
-    """Uploaded sets by digest, least recently used first, at most ``capacity`` of them unless
-    listeners use more (a set in use is never forgotten).
-
-    Parameters
-    ----------
-    capacity : int
-        Sets kept that no listener uses.
-    """
-
-    def __init__(self, capacity: int = REGISTRY_SIZE) -> None:
-        self.capacity = capacity
-        self._sets: OrderedDict[str, UploadedSet] = OrderedDict()
-        self._users: Counter[str] = Counter()
-
-    def __len__(self) -> int:
-        return len(self._sets)
-
-    def __contains__(self, digest: str) -> bool:
-        return digest in self._sets
-
-    def add(self, hrirs: HrirSet, name: str) -> UploadedSet:
-        """Keep ``hrirs`` (the entry already kept for its digest, if any: same content, same
-        set), as the most recently used."""
-        entry = self._sets.get(hrirs.digest) or UploadedSet(hrirs, name)
-        self._sets[entry.digest] = entry
-        self._sets.move_to_end(entry.digest)
-        self._forget_unused()
-        return entry
-
-    def get(self, digest: str) -> UploadedSet | None:
-        """The set of ``digest`` (now the most recently used), or None."""
-        entry = self._sets.get(digest)
-        if entry is not None:
-            self._sets.move_to_end(digest)
-        return entry
-
-    def use(self, digest: str) -> None:
-        """A listener now hears through this set: it stays while they do."""
-        self._users[digest] += 1
-
-    def release(self, digest: str) -> None:
-        """A listener no longer hears through this set."""
-        self._users[digest] -= 1
-        if self._users[digest] <= 0:
-            del self._users[digest]
-            self._forget_unused()
-
-    def _forget_unused(self) -> None:
-        excess = len(self._sets) - self.capacity
-        for digest in [d for d in self._sets if not self._users[d]][:max(0, excess)]:
-            del self._sets[digest]
-            log.info("HRTF set %s… forgotten (the %d kept are used more recently)", digest[:12],
-                     self.capacity)
-
-
 # the shell ---------------------------------------------------------------------------------------
 
 class Uploader(Protocol):
@@ -216,6 +157,9 @@ class Uploader(Protocol):
 
 #: Called on the loop with the uploader, the set and the ``hrtf_upload``'s id once a file parsed.
 OnLoaded = Callable[[Uploader, UploadedSet, MessageId | None], Awaitable[None]]
+#: ``loader(path, max_bytes=…, max_set_bytes=…)``, raising :class:`HrtfError`:
+#: :func:`hrtf.sofa.prepare_sofa`.
+Loader = Callable[..., PreparedFile]
 
 
 @dataclass(eq=False)
@@ -241,12 +185,19 @@ def _discard(path: Path, file) -> None:
     path.unlink(missing_ok=True)
 
 
-def _parse_and_delete(loader: Callable[..., HrirSet], path: Path) -> HrirSet:
-    """Parse the uploaded file (blocking: on a parse thread), then delete it whatever came."""
+def _parse_and_delete(loader: Loader, path: Path, max_set_bytes: int) -> PreparedFile:
+    """Parse and prepare the uploaded file (blocking: on a parse thread), then delete it
+    whatever came."""
     try:
-        return loader(path, max_bytes=MAX_HRTF_UPLOAD_BYTES)
+        return loader(path, max_bytes=MAX_HRTF_UPLOAD_BYTES, max_set_bytes=max_set_bytes)
     finally:
         path.unlink(missing_ok=True)
+
+
+def _discard_result(future) -> None:
+    """A parse nobody waits for any more: delete the set it prepared, if it did."""
+    if not future.cancelled() and future.exception() is None:
+        future.result().discard()
 
 
 def _for_people(exc: HrtfError, path: Path, name: str) -> str:
@@ -261,20 +212,20 @@ class HrtfUploads:
     Parameters
     ----------
     registry : HrtfRegistry
-        Where parsed sets are kept.
+        Where parsed sets are kept, within its budgets.
     on_loaded : callable
         Awaited on the loop once a file parsed: it makes the set the uploader's HRTF and tells
         them (``hrtf_uploaded``, ``rendering``).
     stall_s : float
         How long an upload may go without a chunk.
     loader : callable
-        ``loader(path, max_bytes=…) -> HrirSet``, raising :class:`HrtfError`:
-        :func:`hrtf.sofa.load_sofa`.
+        ``loader(path, max_bytes=…, max_set_bytes=…) -> PreparedFile``, raising
+        :class:`HrtfError`: :func:`hrtf.sofa.prepare_sofa`.
     """
 
     def __init__(self, registry: HrtfRegistry, on_loaded: OnLoaded, *,
                  max_open: int = MAX_OPEN_UPLOADS, stall_s: float = STALL_S,
-                 loader: Callable[..., HrirSet] = load_sofa) -> None:
+                 loader: Loader = prepare_sofa) -> None:
         self.registry = registry
         self.on_loaded = on_loaded
         self.max_open = max_open
@@ -356,7 +307,8 @@ class HrtfUploads:
             if record.watchdog is not None:
                 record.watchdog.cancel()
             self._parsing += 1
-            future = self._parse_pool.submit(_parse_and_delete, self.loader, record.path)
+            future = self._parse_pool.submit(_parse_and_delete, self.loader, record.path,
+                                             self.registry.set_budget_bytes)
             future.add_done_callback(
                 lambda done, path=record.path: self._parse_done(done, path, loop))
             record.parsing = loop.create_task(self._finish(who, record, future))
@@ -375,7 +327,13 @@ class HrtfUploads:
     async def _finish(self, who: Uploader, record: _Open, future) -> None:
         name = record.upload.name
         try:
-            hrirs = await asyncio.wrap_future(future)
+            hrirs, reserved = await self._prepared(future, name)
+        except OverBudget as exc:
+            self.counts["refused"] += 1
+            log.info("HRTF upload of %r refused: %s", name, exc)
+            who.session.send(ErrorMessage(ErrorCode.UPLOAD_FAILED, str(exc), record.msg_id))
+            who.flush()
+            return
         except HrtfError as exc:
             self.counts["refused"] += 1
             log.info("HRTF upload of %r refused: %s", name, exc)
@@ -394,10 +352,48 @@ class HrtfUploads:
             if self._open.get(who) is record:
                 del self._open[who]
         self.counts["taken"] += 1
-        entry = self.registry.add(hrirs, name)
-        log.info("HRTF upload of %r taken: set %s…, %d directions, %d taps", name,
-                 entry.digest[:12], len(hrirs.directions), hrirs.taps)
-        await self.on_loaded(who, UploadedSet(entry.hrirs, name), record.msg_id)  # its own name
+        entry = self.registry.add(hrirs, name, reserved)
+        log.info("HRTF upload of %r taken: set %s…, %d directions, %d taps, %.1f MB", name,
+                 entry.digest[:12], len(hrirs.directions), hrirs.taps, hrirs.nbytes / MIB)
+        self.registry.use(entry.digest)  # not to be forgotten for another before its uploader
+        try:                             # hears through it
+            await self.on_loaded(who, UploadedSet(entry.hrirs, name), record.msg_id)  # its name
+        finally:
+            self.registry.release(entry.digest)
+
+    async def _prepared(self, future, name: str) -> tuple[HrirSet, int]:
+        """The set the parse prepared, read once the registry made room for it (or the set
+        kept already, if the file gave one the registry holds), and the bytes reserved for it.
+
+        Raises
+        ------
+        OverBudget
+            The registry cannot make room (the prepared set is deleted unread).
+        HrtfError
+            The parser refused the file, or its output could not be read.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            prepared = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_discard_result)
+            raise
+        kept = self.registry.get(prepared.digest)
+        if kept is not None:  # the same content again: nothing to read, nothing to reserve
+            loop.run_in_executor(self._io_pool, prepared.discard)
+            return kept.hrirs, 0
+        try:
+            self.registry.reserve(prepared.nbytes, name)
+        except OverBudget:
+            loop.run_in_executor(self._io_pool, prepared.discard)
+            raise
+        try:
+            hrirs = await loop.run_in_executor(self._parse_pool, prepared.read, name)
+        except BaseException:  # unreadable, or cancelled (perhaps before the read began)
+            self.registry.cancel(prepared.nbytes)
+            prepared.discard()
+            raise
+        return hrirs, prepared.nbytes
 
     async def _watch(self, who: Uploader, record: _Open) -> None:
         """End ``record`` once no chunk came for :attr:`stall_s`."""

@@ -30,7 +30,8 @@ from server.media.peers import Peers
 from server.recording.control import Recordings
 from server.rooms.admin import RoomAdmin
 from server.rooms.dispatch import apply, routes
-from server.rooms.hrtf_uploads import HrtfRegistry, HrtfUploads
+from server.rooms.hrtf_registry import HrtfRegistry
+from server.rooms.hrtf_uploads import HrtfUploads
 from server.rooms.live import LiveRoom, Participant
 from server.rooms.rendering import Renderings
 from server.rooms.room import Room, RoomFull, UnknownMember
@@ -76,13 +77,15 @@ class Hub:
                  store: RoomStore | None = None,
                  empty_room_grace_s: float = EMPTY_ROOM_GRACE_S, hrtf_spec: str = "kemar",
                  acoustics: str = "off", recordings: Recordings | None = None,
-                 ice: IceConfig | None = None) -> None:
+                 ice: IceConfig | None = None,
+                 uploads: HrtfRegistry | None = None) -> None:
         self.hrirs = hrirs
         #: Session recordings (``serve --recordings``); by default recording is off.
         self.recordings = recordings or Recordings(None)
         #: Listeners' HRTF sets and rendering settings, rooms' acoustics (``serve --hrtf``,
-        #: ``--acoustics`` give the defaults), and the listeners' own uploaded sets.
-        registry = HrtfRegistry()
+        #: ``--acoustics`` give the defaults), and the listeners' own uploaded sets (``uploads``,
+        #: with the budgets of ``serve --upload-set-mb`` and ``--upload-budget-mb``).
+        registry = uploads if uploads is not None else HrtfRegistry()
         self.renderings = Renderings(hrtf_spec, hrirs, registry, acoustics)
         self.uploads = HrtfUploads(registry, self.renderings.use_uploaded)
         #: Where rooms' seats, stage and personal mixes are saved; None keeps nothing.

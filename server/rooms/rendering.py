@@ -5,7 +5,7 @@ A listener's settings (:class:`ListenerRendering`: HRTF set, room acoustics on o
 the reference rendering without HRTF) live in memory with the connection only: each ``join``
 starts from the server's defaults (``rendering``, sent right after ``joined``, says which), and
 a client that rejoins sends its choice again (an uploaded set by its digest, for as long as the
-server's :class:`~server.rooms.hrtf_uploads.HrtfRegistry` keeps it). A room's acoustics are kept
+server's :class:`~server.rooms.hrtf_registry.HrtfRegistry` keeps it). A room's acoustics are kept
 with the room (``Room.acoustics_settings``, saved by :mod:`server.rooms.store`) and shown in
 ``room_state``.
 
@@ -27,7 +27,7 @@ from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
 from hrtf.panning import reference_set
 from hrtf.spherical_head import DEFAULT_HEAD_RADIUS_M
-from server.rooms.hrtf_uploads import REGISTRY_SIZE, HrtfRegistry, UploadedSet
+from server.rooms.hrtf_registry import REGISTRY_SIZE, HrtfRegistry, UploadedSet
 from signaling.errors import ErrorCode, MessageId
 from signaling.render_messages import (
     ROOM_CHOICES,

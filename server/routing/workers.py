@@ -68,6 +68,8 @@ def worker_command(args: argparse.Namespace, index: int) -> list[str]:
                 "--device", args.device, "--hrtf", args.hrtf, "--acoustics", args.acoustics,
                 "--room-capacity", str(args.room_capacity), "--clock-phase", args.clock_phase,
                 "--empty-room-grace", repr(args.empty_room_grace),
+                "--upload-set-mb", str(args.upload_set_mb),
+                "--upload-budget-mb", str(args.upload_budget_mb),
                 "--max-connections-per-ip", UNLIMITED, "--max-connections", UNLIMITED]
     for option in ("state", "secret_file", "recordings"):  # given on, or each its default
         value = getattr(args, option, None)

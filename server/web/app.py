@@ -44,6 +44,7 @@ from hrtf.library import load_hrtf
 from server.errors import CliError
 from server.media.ice import IceConfig
 from server.recording.control import RecordingFileError, Recordings, recordings_root
+from server.rooms.hrtf_registry import HrtfRegistry
 from server.rooms.hub import EMPTY_ROOM_GRACE_S, RETRY_AFTER_S, Hub
 from server.rooms.room import Room
 from server.rooms.store import open_store
@@ -301,12 +302,17 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                announce: Callable[[int], None] | None = None,
                recordings_dir: str | None = None, tls: TlsFiles | None = None,
                trusted_proxies: TrustedProxies | None = None,
-               ice: IceConfig | None = None) -> int:
+               ice: IceConfig | None = None,
+               upload_set_mb: int = limits.MAX_HRTF_SET_BYTES >> 20,
+               upload_budget_mb: int = limits.HRTF_UPLOADS_BUDGET_BYTES >> 20) -> int:
     """Serve until SIGTERM or SIGINT; 0 then. ``announce``, on a worker of ``serve --workers
     N`` (server.routing.workers), is called with the port once it serves. With ``tls``, over
     HTTPS and WSS (:mod:`server.web.tls`). ``ice``: the operator's ICE options
     (``--public-ip``, ``--udp-ports``, ``--ice-server``; by default host candidates on any
-    port)."""
+    port). ``upload_set_mb`` and ``upload_budget_mb`` bound uploaded HRTF sets' memory."""
+    if upload_set_mb > upload_budget_mb:
+        raise CliError(f"--upload-set-mb {upload_set_mb} is more than --upload-budget-mb "
+                       f"{upload_budget_mb}: one set cannot take more than all of them")
     try:  # before the engine loads: a refusal should not wait for it
         policy = AccessPolicy.for_listening(host, load_secret(secret_file))
         context = server_context(tls) if tls is not None else None
@@ -324,6 +330,9 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                                                          empty_room_grace_s=empty_room_grace_s,
                                                          store=open_store(state_path),
                                                          hrtf_spec=hrtf, acoustics=acoustics,
+                                                         uploads=HrtfRegistry(
+                                                             set_budget_bytes=upload_set_mb << 20,
+                                                             budget_bytes=upload_budget_mb << 20),
                                                          recordings=Recordings(recordings_root(
                                                              recordings_dir, state_path)),
                                                          ice=ice),

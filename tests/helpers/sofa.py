@@ -53,3 +53,32 @@ def hand_written(
             ds.createVariable("Data.SamplingRate", "f8", ("I",))[:] = [rate]
         ds.createVariable("Data.Delay", "f8", ("I", "R"))[:] = np.zeros((1, r))
     return path
+
+
+def many_directions(path, *, directions=41_527, taps=256, rate=48_000.0, right_gain=0.5):
+    """A valid ``SimpleFreeFieldHRIR`` file with ``directions`` responses spread evenly over the
+    sphere (a Fibonacci lattice), small on disk (the responses compress to almost nothing) and
+    large once loaded: the heavy upload of issue 16.
+
+    Each response is a click in each ear (the right one ``right_gain`` as loud: sets that differ
+    in it differ in content) and a faint last tap, so that trimming keeps all ``taps`` samples.
+    """
+    k = np.arange(directions) + 0.5
+    elevation = np.degrees(np.arcsin(1.0 - 2.0 * k / directions))
+    azimuth = np.degrees(np.pi * (1.0 + 5**0.5) * k) % 360.0
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
+        ds.setncatts({"Conventions": "SOFA", "SOFAConventions": "SimpleFreeFieldHRIR",
+                      "SOFAConventionsVersion": "1.0", "DataType": "FIR"})
+        for name, size in {"M": directions, "R": 2, "N": taps, "C": 3, "I": 1}.items():
+            ds.createDimension(name, size)
+        pos = ds.createVariable("SourcePosition", "f8", ("M", "C"))
+        pos.Type = "spherical"
+        pos.Units = "degree, degree, metre"
+        pos[:] = np.column_stack([azimuth, elevation, np.ones(directions)])
+        data = ds.createVariable("Data.IR", "f8", ("M", "R", "N"), zlib=True)
+        ir = np.zeros((directions, 2, taps))
+        ir[:, 0, 0], ir[:, 1, 1], ir[:, :, -1] = 1.0, right_gain, 1e-3
+        data[:] = ir
+        ds.createVariable("Data.SamplingRate", "f8", ("I",))[:] = [rate]
+        ds.createVariable("Data.Delay", "f8", ("I", "R"))[:] = np.zeros((1, 2))
+    return path

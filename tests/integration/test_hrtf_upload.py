@@ -26,8 +26,9 @@ from bench.bot import Bot
 from bench.serverproc import ServerProcess
 from hrtf.constants import SAMPLE_RATE
 from hrtf.library import load_hrtf
-from hrtf.sofa import clear_memory_cache, default_sofa_path, load_sofa
-from server.rooms.hrtf_uploads import MAX_PARSES, HrtfRegistry, HrtfUploads, Upload, UploadError
+from hrtf.sofa import default_sofa_path, prepare_sofa
+from server.rooms.hrtf_registry import HrtfRegistry
+from server.rooms.hrtf_uploads import MAX_PARSES, HrtfUploads, Upload, UploadError
 from signaling.limits import MAX_HRTF_UPLOAD_BYTES, MAX_UPLOAD_CHUNK_BYTES
 from signaling.render_messages import HrtfUpload
 from signaling.session import SignalingSession, State
@@ -152,9 +153,7 @@ class Listener:
 
 async def test_uploads_beyond_two_wait_for_a_parser_and_each_is_answered(files, tmp_path,
                                                                           monkeypatch):
-    monkeypatch.setenv("SPATIALJAM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    clear_memory_cache()
     running, most = 0, 0
 
     def counting_loader(path, **limits):  # the real parser, counted
@@ -162,7 +161,7 @@ async def test_uploads_beyond_two_wait_for_a_parser_and_each_is_answered(files, 
         running += 1
         most = max(most, running)
         try:
-            return load_sofa(path, **limits)
+            return prepare_sofa(path, **limits)
         finally:
             running -= 1
 
@@ -185,12 +184,11 @@ async def test_uploads_beyond_two_wait_for_a_parser_and_each_is_answered(files, 
                 await asyncio.sleep(0.05)
     finally:
         uploads.close()
-        clear_memory_cache()
     assert most == MAX_PARSES  # in parallel, and never more
     assert [(name, k) for _, name, k in taken] == [("swapped.sofa", 0)]
     assert [(w.answers[0]["code"], w.answers[0]["id"]) for w in listeners[1:]] == [
         ("bad_sofa", k) for k in range(1, 5)]
-    assert list(tmp_path.glob("spatialjam-upload-*")) == []
+    assert list(tmp_path.iterdir()) == []  # received files and prepared sets: all deleted
 
 
 async def test_a_busy_server_and_a_hasty_uploader_are_refused_without_harm(tmp_path,
