@@ -355,11 +355,12 @@ async def serve_front(args: argparse.Namespace, state: FrontState) -> None:
 
 def public_url(args: argparse.Namespace, port: int) -> str:
     """Where clients and other nodes reach this node's signaling: ``--public-url``, or this
-    node's own address when it listens on one."""
+    node's own address when it listens on one (``wss://`` with ``--tls-cert``)."""
     if args.public_url:
         return args.public_url
     host = f"[{args.host}]" if ":" in args.host else args.host
-    return f"ws://{host}:{port}/ws"
+    scheme = "wss" if getattr(args, "tls_cert", None) else "ws"
+    return f"{scheme}://{host}:{port}/ws"
 
 
 async def join_cluster(args: argparse.Namespace, state: FrontState, port: int) -> None:

@@ -168,3 +168,16 @@ def test_a_trusted_proxy_names_the_client_and_nobody_else_can():
     assert proxies.client("10.1.2.3", {}) == "10.1.2.3"
     assert proxies.client("10.1.2.3", {"X-Forwarded-For": "unknown"}) == "10.1.2.3"
     assert proxies.client("10.1.2.3", {"X-Forwarded-For": "10.0.0.1"}) == "10.1.2.3"
+
+
+def test_a_node_serving_tls_tells_the_deployment_its_wss_address():
+    from argparse import Namespace
+
+    from server.routing.front import public_url
+
+    plain = Namespace(public_url=None, host="203.0.113.5", tls_cert=None)
+    assert public_url(plain, 8080) == "ws://203.0.113.5:8080/ws"
+    tls = Namespace(public_url=None, host="2001:db8::5", tls_cert="fullchain.pem")
+    assert public_url(tls, 443) == "wss://[2001:db8::5]:443/ws"
+    told = Namespace(public_url="wss://node1.example.org/ws", host="0.0.0.0", tls_cert="x")
+    assert public_url(told, 443) == "wss://node1.example.org/ws"
