@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import ssl
 import time
@@ -10,9 +11,13 @@ import urllib.request
 from dataclasses import dataclass
 
 from tests.helpers.certs import Issued, TestCA
-from tests.helpers.netns import Host, Internet, Proc
+from tests.helpers.coturn import Coturn
+from tests.helpers.netns import CLOUD_PUBLIC, Host, Internet, Proc
 
 PORT = 8080
+#: The recipe's server: HTTPS on this port, media on these UDP ports (docs/DEPLOYMENT.md).
+RECIPE_PORT = 8443
+RECIPE_UDP_PORTS = "40000-40007"
 START_TIMEOUT_S = 120.0
 
 
@@ -84,3 +89,25 @@ def serve_in(net: Internet, host: Host, *args: str, port: int = PORT,
 
     net.call(host, ready, timeout=timeout_s + 10)
     return Served(proc, secret.encode(), host, port, tls=tls is not None)
+
+
+def issue_server_certificate(ca: TestCA) -> Issued:
+    """The server's certificate: for its public address, the name a home dials."""
+    return ca.issue("server", hosts=(CLOUD_PUBLIC,))
+
+
+def serve_recipe(net: Internet, ca: TestCA, turn: Coturn | None,
+                 public_ip: bool = True) -> Served:
+    """The server of docs/DEPLOYMENT.md's recipe in the cloud: HTTPS and WSS, ``--udp-ports``,
+    ``--public-ip`` (unless told not to), TURN over TLS with the coturn's secret (if given); it
+    trusts the test CA for its own TURN connection (``SSL_CERT_FILE``)."""
+    args = ["--udp-ports", RECIPE_UDP_PORTS, "--room-capacity", "4"]
+    if public_ip:
+        args += ["--public-ip", CLOUD_PUBLIC]
+    if turn is not None:
+        secret = net.folder / "turn.secret"
+        secret.write_text(turn.secret + "\n")
+        os.chmod(secret, 0o600)
+        args += ["--ice-server", turn.urls()["tls"], "--turn-secret-file", str(secret)]
+    return serve_in(net, net.cloud, *args, port=RECIPE_PORT, tls=issue_server_certificate(ca),
+                    ca=ca, env={"SSL_CERT_FILE": str(ca.cert)})

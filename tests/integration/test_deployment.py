@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 
 import numpy as np
@@ -32,14 +31,11 @@ from hrtf.constants import SAMPLE_RATE
 from server.media.aiortc_private import selected_candidates
 from tests.helpers import coturn
 from tests.helpers.audio import band_ild_db, band_level_db
-from tests.helpers.certs import TestCA
 from tests.helpers.live import mint_for
-from tests.helpers.netns import CLOUD_PRIVATE, CLOUD_PUBLIC, Internet, NamespaceLoop
-from tests.helpers.netserve import Served, serve_in
+from tests.helpers.netns import CLOUD_PRIVATE, CLOUD_PUBLIC, NamespaceLoop
+from tests.helpers.netserve import Served, serve_recipe
 
 ROOM = "band"
-PORT = 8443
-UDP_PORTS = "40000-40007"
 #: KEMAR's level difference at 90° is about 10 dB at 2 kHz (tests/integration/test_live_room.py
 #: asks for 6 dB on loopback; the path over the model internet must not change it).
 TONE_HZ = 2000.0
@@ -57,27 +53,6 @@ ROUND_TRIP_S = 5.0
 #: STUN retransmissions of the bot whose ICE is meant to fail: aioice's 6 take 63.5 s to give
 #: up on a pair (0.5 s doubling); 2 give up after 3.5 s, as a browser's ICE gives up on its own.
 FAILING_RETRIES = 2
-
-
-def issue_server_certificate(ca: TestCA):
-    """The server's certificate: for its public address, the name a home dials."""
-    return ca.issue("server", hosts=(CLOUD_PUBLIC,))
-
-
-def serve_recipe(net: Internet, ca: TestCA, turn: coturn.Coturn | None,
-                 public_ip: bool = True) -> Served:
-    """The server of docs/DEPLOYMENT.md's recipe in the cloud: HTTPS and WSS, ``--udp-ports``,
-    ``--public-ip`` (unless told not to), TURN over TLS with the coturn's secret (if given)."""
-    args = ["--udp-ports", UDP_PORTS, "--room-capacity", "4"]
-    if public_ip:
-        args += ["--public-ip", CLOUD_PUBLIC]
-    if turn is not None:
-        secret = net.folder / "turn.secret"
-        secret.write_text(turn.secret + "\n")
-        os.chmod(secret, 0o600)
-        args += ["--ice-server", turn.urls()["tls"], "--turn-secret-file", str(secret)]
-    return serve_in(net, net.cloud, *args, port=PORT, tls=issue_server_certificate(ca), ca=ca,
-                    env={"SSL_CERT_FILE": str(ca.cert)})
 
 
 class Player:
