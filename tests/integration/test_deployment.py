@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -135,6 +136,13 @@ async def round_trips_ms(bot: Bot, others: list[str]) -> tuple[list[float], floa
     return clicks_ms, 1e3 * rtt[0] if rtt else None
 
 
+def health(url: str, ca) -> dict:
+    """The server's ``/healthz`` over HTTPS, trusting the test CA (called inside a home)."""
+    with urllib.request.urlopen(f"{url}/healthz", timeout=5,
+                                context=ca.client_context()) as response:
+        return json.loads(response.read())
+
+
 def candidate_lines(sdp: str) -> list[list[str]]:
     """The ``a=candidate`` lines' fields: foundation component transport priority address port
     typ type …"""
@@ -179,7 +187,8 @@ def test_players_in_both_homes_join_over_https_and_hear_each_other_where_they_st
             assert (remote.type, remote.host) == ("host", CLOUD_PUBLIC), \
                 "the server's public address, offered by --public-ip: no relay"
             assert not player.bot.errors
-        assert served.proc.popen.poll() is None
+        assert "warnings" not in net.call(home1, health, served.http, trusting_ca), \
+            "HTTPS, and the public address for media: nothing to warn the operator about"
         assert "Traceback" not in served.proc.output()
     finally:
         a.close()
@@ -192,7 +201,8 @@ def test_without_public_ip_a_server_behind_1to1_nat_offers_only_its_private_addr
     """The cloud case without ``--public-ip`` (and without TURN to fall back on): the answer
     carries only 10.0.0.2, which no home can route to; the bot's ICE fails and nothing is
     heard. The browser puts this in words (client_web/icepath.js explainIceFailure: "no route to
-    the server's media port"); a bot can show the state and the silence."""
+    the server's media port"); a bot can show the state and the silence. The server says it
+    beforehand, in its log and on ``/healthz``, naming ``--public-ip``."""
     net = internet
     monkeypatch.setattr("aioice.stun.RETRY_MAX", FAILING_RETRIES)
     served = serve_recipe(net, trusting_ca, None, public_ip=False)
@@ -205,6 +215,9 @@ def test_without_public_ip_a_server_behind_1to1_nat_offers_only_its_private_addr
         assert failed == "failed"
         assert player.bot.received == [], "no media can have come"
         assert player.bot.pc.iceConnectionState == "failed"
+        (warning,) = net.call(net.homes[0], health, served.http, trusting_ca)["warnings"]
+        assert "(10.0.0.2) are all private" in warning and "--public-ip" in warning, warning
+        served.proc.wait_for_line(r"WARNING .*no route to its media port", 5)
     finally:
         player.close()
 
