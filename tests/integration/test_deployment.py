@@ -196,7 +196,7 @@ def test_players_in_both_homes_join_over_https_and_hear_each_other_where_they_st
 
 
 @pytest.mark.timeout(60)
-def test_without_public_ip_a_server_behind_1to1_nat_offers_only_its_private_address_and_no_media_flows(  # noqa: E501
+def test_without_public_ip_the_cloud_server_offers_only_10_0_0_2_and_no_media_flows(
         internet, trusting_ca, monkeypatch):
     """The cloud case without ``--public-ip`` (and without TURN to fall back on): the answer
     carries only 10.0.0.2, which no home can route to; the bot's ICE fails and nothing is
