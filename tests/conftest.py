@@ -1,4 +1,5 @@
-"""Shared fixtures: the HRTF sets, loaded once per session."""
+"""Shared fixtures: the HRTF sets, loaded once per session; the model internet of the deployment
+tests (tests/helpers/netns.py), a test CA and coturn on it, each built for one test."""
 
 from __future__ import annotations
 
@@ -88,3 +89,29 @@ def redis_url(tmp_path_factory):
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(5)
+
+
+@pytest.fixture
+def internet(tmp_path):
+    """The model internet (tests/helpers/netns.py), torn down after the test; skips saying
+    why where network namespaces cannot be built."""
+    from tests.helpers import netns
+
+    netns.require()
+    with netns.Internet(tmp_path) as net:
+        yield net
+
+
+@pytest.fixture
+def ca(tmp_path):
+    from tests.helpers.certs import TestCA
+
+    return TestCA(tmp_path / "ca")
+
+
+@pytest.fixture
+def turn(internet, ca):
+    """coturn on the model internet's TURN host, with a fresh shared secret."""
+    from tests.helpers import coturn
+
+    return coturn.start_coturn(internet, ca)

@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.workers > 1 or args.redis:
                 from server.routing.front import run_front
 
-                return run_front(args)
+                return run_front(args, ice)
             from server.web.admission import TrustedProxies
             from server.web.app import run_server
             from server.web.tls import TlsError, tls_files

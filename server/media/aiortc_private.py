@@ -24,6 +24,10 @@ Written against aiortc 1.14–1.16 and aioice 0.10–0.13. What each touches, an
   them inside one range (:mod:`server.media.ports`). :func:`bind_host_sockets` has every ICE
   connection of a peer gather its host candidates on sockets bound by us, and leaves the rest
   of gathering (the TURN relay) to aioice with no host address to bind.
+- ``aioice.Connection._nominated`` (component → ``CandidatePair``) and the pair's
+  ``local_candidate`` / ``remote_candidate``: which way the media goes once ICE has chosen
+  (:func:`selected_candidates`); aiortc has no ``getStats`` entry for the selected pair. Read by
+  the deployment tests (direct, through NAT, or relayed), never on the media path.
 """
 
 from __future__ import annotations
@@ -101,6 +105,25 @@ def ice_connections(pc) -> list:
         if connection not in connections:
             connections.append(connection)
     return connections
+
+
+def selected_candidates(pc) -> tuple[Candidate, Candidate] | None:
+    """The local and remote candidates of the pair ICE nominated for ``pc``'s media (RTP,
+    component 1); None before one is nominated.
+
+    Raises
+    ------
+    RuntimeError
+        If this aioice version keeps its nominated pairs elsewhere.
+    """
+    connections = ice_connections(pc)
+    if not connections:
+        return None
+    nominated = getattr(connections[0], "_nominated", None)
+    if nominated is None:
+        raise RuntimeError("this aioice version keeps no nominated pairs on its connection")
+    pair = nominated.get(1)
+    return None if pair is None else (pair.local_candidate, pair.remote_candidate)
 
 
 def udp_protocols(pc) -> list:

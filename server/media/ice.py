@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from signaling.server_messages import IceServer
@@ -216,6 +217,23 @@ class IceConfig:
             username, password = turn_credentials(self.turn_secret, identity, expiry)
             servers.append(IceServer(urls=turn, username=username, credential=password))
         return tuple(servers)
+
+    def private_only_warning(self, addresses: Sequence[str]) -> str | None:
+        """What to warn about when players outside this machine's network cannot reach its
+        media: every one of ``addresses`` (where its host candidates lie) private, no
+        ``--public-ip`` to offer beside them, no TURN relay to fall back on. Their ICE then
+        fails (a browser says "no route to the server's media port"): on a LAN that is as it
+        should be, behind a cloud provider's 1:1 NAT it is the missing ``--public-ip``. None
+        when some address is public, with either option, or with no addresses."""
+        if self.public_ips or any(u.is_turn for u in self.urls) or not addresses:
+            return None
+        if not all(ipaddress.ip_address(a.split("%")[0]).is_private for a in addresses):
+            return None
+        return (f"media: this machine's addresses ({', '.join(addresses)}) are all private and "
+                "neither --public-ip nor a TURN server (--ice-server turn:...) is set: players "
+                "outside its network will find no route to its media port; behind a cloud "
+                "provider's 1:1 NAT give --public-ip with the public address "
+                "(docs/DEPLOYMENT.md)")
 
 
 def advertise_public(sdp: str, public_ips: tuple[IpAddress, ...]) -> str:

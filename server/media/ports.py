@@ -15,7 +15,15 @@ import errno
 import logging
 import socket
 
+from aioice.ice import get_host_addresses
+
 log = logging.getLogger(__name__)
+
+
+def media_addresses() -> list[str]:
+    """The addresses a media connection's host candidates lie on: aioice's choice, every
+    interface's address but loopback (and IPv6 link-local)."""
+    return get_host_addresses(use_ipv4=True, use_ipv6=True)
 
 
 class PortsExhausted(Exception):

@@ -49,6 +49,8 @@ from redis.exceptions import RedisError
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 
 from server.errors import CliError
+from server.media.ice import IceConfig
+from server.media.ports import media_addresses
 from server.routing.cluster import ClusterError
 from server.routing.relay import Relay
 from server.routing.workers import POLL_S, RemoteNode, Worker, WorkerPool, http_get
@@ -60,6 +62,7 @@ from server.web.admission import ConnectionLimits, TrustedProxies
 from server.web.replies import admit_signaling, client_address, reply
 from server.web.tls import (
     TlsError,
+    is_loopback,
     plain_http_warning,
     reload_on_sighup,
     server_context,
@@ -375,8 +378,9 @@ async def join_cluster(args: argparse.Namespace, state: FrontState, port: int) -
     state.cluster = cluster
 
 
-def run_front(args: argparse.Namespace) -> int:
-    """``serve`` with ``args.workers`` > 1; 0 after a clean stop."""
+def run_front(args: argparse.Namespace, ice: IceConfig) -> int:
+    """``serve`` with ``args.workers`` > 1; 0 after a clean stop. ``ice``: the ICE options
+    the workers are given (the front warns when they leave outside players no media path)."""
     try:  # before anything starts: a refusal should not wait for the workers
         policy = AccessPolicy.for_listening(args.host, load_secret(args.secret_file))
         files = tls_files(args)
@@ -410,9 +414,11 @@ def run_front(args: argparse.Namespace) -> int:
                                                       args.max_connections),
                        TrustedProxies(args.trusted_proxy or ()))
     state.tls_context = context
-    warning = plain_http_warning(args.host, context is not None, bool(state.proxies))
-    if warning is not None:
-        log.warning(warning)
-        state.warnings.append(warning)
+    for warning in (plain_http_warning(args.host, context is not None, bool(state.proxies)),
+                    None if is_loopback(args.host)
+                    else ice.private_only_warning(media_addresses())):
+        if warning is not None:
+            log.warning(warning)
+            state.warnings.append(warning)
     uvloop.run(serve_front(args, state))
     return 0

@@ -43,6 +43,7 @@ from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
 from server.errors import CliError
 from server.media.ice import IceConfig
+from server.media.ports import media_addresses
 from server.recording.control import RecordingFileError, Recordings, recordings_root
 from server.rooms.hrtf_registry import HrtfRegistry
 from server.rooms.hub import EMPTY_ROOM_GRACE_S, RETRY_AFTER_S, Hub
@@ -61,7 +62,14 @@ from server.web.admission import (
 from server.web.replies import access_refused as _access_refused
 from server.web.replies import admit_signaling, client_address
 from server.web.replies import reply as _reply
-from server.web.tls import TlsError, TlsFiles, plain_http_warning, reload_on_sighup, server_context
+from server.web.tls import (
+    TlsError,
+    TlsFiles,
+    is_loopback,
+    plain_http_warning,
+    reload_on_sighup,
+    server_context,
+)
 from signaling import limits
 from signaling.access import OPEN, Access, AccessError
 
@@ -340,10 +348,12 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
                         trusted_proxies)
     state.worker = announce is not None
     state.tls = tls is not None
-    warning = plain_http_warning(host, state.tls, bool(state.proxies))
-    if warning is not None and not state.worker:
-        log.warning(warning)
-        state.warnings.append(warning)
+    for warning in (plain_http_warning(host, state.tls, bool(state.proxies)),
+                    None if is_loopback(host)
+                    else (ice or IceConfig()).private_only_warning(media_addresses())):
+        if warning is not None and not state.worker:
+            log.warning(warning)
+            state.warnings.append(warning)
     log.info("start-up heap frozen: %d objects out of the garbage collector's walk",
              freeze_startup_heap())
     try:

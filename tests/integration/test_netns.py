@@ -39,23 +39,6 @@ ANSWER_S = 5.0
 TONE_HZ = 440.0
 
 
-@pytest.fixture
-def internet(tmp_path):
-    netns.require()
-    with netns.Internet(tmp_path) as net:
-        yield net
-
-
-@pytest.fixture
-def ca(tmp_path):
-    return TestCA(tmp_path / "ca")
-
-
-@pytest.fixture
-def turn(internet, ca):
-    return coturn.start_coturn(internet, ca)
-
-
 def echo_on(net: netns.Internet, host: netns.Host) -> None:
     """An echo server on ``host``'s own address (bound to it: a UDP answer from a host with
     several addresses must leave from the one asked, or the asker's NAT drops it)."""

@@ -158,6 +158,29 @@ def test_a_turn_url_without_a_secret_is_refused():
         IceConfig(urls=(parse_ice_url("turn:turn.example.org"),))
 
 
+# -- a server whose media no one outside can reach ------------------------------------------
+
+
+def test_private_addresses_alone_without_public_ip_or_turn_are_warned_about():
+    warning = IceConfig().private_only_warning(["10.0.0.2", "fd00::2"])
+    assert warning is not None
+    assert "(10.0.0.2, fd00::2) are all private" in warning and "--public-ip" in warning
+
+
+@pytest.mark.parametrize("config", [
+    IceConfig(public_ips=(parse_public_ip("203.0.113.10"),)),
+    IceConfig(urls=(parse_ice_url("turns:turn.example.org"),), turn_secret=b"s"),
+])
+def test_a_public_address_or_a_turn_relay_leaves_nothing_to_warn_about(config):
+    assert config.private_only_warning(["10.0.0.2"]) is None
+
+
+@pytest.mark.parametrize("addresses", [["10.0.0.2", "2001:4860::8"], ["8.8.4.4"], []])
+def test_a_machine_with_a_public_address_or_none_known_is_not_warned_about(addresses):
+    assert IceConfig(urls=(parse_ice_url("stun:stun.example.org"),)).private_only_warning(
+        addresses) is None
+
+
 # -- the public address in an answer ---------------------------------------------------------
 
 ANSWER = "\r\n".join([
