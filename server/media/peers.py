@@ -80,14 +80,14 @@ class Peers:
                  ice: IceConfig | None = None) -> None:
         self.drops = drops
         self._evict = evict
-        self.ice = ice or IceConfig()
-        self.ports = UdpPortRange(*self.ice.udp_ports) if self.ice.udp_ports else None
+        self.ice_config = ice or IceConfig()
+        self.ports = UdpPortRange(*self.ice_config.udp_ports) if self.ice_config.udp_ports else None
 
     def ice_servers(self, access: Access, member_id: str) -> tuple[IceServer, ...]:
         """What a member's ``joined`` carries: the STUN and TURN servers, with TURN
         credentials minted for its identity (its member id in open rooms), valid until its
         access token's end."""
-        return self.ice.ice_servers(access.identity or member_id, access.expires_at,
+        return self.ice_config.ice_servers(access.identity or member_id, access.expires_at,
                                     time.time())
 
     async def answer(self, p: Participant, message: Answer) -> None:
@@ -129,11 +129,11 @@ class Peers:
                 p.session.refuse(offer, ErrorCode.BAD_SDP, offer_failure(exc),
                                  asyncio.get_running_loop().time())
             return
-        sdp = advertise_public(with_music_opus(pc.localDescription.sdp), self.ice.public_ips)
+        sdp = advertise_public(with_music_opus(pc.localDescription.sdp), self.ice_config.public_ips)
         p.session.send(Answer(sdp=sdp, msg_id=offer.msg_id))
 
     def _peer(self, p: Participant, slot: int) -> RTCPeerConnection:
-        servers = self.ice.ice_servers(SERVER_IDENTITY, None, time.time())
+        servers = self.ice_config.ice_servers(SERVER_IDENTITY, None, time.time())
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[
             RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
             for s in servers]))

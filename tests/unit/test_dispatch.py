@@ -32,3 +32,26 @@ def test_only_admins_edit_the_room_and_its_ai_musician():
     assert admin == ["ai_add", "ai_remove", "ai_update", "kick", "lock_room",
                      "set_room_acoustics", "start_recording", "stop_recording"]
     assert {route.grant for route in table.values()} == {None, "admin"}
+
+
+def test_the_media_rows_route_to_the_real_peers_handlers():
+    """The peers' handlers by their names, not an attribute that shadows one (an ``ice``
+    attribute holding the operator's ICE options once hid ``Peers.ice``: every trickled
+    candidate was answered ``internal_error``)."""
+    import inspect
+
+    from server.media.ice import IceConfig
+    from server.media.ingress import DropCounts
+    from server.media.peers import Peers
+    from signaling.messages import Answer, Ice, Offer
+
+    async def evict(p, code, reason) -> None:
+        return None
+
+    hub = Anything()
+    hub.peers = Peers(DropCounts(), evict, IceConfig())
+    table = routes(hub)
+    for message in (Offer, Answer, Ice):
+        handle = table[message].handle
+        assert inspect.iscoroutinefunction(handle) and handle.__self__ is hub.peers, message
+        assert handle.__name__ == message.TYPE, (message, handle)
