@@ -81,6 +81,7 @@ def write_new_secret(path: str | Path) -> Path:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is this machine's loopback only."""
     if host == "localhost":
         return True
     try:

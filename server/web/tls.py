@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import ipaddress
 import logging
 import signal
 import ssl
 from dataclasses import dataclass
 
 from cryptography import x509
+
+from server.web.access import is_loopback
 
 log = logging.getLogger("spatialjam.tls")
 
@@ -164,13 +165,3 @@ def plain_http_warning(host: str, tls: bool, behind_proxy: bool) -> str | None:
     return (f"listening on {host} over plain HTTP: browsers on other machines will refuse the "
             "microphone (a secure context needs HTTPS); give --tls-cert and --tls-key, or put "
             "a TLS reverse proxy in front with --trusted-proxy (docs/DEPLOYMENT.md)")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or ``localhost``) is this machine's loopback only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
