@@ -476,18 +476,20 @@ class Renderer:
             sub = scene if whole and not fading and (gain == 1).all() else \
                 listener_rows(scene, rows, gain)
             p, d, changed = engine.mix(rows, sub, xr, xi)
-            switching = np.isin(rows, list(moved))
+            switching = np.isin(rows, list(moved)) if moved else np.zeros(len(rows), np.bool_)
             if bus is not None:
                 self._add_bus(engine, rows, p, d, changed, switching, bool(fading))
             changed |= switching
+            # (rows, ear, frame) float32: complex64 spectra give single-precision outputs
             y = scipy.fft.irfft(p, n=engine.nfft, axis=-1, workers=-1)[..., -n:]
-            y = y.transpose(0, 2, 1).astype(np.float32)
             moving = np.flatnonzero(changed)
             if len(moving):
-                diff = scipy.fft.irfft(d[moving], n=engine.nfft, axis=-1,
-                                       workers=-1)[..., -n:]
-                y[moving] += diff.transpose(0, 2, 1).astype(np.float32) * self.ramp
-            out[rows] += y
+                diff = scipy.fft.irfft(d[moving], n=engine.nfft, axis=-1, workers=-1)
+                y[moving] += diff[..., -n:] * self.ramp[0, :, 0]
+            if whole and not fading:  # rows are then 0..L−1 in order
+                out += y.transpose(0, 2, 1)
+            else:
+                out[rows] += y.transpose(0, 2, 1)
         if moved:
             self._drop_idle_engines()
         self._late_tail(scene, audio, wet, out)
