@@ -21,6 +21,7 @@ import os
 import platform
 import time
 
+import numba
 import numpy as np
 import scipy.signal
 
@@ -213,6 +214,9 @@ def mixer_benchmark(hrirs: HrirSet, listeners: int, sources: int, ticks: int,
         "frames": per_frame,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "processor": platform.processor() or platform.machine()},
+        # how the parallel kernels ran: spinning OpenMP workers count in the CPU time
+        "numba": {"threads": numba.get_num_threads(), "layer": numba.threading_layer(),
+                  "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")},
     }
     if baseline_ticks and first["frame"] == FRAME:
         naive = time_naive(hrirs, listeners, sources, baseline_ticks)
@@ -233,6 +237,10 @@ def report_lines(r: dict) -> list[str]:
         f"(min {r['engine_moving_ms']['min']:.3f})",
     ]
     frames = r.get("frames", [])
+    if "numba" in r:
+        lines.append(f"  numba: {r['numba']['threads']} threads ({r['numba']['layer']}"
+                     + (f", OMP_WAIT_POLICY={r['numba']['omp_wait_policy']}"
+                        if r['numba']['omp_wait_policy'] else "") + ")")
     if len(frames) > 1:
         longest = max(f["frame_ms"] for f in frames)
         vs = f"cost_vs_{longest:g}ms"
