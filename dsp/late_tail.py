@@ -55,8 +55,6 @@ MAX_TAIL_S = 4.0
 FADE_IN_S = 0.010
 #: Width of the crossover between neighbouring octave bands (octaves).
 CROSSOVER_OCTAVES = 1.0 / 3.0
-#: Bins of a ``2·FRAME`` real FFT.
-BINS = FRAME + 1
 #: Energy decays by 60 dB, ``ln 10⁶ = 13.8``, in one RT60.
 _LN_1E6 = 6.0 * math.log(10.0)
 
@@ -139,18 +137,17 @@ def _onset(t: np.ndarray, mixing_time_s: float) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _fdl_mac(fdl, h, newest, first, out):
-    """``out[e] = Σ_p FDL[newest − p] · H[p, e]`` over partitions ``p ≥ first``.
+def _fdl_mac(fdl, h, newest, first, stop, out):
+    """``out[e] += Σ_p FDL[newest − p] · H[p, e]`` over partitions ``first ≤ p < stop``.
 
-    ``fdl`` (P, BINS) complex64, the input spectra, a ring whose newest entry is ``newest``;
-    ``h`` (P, 2, BINS) complex64, the partitions' spectra per ear; ``out`` (2, BINS) complex64,
-    overwritten. Bins innermost (the loop vectorises); both ears per partition, so each input
+    ``fdl`` (P, bins) complex64, the input spectra, a ring whose newest entry is ``newest``;
+    ``h`` (P, 2, bins) complex64, the partitions' spectra per ear; ``out`` (2, bins) complex64,
+    added to. Bins innermost (the loop vectorises); both ears per partition, so each input
     spectrum is read once. Serial: parallel over ears measured no steadier gain on two cores,
     and rooms already render on threads of their own.
     """
     n_p, n_k = fdl.shape
-    out[:] = 0.0
-    for p in range(first, n_p):
+    for p in range(first, stop):
         slot = newest - p
         if slot < 0:
             slot += n_p
@@ -162,63 +159,164 @@ def _fdl_mac(fdl, h, newest, first, out):
                 y[k] += x[k] * hp[k]
 
 
-class LateTail:
-    """Uniformly partitioned overlap-save convolution of one mono send with a stereo IR,
-    one FRAME (960 samples) in, one FRAME out, no latency.
+class UniformConvolver:
+    """Uniformly partitioned overlap-save convolution of one mono signal with a stereo IR, one
+    block of ``size`` samples in, one block out, no latency.
 
-    The IR is cut into ``P`` partitions of ``FRAME`` samples, each zero-padded to ``2·FRAME``
-    and transformed once. Per call: one real FFT of ``[previous frame, this frame]`` enters a
+    The IR is cut into ``P`` partitions of ``size`` samples, each zero-padded to ``2·size`` and
+    transformed once. Per call: one real FFT of ``[previous block, this block]`` enters a
     frequency-domain delay line (a ring of the last ``P`` input spectra); each ear's spectrum
-    is ``Σ_p FDL[n − p] · H_p``; one inverse FFT per ear, of which the last ``FRAME`` samples
-    are the output (the first half is circular wrap-around). The cost is ``2·P·BINS`` complex
-    multiply-adds and three FFTs, whatever feeds it. Partitions before the IR's first non-zero
-    sample (the tail is silent until the mixing time) are skipped.
-
-    Not thread-safe: one caller at a time.
+    is ``Σ_p FDL[n − p] · H_p``; one inverse FFT per ear, of which the last ``size`` samples
+    are the output (the first half is circular wrap-around). The cost is
+    ``2·P·(size + 1)`` complex multiply-adds and three FFTs per block. Partitions before the
+    IR's first non-zero sample are skipped.
     """
 
-    latency_samples: int = 0
-
-    def __init__(self, ir: np.ndarray) -> None:
-        ir = np.asarray(ir)
-        if ir.ndim != 2 or ir.shape[1] != 2 or ir.shape[0] == 0:
-            raise ValueError(f"the tail's impulse response must be (N, 2) with N ≥ 1, got "
-                             f"shape {ir.shape}")
-        if not np.isfinite(ir).all():
-            raise ValueError("the tail's impulse response holds NaN or infinite samples")
-        self.ir = ir.astype(np.float32)
-        self.ir.setflags(write=False)
-        parts = -(-len(ir) // FRAME)
-        padded = np.zeros((parts * FRAME, 2))
+    def __init__(self, ir: np.ndarray, size: int) -> None:
+        self.size = size
+        parts = max(1, -(-len(ir) // size))
+        padded = np.zeros((parts * size, 2))
         padded[: len(ir)] = ir
-        spectra = np.fft.rfft(padded.reshape(parts, FRAME, 2).transpose(0, 2, 1),
-                              n=2 * FRAME, axis=-1)
+        spectra = np.fft.rfft(padded.reshape(parts, size, 2).transpose(0, 2, 1),
+                              n=2 * size, axis=-1)
         self._h = np.ascontiguousarray(spectra, dtype=np.complex64)
         nonzero = np.flatnonzero(np.abs(padded).reshape(parts, -1).max(axis=1) > 0)
         self._first = int(nonzero[0]) if len(nonzero) else parts
-        self._fdl = np.zeros((parts, BINS), np.complex64)
-        self._out = np.zeros((2, BINS), np.complex64)
-        self._window = np.zeros(2 * FRAME, np.float32)
+        self._fdl = np.zeros((parts, size + 1), np.complex64)
+        self._out = np.zeros((2, size + 1), np.complex64)
+        self._window = np.zeros(2 * size, np.float32)
         self._newest = 0
 
     @property
     def partitions(self) -> int:
         return self._fdl.shape[0]
 
-    def process(self, send: np.ndarray) -> np.ndarray:
-        """Convolve the next frame of the send, shape ``(FRAME,)``; returns ``(FRAME, 2)``."""
-        if np.shape(send) != (FRAME,):
-            raise ValueError(f"a send frame is ({FRAME},) samples, got shape {np.shape(send)}")
+    @property
+    def silent(self) -> bool:
+        """Whether the IR is all zeros (the output always is)."""
+        return self._first == self.partitions
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Convolve the next ``(size,)`` block; returns ``(size, 2)`` float32."""
+        self.push(block)
+        self._out[:] = 0.0
+        _fdl_mac(self._fdl, self._h, self._newest, self._first, self.partitions, self._out)
+        return self.inverse(self._out)
+
+    def push(self, block: np.ndarray) -> None:
+        """The next ``(size,)`` block's spectrum enters the delay line."""
+        n = self.size
         window = self._window
-        window[:FRAME] = window[FRAME:]
-        window[FRAME:] = send
+        window[:n] = window[n:]
+        window[n:] = block
         self._newest = (self._newest + 1) % self.partitions
         self._fdl[self._newest] = np.fft.rfft(window)
-        _fdl_mac(self._fdl, self._h, self._newest, self._first, self._out)
-        ears = np.fft.irfft(self._out, n=2 * FRAME, axis=-1)
-        return np.ascontiguousarray(ears[:, FRAME:].T, dtype=np.float32)
+
+    def accumulate(self, out: np.ndarray, start: int, stop: int, ahead: int = 0) -> None:
+        """``out += Σ_p FDL[newest + ahead − p] · H_p`` over partitions ``start ≤ p < stop``
+        (skipping silent ones): with ``ahead`` 1, the terms of the next block's output that
+        need only blocks pushed already (``p ≥ 1``), so they can be summed ahead of time."""
+        newest = (self._newest + ahead) % self.partitions
+        _fdl_mac(self._fdl, self._h, newest, max(start, self._first), stop, out)
+
+    def inverse(self, spectra: np.ndarray) -> np.ndarray:
+        """The block's output from its summed ``(2, size + 1)`` spectra: ``(size, 2)``."""
+        n = self.size
+        ears = np.fft.irfft(spectra, n=2 * n, axis=-1)
+        return np.ascontiguousarray(ears[:, n:].T, dtype=np.float32)
+
+    def reset(self) -> None:
+        self._fdl[:] = 0.0
+        self._window[:] = 0.0
+
+
+class LateTail:
+    """The room's tail as a convolution: one frame of ``frame`` samples of the mono send in,
+    one stereo frame out, no latency, the same samples whatever the frame size.
+
+    At the default frame (:data:`~hrtf.constants.FRAME`, 960 samples) this is one
+    :class:`UniformConvolver` with partitions of a frame. Cutting a seconds-long tail into
+    partitions of a short frame would multiply its cost per second by about ``FRAME / frame``
+    (as many partitions, as many more ticks), so a shorter frame that divides ``FRAME`` splits
+    the IR in two, as non-uniformly partitioned convolution does:
+
+    - the head ``h[0:FRAME]`` in partitions of ``frame`` samples, every tick (silent, and
+      skipped, when the tail starts at or after 20 ms, as every preset's does);
+    - the rest ``h[FRAME:]`` in partitions of ``FRAME`` samples, a block of ``FRAME`` samples
+      at a time: at the first tick of each block the block that just ended enters the rest's
+      delay line, and the next ``FRAME`` samples of its output are made, served a frame a tick.
+      No latency: an input sample reaches the rest's output ``FRAME`` samples later at the
+      earliest, by which time its block has ended.
+
+    The rest's cost per second is then the default frame's whatever the frame. It is spread
+    over the block's ticks rather than paid at its first: a block's output sums partition 0
+    against the block that just ended, and partitions ``p ≥ 1`` against blocks that ended
+    before, so those terms are summed a share per tick during the block before (a 4 s tail's
+    200 partitions cost about 0.3–0.5 ms at once), on every tick but the first, which does the
+    block's three FFTs.
+
+    Not thread-safe: one caller at a time.
+    """
+
+    latency_samples: int = 0
+
+    def __init__(self, ir: np.ndarray, frame: int = FRAME) -> None:
+        ir = np.asarray(ir)
+        if ir.ndim != 2 or ir.shape[1] != 2 or ir.shape[0] == 0:
+            raise ValueError(f"the tail's impulse response must be (N, 2) with N ≥ 1, got "
+                             f"shape {ir.shape}")
+        if not np.isfinite(ir).all():
+            raise ValueError("the tail's impulse response holds NaN or infinite samples")
+        if frame < 1:
+            raise ValueError(f"a frame is at least 1 sample, got {frame}")
+        self.frame = int(frame)
+        self.ir = ir.astype(np.float32)
+        self.ir.setflags(write=False)
+        two_stage = frame < FRAME and FRAME % frame == 0 and len(ir) > FRAME
+        head = UniformConvolver(self.ir[:FRAME] if two_stage else self.ir, self.frame)
+        self._head = None if head.silent and two_stage else head
+        self._rest = UniformConvolver(self.ir[FRAME:], FRAME) if two_stage else None
+        self._block = np.zeros(FRAME, np.float32)  # the rest's input block being filled
+        self._rest_out = np.zeros((FRAME, 2), np.float32)  # the rest's output block served
+        self._next = np.zeros((2, FRAME + 1), np.complex64)  # next output's spectra so far
+        self._pos = 0  # where this frame starts in the block
+        if self._rest is not None:  # partitions 1.. of the rest, a share per tick after the
+            # first, which does the block's FFTs
+            ticks, parts = FRAME // self.frame - 1, self._rest.partitions
+            self._shares = [1] + [1 + (parts - 1) * i // ticks for i in range(ticks + 1)]
+
+    @property
+    def partitions(self) -> int:
+        """Partitions of both stages."""
+        return sum(s.partitions for s in (self._head, self._rest) if s is not None)
+
+    def process(self, send: np.ndarray) -> np.ndarray:
+        """Convolve the next frame of the send, shape ``(frame,)``; returns ``(frame, 2)``."""
+        n = self.frame
+        if np.shape(send) != (n,):
+            raise ValueError(f"a send frame is ({n},) samples, got shape {np.shape(send)}")
+        if self._rest is None:
+            return self._head.process(send)
+        pos, rest = self._pos, self._rest
+        if pos == 0:
+            rest.push(self._block)
+            rest.accumulate(self._next, 0, 1)
+            self._rest_out = rest.inverse(self._next)
+            self._next[:] = 0.0
+        tick = pos // n
+        rest.accumulate(self._next, self._shares[tick], self._shares[tick + 1], ahead=1)
+        out = self._rest_out[pos:pos + n].copy()
+        if self._head is not None:
+            out += self._head.process(send)
+        self._block[pos:pos + n] = send
+        self._pos = (pos + n) % FRAME
+        return out
 
     def reset(self) -> None:
         """Forget all input: the tail falls silent at once."""
-        self._fdl[:] = 0.0
-        self._window[:] = 0.0
+        for stage in (self._head, self._rest):
+            if stage is not None:
+                stage.reset()
+        self._block[:] = 0.0
+        self._rest_out[:] = 0.0
+        self._next[:] = 0.0
