@@ -36,10 +36,9 @@ buffer's size: at 20 ms they are the frame counts this buffer always had.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
-
-import math
 
 import numpy as np
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hrtf.constants import FRAME, frame_samples
-from server.media.jitter import JitterBuffer
+from server.media.jitter import JitterBuffer, Playout
 from server.media.reframe import Reframer
 from server.media.uplink import PacketTap, UplinkDecoder
 from server.tick.clock import TickSchedule
@@ -66,8 +66,6 @@ def test_a_20_ms_packet_is_decoded_once_and_played_over_four_ticks():
     assert decoder.stats.decoded == len(packets)  # one decode per packet, not per tick
     # The same samples as decoding the packets whole, in order: no sample lost or repeated.
     whole = UplinkDecoder()
-    from server.media.jitter import Playout
-
     reference = np.concatenate([whole.frame(Playout(p)) for p in packets])
     np.testing.assert_array_equal(out, reference)
 
