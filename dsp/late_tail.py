@@ -55,8 +55,6 @@ MAX_TAIL_S = 4.0
 FADE_IN_S = 0.010
 #: Width of the crossover between neighbouring octave bands (octaves).
 CROSSOVER_OCTAVES = 1.0 / 3.0
-#: Bins of a ``2·FRAME`` real FFT.
-BINS = FRAME + 1
 #: Energy decays by 60 dB, ``ln 10⁶ = 13.8``, in one RT60.
 _LN_1E6 = 6.0 * math.log(10.0)
 
@@ -142,8 +140,8 @@ def _onset(t: np.ndarray, mixing_time_s: float) -> np.ndarray:
 def _fdl_mac(fdl, h, newest, first, out):
     """``out[e] = Σ_p FDL[newest − p] · H[p, e]`` over partitions ``p ≥ first``.
 
-    ``fdl`` (P, BINS) complex64, the input spectra, a ring whose newest entry is ``newest``;
-    ``h`` (P, 2, BINS) complex64, the partitions' spectra per ear; ``out`` (2, BINS) complex64,
+    ``fdl`` (P, bins) complex64, the input spectra, a ring whose newest entry is ``newest``;
+    ``h`` (P, 2, bins) complex64, the partitions' spectra per ear; ``out`` (2, bins) complex64,
     overwritten. Bins innermost (the loop vectorises); both ears per partition, so each input
     spectrum is read once. Serial: parallel over ears measured no steadier gain on two cores,
     and rooms already render on threads of their own.
@@ -164,41 +162,44 @@ def _fdl_mac(fdl, h, newest, first, out):
 
 class LateTail:
     """Uniformly partitioned overlap-save convolution of one mono send with a stereo IR,
-    one FRAME (960 samples) in, one FRAME out, no latency.
+    one frame of ``frame`` samples in, one frame out, no latency.
 
-    The IR is cut into ``P`` partitions of ``FRAME`` samples, each zero-padded to ``2·FRAME``
+    The IR is cut into ``P`` partitions of ``frame`` samples, each zero-padded to ``2·frame``
     and transformed once. Per call: one real FFT of ``[previous frame, this frame]`` enters a
     frequency-domain delay line (a ring of the last ``P`` input spectra); each ear's spectrum
-    is ``Σ_p FDL[n − p] · H_p``; one inverse FFT per ear, of which the last ``FRAME`` samples
-    are the output (the first half is circular wrap-around). The cost is ``2·P·BINS`` complex
-    multiply-adds and three FFTs, whatever feeds it. Partitions before the IR's first non-zero
-    sample (the tail is silent until the mixing time) are skipped.
+    is ``Σ_p FDL[n − p] · H_p``; one inverse FFT per ear, of which the last ``frame`` samples
+    are the output (the first half is circular wrap-around). The cost is ``2·P·(frame + 1)``
+    complex multiply-adds and three FFTs, whatever feeds it. Partitions before the IR's first
+    non-zero sample (the tail is silent until the mixing time) are skipped.
 
     Not thread-safe: one caller at a time.
     """
 
     latency_samples: int = 0
 
-    def __init__(self, ir: np.ndarray) -> None:
+    def __init__(self, ir: np.ndarray, frame: int = FRAME) -> None:
         ir = np.asarray(ir)
         if ir.ndim != 2 or ir.shape[1] != 2 or ir.shape[0] == 0:
             raise ValueError(f"the tail's impulse response must be (N, 2) with N ≥ 1, got "
                              f"shape {ir.shape}")
         if not np.isfinite(ir).all():
             raise ValueError("the tail's impulse response holds NaN or infinite samples")
+        if frame < 1:
+            raise ValueError(f"a frame is at least 1 sample, got {frame}")
+        self.frame = int(frame)
         self.ir = ir.astype(np.float32)
         self.ir.setflags(write=False)
-        parts = -(-len(ir) // FRAME)
-        padded = np.zeros((parts * FRAME, 2))
+        parts = -(-len(ir) // frame)
+        padded = np.zeros((parts * frame, 2))
         padded[: len(ir)] = ir
-        spectra = np.fft.rfft(padded.reshape(parts, FRAME, 2).transpose(0, 2, 1),
-                              n=2 * FRAME, axis=-1)
+        spectra = np.fft.rfft(padded.reshape(parts, frame, 2).transpose(0, 2, 1),
+                              n=2 * frame, axis=-1)
         self._h = np.ascontiguousarray(spectra, dtype=np.complex64)
         nonzero = np.flatnonzero(np.abs(padded).reshape(parts, -1).max(axis=1) > 0)
         self._first = int(nonzero[0]) if len(nonzero) else parts
-        self._fdl = np.zeros((parts, BINS), np.complex64)
-        self._out = np.zeros((2, BINS), np.complex64)
-        self._window = np.zeros(2 * FRAME, np.float32)
+        self._fdl = np.zeros((parts, frame + 1), np.complex64)
+        self._out = np.zeros((2, frame + 1), np.complex64)
+        self._window = np.zeros(2 * frame, np.float32)
         self._newest = 0
 
     @property
@@ -206,17 +207,18 @@ class LateTail:
         return self._fdl.shape[0]
 
     def process(self, send: np.ndarray) -> np.ndarray:
-        """Convolve the next frame of the send, shape ``(FRAME,)``; returns ``(FRAME, 2)``."""
-        if np.shape(send) != (FRAME,):
-            raise ValueError(f"a send frame is ({FRAME},) samples, got shape {np.shape(send)}")
+        """Convolve the next frame of the send, shape ``(frame,)``; returns ``(frame, 2)``."""
+        n = self.frame
+        if np.shape(send) != (n,):
+            raise ValueError(f"a send frame is ({n},) samples, got shape {np.shape(send)}")
         window = self._window
-        window[:FRAME] = window[FRAME:]
-        window[FRAME:] = send
+        window[:n] = window[n:]
+        window[n:] = send
         self._newest = (self._newest + 1) % self.partitions
         self._fdl[self._newest] = np.fft.rfft(window)
         _fdl_mac(self._fdl, self._h, self._newest, self._first, self._out)
-        ears = np.fft.irfft(self._out, n=2 * FRAME, axis=-1)
-        return np.ascontiguousarray(ears[:, FRAME:].T, dtype=np.float32)
+        ears = np.fft.irfft(self._out, n=2 * n, axis=-1)
+        return np.ascontiguousarray(ears[:, n:].T, dtype=np.float32)
 
     def reset(self) -> None:
         """Forget all input: the tail falls silent at once."""

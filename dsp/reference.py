@@ -38,15 +38,17 @@ def reference_cone_gain(forward: np.ndarray, to_listener: np.ndarray, inner: flo
 
 
 class ReferenceRenderer:
-    """Same contract as :meth:`dsp.renderer.Renderer.render_unlimited`, in the time domain."""
+    """Same contract as :meth:`dsp.renderer.Renderer.render_unlimited`, in the time domain,
+    one frame of ``frame`` samples per call."""
 
-    def __init__(self, hrirs: HrirSet, listeners: int, sources: int) -> None:
+    def __init__(self, hrirs: HrirSet, listeners: int, sources: int, frame: int = FRAME) -> None:
         self.hrirs = hrirs
+        self.frame = frame
         self.grid_hrir = hrirs.grid_hrir.astype(np.float64)
         self.taps = hrirs.taps
-        self.history = np.zeros((sources, FRAME + self.taps - 1))
+        self.history = np.zeros((sources, frame + self.taps - 1))
         self.old_ir = np.zeros((listeners, sources, 2, self.taps))
-        self.ramp = crossfade_ramp().astype(np.float64)
+        self.ramp = crossfade_ramp(frame).astype(np.float64)
 
     def pair_response(self, scene: Scene, l: int, s: int) -> np.ndarray:
         """The (2, taps) response of pair (l, s), its gains included."""
@@ -67,8 +69,9 @@ class ReferenceRenderer:
         return gain * np.tensordot(w[0], self.grid_hrir[idx[0]], axes=1)
 
     def render_unlimited(self, scene: Scene, audio: np.ndarray) -> np.ndarray:
-        self.history = np.concatenate([self.history[:, FRAME:], audio.astype(np.float64)], axis=1)
-        out = np.zeros((scene.listeners, FRAME, 2))
+        n = self.frame
+        self.history = np.concatenate([self.history[:, n:], audio.astype(np.float64)], axis=1)
+        out = np.zeros((scene.listeners, n, 2))
         for l in range(scene.listeners):
             for s in range(scene.sources):
                 new_ir = self.pair_response(scene, l, s)

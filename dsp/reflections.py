@@ -24,9 +24,11 @@ from dsp.image_sources import BUSES, MAX_IMAGES, bus_layout, image_recipes, imag
 from hrtf.constants import FRAME
 from hrtf.hrirset import HrirSet
 
-#: Ring length per source: 34 frames (680 ms), a whole number of frames.
+#: Ring length per source: 34 default frames (680 ms), a whole number of every frame size a
+#: room may tick at (:data:`~hrtf.constants.FRAME_CHOICES_MS`).
 RING = 34 * FRAME
-#: Longest reflection delay kept (a frame less than the ring).
+#: Longest reflection delay kept (a default frame less than the ring): the same at every frame
+#: size, so a room sounds the same whatever its frame.
 MAX_DELAY = RING - FRAME
 
 
@@ -86,7 +88,7 @@ def accumulate_taps(ring, base, old_d, old_b, old_g, new_d, new_b, new_g, ramp, 
 
     ``ring`` (S, 2·RING) float32; ``base`` the index of this frame's first sample in the ring's
     second half; ``*_d`` (L, S, K) delays, ``*_b``/``*_g`` (L, S, K, 3) loudspeakers and gains
-    of the last and this tick; ``ramp`` (FRAME,); ``out`` (L, BUSES, FRAME), overwritten.
+    of the last and this tick; ``ramp`` (frame,); ``out`` (L, BUSES, frame), overwritten.
     """
     n_l, n_s, n_k = new_d.shape
     for l in prange(n_l):
@@ -159,9 +161,15 @@ class EarlyReflections:
     ----------
     listeners, sources : int
         Slot counts, as the renderer's.
+    frame : int
+        Samples per tick, as the renderer's; :data:`RING` must be a whole number of frames.
     """
 
-    def __init__(self, listeners: int, sources: int) -> None:
+    def __init__(self, listeners: int, sources: int, frame: int = FRAME) -> None:
+        if frame < 1 or RING % frame or frame > RING - MAX_DELAY:
+            raise ValueError(f"a frame of {frame} samples does not divide the reflection ring "
+                             f"of {RING} samples or is longer than {RING - MAX_DELAY}")
+        self.frame = frame
         self.listeners = listeners
         self.sources = sources
         self.ring = np.zeros((sources, 2 * RING), np.float32)
@@ -173,7 +181,7 @@ class EarlyReflections:
         self.recipe_gain = np.zeros(0, np.float64)
         self.lo = np.zeros(3)
         self.hi = np.ones(3)
-        self.bus = np.zeros((listeners, BUSES, FRAME), np.float32)
+        self.bus = np.zeros((listeners, BUSES, frame), np.float32)
 
     def set_room(self, lo: np.ndarray, hi: np.ndarray, max_order: int,
                  wall_gains: np.ndarray) -> None:
@@ -186,10 +194,11 @@ class EarlyReflections:
         self.hi = np.asarray(hi, np.float64)
 
     def push(self, audio: np.ndarray) -> None:
-        """This tick's source frames, (S, FRAME); call once per tick, before :meth:`process`."""
-        self.pos = (self.pos + FRAME) % RING
-        self.ring[:, self.pos:self.pos + FRAME] = audio
-        self.ring[:, self.pos + RING:self.pos + RING + FRAME] = audio
+        """This tick's source frames, (S, frame); call once per tick, before :meth:`process`."""
+        n = self.frame
+        self.pos = (self.pos + n) % RING
+        self.ring[:, self.pos:self.pos + n] = audio
+        self.ring[:, self.pos + RING:self.pos + RING + n] = audio
 
     def _taps(self, scene: Scene, listener_gain: np.ndarray, into: TapState) -> None:
         k = len(self.modes)
@@ -209,10 +218,10 @@ class EarlyReflections:
         self._taps(scene, listener_gain, self.old)
 
     def process(self, scene: Scene, listener_gain: np.ndarray, ramp: np.ndarray) -> np.ndarray:
-        """Each listener's loudspeaker signals for this frame, (L, BUSES, FRAME) float32.
+        """Each listener's loudspeaker signals for this frame, (L, BUSES, frame) float32.
 
         ``listener_gain`` (L,) scales each listener's reflections (0: none); ``ramp`` is the
-        renderer's crossfade ramp, (FRAME,) float32.
+        renderer's crossfade ramp, (frame,) float32.
         """
         new = self.new
         self._taps(scene, listener_gain, new)

@@ -1,15 +1,17 @@
-"""The block renderer: per-listener binaural mixes of many sources, one 20 ms frame per call.
+"""The block renderer: per-listener binaural mixes of many sources, one frame per call.
 
-Per tick (see the design page, "the path of one 20 ms frame"):
+A renderer's frame (``frame`` samples: 960 for the default 20 ms room, 480, 240 or 120 for 10,
+5 and 2.5 ms rooms) is fixed when it is built; everything it owns works at that frame. Per tick
+(see the design page, "the path of one frame"):
 
 1. each source's frame is appended to its overlap-save history and FFT'd once per FFT size in
-   use (``nfft`` ≥ ``FRAME + taps − 1`` of each HRTF set listened through);
+   use (``nfft`` ≥ ``frame + taps − 1`` of each HRTF set listened through);
 2. :func:`dsp.geometry.pair_filters` finds every pair's direction in the listener's head frame,
    its distance and cone gain, and the HRTF interpolation weights;
 3. the mixing backend (numba CPU, or numba-cuda) accumulates each listener's ear spectra;
    with room acoustics, each listener's early reflections (:mod:`dsp.reflections`) arrive as
    eight virtual loudspeakers whose spectra, through the listener's HRTF, are added there;
-4. one inverse FFT per listener ear gives the frame (the last ``FRAME`` samples: overlap-save);
+4. one inverse FFT per listener ear gives the frame (the last ``frame`` samples: overlap-save);
    listeners whose filters changed get a second inverse FFT of the difference, added under a
    raised-cosine ramp, so old filters fade into new ones across the frame;
 5. the room's late tail (:mod:`dsp.late_tail`, one per room, fed by every source) is added
@@ -37,9 +39,9 @@ from numba import njit
 from dsp.geometry import Scene, pair_filters
 from dsp.image_sources import BUSES
 from dsp.limiter import SafetyLimiter
-from dsp.reflections import EarlyReflections, bus_responses, bus_to_ears
+from dsp.reflections import MAX_DELAY, RING, EarlyReflections, bus_responses, bus_to_ears
 from hrtf.constants import FRAME
-from hrtf.hrirset import HrirSet
+from hrtf.hrirset import HrirSet, fft_size
 from hrtf.panning import reference_set
 
 if TYPE_CHECKING:
@@ -53,10 +55,10 @@ log = logging.getLogger(__name__)
 BACKENDS = ("cpu", "cuda")
 
 
-def crossfade_ramp() -> np.ndarray:
-    """Raised-cosine ramp from 0 to 1 across one frame (float32, shape ``(FRAME,)``)."""
-    n = np.arange(FRAME, dtype=np.float64)
-    return (0.5 - 0.5 * np.cos(np.pi * (n + 0.5) / FRAME)).astype(np.float32)
+def crossfade_ramp(frame: int = FRAME) -> np.ndarray:
+    """Raised-cosine ramp from 0 to 1 across one frame (float32, shape ``(frame,)``)."""
+    n = np.arange(frame, dtype=np.float64)
+    return (0.5 - 0.5 * np.cos(np.pi * (n + 0.5) / frame)).astype(np.float32)
 
 
 def make_mixer(backend: str, hr: np.ndarray, hi: np.ndarray) -> CpuMixer | CudaMixer:
@@ -123,8 +125,8 @@ class PairState:
 def add_wet(out, tail, last, wet, ramp):
     """``out[l] += tail · level_l`` where ``level_l`` ramps from ``last[l]`` to ``wet[l]``.
 
-    ``out`` (L, FRAME, 2) and ``tail`` (FRAME, 2) float32; ``last``, ``wet`` (L,); ``ramp``
-    (FRAME,) rising 0 → 1. Listeners with neither level are left alone.
+    ``out`` (L, frame, 2) and ``tail`` (frame, 2) float32; ``last``, ``wet`` (L,); ``ramp``
+    (frame,) rising 0 → 1. Listeners with neither level are left alone.
     """
     for l in range(out.shape[0]):
         a, b = last[l], wet[l]
@@ -163,13 +165,15 @@ class ListenerSettings:
 class SetEngine:
     """One HRTF set's share of a renderer: its FFT size, mixer, and every slot's pair state.
 
-    ``members`` marks the listener slots rendered through this set.
+    ``members`` marks the listener slots rendered through this set; ``nfft`` is the smallest
+    power of two ≥ ``frame + taps − 1``.
     """
 
-    def __init__(self, hrirs: HrirSet, listeners: int, sources: int, device: str) -> None:
+    def __init__(self, hrirs: HrirSet, listeners: int, sources: int, device: str,
+                 frame: int = FRAME) -> None:
         self.hrirs = hrirs
         self.listeners = listeners
-        self.nfft = hrirs.nfft
+        self.nfft = fft_size(hrirs.taps, frame)
         hr, hi = hrirs.spectra(self.nfft)
         self.mixer = make_mixer(device, hr, hi)
         self.pairs = PairState(listeners, sources)
@@ -223,13 +227,21 @@ class Renderer:
     listeners, sources : int
         Slot counts; :class:`~dsp.geometry.Scene` arrays must have these sizes.
     device : {"cpu", "cuda"}
+    frame : int
+        Samples per tick (:func:`hrtf.constants.frame_samples` of the room's frame in ms);
+        the default is the 20 ms :data:`~hrtf.constants.FRAME`.
 
     A pair whose slot was just (re)assigned starts from silence: its first tick fades in.
     :meth:`configure_listener` and :meth:`set_room` may be called from another thread while a
     frame renders: they take effect at the next frame.
     """
 
-    def __init__(self, hrirs: HrirSet, listeners: int, sources: int, device: str = "cpu"):
+    def __init__(self, hrirs: HrirSet, listeners: int, sources: int, device: str = "cpu",
+                 frame: int = FRAME):
+        if not 1 <= frame <= RING - MAX_DELAY or RING % frame:
+            raise ValueError(f"a frame of {frame} samples is not one the renderer can tick at "
+                             f"(1..{RING - MAX_DELAY} samples, dividing {RING})")
+        self.frame = int(frame)
         self.hrirs = hrirs
         self.listeners = listeners
         self.sources = sources
@@ -240,7 +252,7 @@ class Renderer:
         self.nfft = default.nfft
         self.history = np.zeros((sources, self.nfft), np.float32)
         self.limiter = SafetyLimiter(listeners)
-        self.ramp = crossfade_ramp()[None, :, None]
+        self.ramp = crossfade_ramp(self.frame)[None, :, None]
         #: Frames per source slot replaced by silence because they held NaN or infinity.
         self.rejected_frames = np.zeros(sources, np.int64)
         self.settings = [ListenerSettings() for _ in range(listeners)]
@@ -249,7 +261,7 @@ class Renderer:
         self._room_pending: list[tuple[RoomModel | None, LateTail | None]] = []
         #: The room's acoustics, None when dry.
         self.room: RoomModel | None = None
-        self.reflections = EarlyReflections(listeners, sources)
+        self.reflections = EarlyReflections(listeners, sources, self.frame)
         self.tail: LateTail | None = None
         #: Tails of rooms left behind, ringing out on silence: (tail, frames left).
         self._ringing: list[tuple[LateTail, int]] = []
@@ -270,7 +282,7 @@ class Renderer:
     def _engine(self, hrirs: HrirSet) -> SetEngine:
         engine = self.engines.get(hrirs.digest)
         if engine is None:
-            engine = SetEngine(hrirs, self.listeners, self.sources, self.device)
+            engine = SetEngine(hrirs, self.listeners, self.sources, self.device, self.frame)
             self.engines[hrirs.digest] = engine
         return engine
 
@@ -291,7 +303,7 @@ class Renderer:
         """
         from dsp.late_tail import LateTail, tail_ir  # only where a room is set
 
-        tail = LateTail(tail_ir(model)) if model is not None else None
+        tail = LateTail(tail_ir(model), self.frame) if model is not None else None
         self._room_pending.append((model, tail))
 
     def tail_samples(self, model: RoomModel) -> int:
@@ -320,7 +332,7 @@ class Renderer:
         while self._room_pending:
             model, tail = self._room_pending.pop(0)
             if self.tail is not None:
-                self._ringing.append((self.tail, -(-len(self.tail.ir) // FRAME) + 1))
+                self._ringing.append((self.tail, -(-len(self.tail.ir) // self.frame) + 1))
             self.room, self.tail = model, tail
             if model is None:
                 self.reflections.set_room(np.zeros(3), np.ones(3), 0, np.zeros(6))
@@ -400,16 +412,17 @@ class Renderer:
         ----------
         scene : Scene
             With ``listeners`` listener and ``sources`` source slots.
-        audio : ndarray, shape (sources, FRAME)
+        audio : ndarray, shape (sources, frame)
             This frame of every source (float32, nominal full scale ±1).
 
         Returns
         -------
-        ndarray, shape (listeners, FRAME, 2), float32
+        ndarray, shape (listeners, frame, 2), float32
             Each listener's stereo frame (left, right), limited to ±0.98.
         """
-        if audio.shape != (self.sources, FRAME):
-            raise ValueError(f"audio has shape {audio.shape}, expected ({self.sources}, {FRAME})")
+        if audio.shape != (self.sources, self.frame):
+            raise ValueError(f"audio has shape {audio.shape}, expected ({self.sources}, "
+                             f"{self.frame})")
         if scene.listeners != self.listeners or scene.sources != self.sources:
             raise ValueError(f"scene has {scene.listeners}×{scene.sources} slots, renderer "
                              f"{self.listeners}×{self.sources}")
@@ -428,6 +441,7 @@ class Renderer:
     def render_unlimited(self, scene: Scene, audio: np.ndarray) -> np.ndarray:
         """:meth:`render` without the limiter (for tests against the reference)."""
         moved = self._apply_settings()
+        n = self.frame
         h = self.history
         longest = max(e.nfft for e in self.engines.values())
         if longest > h.shape[1]:  # a set with longer responses joined: a longer history
@@ -436,13 +450,13 @@ class Renderer:
             self._bus_history = np.concatenate(
                 [np.zeros((self.listeners, BUSES, longest - self._bus_history.shape[2]),
                           np.float32), self._bus_history], axis=2)
-        h[:, :-FRAME] = h[:, FRAME:]
-        h[:, -FRAME:] = audio
+        h[:, :-n] = h[:, n:]
+        h[:, -n:] = audio
 
         dry, wet = self._gains()
         bus = self._early_reflections(scene, audio, wet)
         spectra: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        out = np.zeros((self.listeners, FRAME, 2), np.float32)
+        out = np.zeros((self.listeners, n, 2), np.float32)
         leaving: dict[int, tuple[SetEngine, list[int]]] = {}
         for slot, engine in moved.items():
             leaving.setdefault(id(engine), (engine, []))[1].append(slot)
@@ -466,11 +480,12 @@ class Renderer:
             if bus is not None:
                 self._add_bus(engine, rows, p, d, changed, switching, bool(fading))
             changed |= switching
-            y = scipy.fft.irfft(p, n=engine.nfft, axis=-1, workers=-1)[..., -FRAME:]
+            y = scipy.fft.irfft(p, n=engine.nfft, axis=-1, workers=-1)[..., -n:]
             y = y.transpose(0, 2, 1).astype(np.float32)
             moving = np.flatnonzero(changed)
             if len(moving):
-                diff = scipy.fft.irfft(d[moving], n=engine.nfft, axis=-1, workers=-1)[..., -FRAME:]
+                diff = scipy.fft.irfft(d[moving], n=engine.nfft, axis=-1,
+                                       workers=-1)[..., -n:]
                 y[moving] += diff.transpose(0, 2, 1).astype(np.float32) * self.ramp
             out[rows] += y
         if moved:
@@ -482,14 +497,17 @@ class Renderer:
                            wet: np.ndarray) -> np.ndarray | None:
         """Update the loudspeaker buses' histories; None when no listener hears any."""
         live = (wet > 0) | (self._wet_gain > 0)
-        self._bus_live = np.where(live, 3, np.maximum(self._bus_live - 1, 0))
+        # the bus history sounds until a whole window of silence has entered it
+        window = self._bus_history.shape[2]
+        ticks = -(-window // self.frame) + 1
+        self._bus_live = np.where(live, ticks, np.maximum(self._bus_live - 1, 0))
         self.reflections.push(audio)
         if not self._bus_live.any():
             return None
         bus = self.reflections.process(scene, wet, self.ramp[0, :, 0])
         hist = self._bus_history
-        hist[..., :-FRAME] = hist[..., FRAME:]
-        hist[..., -FRAME:] = bus
+        hist[..., :-self.frame] = hist[..., self.frame:]
+        hist[..., -self.frame:] = bus
         return bus
 
     def _add_bus(self, engine: SetEngine, rows: np.ndarray, p: np.ndarray, d: np.ndarray,
@@ -524,13 +542,13 @@ class Renderer:
         if self.tail is None and not self._ringing:
             return
         sounding = (scene.pair_gain > 0).any(axis=0)
+        n = self.frame
         send = audio[sounding].sum(axis=0, dtype=np.float32) if sounding.any() else \
-            np.zeros(FRAME, np.float32)
-        tail = self.tail.process(send) if self.tail is not None else np.zeros((FRAME, 2),
-                                                                             np.float32)
+            np.zeros(n, np.float32)
+        tail = self.tail.process(send) if self.tail is not None else np.zeros((n, 2), np.float32)
         still = []
         for old, left in self._ringing:
-            tail = tail + old.process(np.zeros(FRAME, np.float32))
+            tail = tail + old.process(np.zeros(n, np.float32))
             if left > 1:
                 still.append((old, left - 1))
         self._ringing = still

@@ -77,7 +77,8 @@ class HrirSet:
 
     @property
     def nfft(self) -> int:
-        """FFT size of the block renderer: the smallest power of two ≥ ``FRAME + taps − 1``."""
+        """FFT size of the block renderer at the default frame: the smallest power of two
+        ≥ ``FRAME + taps − 1`` (:func:`fft_size` for other frames)."""
         return fft_size(self.taps)
 
     @property
@@ -193,9 +194,10 @@ class HrirSet:
                    content_digest(vectors, out))
 
 
-def fft_size(taps: int) -> int:
-    """Smallest power of two that holds a frame plus a ``taps``-long response."""
-    return 1 << int(np.ceil(np.log2(FRAME + taps - 1)))
+def fft_size(taps: int, frame: int = FRAME) -> int:
+    """Smallest power of two that holds a ``frame``-sample frame plus a ``taps``-long response
+    (overlap-save: ``nfft ≥ frame + taps − 1``)."""
+    return 1 << int(np.ceil(np.log2(frame + taps - 1)))
 
 
 def spectra_bytes(points: int, nfft: int) -> int:
