@@ -11,6 +11,7 @@ import pytest
 
 from hrtf.constants import FRAME, frame_samples
 from server.media.jitter import JitterBuffer, Playout
+from server.media.opus import packet_samples
 from server.media.reframe import Reframer
 from server.media.uplink import PacketTap, UplinkDecoder
 from server.tick.clock import TickSchedule
@@ -109,3 +110,79 @@ def test_the_clock_ticks_every_5_ms_and_counts_lateness_against_it():
     assert s.begin_tick(0.0051) == 1 and s.last_lateness == pytest.approx(0.0001)
     assert s.late_ticks == 0
     assert s.begin_tick(0.0135) == 2 and s.late_ticks == 1  # 3.5 ms late: over half a frame
+
+
+def test_the_cli_knows_the_frames_the_engine_does():
+    from hrtf.constants import FRAME_CHOICES_MS
+    from server.cli.args import FRAME_MS_CHOICES
+
+    assert FRAME_MS_CHOICES == FRAME_CHOICES_MS
+
+
+def test_the_ai_hears_20_ms_blocks_gathered_from_5_ms_ticks():
+    from server.ai.bridge import AnalysisBlocks
+
+    blocks = AnalysisBlocks(SHORT)
+    got = [blocks.add(k * SHORT, np.full(80, k, np.float32)) for k in range(9)]
+    assert [g is None for g in got] == [True, True, True, False] * 2 + [True]
+    start, block = got[3]
+    assert start == 0 and block.tolist() == [0] * 80 + [1] * 80 + [2] * 80 + [3] * 80
+    assert got[7][0] == FRAME
+    # A skipped tick starts the block afresh, on the tick after the gap.
+    assert blocks.add(20 * SHORT, np.zeros(80, np.float32)) is None
+    assert [blocks.add(k * SHORT, np.zeros(80, np.float32)) for k in (21, 22, 23)][-1][0] \
+        == 20 * SHORT
+    whole = AnalysisBlocks()  # a 20 ms room: every tick is a block
+    assert whole.add(FRAME, np.zeros(320, np.float32))[0] == FRAME
+
+
+def test_a_listeners_5_ms_packets_are_stamped_5_ms_apart():
+    import av
+
+    from server.media.downlink import ListenerTrack, MusicOpusEncoder
+
+    track, encoder = ListenerTrack(SHORT), MusicOpusEncoder()
+    for _ in range(3):
+        track.deliver(encoder.encode(np.zeros((SHORT, 2), np.float32)))
+    assert track.queued_ms == 15.0
+    pts = [track._queue.get_nowait()[0].pts for _ in range(3)]
+    assert pts == [0, SHORT, 2 * SHORT]  # aiortc's RTP timestamps, on the 48 kHz clock
+    assert track.max_queued == 12  # 60 ms, as three 20 ms packets
+    packet = encoder.encode(np.zeros((SHORT, 2), np.float32))[0]
+    assert isinstance(packet, av.Packet)
+    assert packet_samples(bytes(packet)) == SHORT
+
+
+async def test_a_5_ms_room_plays_a_20_ms_sender_and_a_5_ms_sender_every_tick(kemar):
+    import asyncio
+
+    from server.rooms.room import Room
+    from server.tick.runner import RoomRunner
+
+    room = Room("short", capacity=3)
+    a, b = room.join("A"), room.join("B")
+    runner = RoomRunner(room, kemar, frame=SHORT)
+    assert room.frame_ms == 5.0 and room.describe().frame_ms == 5.0
+    assert runner.renderer.frame == SHORT and runner.governor.high_ms == 3.75
+    twenty = encode(melody(0.4), **MUSIC)
+    five = encode(melody(0.4, seed=2), bitrate=128_000, application="lowdelay",
+                  frame_duration="5")
+    taps = {}
+    for m in (a, b):
+        buffer, _ = runner.attach(m.slot)
+        taps[m.slot] = PacketTap(buffer, lambda payload_type: True)
+    try:
+        for k in range(60):
+            if k % 4 == 0:
+                taps[a.slot].add(rtp(k * SHORT, twenty[k // 4]))
+            taps[b.slot].add(rtp(k * SHORT, five[k]))
+            await runner._tick(asyncio.get_running_loop())
+        assert runner.room_sample == 59 * SHORT
+        assert runner.decoders[a.slot].stats.decoded == 15  # once per 20 ms packet
+        assert runner.decoders[b.slot].stats.decoded == 60
+        assert runner.buffers[a.slot].frame == FRAME and runner.buffers[b.slot].frame == SHORT
+        assert runner.stats.ticks == 60
+        packet, _ = runner.tracks[b.slot]._queue.get_nowait()
+        assert packet_samples(bytes(packet)) == SHORT  # B's mix comes in 5 ms packets
+    finally:
+        await runner.stop()
