@@ -307,6 +307,10 @@ def measure_step(phase: str, server: ServerProcess, fleet: BotFleet, join_errors
             "bots": len(reports), "settle_s": settled_s, "hold_s": round(after.at - before.at, 2),
             "join_errors": len(join_errors)}
     step.update({key: int(m1[name] - m0[name]) for key, name in COUNTERS.items()})
+    # How late the worst room's ticks started, over its last 10 s (its lateness window).
+    step.update({f"tick_lateness_ms_{q}": round(m1.get(gauge.name, 0.0), 3) for q, gauge in
+                 (("p50", metrics.TICK_LATENESS_MS_P50_MAX),
+                  ("p99", metrics.TICK_LATENESS_MS_P99_MAX))})
     step.update(room_ticks(reports, frame_ms))
     step.update(usage(before, after))
     step.update(streams(reports, hold_s, frame_ms))
@@ -368,6 +372,8 @@ def progress_line(step: dict) -> str:
         verdict_text += " (second try)"
     return (f"[{step['phase']}] {step['participants']:3d} participants in {step['rooms']} "
             f"room(s): tick p50 {step['tick_ms_p50']:.1f} / p95 {step['tick_ms_p95']:.1f} ms, "
+            f"late by p50 {step['tick_lateness_ms_p50']:.2f} / p99 "
+            f"{step['tick_lateness_ms_p99']:.2f} ms, "
             f"server CPU {step['server_cpu_pct']:.0f} % (loop {step['loop_cpu_pct']:.0f} %), "
             f"RSS {step['rss_mb']:.0f} MiB, bots {step['bots_cpu_pct']:.0f} %, machine "
             f"{step['machine_busy_pct']:.0f} % — {verdict_text}")

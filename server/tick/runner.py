@@ -311,18 +311,21 @@ class RoomRunner:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        self.schedule = TickSchedule.for_frame(loop.time(), self.frame_ms)
+        # The schedule's clock: time.monotonic, not the loop's (uvloop's counts whole
+        # milliseconds, read once per loop iteration: a fifth of a 5 ms frame).
+        clock = time.monotonic
+        self.schedule = TickSchedule.for_frame(clock(), self.frame_ms)
         while True:
             if not (self.buffers or self.tracks or self.ai_voices):
                 # Empty (its members left, for now): no ticks, so that rooms waiting out their
                 # grace cost the loop nothing; the clock resumes where it was, on time.
                 self._occupied.clear()
                 await self._occupied.wait()
-                self.schedule.shift(loop.time() - self.schedule.deadline(self.schedule.next_tick))
-            wait = self.schedule.seconds_until_next(loop.time())
+                self.schedule.shift(clock() - self.schedule.deadline(self.schedule.next_tick))
+            wait = self.schedule.seconds_until_next(clock())
             if wait > 0:
                 await asyncio.sleep(wait)
-            tick = self.schedule.begin_tick(loop.time())
+            tick = self.schedule.begin_tick(clock())
             self.stats.lateness_ms.add(1e3 * self.schedule.last_lateness)
             try:
                 await self._tick(loop, tick)
