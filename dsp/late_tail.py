@@ -160,17 +160,80 @@ def _fdl_mac(fdl, h, newest, first, out):
                 y[k] += x[k] * hp[k]
 
 
-class LateTail:
-    """Uniformly partitioned overlap-save convolution of one mono send with a stereo IR,
-    one frame of ``frame`` samples in, one frame out, no latency.
+class UniformConvolver:
+    """Uniformly partitioned overlap-save convolution of one mono signal with a stereo IR, one
+    block of ``size`` samples in, one block out, no latency.
 
-    The IR is cut into ``P`` partitions of ``frame`` samples, each zero-padded to ``2·frame``
-    and transformed once. Per call: one real FFT of ``[previous frame, this frame]`` enters a
+    The IR is cut into ``P`` partitions of ``size`` samples, each zero-padded to ``2·size`` and
+    transformed once. Per call: one real FFT of ``[previous block, this block]`` enters a
     frequency-domain delay line (a ring of the last ``P`` input spectra); each ear's spectrum
-    is ``Σ_p FDL[n − p] · H_p``; one inverse FFT per ear, of which the last ``frame`` samples
-    are the output (the first half is circular wrap-around). The cost is ``2·P·(frame + 1)``
-    complex multiply-adds and three FFTs, whatever feeds it. Partitions before the IR's first
-    non-zero sample (the tail is silent until the mixing time) are skipped.
+    is ``Σ_p FDL[n − p] · H_p``; one inverse FFT per ear, of which the last ``size`` samples
+    are the output (the first half is circular wrap-around). The cost is
+    ``2·P·(size + 1)`` complex multiply-adds and three FFTs per block. Partitions before the
+    IR's first non-zero sample are skipped.
+    """
+
+    def __init__(self, ir: np.ndarray, size: int) -> None:
+        self.size = size
+        parts = max(1, -(-len(ir) // size))
+        padded = np.zeros((parts * size, 2))
+        padded[: len(ir)] = ir
+        spectra = np.fft.rfft(padded.reshape(parts, size, 2).transpose(0, 2, 1),
+                              n=2 * size, axis=-1)
+        self._h = np.ascontiguousarray(spectra, dtype=np.complex64)
+        nonzero = np.flatnonzero(np.abs(padded).reshape(parts, -1).max(axis=1) > 0)
+        self._first = int(nonzero[0]) if len(nonzero) else parts
+        self._fdl = np.zeros((parts, size + 1), np.complex64)
+        self._out = np.zeros((2, size + 1), np.complex64)
+        self._window = np.zeros(2 * size, np.float32)
+        self._newest = 0
+
+    @property
+    def partitions(self) -> int:
+        return self._fdl.shape[0]
+
+    @property
+    def silent(self) -> bool:
+        """Whether the IR is all zeros (the output always is)."""
+        return self._first == self.partitions
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Convolve the next ``(size,)`` block; returns ``(size, 2)`` float32."""
+        n = self.size
+        window = self._window
+        window[:n] = window[n:]
+        window[n:] = block
+        self._newest = (self._newest + 1) % self.partitions
+        self._fdl[self._newest] = np.fft.rfft(window)
+        _fdl_mac(self._fdl, self._h, self._newest, self._first, self._out)
+        ears = np.fft.irfft(self._out, n=2 * n, axis=-1)
+        return np.ascontiguousarray(ears[:, n:].T, dtype=np.float32)
+
+    def reset(self) -> None:
+        self._fdl[:] = 0.0
+        self._window[:] = 0.0
+
+
+class LateTail:
+    """The room's tail as a convolution: one frame of ``frame`` samples of the mono send in,
+    one stereo frame out, no latency, the same samples whatever the frame size.
+
+    At the default frame (:data:`~hrtf.constants.FRAME`, 960 samples) this is one
+    :class:`UniformConvolver` with partitions of a frame. Cutting a seconds-long tail into
+    partitions of a short frame would multiply its cost per second by about ``FRAME / frame``
+    (as many partitions, as many more ticks), so a shorter frame that divides ``FRAME`` splits
+    the IR in two, as non-uniformly partitioned convolution does:
+
+    - the head ``h[0:FRAME]`` in partitions of ``frame`` samples, every tick (silent, and
+      skipped, when the tail starts at or after 20 ms, as every preset's does);
+    - the rest ``h[FRAME:]`` in partitions of ``FRAME`` samples, once every ``FRAME / frame``
+      ticks: at the first tick of each block of ``FRAME`` samples it convolves the block that
+      just ended and gives the next ``FRAME`` samples of its output, served a frame a tick.
+      No latency: an input sample reaches the rest's output ``FRAME`` samples later at the
+      earliest, by which time its block has ended.
+
+    The rest's cost per second is then the default frame's whatever the frame, in bursts at
+    every ``FRAME / frame``-th tick (one block's FFTs and multiply-adds).
 
     Not thread-safe: one caller at a time.
     """
@@ -189,38 +252,40 @@ class LateTail:
         self.frame = int(frame)
         self.ir = ir.astype(np.float32)
         self.ir.setflags(write=False)
-        parts = -(-len(ir) // frame)
-        padded = np.zeros((parts * frame, 2))
-        padded[: len(ir)] = ir
-        spectra = np.fft.rfft(padded.reshape(parts, frame, 2).transpose(0, 2, 1),
-                              n=2 * frame, axis=-1)
-        self._h = np.ascontiguousarray(spectra, dtype=np.complex64)
-        nonzero = np.flatnonzero(np.abs(padded).reshape(parts, -1).max(axis=1) > 0)
-        self._first = int(nonzero[0]) if len(nonzero) else parts
-        self._fdl = np.zeros((parts, frame + 1), np.complex64)
-        self._out = np.zeros((2, frame + 1), np.complex64)
-        self._window = np.zeros(2 * frame, np.float32)
-        self._newest = 0
+        two_stage = frame < FRAME and FRAME % frame == 0 and len(ir) > FRAME
+        head = UniformConvolver(self.ir[:FRAME] if two_stage else self.ir, self.frame)
+        self._head = None if head.silent and two_stage else head
+        self._rest = UniformConvolver(self.ir[FRAME:], FRAME) if two_stage else None
+        self._block = np.zeros(FRAME, np.float32)  # the rest's input block being filled
+        self._rest_out = np.zeros((FRAME, 2), np.float32)  # the rest's output block served
+        self._pos = 0  # where this frame starts in the block
 
     @property
     def partitions(self) -> int:
-        return self._fdl.shape[0]
+        """Partitions of both stages."""
+        return sum(s.partitions for s in (self._head, self._rest) if s is not None)
 
     def process(self, send: np.ndarray) -> np.ndarray:
         """Convolve the next frame of the send, shape ``(frame,)``; returns ``(frame, 2)``."""
         n = self.frame
         if np.shape(send) != (n,):
             raise ValueError(f"a send frame is ({n},) samples, got shape {np.shape(send)}")
-        window = self._window
-        window[:n] = window[n:]
-        window[n:] = send
-        self._newest = (self._newest + 1) % self.partitions
-        self._fdl[self._newest] = np.fft.rfft(window)
-        _fdl_mac(self._fdl, self._h, self._newest, self._first, self._out)
-        ears = np.fft.irfft(self._out, n=2 * n, axis=-1)
-        return np.ascontiguousarray(ears[:, n:].T, dtype=np.float32)
+        if self._rest is None:
+            return self._head.process(send)
+        pos = self._pos
+        if pos == 0:
+            self._rest_out = self._rest.process(self._block)
+        out = self._rest_out[pos:pos + n].copy()
+        if self._head is not None:
+            out += self._head.process(send)
+        self._block[pos:pos + n] = send
+        self._pos = (pos + n) % FRAME
+        return out
 
     def reset(self) -> None:
         """Forget all input: the tail falls silent at once."""
-        self._fdl[:] = 0.0
-        self._window[:] = 0.0
+        for stage in (self._head, self._rest):
+            if stage is not None:
+                stage.reset()
+        self._block[:] = 0.0
+        self._rest_out[:] = 0.0

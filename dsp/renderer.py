@@ -24,6 +24,20 @@ room using the set: they belong to the :class:`~hrtf.hrirset.HrirSet`). Changing
 set renders that listener through both sets for one tick, the old one fading out.
 
 Callers see one interface, :meth:`Renderer.render`, whatever the backend.
+
+Short frames stay overlap-save, with ``nfft`` the smallest 2·3·5-smooth length ≥
+``frame + taps − 1`` (:func:`hrtf.hrirset.fft_size`), rather than uniformly partitioned
+convolution (partitions of a frame in the frequency domain, a delay line of spectra per
+source). For KEMAR's 538 taps, per pair and ear and tick, overlap-save multiplies 338 bins at
+2.5 ms (FFT 675), 401 at 5 ms (800), 513 at 10 ms (1024) and 751 at 20 ms (1500); partitions of
+the frame would multiply 5 × 121 = 605, 3 × 241 = 723, 2 × 481 = 962 and 961. The mixing kernel
+costs in proportion to its bins and is about two thirds of the tick's FFT-and-mix work (the rest
+is the FFTs, which partitions would make about 2–3× smaller), so partitions would cost more at
+every frame size for responses of this length; they pay for long responses, as the room's late
+tail does (:class:`dsp.late_tail.LateTail`). Measured at 20 × 20 (``spatialjam bench mixer
+--listeners 20 --sources 20 --frame-ms 2.5 5 10 20``): a 5 ms room costs about 2.3–2.6× a 20 ms
+room per second of audio, a 2.5 ms room about 4×; what is left is the per-tick work (about
+0.15 ms of Python and kernel launches a tick) and overlap-save's ``frame / nfft``.
 """
 
 from __future__ import annotations
@@ -476,18 +490,20 @@ class Renderer:
             sub = scene if whole and not fading and (gain == 1).all() else \
                 listener_rows(scene, rows, gain)
             p, d, changed = engine.mix(rows, sub, xr, xi)
-            switching = np.isin(rows, list(moved))
+            switching = np.isin(rows, list(moved)) if moved else np.zeros(len(rows), np.bool_)
             if bus is not None:
                 self._add_bus(engine, rows, p, d, changed, switching, bool(fading))
             changed |= switching
+            # (rows, ear, frame) float32: complex64 spectra give single-precision outputs
             y = scipy.fft.irfft(p, n=engine.nfft, axis=-1, workers=-1)[..., -n:]
-            y = y.transpose(0, 2, 1).astype(np.float32)
             moving = np.flatnonzero(changed)
             if len(moving):
-                diff = scipy.fft.irfft(d[moving], n=engine.nfft, axis=-1,
-                                       workers=-1)[..., -n:]
-                y[moving] += diff.transpose(0, 2, 1).astype(np.float32) * self.ramp
-            out[rows] += y
+                diff = scipy.fft.irfft(d[moving], n=engine.nfft, axis=-1, workers=-1)
+                y[moving] += diff[..., -n:] * self.ramp[0, :, 0]
+            if whole and not fading:  # rows are then 0..L−1 in order
+                out += y.transpose(0, 2, 1)
+            else:
+                out[rows] += y.transpose(0, 2, 1)
         if moved:
             self._drop_idle_engines()
         self._late_tail(scene, audio, wet, out)

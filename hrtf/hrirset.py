@@ -15,6 +15,7 @@ from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
+import scipy.fft
 from scipy.signal import resample_poly
 
 from hrtf.constants import FRAME, SAMPLE_RATE
@@ -77,8 +78,7 @@ class HrirSet:
 
     @property
     def nfft(self) -> int:
-        """FFT size of the block renderer at the default frame: the smallest power of two
-        ≥ ``FRAME + taps − 1`` (:func:`fft_size` for other frames)."""
+        """FFT size of the block renderer at the default frame (:func:`fft_size`)."""
         return fft_size(self.taps)
 
     @property
@@ -195,9 +195,15 @@ class HrirSet:
 
 
 def fft_size(taps: int, frame: int = FRAME) -> int:
-    """Smallest power of two that holds a ``frame``-sample frame plus a ``taps``-long response
-    (overlap-save: ``nfft ≥ frame + taps − 1``)."""
-    return 1 << int(np.ceil(np.log2(frame + taps - 1)))
+    """The block renderer's FFT size for ``frame``-sample frames and ``taps``-long responses:
+    the smallest size ≥ ``frame + taps − 1`` (overlap-save) whose factors are 2, 3 and 5
+    (``scipy.fft.next_fast_len``).
+
+    Not a power of two: for KEMAR's 538 taps that is 1500 points rather than 2048 at 20 ms
+    frames and 800 rather than 1024 at 5 ms, a quarter fewer bins to multiply and FFTs no
+    slower (measured with pocketfft, issue 17).
+    """
+    return scipy.fft.next_fast_len(frame + taps - 1, real=True)
 
 
 def spectra_bytes(points: int, nfft: int) -> int:

@@ -40,7 +40,9 @@ _SCALARS = ("trimmed_samples",)
 def write_prepared(hrirs: HrirSet, folder: Path) -> int:
     """Compute ``hrirs``' spectra and write the set into ``folder`` as :data:`PREPARED_FILE`.
 
-    Returns the bytes the set holds once read back (:attr:`HrirSet.nbytes`).
+    Returns the bytes the set holds once read back (:attr:`HrirSet.nbytes`): the spectra of
+    :attr:`HrirSet.nfft` only, whatever other sizes ``hrirs`` holds (renderers at shorter frames
+    compute their own).
     """
     re, im = hrirs.spectra(hrirs.nfft)
     arrays: dict[str, Any] = {
@@ -48,7 +50,7 @@ def write_prepared(hrirs: HrirSet, folder: Path) -> int:
         "trimmed_samples": np.array(hrirs.trimmed_samples, dtype=np.int64),
         **hrirs.grid.arrays()}
     np.savez(folder / PREPARED_FILE, **arrays)
-    return hrirs.nbytes
+    return hrirs.directions.nbytes + hrirs.hrir.nbytes + hrirs.grid.nbytes + re.nbytes + im.nbytes
 
 
 def read_prepared(path: Path, name: str, max_bytes: int) -> HrirSet:

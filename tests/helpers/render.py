@@ -8,9 +8,12 @@ import numpy as np
 from dsp.geometry import Scene
 from dsp.reference import ReferenceRenderer
 from dsp.renderer import Renderer
+from hrtf.constants import FRAME, FRAME_CHOICES_MS, frame_samples
 
 #: Relative error allowed between a fast renderer and the reference, over a whole frame.
 RTOL = 1e-4
+#: Every frame size a room may tick at, in samples: 120, 240, 480 and 960.
+FRAMES = [frame_samples(ms) for ms in FRAME_CHOICES_MS]
 
 
 def random_scene(rng, listeners: int, sources: int, *, overrides: bool = False) -> Scene:
@@ -36,16 +39,18 @@ def random_scene(rng, listeners: int, sources: int, *, overrides: bool = False) 
     return scene
 
 
-def compare(hrirs, device: str, listeners: int, sources: int, ticks: int, seed: int) -> list:
+def compare(hrirs, device: str, listeners: int, sources: int, ticks: int, seed: int,
+            frame: int = FRAME) -> list:
+    """Each tick's relative error of the fast renderer against the reference, at ``frame``."""
     rng = np.random.default_rng(seed)
-    fast = Renderer(hrirs, listeners, sources, device=device)
-    ref = ReferenceRenderer(hrirs, listeners, sources)
+    fast = Renderer(hrirs, listeners, sources, device=device, frame=frame)
+    ref = ReferenceRenderer(hrirs, listeners, sources, frame=frame)
     errors = []
     scene = random_scene(rng, listeners, sources, overrides=seed % 2 == 1)
     for tick in range(ticks):
         if tick % 2 == 1:  # every other tick everything moves; in between it holds still
             scene = random_scene(rng, listeners, sources, overrides=seed % 2 == 1)
-        audio = (rng.standard_normal((sources, 960)) * 0.1).astype(np.float32)
+        audio = (rng.standard_normal((sources, frame)) * 0.1).astype(np.float32)
         y = fast.render_unlimited(scene, audio)
         y_ref = ref.render_unlimited(scene, audio)
         errors.append(float(np.linalg.norm(y - y_ref) / np.linalg.norm(y_ref)))

@@ -267,6 +267,26 @@ def test_bench_mixer_json_reports_engine_baseline_and_ratio(capsys):
         report["baseline_ms"]["median"] / report["engine_moving_ms"]["median"], rel=0.05)
 
 
+def test_bench_mixer_times_each_frame_size_in_one_run(capsys):
+    """Issue 17: ``--frame-ms 5 20`` reports each size's cost per second of audio and its ratio
+    to the 20 ms frame's (numbers, not judged here)."""
+    assert main(["bench", "mixer", "--listeners", "2", "--sources", "2", "--ticks", "2",
+                 "--baseline-ticks", "0", "--frame-ms", "5", "20", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frame_ms"] == 5.0 and report["nfft"] == report["frames"][0]["nfft"]
+    five, twenty = report["frames"]
+    assert (five["frame"], twenty["frame"]) == (240, 960)
+    assert five["engine_moving_ms"]["ticks"] == 4 * twenty["engine_moving_ms"]["ticks"] == 8
+    assert twenty["moving_cost_vs_20ms"] == 1.0
+    assert five["moving_cost_vs_20ms"] == pytest.approx(
+        five["moving_ms_per_audio_s"] / twenty["moving_ms_per_audio_s"], rel=0.02)
+
+
+def test_bench_mixer_refuses_a_frame_size_no_room_ticks_at():
+    done = run_cli("bench", "mixer", "--frame-ms", "7")
+    assert done.returncode != 0 and "--frame-ms" in done.stderr
+
+
 def test_bench_mixer_on_cuda_without_a_gpu_says_so():
     done = run_cli("bench", "mixer", "--listeners", "2", "--sources", "2", "--device", "cuda")
     if done.returncode == 0:

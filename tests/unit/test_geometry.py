@@ -75,6 +75,18 @@ def test_cone_gain_inside_between_and_outside():
         ("source_forward", np.ones((2, 3)), "source_forward"),
         ("distance_model", np.array([7]), "distance_model"),
         ("cone_outer_gain", np.array([2.0]), "cone_outer_gain"),
+        # every value check once more, each on its own (the compiled pass must agree)
+        ("source_position", np.array([[[0, np.inf, 0]]]), "NaN"),
+        ("listener_rotation", np.full((1, 3, 3), np.nan), "NaN"),
+        ("source_forward", np.array([[np.nan, 1.0, 0]]), "NaN"),
+        ("pair_gain", np.array([[np.nan]]), "NaN"),
+        ("max_distance_m", np.array([0.5]), "max_distance_m"),
+        ("rolloff", np.array([-0.1]), "rolloff"),
+        ("rolloff", np.array([np.inf]), "NaN"),
+        ("cone_inner_deg", np.array([-1.0]), "cone angles"),
+        ("cone_outer_deg", np.array([400.0]), "cone angles"),
+        ("cone_inner_deg", np.array([np.nan]), "NaN"),
+        ("distance_model", np.array([-1]), "distance_model"),
     ],
 )
 def test_scene_validation_names_the_bad_field(field, value, message):
@@ -82,3 +94,17 @@ def test_scene_validation_names_the_bad_field(field, value, message):
     setattr(scene, field, value)
     with pytest.raises(ValueError, match=message):
         scene.validate()
+
+
+def test_a_linear_distance_model_with_a_rolloff_over_one_is_refused():
+    scene = Scene.create([0, 0, 0], [1, 0, 0], distance_model="linear", rolloff=1.0)
+    scene.rolloff = np.array([1.5])
+    with pytest.raises(ValueError, match="rolloff ≤ 1"):
+        scene.validate()
+
+
+def test_random_valid_scenes_pass_validation(rng):
+    from tests.helpers.render import random_scene
+
+    for overrides in (False, True):
+        random_scene(rng, 4, 6, overrides=overrides).validate()

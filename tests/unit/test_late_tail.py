@@ -21,6 +21,7 @@ from dsp.late_tail import (
 )
 from dsp.room_model import CENTER_FREQS_HZ, PRESETS, room_model
 from hrtf.constants import FRAME, SAMPLE_RATE, SPEED_OF_SOUND_M_S
+from tests.helpers.render import FRAMES
 
 BY_HAND = {"by-hand 0.5 s": ((10.0, 8.0, 4.0), 0.5), "by-hand 1.5 s": ((10.0, 8.0, 4.0), 1.5)}
 
@@ -34,7 +35,7 @@ def model_named(name: str):
 
 def run(tail: LateTail, send: np.ndarray) -> np.ndarray:
     """``send`` (whole frames) through ``tail`` frame by frame, shape ``(len(send), 2)``."""
-    return np.concatenate([tail.process(frame) for frame in send.reshape(-1, FRAME)])
+    return np.concatenate([tail.process(frame) for frame in send.reshape(-1, tail.frame)])
 
 
 def impulse_response(model, seed: int = 0) -> np.ndarray:
@@ -268,3 +269,76 @@ def test_late_tail_refuses_a_malformed_impulse_response(ir):
 def test_late_tail_refuses_a_send_that_is_not_one_frame(shape):
     with pytest.raises(ValueError, match="a send frame is"):
         LateTail(np.ones((10, 2))).process(np.zeros(shape, np.float32))
+
+
+# --- LateTail at every frame size (issue 17) ---------------------------------------------------
+
+def direct(send: np.ndarray, ir: np.ndarray) -> np.ndarray:
+    """Both ears of ``send * ir`` in float64, cut to the send's length, ``(len(send), 2)``."""
+    return np.column_stack([
+        scipy.signal.fftconvolve(send.astype(np.float64), ir[:, ear].astype(np.float64))
+        [:len(send)] for ear in range(2)])
+
+
+@pytest.mark.parametrize("frame", FRAMES)
+@pytest.mark.parametrize("length", [1, 500, FRAME, FRAME + 1, 5_000])
+def test_late_tail_equals_direct_convolution_at_every_frame_size(frame, length, rng):
+    """Heads that sound from the first sample (every stage busy), IRs shorter than a block
+    and longer than one; the same 1e-5 of the peak as at the default frame."""
+    ir = rng.standard_normal((length, 2)).astype(np.float32)
+    send = rng.standard_normal(12 * FRAME).astype(np.float32)
+    out = run(LateTail(ir, frame), send)
+    ref = direct(send, ir)
+    assert out.shape == (len(send), 2) and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("frame", FRAMES)
+def test_late_tail_of_a_room_gives_the_same_samples_at_every_frame_size(frame, rng):
+    """The same send cut into frames of ``frame`` and of 960 samples: the same output (float32
+    sums in another order: 1e-6 of the peak)."""
+    ir = tail_ir(room_model("rehearsal-room"))
+    send = rng.standard_normal(30 * FRAME).astype(np.float32)
+    short, default = run(LateTail(ir, frame), send), run(LateTail(ir), send)
+    np.testing.assert_allclose(short, default, rtol=0, atol=1e-6 * np.abs(default).max())
+    np.testing.assert_allclose(short, direct(send, ir), rtol=0,
+                               atol=1e-5 * np.abs(default).max())
+
+
+@pytest.mark.parametrize("frame", FRAMES)
+def test_late_tail_has_no_latency_at_every_frame_size(frame):
+    ir = np.zeros((3 * FRAME, 2), np.float32)
+    ir[0] = (1.0, -0.5)
+    ir[FRAME + 7] = (0.25, 0.75)
+    send = np.zeros(4 * FRAME, np.float32)
+    send[FRAME - 3] = 1.0  # late in a block: its echo lands in the block after next
+    out = run(LateTail(ir, frame), send)
+    np.testing.assert_allclose(out[FRAME - 3], (1.0, -0.5), atol=1e-6)
+    np.testing.assert_allclose(out[2 * FRAME + 4], (0.25, 0.75), atol=1e-6)
+    out[[FRAME - 3, 2 * FRAME + 4]] = 0.0
+    np.testing.assert_allclose(out, 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("frame", FRAMES)
+def test_reset_forgets_all_input_at_every_frame_size(frame, rng):
+    ir = rng.standard_normal((3_000, 2)).astype(np.float32)
+    used, fresh = LateTail(ir, frame), LateTail(ir, frame)
+    run(used, rng.standard_normal(5 * FRAME + frame).astype(np.float32))  # mid-block
+    used.reset()
+    send = rng.standard_normal(6 * FRAME).astype(np.float32)
+    out = run(used, send)
+    np.testing.assert_allclose(out, run(fresh, send), rtol=0, atol=1e-5 * np.abs(out).max())
+
+
+@pytest.mark.parametrize("frame", FRAMES)
+def test_a_short_frames_tail_has_no_more_partitions_than_the_default_frames(frame):
+    """Work, not a timing: partitions of 5 ms would be four times as many, each done four
+    times as often. A tail that starts at 20 ms (a club's) leaves only the 960-sample
+    partitions, done once per 960 samples as at the default frame."""
+    ir = tail_ir(room_model("club"))
+    assert LateTail(ir, frame).partitions <= LateTail(ir).partitions
+
+
+def test_late_tail_refuses_a_send_of_another_frame_size():
+    with pytest.raises(ValueError, match=r"a send frame is \(240,\) samples"):
+        LateTail(np.ones((10, 2)), 240).process(np.zeros(FRAME, np.float32))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from dsp.limiter import THRESHOLD, SafetyLimiter
 
@@ -22,3 +23,16 @@ def test_loud_blocks_never_exceed_the_threshold_and_gain_recovers(rng):
     for _ in range(50):  # one second
         lim.process(quiet.copy())
     assert lim.reduction_db[0] < 0.01
+
+
+@pytest.mark.parametrize("frame", [120, 240, 480])
+def test_a_signal_is_limited_alike_in_frames_of_any_size(rng, frame):
+    """The gain follows the signal sample by sample, whatever the frame it arrives in."""
+    loud = (rng.standard_normal((2, 9600, 2)) * np.linspace(0.2, 3.0, 9600)[None, :, None])
+    loud = loud.astype(np.float32)
+    default, short = SafetyLimiter(2), SafetyLimiter(2)
+    a = np.concatenate([default.process(loud[:, k:k + 960].copy())
+                        for k in range(0, 9600, 960)], axis=1)
+    b = np.concatenate([short.process(loud[:, k:k + frame].copy())
+                        for k in range(0, 9600, frame)], axis=1)
+    np.testing.assert_array_equal(a, b)

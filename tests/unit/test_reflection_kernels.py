@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dsp.geometry import Scene
 from dsp.image_sources import BUSES
-from dsp.reflections import RING, accumulate_taps, bus_to_ears
+from dsp.reflections import RING, EarlyReflections, accumulate_taps, bus_to_ears
 from dsp.renderer import crossfade_ramp
 from hrtf.constants import FRAME
+from tests.helpers.render import FRAMES
 
 
 def reference_taps(ring, base, old_d, old_b, old_g, new_d, new_b, new_g, ramp):
@@ -80,3 +82,36 @@ def test_buses_reach_the_ears_through_the_set_with_each_rows_signs():
     want_d[rows] += sign[:, 1, None, None] * ears
     np.testing.assert_allclose(p, want_p, atol=1e-4)
     np.testing.assert_allclose(d, want_d, atol=1e-4)
+
+
+@pytest.mark.parametrize("frame", FRAMES)
+def test_a_still_rooms_buses_are_the_same_samples_at_every_frame_size(frame):
+    """Taps are exact delays: with nothing moving, the loudspeaker signals do not depend on
+    how the sources' audio is cut into frames (second-order images of a shoebox)."""
+    from dsp.room_model import room_model
+
+    room = room_model(dims_m=(7.0, 5.0, 3.0), rt60_s=0.5, max_order=2)
+    scene = Scene.create([[0.5, 0.2, 1.2], [-1.5, 1.0, 1.7]], [[1.8, -0.9, 1.5], [-2.0, -1.0, 1.1]],
+                         listener_yaw_deg=[30.0, 200.0])
+    x = np.random.default_rng(9).standard_normal((2, 6 * FRAME)).astype(np.float32)
+    buses = {}
+    for size in {frame, FRAME}:
+        er = EarlyReflections(2, 2, size)
+        lo, hi = room.bounds_m()
+        er.set_room(lo, hi, room.max_order, room.reflection_gains())
+        er.prime(scene, np.ones(2))
+        ramp = crossfade_ramp(size)
+        out = []
+        for k in range(0, x.shape[1], size):
+            er.push(x[:, k:k + size])
+            out.append(er.process(scene, np.ones(2), ramp).copy())
+        buses[size] = np.concatenate(out, axis=-1)
+    assert buses[frame].shape == (2, BUSES, 6 * FRAME)
+    assert np.abs(buses[FRAME]).max() > 0
+    np.testing.assert_allclose(buses[frame], buses[FRAME], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("frame", [0, 100, 1920])
+def test_reflections_refuse_a_frame_that_does_not_divide_their_ring(frame):
+    with pytest.raises(ValueError, match=f"frame of {frame} samples"):
+        EarlyReflections(1, 1, frame)

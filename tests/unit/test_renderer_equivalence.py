@@ -16,18 +16,53 @@ import pytest
 
 from dsp.geometry import Scene, quaternion_matrix
 from dsp.renderer import Renderer
-from tests.helpers.render import RTOL, compare
+from tests.helpers.render import FRAMES, RTOL, compare
 
 
+@pytest.mark.parametrize("frame", FRAMES)
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_numba_cpu_matches_reference_on_random_moving_scenes(kemar, seed):
-    errors = compare(kemar, "cpu", listeners=3, sources=5, ticks=5, seed=seed)
+def test_numba_cpu_matches_reference_on_random_moving_scenes(kemar, seed, frame):
+    errors = compare(kemar, "cpu", listeners=3, sources=5, ticks=5, seed=seed, frame=frame)
     assert max(errors) < RTOL, errors
 
 
-def test_numba_cpu_matches_reference_with_the_spherical_head(spherical_head):
-    errors = compare(spherical_head, "cpu", listeners=2, sources=4, ticks=4, seed=4)
+@pytest.mark.parametrize("frame", FRAMES)
+def test_numba_cpu_matches_reference_with_the_spherical_head(spherical_head, frame):
+    errors = compare(spherical_head, "cpu", listeners=2, sources=4, ticks=4, seed=4,
+                     frame=frame)
     assert max(errors) < RTOL, errors
+
+
+@pytest.mark.parametrize("frame", FRAMES)
+def test_a_static_scene_renders_the_same_samples_at_every_frame_size(kemar, frame):
+    """Overlap-save is exact: once primed, a still scene's output does not depend on how the
+    signal is cut into frames (float32 sums in a different order: 1e-6 of full scale)."""
+    from tests.helpers.render import random_scene
+
+    rng = np.random.default_rng(7)
+    scene = random_scene(rng, 2, 3)
+    x = (0.1 * rng.standard_normal((3, 8 * 960))).astype(np.float32)
+    outs = {}
+    for size in (frame, 960):
+        renderer = Renderer(kemar, 2, 3, frame=size)
+        renderer.prime(scene)
+        outs[size] = np.concatenate([renderer.render_unlimited(scene, x[:, k:k + size])
+                                     for k in range(0, x.shape[1], size)], axis=1)
+    assert outs[frame].shape == (2, 8 * 960, 2)
+    np.testing.assert_allclose(outs[frame], outs[960], atol=1e-6)
+
+
+@pytest.mark.parametrize("frame", [0, 100, 1920])
+def test_a_frame_the_renderer_cannot_tick_at_is_refused(kemar, frame):
+    with pytest.raises(ValueError, match=f"frame of {frame} samples"):
+        Renderer(kemar, 1, 1, frame=frame)
+
+
+def test_audio_of_another_frame_size_is_refused(kemar):
+    renderer = Renderer(kemar, 1, 2, frame=240)
+    with pytest.raises(ValueError, match=r"expected \(2, 240\)"):
+        renderer.render(Scene.create([0, 0, 0], [[1, 0, 0], [0, 1, 0]]),
+                        np.zeros((2, 960), np.float32))
 
 
 def test_quaternion_pose_renders_like_the_same_yaw(kemar):
