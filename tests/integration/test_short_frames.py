@@ -124,8 +124,13 @@ async def test_an_ai_musician_plays_in_a_5_ms_room(server):
         # fresh install or a busy machine.
         assert await wait_for(lambda: metrics(server).get("ai_events_total", 0) > 40, 90.0), \
             {k: v for k, v in metrics(server).items() if k.startswith("ai_")}
-        heard = await b.listen(2.0)
-        assert rms_db(heard) > -45, "B does not hear the AI musician"
+        levels = []
+
+        async def hears_it() -> bool:  # judged a second at a time: a busy machine starves it
+            levels.append(round(rms_db(await b.listen(1.0)), 1))
+            return levels[-1] > -45
+
+        assert await wait_for(hears_it, 20.0), f"B does not hear the AI musician: {levels} dB"
         m = metrics(server)
         ai = {k: v for k, v in m.items() if k.startswith("ai_")}
         assert m["ai_events_late_total"] <= 0.1 * m["ai_events_total"], ai
