@@ -127,7 +127,8 @@ class Pong(WireMessage):
 class Stats(WireMessage):
     """Once a second, what the server holds of this member's audio (for the latency panel).
 
-    ``tick_ms_p50``/``tick_ms_p95``: the room's render-and-encode time per 20 ms tick;
+    ``tick_ms_p50``/``tick_ms_p95``: the room's render-and-encode time per tick (one per
+    ``frame_ms``);
     ``late_ticks``/``skipped_ticks``: ticks that started late or were skipped since the room
     opened; ``uplink_buffer_ms`` and ``uplink_target_ms``: your source's receive buffer now and
     its target; ``concealed``: your frames concealed so far (lost or late), of which
