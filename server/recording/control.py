@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hrtf.constants import SAMPLE_RATE
+from hrtf.constants import SAMPLE_RATE, frame_samples
 from server.recording.capture import MANIFEST, RecordingWriter, RoomRecording
 from server.rooms.store import NO_STATE, default_state_path
 from signaling import limits
@@ -198,7 +198,7 @@ class Recordings:
         writer = RecordingWriter(folder, {"id": rec_id, "room": room.name,
                                           "started_at": round(now, 3), "started_by": by,
                                           "binaural_of": binaural_of},
-                                 frame=live.runner.frame)
+                                 frame=frame_samples(room.frame_ms))
         self._busy.add(room.name)
         try:
             await asyncio.to_thread(self._open, folder, writer)
