@@ -137,18 +137,17 @@ def _onset(t: np.ndarray, mixing_time_s: float) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _fdl_mac(fdl, h, newest, first, out):
-    """``out[e] = Σ_p FDL[newest − p] · H[p, e]`` over partitions ``p ≥ first``.
+def _fdl_mac(fdl, h, newest, first, stop, out):
+    """``out[e] += Σ_p FDL[newest − p] · H[p, e]`` over partitions ``first ≤ p < stop``.
 
     ``fdl`` (P, bins) complex64, the input spectra, a ring whose newest entry is ``newest``;
     ``h`` (P, 2, bins) complex64, the partitions' spectra per ear; ``out`` (2, bins) complex64,
-    overwritten. Bins innermost (the loop vectorises); both ears per partition, so each input
+    added to. Bins innermost (the loop vectorises); both ears per partition, so each input
     spectrum is read once. Serial: parallel over ears measured no steadier gain on two cores,
     and rooms already render on threads of their own.
     """
     n_p, n_k = fdl.shape
-    out[:] = 0.0
-    for p in range(first, n_p):
+    for p in range(first, stop):
         slot = newest - p
         if slot < 0:
             slot += n_p
@@ -199,14 +198,31 @@ class UniformConvolver:
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """Convolve the next ``(size,)`` block; returns ``(size, 2)`` float32."""
+        self.push(block)
+        self._out[:] = 0.0
+        _fdl_mac(self._fdl, self._h, self._newest, self._first, self.partitions, self._out)
+        return self.inverse(self._out)
+
+    def push(self, block: np.ndarray) -> None:
+        """The next ``(size,)`` block's spectrum enters the delay line."""
         n = self.size
         window = self._window
         window[:n] = window[n:]
         window[n:] = block
         self._newest = (self._newest + 1) % self.partitions
         self._fdl[self._newest] = np.fft.rfft(window)
-        _fdl_mac(self._fdl, self._h, self._newest, self._first, self._out)
-        ears = np.fft.irfft(self._out, n=2 * n, axis=-1)
+
+    def accumulate(self, out: np.ndarray, start: int, stop: int, ahead: int = 0) -> None:
+        """``out += Σ_p FDL[newest + ahead − p] · H_p`` over partitions ``start ≤ p < stop``
+        (skipping silent ones): with ``ahead`` 1, the terms of the next block's output that
+        need only blocks pushed already (``p ≥ 1``), so they can be summed ahead of time."""
+        newest = (self._newest + ahead) % self.partitions
+        _fdl_mac(self._fdl, self._h, newest, max(start, self._first), stop, out)
+
+    def inverse(self, spectra: np.ndarray) -> np.ndarray:
+        """The block's output from its summed ``(2, size + 1)`` spectra: ``(size, 2)``."""
+        n = self.size
+        ears = np.fft.irfft(spectra, n=2 * n, axis=-1)
         return np.ascontiguousarray(ears[:, n:].T, dtype=np.float32)
 
     def reset(self) -> None:
@@ -226,14 +242,18 @@ class LateTail:
 
     - the head ``h[0:FRAME]`` in partitions of ``frame`` samples, every tick (silent, and
       skipped, when the tail starts at or after 20 ms, as every preset's does);
-    - the rest ``h[FRAME:]`` in partitions of ``FRAME`` samples, once every ``FRAME / frame``
-      ticks: at the first tick of each block of ``FRAME`` samples it convolves the block that
-      just ended and gives the next ``FRAME`` samples of its output, served a frame a tick.
+    - the rest ``h[FRAME:]`` in partitions of ``FRAME`` samples, a block of ``FRAME`` samples
+      at a time: at the first tick of each block the block that just ended enters the rest's
+      delay line, and the next ``FRAME`` samples of its output are made, served a frame a tick.
       No latency: an input sample reaches the rest's output ``FRAME`` samples later at the
       earliest, by which time its block has ended.
 
-    The rest's cost per second is then the default frame's whatever the frame, in bursts at
-    every ``FRAME / frame``-th tick (one block's FFTs and multiply-adds).
+    The rest's cost per second is then the default frame's whatever the frame. It is spread
+    over the block's ticks rather than paid at its first: a block's output sums partition 0
+    against the block that just ended, and partitions ``p ≥ 1`` against blocks that ended
+    before, so those terms are summed a share per tick during the block before (a 4 s tail's
+    200 partitions cost about 0.3–0.5 ms at once), on every tick but the first, which does the
+    block's three FFTs.
 
     Not thread-safe: one caller at a time.
     """
@@ -258,7 +278,12 @@ class LateTail:
         self._rest = UniformConvolver(self.ir[FRAME:], FRAME) if two_stage else None
         self._block = np.zeros(FRAME, np.float32)  # the rest's input block being filled
         self._rest_out = np.zeros((FRAME, 2), np.float32)  # the rest's output block served
+        self._next = np.zeros((2, FRAME + 1), np.complex64)  # next output's spectra so far
         self._pos = 0  # where this frame starts in the block
+        if self._rest is not None:  # partitions 1.. of the rest, a share per tick after the
+            # first, which does the block's FFTs
+            ticks, parts = FRAME // self.frame - 1, self._rest.partitions
+            self._shares = [1] + [1 + (parts - 1) * i // ticks for i in range(ticks + 1)]
 
     @property
     def partitions(self) -> int:
@@ -272,9 +297,14 @@ class LateTail:
             raise ValueError(f"a send frame is ({n},) samples, got shape {np.shape(send)}")
         if self._rest is None:
             return self._head.process(send)
-        pos = self._pos
+        pos, rest = self._pos, self._rest
         if pos == 0:
-            self._rest_out = self._rest.process(self._block)
+            rest.push(self._block)
+            rest.accumulate(self._next, 0, 1)
+            self._rest_out = rest.inverse(self._next)
+            self._next[:] = 0.0
+        tick = pos // n
+        rest.accumulate(self._next, self._shares[tick], self._shares[tick + 1], ahead=1)
         out = self._rest_out[pos:pos + n].copy()
         if self._head is not None:
             out += self._head.process(send)
@@ -289,3 +319,4 @@ class LateTail:
                 stage.reset()
         self._block[:] = 0.0
         self._rest_out[:] = 0.0
+        self._next[:] = 0.0

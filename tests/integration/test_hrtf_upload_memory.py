@@ -2,8 +2,9 @@
 real ``spatialjam serve``, real SOFA files over signaling, and the server's peak resident
 memory read from ``/proc/<pid>/status`` (``VmHWM``).
 
-A 1.4 MB file declaring 41,527 directions prepares into a 742 MiB set (its spectra for the
-renderer are nine times its responses). Loaded in the serving process, as before this change,
+A 1.4 MB file declaring 41,527 directions prepared into a 742 MiB set (its spectra for the
+renderer were nine times its responses; 478 MiB since the renderer's FFT sizes are 2·3·5-smooth
+rather than powers of two, issue 17). Loaded in the serving process, as before this change,
 it raised that process's peak by 821 MiB; a 2,000-direction set of 2,048 taps (94 MiB prepared)
 raised it by 258 MiB. Now the child parses and prepares, the server reads back only the set it
 keeps, within its budgets (``serve --upload-set-mb``, ``--upload-budget-mb``); measured here:
@@ -67,7 +68,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory):
-    """Room for two of the 24 MiB sets x, y, z, not three."""
+    """Room for two of the 23 MiB sets x, y, z, not three."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TMPDIR", str(tmp_path_factory.mktemp("small-server-tmp")))
         with ServerProcess("--upload-set-mb", "30", "--upload-budget-mb", "50") as srv:
@@ -120,7 +121,7 @@ async def test_a_huge_valid_set_is_refused_in_words_and_costs_the_server_nothing
     assert (reply["type"], reply["code"]) == ("error", "bad_sofa"), reply
     assert reply["message"] == (
         "'heavy.sofa' cannot be used as an HRTF set: its 41527 directions of 256 taps would "
-        "take 742 MB of the server's memory once prepared for rendering; this server takes "
+        "take 478 MB of the server's memory once prepared for rendering; this server takes "
         "sets of up to 100 MB: upload a set with fewer directions or shorter responses")
     assert grown <= REFUSED_SLACK_BYTES
 
@@ -151,7 +152,7 @@ async def test_the_oldest_unused_set_makes_room_and_sets_in_use_are_kept(small_s
             refused = await upload(c, files["z"], "z1")  # x and y are heard: nothing can go
             assert (refused["type"], refused["code"]) == ("error", "upload_failed"), refused
             assert refused["message"] == (
-                "'z.sofa' needs 24 MB, and the server's 50 MB for uploaded HRTF sets hold 47 MB "
+                "'z.sofa' needs 23 MB, and the server's 50 MB for uploaded HRTF sets hold 47 MB "
                 "of sets listeners are using now: try again when fewer uploaded sets are in use, "
                 "or upload a smaller set")
         # B left: y is unused now, and goes to make room for z; x, still heard, stays.
