@@ -186,3 +186,20 @@ async def test_a_5_ms_room_plays_a_20_ms_sender_and_a_5_ms_sender_every_tick(kem
         assert packet_samples(bytes(packet)) == SHORT  # B's mix comes in 5 ms packets
     finally:
         await runner.stop()
+
+
+def test_serve_takes_a_frame_from_its_option_or_the_environment_and_hands_it_to_workers(
+        monkeypatch, capsys):
+    from server.cli.main import build_parser
+    from server.routing.workers import worker_command
+
+    assert build_parser().parse_args(["serve"]).frame_ms == 20.0
+    args = build_parser().parse_args(["serve", "--frame-ms", "5", "--workers", "2"])
+    assert args.frame_ms == 5.0
+    command = worker_command(args, 0)
+    assert command[command.index("--frame-ms") + 1] == "5"
+    monkeypatch.setenv("SPATIALJAM_FRAME_MS", "2.5")
+    assert build_parser().parse_args(["serve"]).frame_ms == 2.5
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--frame-ms", "7"])
+    assert "the frame must be one of 2.5, 5, 10, 20 ms, got '7'" in capsys.readouterr().err
