@@ -26,34 +26,51 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from hrtf.constants import FRAME, SAMPLE_RATE
+from hrtf.constants import FRAME, SAMPLE_RATE, frame_samples
+from server.media.opus import OpusEncoder
 from server.media.sdp import with_music_opus
 from server.media.uplink import bypass_receiver_buffer, frame_to_mono, receiver_of
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 
 
+#: The bitrate of a bot's own short Opus packets (``SignalTrack(frame=...)``).
+SHORT_PACKET_BITRATE = 96_000
+
+
 class SignalTrack(MediaStreamTrack):
-    """Mono audio from a callable ``signal(start_sample, n) -> float32[n]``, paced in real time."""
+    """Mono audio from a callable ``signal(start_sample, n) -> float32[n]``, paced in real time.
+
+    By default in 20 ms frames that aiortc encodes (as a browser's media track sends them);
+    with ``frame`` (samples of a shorter room frame: 2.5, 5 or 10 ms) in Opus packets that long,
+    encoded here (libopus, low delay) and sent as they are."""
 
     kind = "audio"
 
-    def __init__(self, signal) -> None:
+    def __init__(self, signal, frame: int = FRAME) -> None:
         super().__init__()
         self.signal = signal
+        self.frame = frame
+        self._encoder = OpusEncoder(SHORT_PACKET_BITRATE, channels=1) if frame != FRAME else None
         self._start: float | None = None
         self._sent = 0
         #: time.monotonic() when each frame was handed to the peer connection.
         self.sent_at: list[float] = []
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.AudioFrame | av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
             self._start = time.monotonic()
         due = self._start + self._sent / SAMPLE_RATE
         await asyncio.sleep(max(0.0, due - time.monotonic()))
-        samples = np.clip(self.signal(self._sent, FRAME), -1, 1)
+        samples = np.clip(self.signal(self._sent, self.frame), -1, 1)
+        if self._encoder is not None:
+            packet = av.Packet(self._encoder.encode(samples.reshape(-1, 1)))
+            packet.pts, packet.time_base = self._sent, TIME_BASE
+            self._sent += self.frame
+            self.sent_at.append(time.monotonic())
+            return packet
         pcm = np.round(samples * 32767).astype(np.int16).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
@@ -83,7 +100,8 @@ class Bot:
                  instrument: str = "bot", stock_receiver: bool = False,
                  offer_filter: Callable[[str], str] | None = None,
                  answer_filter: Callable[[str], str] | None = None,
-                 token: str | None = None, seat: str | None = None) -> None:
+                 token: str | None = None, seat: str | None = None,
+                 frame_ms: float | None = None) -> None:
         self.url, self.room, self.name, self.instrument = url, room, name, instrument
         #: A room access token (``spatialjam token``), sent in the handshake's URL.
         self.token = token
@@ -95,7 +113,11 @@ class Bot:
         #: example :meth:`bench.impair.Relay.rewrite_offer` / ``rewrite_answer``.
         self.offer_filter = offer_filter
         self.answer_filter = answer_filter
-        self.track = SignalTrack(signal)
+        #: The uplink's packets: 20 ms through aiortc's encoder (None, as a browser's media
+        #: track), or Opus packets of ``frame_ms`` (2.5, 5 or 10) encoded by the bot.
+        self.track = SignalTrack(signal, frame_samples(frame_ms) if frame_ms else FRAME)
+        #: The room's frame (ms), as ``joined`` said.
+        self.frame_ms = 20.0
         #: The peer connection, made once ``joined`` has said which STUN and TURN servers to
         #: use (aiortc reads them only when a connection is made).
         self.pc: RTCPeerConnection | None = None
@@ -136,6 +158,7 @@ class Bot:
         self.state = joined["state"]
         self.grants = joined.get("grants", [])
         self.ice_servers = joined.get("ice_servers", [])
+        self.frame_ms = joined.get("frame_ms", 20.0)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[
             RTCIceServer(urls=s["urls"], username=s.get("username"),
                          credential=s.get("credential")) for s in self.ice_servers]))

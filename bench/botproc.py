@@ -1,6 +1,7 @@
 """One bot in its own process: ``python -m bench.botproc URL ROOM NAME ROLE SECONDS OUT``.
 
-Joins, plays ``clicks`` or ``silence`` for ``SECONDS`` (after ``--settle``), and writes what
+Joins, plays ``clicks`` or ``silence`` for ``SECONDS`` (after ``--settle``; in Opus packets
+of ``--frame-ms``, 20 ms through aiortc's encoder if not given), and writes what
 it sent and heard with their ``time.monotonic()`` stamps (comparable across processes on one
 machine) to ``OUT`` (an ``.npz``), with the server's last ``stats`` for it.
 """
@@ -19,7 +20,7 @@ from bench.clicks import clicks
 
 async def run(args: argparse.Namespace) -> None:
     signal = clicks if args.role == "clicks" else silence
-    async with Bot(args.url, args.room, args.name, signal) as bot:
+    async with Bot(args.url, args.room, args.name, signal, frame_ms=args.frame_ms) as bot:
         await asyncio.sleep(args.settle + args.seconds)
         received = bot.recording()
         frames = np.array([len(f) for f in bot.received], np.int64)
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("seconds", type=float)
     parser.add_argument("out")
     parser.add_argument("--settle", type=float, default=2.5)
+    parser.add_argument("--frame-ms", type=float, help="send Opus packets this long (2.5, 5 or "
+                        "10) instead of aiortc's 20 ms")
     asyncio.run(run(parser.parse_args()))
 
 

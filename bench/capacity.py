@@ -78,7 +78,7 @@ from bench.procstat import snapshot, usage
 from bench.report import pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ServerProcess
 from hrtf.constants import FRAME_MS
-from server.cli.args import MAX_WORKERS, count, finite
+from server.cli.args import MAX_WORKERS, add_frame_arg, count, finite
 from server.errors import CliError
 from server.telemetry import metrics
 from server.web.admission import MAX_CONNECTIONS_PER_IP
@@ -89,14 +89,14 @@ SETTLE_S = 2.0
 CALM_TIMEOUT_S = 15.0
 #: A failed step is measured once more before the phase stops (the machine is shared).
 RETRIES = 1
-TICKS_PER_S = 1000 / FRAME_MS
 #: An event loop thread this busy (% of one core) has no headroom left: it cannot use a
 #: second core, however many the machine has.
 LOOP_SATURATED_PCT = 85.0
 #: A machine this busy (% of all its cores) has no headroom left.
 MACHINE_SATURATED_PCT = 95.0
-#: The overload governor's threshold (``server.tick.overload``): ticks above it degrade mixes.
-TICK_HIGH_MS = 0.75 * FRAME_MS
+#: The overload governor's threshold (``server.tick.overload``), as a share of the frame:
+#: ticks above it degrade mixes.
+TICK_HIGH = 0.75
 COUNTERS = {  # step field: /metrics counter (server.telemetry.metrics declares them)
     "ticks": metrics.TICKS.name,
     "late_ticks": metrics.LATE_TICKS.name,
@@ -127,9 +127,9 @@ def fetch_metrics(http: str) -> dict[str, float]:
         return parse_metrics(reply.read().decode())
 
 
-def room_ticks(reports: list[dict]) -> dict:
+def room_ticks(reports: list[dict], frame_ms: float = FRAME_MS) -> dict:
     """Tick times and caps from the bots' last ``stats``: the median room's p50, the worst
-    room's p95, and the tick threads' busy cores (Σ rooms' p50 / 20 ms)."""
+    room's p95, and the tick threads' busy cores (Σ rooms' p50 / the frame)."""
     rooms: dict[str, list[dict]] = {}
     for report in reports:
         if report["stats"]:
@@ -141,16 +141,16 @@ def room_ticks(reports: list[dict]) -> dict:
     return {
         "tick_ms_p50": round(float(np.median(p50)), 2),
         "tick_ms_p95": round(max(s["tick_ms_p95"] for s in every), 2),
-        "tick_busy_cores": round(sum(p50) / FRAME_MS, 3),
+        "tick_busy_cores": round(sum(p50) / frame_ms, 3),
         "sources_cap": max(s["sources_cap"] for s in every),
         "uplink_wait_ms_p95": round(max(s["uplink_wait_ms_p95"] for s in every), 2),
         "downlink_wait_ms_p95": round(max(s["downlink_wait_ms_p95"] for s in every), 2),
     }
 
 
-def streams(reports: list[dict], hold_s: float) -> dict:
+def streams(reports: list[dict], hold_s: float, frame_ms: float = FRAME_MS) -> dict:
     """What the bots received in the window, summed over bots."""
-    expected = hold_s * TICKS_PER_S
+    expected = hold_s * 1000 / frame_ms
     return {
         "lost_packets": sum(r["lost"] for r in reports),
         "missing_frames": sum(r["missing_frames"] for r in reports),
@@ -186,7 +186,7 @@ def verdict(step: dict, frame_ms: float = FRAME_MS) -> list[str]:
     return reasons
 
 
-def limiting_cost(step: dict) -> str:
+def limiting_cost(step: dict, frame_ms: float = FRAME_MS) -> str:
     """What ran out at ``step`` (the first that failed), in words.
 
     In this order: the event loop thread near its one core; the tick (ticks over the
@@ -194,19 +194,19 @@ def limiting_cost(step: dict) -> str:
     Otherwise no budget ran out and the failure was a transient stall.
     """
     loop, tick = step["loop_cpu_pct"], step["tick_ms_p95"]
-    per_tick_cpu_ms = step["off_loop_cpu_pct"] * 10 / TICKS_PER_S / max(step["rooms"], 1)
+    per_tick_cpu_ms = step["off_loop_cpu_pct"] * frame_ms / 100 / max(step["rooms"], 1)
     if loop >= LOOP_SATURATED_PCT:
         return (f"the event loop thread: {loop:.0f} % of its one core (per-packet aiortc work: "
                 "SRTP, RTP/RTCP, ICE, the uplink receive path, signaling); the other threads "
                 f"used {step['off_loop_cpu_pct']:.0f} %")
-    if (tick >= TICK_HIGH_MS or step["tick_overruns"] or step["overload_degradations"]
+    if (tick >= TICK_HIGH * frame_ms or step["tick_overruns"] or step["overload_degradations"]
             or step["culled_pairs"]):
         waiting = (f"; its threads used {per_tick_cpu_ms:.1f} ms of CPU per tick, so it also "
                    "waited for the GIL or a core" if per_tick_cpu_ms < 0.5 * step["tick_ms_p50"]
                    else "")
         return (f"the tick's render and encode: p50 {step['tick_ms_p50']} / p95 {tick} ms of "
-                f"the {FRAME_MS} ms frame, {step['overload_degradations']} ticks over "
-                f"{TICK_HIGH_MS:g} ms{waiting}")
+                f"the {frame_ms:g} ms frame, {step['overload_degradations']} ticks over "
+                f"{TICK_HIGH * frame_ms:g} ms{waiting}")
     if step["machine_busy_pct"] >= MACHINE_SATURATED_PCT:
         return (f"the machine's cores: {step['machine_busy_pct']:.0f} % busy (server "
                 f"{step['server_cpu_pct']:.0f} %, bots {step['bots_cpu_pct']:.0f} % of a core)")
@@ -293,7 +293,7 @@ def server_pids(server: ServerProcess) -> list[int]:
 
 
 def measure_step(phase: str, server: ServerProcess, fleet: BotFleet, join_errors: list[str],
-                 hold_s: float) -> dict:
+                 hold_s: float, frame_ms: float = FRAME_MS) -> dict:
     """Settle, then measure one window of ``hold_s`` seconds; returns the step's record."""
     settled_s = settle(fleet)
     fleet.mark()
@@ -307,10 +307,14 @@ def measure_step(phase: str, server: ServerProcess, fleet: BotFleet, join_errors
             "bots": len(reports), "settle_s": settled_s, "hold_s": round(after.at - before.at, 2),
             "join_errors": len(join_errors)}
     step.update({key: int(m1[name] - m0[name]) for key, name in COUNTERS.items()})
-    step.update(room_ticks(reports))
+    # How late the worst room's ticks started, over its last 10 s (its lateness window).
+    step.update({f"tick_lateness_ms_{q}": round(m1.get(gauge.name, 0.0), 3) for q, gauge in
+                 (("p50", metrics.TICK_LATENESS_MS_P50_MAX),
+                  ("p99", metrics.TICK_LATENESS_MS_P99_MAX))})
+    step.update(room_ticks(reports, frame_ms))
     step.update(usage(before, after))
-    step.update(streams(reports, hold_s))
-    step["reasons"] = verdict(step)
+    step.update(streams(reports, hold_s, frame_ms))
+    step["reasons"] = verdict(step, frame_ms)
     step["held"] = not step["reasons"]
     if join_errors:
         step["join_error_text"] = join_errors[0][:300]
@@ -318,12 +322,13 @@ def measure_step(phase: str, server: ServerProcess, fleet: BotFleet, join_errors
 
 
 def run_phase(phase: str, plan: list[list[tuple[str, str]]], room_capacity: int,
-              hold_s: float, per_process: int, progress, workers: int = 1) -> dict:
+              hold_s: float, per_process: int, progress, workers: int = 1,
+              frame_ms: float = FRAME_MS) -> dict:
     steps: list[dict] = []
     bots = sum(len(added) for added in plan)  # every bot holds a connection from loopback
     with ServerProcess("--room-capacity", str(room_capacity), "--max-connections-per-ip",
                        str(max(bots + 8, MAX_CONNECTIONS_PER_IP)),
-                       "--workers", str(workers)) as server, \
+                       "--workers", str(workers), "--frame-ms", f"{frame_ms:g}") as server, \
             tempfile.TemporaryDirectory() as logs:
         server_log = server.log
         fleet = BotFleet(server.ws, per_process, Path(logs))
@@ -332,13 +337,13 @@ def run_phase(phase: str, plan: list[list[tuple[str, str]]], room_capacity: int,
                 errors = fleet.add(bots)
                 if server.proc.poll() is not None:
                     raise RuntimeError("the server exited: " + " / ".join(list(server_log)[-5:]))
-                step = measure_step(phase, server, fleet, errors, hold_s)
+                step = measure_step(phase, server, fleet, errors, hold_s, frame_ms)
                 progress(step)
                 for _ in range(RETRIES):
                     if step["held"] or errors:
                         break
                     earlier = step["reasons"]
-                    step = measure_step(phase, server, fleet, errors, hold_s)
+                    step = measure_step(phase, server, fleet, errors, hold_s, frame_ms)
                     step["earlier_tries"] = [earlier]
                     progress(step)
                 step["tries"] = 1 + len(step.get("earlier_tries", []))
@@ -355,7 +360,7 @@ def run_phase(phase: str, plan: list[list[tuple[str, str]]], room_capacity: int,
         "held_rooms": held[-1]["rooms"] if held else 0,
         "failed_at": failed["participants"] if failed else None,
         "failed_because": failed["reasons"] if failed else [],
-        "limit": limiting_cost(failed) if failed else None,
+        "limit": limiting_cost(failed, frame_ms) if failed else None,
         "per_participant": per_participant(steps) if steps else {},
         "steps": steps,
     }
@@ -367,25 +372,28 @@ def progress_line(step: dict) -> str:
         verdict_text += " (second try)"
     return (f"[{step['phase']}] {step['participants']:3d} participants in {step['rooms']} "
             f"room(s): tick p50 {step['tick_ms_p50']:.1f} / p95 {step['tick_ms_p95']:.1f} ms, "
+            f"late by p50 {step['tick_lateness_ms_p50']:.2f} / p99 "
+            f"{step['tick_lateness_ms_p99']:.2f} ms, "
             f"server CPU {step['server_cpu_pct']:.0f} % (loop {step['loop_cpu_pct']:.0f} %), "
             f"RSS {step['rss_mb']:.0f} MiB, bots {step['bots_cpu_pct']:.0f} %, machine "
             f"{step['machine_busy_pct']:.0f} % — {verdict_text}")
 
 
 def capacity_benchmark(max_bots: int, step: int, hold_s: float, rooms_of: int,
-                       per_process: int = 10, progress=None, workers: int = 1) -> dict:
+                       per_process: int = 10, progress=None, workers: int = 1,
+                       frame_ms: float = FRAME_MS) -> dict:
     progress = progress or (lambda s: print(progress_line(s), file=sys.stderr, flush=True))
     if rooms_of > max_bots:
         raise ValueError(f"--rooms-of {rooms_of} is more than --max-bots {max_bots}")
     one = run_phase("one room", one_room_plan(max_bots, step), max(max_bots, 2), hold_s,
-                    per_process, progress, workers)
+                    per_process, progress, workers, frame_ms)
     many = run_phase("many rooms", many_rooms_plan(max_bots, rooms_of, step), rooms_of,
-                     hold_s, per_process, progress, workers)
+                     hold_s, per_process, progress, workers, frame_ms)
     return {
         "benchmark": "capacity",
         "settings": {"max_bots": max_bots, "step": step, "hold_s": hold_s, "rooms_of": rooms_of,
                      "bots_per_process": per_process, "settle_s": SETTLE_S,
-                     "workers": workers},
+                     "workers": workers, "frame_ms": frame_ms},
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "one_room": one,
         "many_rooms": many,
@@ -460,7 +468,7 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
                  label=f"{label}: server")
         cpu.plot(n, [st["loop_cpu_pct"] for st in steps], marker=marker, color=color,
                  linestyle="--", label=f"{label}: event loop")
-    ticks.axhline(FRAME_MS, color="grey", linewidth=1)
+    ticks.axhline(s.get("frame_ms", FRAME_MS), color="grey", linewidth=1)
     ticks.set_ylabel("tick p95 (ms)")
     cpu.set_ylabel("CPU (% of one core)")
     for ax in (ticks, cpu):
@@ -487,6 +495,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="bench/results", metavar="DIR",
                         help="where the JSON, PNG and markdown go (default bench/results)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_frame_arg(parser, "the rooms' frame (ms): 20 (default, or SPATIALJAM_FRAME_MS), 10, "
+                  "5 or 2.5; the bots send 20 ms packets, as a browser's media track")
     parser.set_defaults(run=run_capacity_bench)
 
 
@@ -494,7 +504,8 @@ def run_capacity_bench(args: argparse.Namespace) -> int:
     if args.rooms_of > args.max_bots:
         raise CliError(f"--rooms-of {args.rooms_of} is more than --max-bots {args.max_bots}")
     run_bench(lambda: capacity_benchmark(args.max_bots, args.step, args.hold, args.rooms_of,
-                                         args.bots_per_process, workers=args.workers),
+                                         args.bots_per_process, workers=args.workers,
+                                         frame_ms=args.frame_ms),
               lambda report: [*summary_lines(report), "", *table(report)], args.json,
               write=lambda report: write_results(report, Path(args.out)),
               errors=(RuntimeError, OSError))

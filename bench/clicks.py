@@ -24,12 +24,14 @@ def clicks(start: int, n: int) -> np.ndarray:
     return np.where(t % CLICK_EVERY < CLICK_LEN, burst, 0.0).astype(np.float32)
 
 
-def sent_click_times(sent_at: np.ndarray, first_frame: int = 0) -> list[float]:
-    """When each click's first sample was handed over: frame time + offset / rate."""
+def sent_click_times(sent_at: np.ndarray, first_frame: int = 0,
+                     frame: int = FRAME) -> list[float]:
+    """When each click's first sample was handed over: frame time + offset / rate (frames of
+    ``frame`` samples)."""
     out = []
-    total = len(sent_at) * FRAME
+    total = len(sent_at) * frame
     for onset in range(0, total, CLICK_EVERY):
-        k, offset = divmod(onset, FRAME)
+        k, offset = divmod(onset, frame)
         if k >= first_frame:
             out.append(float(sent_at[k]) + offset / SAMPLE_RATE)
     return out

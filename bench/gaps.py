@@ -1,10 +1,11 @@
 """Does a personal mix keep flowing? Gaps in the RTP stream a listener receives.
 
-The server sends each listener one Opus packet per 20 ms room tick (:data:`FRAME` = 960
-samples of RTP timestamp per packet). At a listener, two things show that the stream flows:
+The server sends each listener one Opus packet per room tick (20 ms by default: :data:`FRAME`
+= 960 samples of RTP timestamp per packet; 240 in a 5 ms room). At a listener, two things show
+that the stream flows:
 
-- **frames missing in a row**, from RTP: consecutive packets' timestamps advance by
-  :data:`FRAME`; a step of ``k · FRAME`` means ``k − 1`` frames never came (lost on the way,
+- **frames missing in a row**, from RTP: consecutive packets' timestamps advance by one
+  frame; a step of ``k · FRAME`` means ``k − 1`` frames never came (lost on the way,
   or dropped from the server's full send queue). Sequence numbers that never came are counted
   apart (``lost``). A tick that produces no packet at all (a failed or skipped tick) leaves no
   hole in the numbering: the next packet simply comes later, so it shows only in
@@ -49,7 +50,7 @@ from aiortc.jitterbuffer import JitterFrame
 from scipy.signal import butter, sosfilt
 
 from bench.bot import Bot, silence
-from hrtf.constants import FRAME, SAMPLE_RATE
+from hrtf.constants import FRAME, SAMPLE_RATE, frame_samples
 from server.media.aiortc_private import replace_jitter_buffer, rtp_payload
 from server.media.opus import OpusDecoder
 from server.media.uplink import receiver_of
@@ -92,7 +93,7 @@ class GapReport:
 
 
 def measure(seq: np.ndarray, timestamp: np.ndarray, at: np.ndarray, start: float,
-            end: float, stall: np.ndarray | None = None) -> GapReport:
+            end: float, stall: np.ndarray | None = None, frame: int = FRAME) -> GapReport:
     """Gaps of the packets that arrived from ``start`` to ``end`` (seconds).
 
     Every time between two arrivals that overlaps the window counts, those across its edges
@@ -109,6 +110,8 @@ def measure(seq: np.ndarray, timestamp: np.ndarray, at: np.ndarray, start: float
     stall : numpy.ndarray, optional
         The machine's CPU stall time so far at each arrival (seconds, :class:`CpuStall`);
         without it, no gap is discounted.
+    frame : int
+        Samples per packet: the room's frame.
     """
     n = len(at)
     stall = np.zeros(n) if stall is None else stall
@@ -135,7 +138,7 @@ def measure(seq: np.ndarray, timestamp: np.ndarray, at: np.ndarray, start: float
         ts_step = np.diff(timestamp.astype(np.int64)) % (1 << 32)
         onward = (seq_step > 0) & (seq_step < (1 << 15))  # not a duplicate or a late packet
         lost = int(np.sum(seq_step[onward] - 1))
-        frames = ts_step[onward] // FRAME
+        frames = ts_step[onward] // frame
         missing_run = int(max(0, frames.max(initial=1) - 1))
     inside = stall[first:stop]
     return GapReport(packets=stop - first, lost=lost, missing_run=missing_run,
@@ -178,6 +181,8 @@ class ArrivalLog:
                  stall: Callable[[], float] | None = None) -> None:
         self.clock = clock
         self.stall = stall or CpuStall()
+        #: Samples per packet: the room's frame (a :class:`GapBot` sets it from ``joined``).
+        self.frame = FRAME
         self._seq: list[int] = []
         self._timestamp: list[int] = []
         self._at: list[float] = []
@@ -202,7 +207,7 @@ class ArrivalLog:
         """:func:`measure` over what arrived from ``start`` to ``end``."""
         return measure(np.array(self._seq, np.int64), np.array(self._timestamp, np.int64),
                        np.array(self._at, np.float64), start, end,
-                       np.array(self._stall, np.float64))
+                       np.array(self._stall, np.float64), self.frame)
 
     def band_levels_db(self, start: float, end: float, freq_hz: float,
                        preroll: int = PREROLL_PACKETS) -> np.ndarray:
@@ -228,12 +233,14 @@ class GapBot(Bot):
     """A :class:`~bench.bot.Bot` whose receiver notes every packet of its mix as it arrives
     (:attr:`arrivals`) and decodes none while it runs."""
 
-    def __init__(self, url: str, room: str, name: str, signal=silence) -> None:
-        super().__init__(url, room, name, signal, stock_receiver=True)
+    def __init__(self, url: str, room: str, name: str, signal=silence, **options) -> None:
+        super().__init__(url, room, name, signal, stock_receiver=True, **options)
         self._stall = CpuStall()
         self.arrivals = ArrivalLog(stall=self._stall)
 
     def prepare_peer(self, pc) -> None:
+        self.arrivals.frame = frame_samples(self.frame_ms)
+
         @pc.on("track")
         def log_arrivals(track) -> None:  # runs before Bot's own handler
             replace_jitter_buffer(receiver_of(pc, track), self.arrivals)
@@ -246,7 +253,7 @@ class GapBot(Bot):
 def band_levels_db(frames: np.ndarray, freq_hz: float) -> np.ndarray:
     """Each frame's level (dB re full scale) in a band of ``freq_hz`` × 0.8–1.25.
 
-    ``frames`` is ``(frames, FRAME)``; they are filtered as one signal (4th-order Butterworth
+    ``frames`` is ``(frames, frame)``; they are filtered as one signal (4th-order Butterworth
     band-pass), so the first frame holds the filter's onset.
     """
     sos = butter(4, [freq_hz * 0.8, freq_hz * 1.25], btype="band", fs=SAMPLE_RATE,

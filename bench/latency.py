@@ -43,28 +43,32 @@ from bench.clicks import (
 )
 from bench.report import pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ROOT, ServerProcess
-from hrtf.constants import FRAME
-from server.cli.args import count, finite
+from hrtf.constants import FRAME_MS, frame_samples
+from server.cli.args import add_frame_arg, count, finite
 from server.media.uplink import bypass_receiver_buffer, receiver_of
 
 RESULTS = ROOT / "bench" / "results"
 SETTLE_S = 3.0
 
 
-def through_server(bots: int, seconds: float) -> tuple[list[float], dict]:
-    with ServerProcess() as server, tempfile.TemporaryDirectory() as tmp:
+def through_server(bots: int, seconds: float,
+                   frame_ms: float = FRAME_MS) -> tuple[list[float], dict]:
+    """Bots in a room of ``frame_ms`` frames, each sending Opus packets that long."""
+    short = () if frame_ms == FRAME_MS else ("--frame-ms", f"{frame_ms:g}")
+    with ServerProcess(*short) as server, tempfile.TemporaryDirectory() as tmp:
         outs = [Path(tmp) / f"bot{k}.npz" for k in range(bots)]
         procs = [subprocess.Popen(
             [sys.executable, "-m", "bench.botproc", server.ws, "latency", f"bot{k}",
              "clicks" if k == 0 else "silence", str(seconds), str(outs[k]),
-             "--settle", str(SETTLE_S)], cwd=ROOT)
+             "--settle", str(SETTLE_S), *short], cwd=ROOT)
             for k in range(bots)]
         for proc in procs:
             if proc.wait(timeout=seconds + SETTLE_S + 120) != 0:
                 raise RuntimeError(f"a bot failed (exit {proc.returncode})")
         data = [dict(np.load(out)) for out in outs]
     speaker = data[0]
-    sent = sent_click_times(speaker["sent_at"], first_frame=int(SETTLE_S * 1000 / 20))
+    sent = sent_click_times(speaker["sent_at"], first_frame=int(SETTLE_S * 1000 / frame_ms),
+                            frame=frame_samples(frame_ms))
     delays: list[float] = []
     for listener in data[1:]:
         times = stream_times(listener["received_frames"], listener["received_at"])
@@ -133,8 +137,8 @@ async def _peer_to_peer(seconds: float, stock: bool) -> list[float]:
     return [1e3 * (heard - t) for t, heard in found_click_times(audio, stamps, sent)]
 
 
-def latency_benchmark(bots: int, seconds: float) -> dict:
-    server_delays, stages = through_server(bots, seconds)
+def latency_benchmark(bots: int, seconds: float, frame_ms: float = FRAME_MS) -> dict:
+    server_delays, stages = through_server(bots, seconds, frame_ms)
     stock = asyncio.run(_peer_to_peer(seconds, stock=True))
     own = asyncio.run(_peer_to_peer(seconds, stock=False))
     server = summary(server_delays)
@@ -149,7 +153,7 @@ def latency_benchmark(bots: int, seconds: float) -> dict:
                                      (stages.get("downlink_wait_p95") or 0), 2),
         "p2p_stock_aiortc_ms": summary(stock),
         "p2p_own_receive_ms": summary(own),
-        "frame_ms": 1000 * FRAME // 48_000,
+        "frame_ms": frame_ms,
     }
     if server.get("clicks") and report["p2p_own_receive_ms"].get("clicks"):
         report["server_cost_p50_ms"] = round(server["p50"] - report["p2p_own_receive_ms"]["p50"], 2)
@@ -208,10 +212,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="bench/results", metavar="DIR",
                         help="where the JSON, PNG and markdown go (default bench/results)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_frame_arg(parser, "the room's frame, and the bots' packets (ms): 20 (default, or "
+                  "SPATIALJAM_FRAME_MS), 10, 5 or 2.5")
     parser.set_defaults(run=run_latency_bench)
 
 
 def run_latency_bench(args: argparse.Namespace) -> int:
-    run_bench(lambda: latency_benchmark(args.bots, args.seconds), report_lines, args.json,
+    run_bench(lambda: latency_benchmark(args.bots, args.seconds, args.frame_ms), report_lines,
+              args.json,
               write=lambda report: write_results(report, Path(args.out)))
     return 0

@@ -49,7 +49,7 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError
 
 from bench.bot import Bot
-from hrtf.constants import FRAME, SAMPLE_RATE
+from hrtf.constants import FRAME, SAMPLE_RATE, frame_samples
 from server.media.aiortc_private import replace_jitter_buffer, rtp_payload
 from server.media.uplink import receiver_of
 
@@ -153,6 +153,8 @@ class StreamWindow:
     last_at: float | None = None
     _seq: int | None = None
     _ts: int | None = None
+    #: Samples per packet: the room's frame (set once the bot has joined).
+    frame: int = FRAME
 
     def add(self, seq: int, timestamp: int, size: int, at: float) -> None:
         self.packets += 1
@@ -171,16 +173,16 @@ class StreamWindow:
             self.reordered += 1
             return
         self.lost += step - 1
-        frames = ((timestamp - self._ts) & 0xFFFFFFFF) // FRAME
+        frames = ((timestamp - self._ts) & 0xFFFFFFFF) // self.frame
         if step == 1 and frames > 1:
             self.missing_frames += frames - 1
         self._seq, self._ts = seq, timestamp
 
     def restart(self) -> None:
         """Begin a new window; the stream's position is kept so no gap is missed or invented."""
-        seq, ts = self._seq, self._ts
+        seq, ts, frame = self._seq, self._ts, self.frame
         self.__init__()
-        self._seq, self._ts = seq, ts
+        self._seq, self._ts, self.frame = seq, ts, frame
 
     def summary(self) -> dict:
         return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
@@ -223,12 +225,15 @@ class LightBot(Bot):
         self.audible = 0
 
     def prepare_peer(self, pc) -> None:
+        self.arrivals.window.frame = frame_samples(self.frame_ms)
+
         @pc.on("track")
         def count_instead_of_buffering(track) -> None:  # runs before Bot's own handler
             replace_jitter_buffer(receiver_of(pc, track), self.arrivals)
 
     async def _record(self, track) -> None:
-        """Check the few frames that are decoded: one 20 ms stereo frame, audible or not."""
+        """Check the few frames that are decoded: one stereo frame of the room's, audible or
+        not."""
         while True:
             try:
                 frame = await track.recv()
@@ -236,7 +241,7 @@ class LightBot(Bot):
                 return
             pcm = frame.to_ndarray()
             self.decoded += 1
-            if frame.samples == FRAME and len(frame.layout.channels) == 2:
+            if frame.samples == self.arrivals.window.frame and len(frame.layout.channels) == 2:
                 self.decoded_ok += 1
             if np.abs(pcm).max() > 0:
                 self.audible += 1

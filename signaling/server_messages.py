@@ -47,6 +47,8 @@ class RoomState(WireMessage):
     """A room's members and stage layout, broadcast to every member whenever either changes.
 
     ``revision`` grows by one with every change, so a client can drop a stale state.
+    ``frame_ms`` is the room's frame: its clock ticks, and every packet of its audio lasts,
+    that many milliseconds (20 by default; 10, 5 or 2.5 in low-latency rooms).
     ``acoustics`` is the room's acoustics (``null``: none, the room is dry). ``recording`` is
     there while the room is being recorded (:mod:`signaling.recording_messages`).
     """
@@ -62,6 +64,7 @@ class RoomState(WireMessage):
     locked: bool = False
     acoustics: RoomAcoustics | None = None
     recording: RecordingNow | None = None
+    frame_ms: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +82,9 @@ class IceServer(WireMessage):
 class Joined(WireMessage):
     """The reply to ``join``: your participant id, your seat token, the room as it is, what
     you may do in it (``grants``: see :mod:`signaling.access`), and the STUN and TURN servers
-    your peer connection uses (``ice_servers``; empty: the server is reached directly)."""
+    your peer connection uses (``ice_servers``; empty: the server is reached directly).
+    ``frame_ms``, the room's frame (as in ``state``): the packet length a client's encoder
+    should use."""
 
     TYPE: ClassVar[str] = "joined"
 
@@ -88,6 +93,7 @@ class Joined(WireMessage):
     state: RoomState
     grants: tuple[str, ...] = ()
     ice_servers: tuple[IceServer, ...] = ()
+    frame_ms: float = 20.0
     msg_id: MessageId | None = None
 
 
@@ -121,7 +127,8 @@ class Pong(WireMessage):
 class Stats(WireMessage):
     """Once a second, what the server holds of this member's audio (for the latency panel).
 
-    ``tick_ms_p50``/``tick_ms_p95``: the room's render-and-encode time per 20 ms tick;
+    ``tick_ms_p50``/``tick_ms_p95``: the room's render-and-encode time per tick (one per
+    ``frame_ms``);
     ``late_ticks``/``skipped_ticks``: ticks that started late or were skipped since the room
     opened; ``uplink_buffer_ms`` and ``uplink_target_ms``: your source's receive buffer now and
     its target; ``concealed``: your frames concealed so far (lost or late), of which

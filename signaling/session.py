@@ -223,7 +223,8 @@ class SignalingSession:
         join = self._take_pending_join("accept_join")
         self.state = State.JOINED
         self.send(Joined(participant=participant, seat=seat, state=state, grants=grants,
-                         ice_servers=ice_servers, msg_id=join.msg_id))
+                         ice_servers=ice_servers, frame_ms=state.frame_ms,
+                         msg_id=join.msg_id))
 
     def reject_join(self, code: ErrorCode, message: str) -> None:
         """Refuse the pending ``join`` (room full, bad token…): queue the error, await a join.

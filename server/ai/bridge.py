@@ -204,14 +204,47 @@ class AiBridge:
                     self.on_status(header["room"], header)
 
 
+class AnalysisBlocks:
+    """A room's analysis downmix, tick by tick, gathered into the sidecar's blocks (no I/O).
+
+    The sidecar listens in blocks of one 20 ms frame (:data:`ai_accompany.listen.constants.BLOCK`),
+    each stamped with the room sample it starts at; a room whose ticks are shorter (``frame``
+    samples) hands :meth:`add` each tick's part and gets a whole block back every ``block``
+    room samples (a 20 ms room: every tick). A tick that does not follow on from the one
+    before (the clock skipped) starts the block afresh: the partial one is let go.
+    """
+
+    def __init__(self, frame: int = FRAME, block: int = FRAME) -> None:
+        #: Room samples (48 kHz) per tick, and per block.
+        self.frame, self.block = frame, max(block, frame)
+        self._parts: list[np.ndarray] = []
+        self._start = 0
+        self._next: int | None = None  # the room sample the next tick should start at
+
+    def add(self, start: int, part: np.ndarray) -> tuple[int, np.ndarray] | None:
+        """The downmix ``part`` (at the analysis rate) of the tick starting at room sample
+        ``start``; returns ``(block start, block)`` once a block is whole, else None."""
+        if start != self._next:
+            self._parts, self._start = [], start
+        self._parts.append(part)
+        self._next = start + self.frame
+        if self._next - self._start < self.block:
+            return None
+        parts, first = self._parts, self._start
+        self._parts, self._start = [], self._next
+        return first, parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 class AiVoice:
     """An AI musician's source in a room: note events arrive on the event loop
-    (:meth:`deliver`), the synthesiser renders them on the tick thread (:meth:`render`)."""
+    (:meth:`deliver`), the synthesiser renders them on the tick thread (:meth:`render`), one
+    room frame (``frame`` samples) at a time."""
 
     def __init__(self, instrument: str, volume: float = 1.0,
-                 notes: NoteLog | None = None) -> None:
+                 notes: NoteLog | None = None, frame: int = FRAME) -> None:
         from dsp.synth import Synth
 
+        self.frame = frame
         self.synth = Synth(instrument)
         self.synth.set_instrument(METRONOME_INSTRUMENT, voice=METRONOME_VOICE)
         self.volume = volume
@@ -238,7 +271,7 @@ class AiVoice:
             except (TypeError, ValueError):
                 self.invalid += 1
                 continue
-            lead = event.start - (now_sample + FRAME)
+            lead = event.start - (now_sample + self.frame)
             self.lead_ms.add(1e3 * lead / SAMPLE_RATE)
             self.events += 1
             if lead < 0:
@@ -255,4 +288,4 @@ class AiVoice:
             self._instrument = None
         while self._pending:
             self.synth.schedule(self._pending.popleft())
-        return self.synth.render(start, FRAME) * np.float32(self.volume)
+        return self.synth.render(start, self.frame) * np.float32(self.volume)

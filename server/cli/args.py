@@ -13,6 +13,10 @@ from collections.abc import Callable
 
 #: The most ``serve --workers`` (processes, one per core).
 MAX_WORKERS = 64
+#: The frames a room may tick at (ms): ``hrtf.constants.FRAME_CHOICES_MS``, repeated here so
+#: that parsing options does not load the engine (the front of ``serve --workers N`` never
+#: does); tests/unit/test_reframe.py checks that the two agree.
+FRAME_MS_CHOICES = (2.5, 5.0, 10.0, 20.0)
 
 
 def finite(kind: str, lo: float | None = None, hi: float | None = None,
@@ -48,6 +52,25 @@ def count(kind: str, lo: int, hi: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def frame_ms(text: str) -> float:
+    """An argument type: a room frame in milliseconds, one of :data:`FRAME_MS_CHOICES`."""
+    choices = ", ".join(f"{ms:g}" for ms in FRAME_MS_CHOICES)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"the frame must be one of {choices} ms, got {text!r}") from None
+    if value not in FRAME_MS_CHOICES:
+        raise argparse.ArgumentTypeError(f"the frame must be one of {choices} ms, got {text!r}")
+    return value
+
+
+def add_frame_arg(p: argparse.ArgumentParser, help_text: str) -> None:
+    """``--frame-ms {2.5,5,10,20}``, by default ``$SPATIALJAM_FRAME_MS`` or 20."""
+    p.add_argument("--frame-ms", type=frame_ms, metavar="MS",
+                   default=os.environ.get("SPATIALJAM_FRAME_MS", "20"), help=help_text)
 
 
 def cidr(kind: str) -> Callable[[str], str]:

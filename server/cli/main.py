@@ -18,6 +18,7 @@ from importlib.metadata import EntryPoint, entry_points
 from server.cli.args import (
     MAX_WORKERS,
     add_device_arg,
+    add_frame_arg,
     add_hrtf_args,
     cidr,
     count,
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--clock-phase", choices=("follow", "fixed"), default="follow",
                        help="follow: each room's tick moves to just after its players' frames "
                        "arrive (default); fixed: it stays where it started (for comparisons)")
+    add_frame_arg(serve, "every room's frame: its clock ticks, and its audio packets last, "
+                  "this long (ms): 20 (default, or SPATIALJAM_FRAME_MS), or 10, 5, 2.5 for "
+                  "low-latency rooms")
     serve.add_argument("--state", metavar="PATH",
                        help="the SQLite file that keeps rooms' seats, stage and personal mixes "
                        "across restarts (default $SPATIALJAM_STATE_DIR/rooms.sqlite3 or "
@@ -270,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_server(args.host, args.port, device=args.device, hrtf=args.hrtf,
                               capacity=args.room_capacity,
                               follow_phase=args.clock_phase == "follow",
+                              frame_ms=args.frame_ms,
                               secret_file=args.secret_file,
                               empty_room_grace_s=args.empty_room_grace,
                               state_path=args.state,

@@ -3,8 +3,10 @@
 :class:`ListenerTrack` hands aiortc *already encoded* Opus packets: the room's tick encodes
 every listener's mix with :class:`MusicOpusEncoder` (stereo, 128 kb/s, the ``lowdelay``
 application: no speech processing, 2.5 ms look-ahead) right after rendering, instead of aiortc's
-fixed 96 kb/s ``voip`` encoder. The track is paced by the room clock; it never queues more than
-:data:`MAX_QUEUED_PACKETS`.
+fixed 96 kb/s ``voip`` encoder, one packet per room frame (20 ms by default; a 5 ms room sends
+5 ms packets, which browsers decode as any other: aiortc stamps each with its ``pts``, the
+room frames sent before it, as its RTP timestamp). The track is paced by the room clock; it
+never queues more than :data:`MAX_QUEUED_MS` of packets.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from server.telemetry.recent import Recent
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 DOWNLINK_BITRATE = 128_000
-MAX_QUEUED_PACKETS = 3
+#: The most a listener's track queues (ms): three 20 ms packets.
+MAX_QUEUED_MS = 60.0
 
 
 class MusicOpusEncoder:
-    """Opus for music: stereo, 128 kb/s, low-delay mode, one packet per 20 ms frame.
+    """Opus for music: stereo, 128 kb/s, low-delay mode, one packet per room frame (2.5, 5,
+    10 or 20 ms: libopus takes any of them).
 
     libopus through ctypes (:class:`server.media.opus.OpusEncoder`): it runs without the GIL, so a
     room's listeners encode on all cores at once.
@@ -38,7 +42,7 @@ class MusicOpusEncoder:
         self.codec = OpusEncoder(bitrate)
 
     def encode(self, stereo: np.ndarray) -> list[av.Packet]:
-        """Encode one frame, ``stereo`` float32 ``(FRAME, 2)`` in ±1."""
+        """Encode one frame, ``stereo`` float32 ``(frame, 2)`` in ±1."""
         packet = av.Packet(self.codec.encode(np.clip(stereo, -1.0, 1.0)))
         packet.time_base = TIME_BASE
         return [packet]
@@ -49,8 +53,11 @@ class ListenerTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, frame: int = FRAME) -> None:
         super().__init__()
+        #: Samples per packet: the room's frame.
+        self.frame = frame
+        self.max_queued = max(1, round(MAX_QUEUED_MS * SAMPLE_RATE / 1000 / frame))
         self._queue: asyncio.Queue[tuple[av.Packet, float]] = asyncio.Queue()
         self._pts = 0
         self.dropped_packets = 0
@@ -63,16 +70,21 @@ class ListenerTrack(MediaStreamTrack):
         for packet in packets:
             packet.pts = self._pts
             packet.time_base = TIME_BASE
-            self._pts += FRAME
+            self._pts += self.frame
             self._queue.put_nowait((packet, now))
-        while self._queue.qsize() > MAX_QUEUED_PACKETS:
+        while self._queue.qsize() > self.max_queued:
             self._queue.get_nowait()
             self.dropped_packets += 1
 
     @property
     def queued(self) -> int:
-        """Packets waiting to be sent (each is 20 ms of delay)."""
+        """Packets waiting to be sent (each is a room frame of delay)."""
         return self._queue.qsize()
+
+    @property
+    def queued_ms(self) -> float:
+        """The delay the packets waiting to be sent add now (ms)."""
+        return 1e3 * self._queue.qsize() * self.frame / SAMPLE_RATE
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":

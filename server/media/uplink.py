@@ -10,11 +10,14 @@ on the room's tick thread (:class:`UplinkDecoder`), so that a missing one is con
   in the SILK and hybrid modes — voice-like and low-bitrate streams — when the receiver
   reports loss; music at high bitrates is CELT-only and has none);
 - else by Opus packet-loss concealment, which continues the sound and fades it out;
-- after :data:`PLC_FRAMES` lost in a row, silence.
+- after :data:`PLC_MS` lost in a row (:data:`PLC_FRAMES` 20 ms packets), silence.
 
-Anything that is not a 20 ms Opus packet (another codec, other frame sizes) goes on through
-aiortc's decoder as before (:func:`read_uplink`, after a pass-through in place of aiortc's
-buffer) and arrives here as samples; a
+The tap keeps Opus packets of the room's frame, or of a whole number of room frames up to
+20 ms (a browser's 20 ms media track in a 5 ms room: each is decoded once and played over four
+ticks, :mod:`server.media.reframe`; a lost one is concealed whole). Anything else (another
+codec, other frame sizes) goes on through aiortc's decoder as before (:func:`read_uplink`, after
+a pass-through in place of aiortc's buffer) and arrives here as samples, regrouped into room
+frames; a
 missing one of those is the last frame at half level, then silence. A payload of the Opus type
 that libopus cannot even frame (RFC 6716, section 3) is dropped at the tap and counted
 (``malformed_opus``): its frame is concealed like a lost one.
@@ -41,12 +44,14 @@ from server.media.aiortc_private import (
     rtp_payload,
 )
 from server.media.ingress import DropCounts
-from server.media.jitter import JitterBuffer, Playout
+from server.media.jitter import JitterBuffer, Playout, frames_in
 from server.media.opus import OpusDecoder, OpusError, has_fec, packet_samples
 
 log = logging.getLogger(__name__)
 
-#: Consecutive lost frames concealed by Opus before silence (Opus fades out by then).
+#: Lost audio concealed by Opus before silence (Opus fades out by then), in milliseconds...
+PLC_MS = 100.0
+#: ... and in lost 20 ms packets in a row.
 PLC_FRAMES = 5
 
 
@@ -98,8 +103,10 @@ def unwrap_timestamp(last: int | None, timestamp: int) -> int:
 
 
 async def read_uplink(track: MediaStreamTrack, buffer: JitterBuffer) -> None:
-    """Feed ``buffer`` with ``track``'s decoded frames until the track ends, each stamped with
-    its arrival on ``time.monotonic`` (uvloop's own clock counts whole milliseconds)."""
+    """Feed ``buffer`` with ``track``'s decoded frames, regrouped into frames of the room's
+    (``buffer.room_frame``), until the track ends, each stamped with its arrival on
+    ``time.monotonic`` (uvloop's own clock counts whole milliseconds)."""
+    size = buffer.room_frame
     pending = np.zeros(0, np.float32)
     pending_ts: int | None = None
     last: int | None = None
@@ -110,22 +117,23 @@ async def read_uplink(track: MediaStreamTrack, buffer: JitterBuffer) -> None:
             return
         samples = frame_to_mono(frame)
         ts = last = unwrap_timestamp(last, int(frame.pts) if frame.pts is not None else 0)
-        if len(samples) == FRAME and not len(pending):
+        if len(samples) == size and not len(pending):
             buffer.push(ts, samples, time.monotonic())
             continue
-        # Odd-sized frames (another codec, or 10 ms Opus): regroup into 20 ms frames.
+        # Odd-sized frames (another codec, or 10 ms Opus): regroup into room frames.
         if pending_ts is None or ts != pending_ts + len(pending):
             pending, pending_ts = np.zeros(0, np.float32), ts
         pending = np.concatenate([pending, samples])
-        while len(pending) >= FRAME:
-            buffer.push(pending_ts, pending[:FRAME], time.monotonic())
-            pending, pending_ts = pending[FRAME:], pending_ts + FRAME
+        while len(pending) >= size:
+            buffer.push(pending_ts, pending[:size], time.monotonic())
+            pending, pending_ts = pending[size:], pending_ts + size
 
 
 
 class PacketTap:
-    """Stands in for an aiortc audio receiver's jitter buffer: 20 ms Opus packets go to
-    ``buffer`` as they arrive (stamped with ``time.monotonic``); Opus payloads libopus cannot
+    """Stands in for an aiortc audio receiver's jitter buffer: Opus packets of the room's
+    frame, or of a whole number of room frames up to 20 ms (:meth:`keeps`), go to ``buffer``
+    as they arrive (stamped with ``time.monotonic``); Opus payloads libopus cannot
     frame are dropped (counted in :attr:`malformed` and in ``drops``); everything else goes on
     to aiortc's decoder, one packet per frame, without waiting."""
 
@@ -147,7 +155,8 @@ class PacketTap:
         data = rtp_payload(packet)
         if self.is_opus(packet.payload_type):
             samples = packet_samples(data)
-            if samples == FRAME:
+            if self.keeps(samples):
+                self.buffer.set_frame(samples)  # nothing, unless the packets' length changed
                 self._last = unwrap_timestamp(self._last, packet.timestamp)
                 self.buffer.push(self._last, bytes(data), time.monotonic())
                 self.packets += 1
@@ -162,6 +171,11 @@ class PacketTap:
 
     def remove(self, count: int) -> None:  # called by aiortc on reset; nothing is held
         return None
+
+    def keeps(self, samples: int) -> bool:
+        """Whether an Opus packet of ``samples`` goes to the buffer still encoded."""
+        room_frame = self.buffer.room_frame
+        return 0 < samples <= max(room_frame, FRAME) and samples % room_frame == 0
 
 
 def tap_receiver(receiver, buffer: JitterBuffer, drops: DropCounts | None = None) -> PacketTap:
@@ -192,31 +206,46 @@ class DecoderStats:
 
 
 class UplinkDecoder:
-    """Turns one source's :class:`~server.media.jitter.Playout` into 20 ms of samples, concealing
-    what is missing. Used by one thread (the room's) at a time."""
+    """Turns one source's :class:`~server.media.jitter.Playout` into one room frame of
+    samples (``frame`` samples, 20 ms by default), concealing what is missing. A playout that
+    spans several room frames is decoded (or concealed) whole, and the ticks after it that
+    play on in it (:data:`~server.media.jitter.CONTINUED`) get the rest. Used by one thread
+    (the room's) at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, frame: int = FRAME) -> None:
+        self.samples = frame
         self.stats = DecoderStats()
         self._opus: OpusDecoder | None = None
-        self._last = np.zeros(FRAME, np.float32)
+        self._last = np.zeros(frame, np.float32)
+        self._rest = np.zeros(0, np.float32)  # what the ticks after this one play
         self._lost_run = 0
+        self._lost_limit = PLC_FRAMES
 
     def frame(self, playout: Playout) -> np.ndarray:
+        n = self.samples
+        if playout.continued:
+            samples, self._rest = self._rest[:n], self._rest[n:]
+            if len(samples) == n:
+                return samples
+            return np.zeros(n, np.float32)  # nothing begun to play on in (cannot happen)
+        self._rest = self._rest[:0]
         if playout.buffering:
             self._lost_run = 0
-            return np.zeros(FRAME, np.float32)
+            return np.zeros(n, np.float32)
+        total = n * playout.span
         frame = playout.frame
         if isinstance(frame, bytes):
-            samples = self._decode(frame)
+            samples = self._decode(frame, total)
         elif frame is not None:
             samples = np.asarray(frame, np.float32)
         else:
             samples = None
         if samples is None:
-            samples = self._conceal(playout.following)
+            samples = self._conceal(playout.following, total)
         else:
             self._lost_run = 0
             self.stats.decoded += 1
+        samples, self._rest = samples[:n], samples[n:]
         self._last = samples
         return samples
 
@@ -225,32 +254,33 @@ class UplinkDecoder:
             self._opus = OpusDecoder()
         return self._opus
 
-    def _decode(self, packet: bytes) -> np.ndarray | None:
+    def _decode(self, packet: bytes, total: int) -> np.ndarray | None:
         try:
             samples = self._decoder().decode(packet)
         except OpusError:
             self.stats.corrupt += 1
             return None
-        if len(samples) != FRAME:  # a 20 ms packet, as the tap checked: cannot happen
+        if len(samples) != total:  # the length the tap checked: cannot happen
             self.stats.corrupt += 1
             return None
+        self._lost_limit = frames_in(PLC_MS, total)
         return samples
 
-    def _conceal(self, following) -> np.ndarray:
+    def _conceal(self, following, total: int) -> np.ndarray:
         self._lost_run += 1
-        if self._opus is not None and self._lost_run <= PLC_FRAMES:
+        if self._opus is not None and self._lost_run <= self._lost_limit:
             try:
                 if isinstance(following, bytes) and has_fec(following):
-                    samples = self._opus.recover(following)
+                    samples = self._opus.recover(following, total)
                     self.stats.fec += 1
                 else:
-                    samples = self._opus.conceal()
+                    samples = self._opus.conceal(total)
                     self.stats.plc += 1
-                if len(samples) == FRAME:
+                if len(samples) == total:
                     return samples
             except OpusError:
                 self.stats.corrupt += 1
         self.stats.silenced += 1
-        if self._opus is None and self._lost_run == 1:
+        if self._opus is None and self._lost_run == 1 and total == len(self._last):
             return self._last * 0.5
-        return np.zeros(FRAME, np.float32)
+        return np.zeros(total, np.float32)

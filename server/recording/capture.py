@@ -4,7 +4,7 @@ sample-aligned on the room clock, by a thread the room clock never waits for.
 What the room clock does per tick (:class:`RoomRecording`): on the loop, :meth:`~RoomRecording.
 take` says which slots are recorded under which names (recomputed only when the room's
 revision changes, which is also when the stage is logged); on the tick thread,
-:meth:`Take.capture` copies those rows of the tick's ``(S, FRAME)`` float32 source audio (one
+:meth:`Take.capture` copies those rows of the tick's ``(S, frame)`` float32 source audio (one
 fancy-index copy; with ``binaural_of``, one copy of that listener's stereo mix) and offers them
 to the writer's queue, bounded at :data:`QUEUE_TICKS`: past that the tick is dropped and counted
 (:attr:`RecordingWriter.dropped_frames`, reported in the manifest, the ``recording`` reply and
@@ -14,7 +14,8 @@ waiting writer through ``Queue.put_nowait`` (a Python condition variable) was me
 16–27 µs on the tick, ``SimpleQueue.put`` (C) at about 5 µs.
 
 Alignment: every file starts at the recording's first tick ``start``, and sample ``n`` of every
-file belongs to room tick ``start + n // FRAME`` (room sample ``start * FRAME + n``). A member
+file belongs to room tick ``start + n // frame`` (room sample ``start * frame + n``), ``frame``
+the room's (960 samples, 20 ms, by default; the manifest's ``frame``). A member
 who joins late gets leading silence, one who is away (left, then back with their seat: the
 same participant id, the same file) silence for those ticks, and at the end every file is
 padded to the last tick: all files of a recording have the same length.
@@ -51,12 +52,13 @@ from server.rooms.room import Room
 
 log = logging.getLogger(__name__)
 
-#: Ticks the writer may fall behind before ticks are dropped (10 s of audio: rows of a full
-#: 16-member room are 61 kB a tick, so at most about 30 MB wait).
+#: Ticks of 20 ms the writer may fall behind before ticks are dropped (10 s of audio: rows of
+#: a full 16-member room are 61 kB a tick, so at most about 30 MB wait); a room with shorter
+#: frames queues as many seconds.
 QUEUE_TICKS = 500
-#: Make what was written readable this often (ticks of room time: one second).
+#: Make what was written readable this often (20 ms ticks of room time: one second).
 SYNC_TICKS = 50
-#: Silence is written at most this many frames at a time (a second).
+#: Silence is written at most this many 20 ms frames at a time (a second).
 SILENCE_CHUNK_FRAMES = 50
 MANIFEST = "recording.json"
 LAYOUT = "layout.jsonl"
@@ -87,6 +89,8 @@ class _Track:
     #: The member's name when the track began (for people; the file name holds it too).
     label: str
     kind: str
+    #: Samples per tick: the room's frame.
+    frame: int = FRAME
 
     def write(self, tick: int, frame: np.ndarray) -> None:
         self.pad_to(tick)
@@ -96,8 +100,9 @@ class _Track:
     def pad_to(self, tick: int) -> None:
         """Silence up to (not including) ``tick``."""
         while self.next_tick < tick:
-            n = min(tick - self.next_tick, SILENCE_CHUNK_FRAMES)
-            shape = (n * FRAME,) if self.channels == 1 else (n * FRAME, self.channels)
+            n = min(tick - self.next_tick, SILENCE_CHUNK_FRAMES * FRAME // self.frame)
+            samples = n * self.frame
+            shape = (samples,) if self.channels == 1 else (samples, self.channels)
             self.file.write(np.zeros(shape, np.float32))
             self.next_tick += n
 
@@ -113,17 +118,24 @@ class RecordingWriter:
         What ``recording.json`` says about the recording (id, room, who started it…); the
         writer adds the timing, the tracks, the counts and the status.
     queue_ticks : int
-        Ticks the queue holds (:data:`QUEUE_TICKS`).
+        Ticks the queue holds (:data:`QUEUE_TICKS`, counted in 20 ms ticks when not given).
     open_file : callable
         ``(path, channels) -> AudioFile``; :class:`FlacFile` by default.
+    frame : int
+        Samples per tick: the room's frame.
     """
 
-    def __init__(self, folder: Path, manifest: dict, queue_ticks: int = QUEUE_TICKS,
-                 open_file: Callable[[Path, int], AudioFile] = FlacFile) -> None:
+    def __init__(self, folder: Path, manifest: dict, queue_ticks: int | None = None,
+                 open_file: Callable[[Path, int], AudioFile] = FlacFile,
+                 frame: int = FRAME) -> None:
         self.folder = Path(folder)
         self.manifest = dict(manifest)
         self.open_file = open_file
-        self.queue_ticks = queue_ticks
+        self.frame = frame
+        #: How many of the room's ticks make one 20 ms tick's worth of time.
+        self._per_tick = max(1, FRAME // frame)
+        self.queue_ticks = queue_ticks if queue_ticks is not None \
+            else QUEUE_TICKS * self._per_tick
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         #: The recording's first tick: set (on the loop) before the first frame is offered.
         self.start_tick: int | None = None
@@ -160,7 +172,7 @@ class RecordingWriter:
     def offer(self, tick: int, keys: tuple, rows: np.ndarray,
               stereo: tuple | None = None) -> bool:
         """Hand the writer tick ``tick``: ``rows[k]`` is the track ``keys[k]`` (``(member id,
-        name)``); ``stereo`` is ``(key, (FRAME, 2) mix)`` or None. Never blocks; False when
+        name)``); ``stereo`` is ``(key, (frame, 2) mix)`` or None. Never blocks; False when
         the tick was dropped (counted) or the recording is stopping."""
         if self._closing:
             return False
@@ -238,7 +250,7 @@ class RecordingWriter:
             path = self.folder / (f"binaural-{stem}.flac" if kind == "binaural" else
                                   f"{stem}.flac")
             track = _Track(self.open_file(path, channels), self.start_tick, channels,
-                           path.name, member, name, kind)
+                           path.name, member, name, kind, self.frame)
             self.tracks[key] = track
             log.info("recording %s: %s (%s) goes to %s", self.manifest.get("id"), member, kind,
                      path.name)
@@ -251,14 +263,15 @@ class RecordingWriter:
             self._layout_file = open(self.folder / LAYOUT, "a", encoding="utf-8")  # noqa: SIM115
         while self.layouts:
             tick, state = self.layouts.popleft()
-            offset = (tick - self.start_tick) * FRAME
+            offset = (tick - self.start_tick) * self.frame
             line = {"tick": tick, "sample": offset, "time_s": round(offset / SAMPLE_RATE, 3),
                     **state}
             self._layout_file.write(json.dumps(line, separators=(",", ":")) + "\n")
         self._layout_file.flush()
 
     def _sync_due(self, tick: int) -> bool:
-        return self._synced_tick is None or tick - self._synced_tick >= SYNC_TICKS
+        return self._synced_tick is None \
+            or tick - self._synced_tick >= SYNC_TICKS * self._per_tick
 
     def _sync(self) -> None:
         if self.error is not None or self._taken_tick in (None, self._synced_tick):
@@ -286,7 +299,7 @@ class RecordingWriter:
         finish = self._finish or {}
         events = finish.get("midi_events") or []
         if end is not None and self.error is None:
-            first, last = self.start_tick * FRAME, end * FRAME
+            first, last = self.start_tick * self.frame, end * self.frame
             notes = [e for e in events if first <= e.start < last]
             if notes:
                 write_midi(self.folder / MIDI, notes, bpm=finish.get("bpm", 120.0), origin=first)
@@ -310,9 +323,9 @@ class RecordingWriter:
         start = self.start_tick
         frames = (end_tick - start) if start is not None and end_tick is not None else 0
         self.manifest.update({
-            "status": status, "sample_rate": SAMPLE_RATE, "frame": FRAME,
-            "start_tick": start, "start_sample": start * FRAME if start is not None else None,
-            "end_tick": end_tick, "duration_s": round(frames * FRAME / SAMPLE_RATE, 3),
+            "status": status, "sample_rate": SAMPLE_RATE, "frame": self.frame,
+            "start_tick": start, "start_sample": start * self.frame if start is not None else None,
+            "end_tick": end_tick, "duration_s": round(frames * self.frame / SAMPLE_RATE, 3),
             "dropped_frames": self.dropped_frames, "error": self.error,
             "tracks": [{"file": t.file_name, "member": t.member, "name": t.label,
                         "kind": t.kind} for t in self.tracks.values()],
@@ -348,8 +361,8 @@ class Take:
         self.listener, self.listener_key = listener, listener_key
 
     def capture(self, audio: np.ndarray, mixes: np.ndarray | None = None) -> bool:
-        """On the tick thread, once the tick's sources are decoded (``audio``, ``(S, FRAME)``)
-        and its mixes rendered (``mixes``, ``(L, FRAME, 2)``): copy what is recorded and offer
+        """On the tick thread, once the tick's sources are decoded (``audio``, ``(S, frame)``)
+        and its mixes rendered (``mixes``, ``(L, frame, 2)``): copy what is recorded and offer
         it to the writer. Never blocks."""
         stereo = None
         if self.listener is not None and mixes is not None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hrtf.constants import FRAME, SAMPLE_RATE
+from hrtf.constants import SAMPLE_RATE, frame_samples
 from server.recording.capture import MANIFEST, RecordingWriter, RoomRecording
 from server.rooms.store import NO_STATE, default_state_path
 from signaling import limits
@@ -197,7 +197,8 @@ class Recordings:
         folder = self.root / room.name / rec_id
         writer = RecordingWriter(folder, {"id": rec_id, "room": room.name,
                                           "started_at": round(now, 3), "started_by": by,
-                                          "binaural_of": binaural_of})
+                                          "binaural_of": binaural_of},
+                                 frame=frame_samples(room.frame_ms))
         self._busy.add(room.name)
         try:
             await asyncio.to_thread(self._open, folder, writer)
@@ -257,7 +258,7 @@ class Recordings:
         start, last = writer.start_tick, writer.last_tick
         frames = last + 1 - start if start is not None and last is not None else 0
         return RecordingInfo(active.now.id, active.now.started_at,
-                             round(frames * FRAME / SAMPLE_RATE, 3), "recording",
+                             round(frames * writer.frame / SAMPLE_RATE, 3), "recording",
                              writer.dropped_frames)
 
     # finished recordings (blocking: worker threads) -------------------------------------------

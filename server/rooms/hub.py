@@ -78,7 +78,7 @@ class Hub:
                  empty_room_grace_s: float = EMPTY_ROOM_GRACE_S, hrtf_spec: str = "kemar",
                  acoustics: str = "off", recordings: Recordings | None = None,
                  ice: IceConfig | None = None,
-                 uploads: HrtfRegistry | None = None) -> None:
+                 uploads: HrtfRegistry | None = None, frame_ms: float = FRAME_MS) -> None:
         self.hrirs = hrirs
         #: Session recordings (``serve --recordings``); by default recording is off.
         self.recordings = recordings or Recordings(None)
@@ -96,6 +96,8 @@ class Hub:
         self.device = device
         self.capacity = capacity
         self.follow_phase = follow_phase
+        #: The frame every room of this process ticks at (ms; ``serve --frame-ms``).
+        self.frame_ms = frame_ms
         #: How long an empty room waits for its members before it closes (seconds).
         self.empty_room_grace_s = empty_room_grace_s
         self.rooms: dict[str, LiveRoom] = {}
@@ -210,7 +212,7 @@ class Hub:
                                   "its most: join an open room, or try again later")
             return
         if live is None:
-            room = Room(join.room, self.capacity)
+            room = Room(join.room, self.capacity, frame_ms=self.frame_ms)
             self._restore(room)
             live = LiveRoom(room, RoomRunner(room, self.hrirs, self.device,
                                                     follow_phase=self.follow_phase))
@@ -411,8 +413,8 @@ class Hub:
                 tick_ms_p95=round(runner.stats.percentile_ms(95), 3),
                 late_ticks=schedule.late_ticks if schedule else 0,
                 skipped_ticks=schedule.skipped_ticks if schedule else 0,
-                uplink_buffer_ms=float(buffer.depth * FRAME_MS) if buffer else 0.0,
-                uplink_target_ms=float(buffer.target * FRAME_MS) if buffer else 0.0,
+                uplink_buffer_ms=float(buffer.depth_ms) if buffer else 0.0,
+                uplink_target_ms=float(buffer.target * buffer.frame_ms) if buffer else 0.0,
                 concealed=buffer.stats.concealed if buffer else 0,
                 uplink_tick_wait_ms_p50=round(buffer.tick_wait_ms(50), 3) if buffer else 0.0,
                 decode_ms_p50=round(runner.stats.parts_ms["decode"].percentile(50), 3),
@@ -420,7 +422,7 @@ class Hub:
                 encode_ms_p50=round(runner.stats.parts_ms["encode"].percentile(50), 3),
                 concealed_fec=decoder.stats.fec if decoder else 0,
                 concealed_plc=decoder.stats.plc if decoder else 0,
-                downlink_queue_ms=float(track.queued * FRAME_MS) if track else 0.0,
+                downlink_queue_ms=float(track.queued_ms) if track else 0.0,
                 uplink_wait_ms_p50=round(buffer.waits_ms.percentile(50), 3) if buffer else 0.0,
                 uplink_wait_ms_p95=round(buffer.waits_ms.percentile(95), 3) if buffer else 0.0,
                 downlink_wait_ms_p95=round(track.waits_ms.percentile(95), 3) if track else 0.0,

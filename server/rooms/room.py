@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsp.geometry import EAR_HEIGHT_M, Scene, forward_vectors, yaw_pitch_roll_matrix
+from hrtf.constants import FRAME_MS
 from signaling.recording_messages import RecordingNow
 from signaling.render_messages import RoomAcoustics
 from signaling.server_messages import Member as WireMember
@@ -172,9 +173,12 @@ class Room:
         Slots, i.e. the most members at once (the renderer is sized to it).
     """
 
-    def __init__(self, name: str, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, name: str, capacity: int = DEFAULT_CAPACITY,
+                 frame_ms: float = FRAME_MS) -> None:
         self.name = name
         self.capacity = capacity
+        #: The room's frame (ms, one of ``FRAME_CHOICES_MS``): its clock ticks at it.
+        self.frame_ms = float(frame_ms)
         c = capacity
         self.members: dict[str, Member] = {}
         #: Seat tokens handed out, present or away: a seat keeps its slot and id across rejoins.
@@ -459,4 +463,5 @@ class Room:
             acoustics=(RoomAcoustics.from_description(self.acoustics)
                        if self.acoustics is not None else None),
             recording=self.recording,
+            frame_ms=self.frame_ms,
         )

@@ -37,6 +37,10 @@ def collect(hub: Hub) -> m.Values:
         m.TICK_ERRORS: clocks.tick_errors,
         m.ROOMS_FAILED: clocks.rooms_failed,
         m.TICK_MS_P95_MAX: max((r.stats.percentile_ms(95) for r in runners), default=0.0),
+        m.TICK_LATENESS_MS_P50_MAX: max((r.stats.lateness_ms.percentile(50) for r in runners),
+                                        default=0.0),
+        m.TICK_LATENESS_MS_P99_MAX: max((r.stats.lateness_ms.percentile(99) for r in runners),
+                                        default=0.0),
         m.UPLINK_WAIT_MS_P95_MAX: max((b.waits_ms.percentile(95) for b in buffers),
                                       default=0.0),
         m.DOWNLINK_WAIT_MS_P95_MAX: max((t.waits_ms.percentile(95) for r in runners

@@ -107,8 +107,10 @@ CONNECTIONS_REFUSED = _counter(
 ROOMS = _gauge("rooms", "Rooms open on this process.")
 PARTICIPANTS = _gauge("participants", "Participants in those rooms.")
 TICKS = _counter("ticks_total", "Room clock ticks rendered.")
-TICK_OVERRUNS = _counter("tick_overruns_total", "Ticks whose work took longer than 20 ms.")
-LATE_TICKS = _counter("late_ticks_total", "Ticks that started more than 10 ms late.")
+TICK_OVERRUNS = _counter("tick_overruns_total", "Ticks whose work took longer than their "
+                         "room's frame (20 ms by default).")
+LATE_TICKS = _counter("late_ticks_total", "Ticks that started more than half their room's frame "
+                      "late.")
 SKIPPED_TICKS = _counter("skipped_ticks_total", "Ticks skipped after falling far behind.")
 TICK_ERRORS = _counter("tick_errors_total", "Ticks that raised an error: skipped, their mixes "
                        "silent for that tick.")
@@ -116,6 +118,12 @@ ROOMS_FAILED = _counter("rooms_failed_total", "Rooms closed because their ticks 
                         "(a second in a row); their members were told.")
 TICK_MS_P95_MAX = _gauge("tick_ms_p95_max", "Worst room's 95th percentile tick time (ms).",
                          merge=Merge.MAX)
+TICK_LATENESS_MS_P50_MAX = _gauge(
+    "tick_lateness_ms_p50_max", "Worst room's median lateness of its ticks' start after their "
+    "deadline (ms, over the last 10 s).", merge=Merge.MAX)
+TICK_LATENESS_MS_P99_MAX = _gauge(
+    "tick_lateness_ms_p99_max", "Worst room's 99th percentile lateness of its ticks' start "
+    "after their deadline (ms, over the last 10 s).", merge=Merge.MAX)
 UPLINK_WAIT_MS_P95_MAX = _gauge(
     "uplink_wait_ms_p95_max", "Worst source's 95th percentile wait from arrival to its tick "
     "(ms): receive buffer and tick phase.", merge=Merge.MAX)
@@ -155,7 +163,7 @@ HRTF_UPLOADS = _counter("hrtf_uploads_total", "Listeners' HRTF uploads, by outco
                         "refused (bad_sofa), ended early (upload_failed).", label="reason")
 RECORDINGS_ACTIVE = _gauge("recordings_active", "Rooms being recorded.")
 RECORDING_DROPPED_FRAMES = _counter(
-    "recording_dropped_frames_total", "20 ms frames of recordings written as silence because "
+    "recording_dropped_frames_total", "Room frames of recordings written as silence because "
     "the writer fell behind (or its disk failed).")
 
 # the front of serve --workers N, one series per worker ---------------------------------------

@@ -1,4 +1,5 @@
-"""The room clock's arithmetic: a deadline schedule for 20 ms ticks (no I/O, time injected).
+"""The room clock's arithmetic: a deadline schedule for a room's ticks, one per frame (20 ms by
+default; 10, 5 or 2.5 ms in low-latency rooms) (no I/O, time injected).
 
 Tick ``k`` is due at ``start + k · period``. Deadlines come from the tick number, never from
 "now + period", so the schedule cannot drift. A tick that starts after its deadline is *late*
@@ -12,6 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hrtf.constants import FRAME_MS
+
+#: How far behind (ms) a clock may fall and still play the missed ticks at once: three 20 ms
+#: ticks.
+CATCH_UP_MS = 60.0
 
 
 @dataclass
@@ -27,6 +32,12 @@ class TickSchedule:
     #: How late the last tick started (seconds, ≥ 0).
     last_lateness: float = 0.0
     _resync_base: int = field(default=0, repr=False)
+
+    @classmethod
+    def for_frame(cls, start: float, frame_ms: float, **kwargs) -> TickSchedule:
+        """A schedule of ``frame_ms`` ticks that catches up :data:`CATCH_UP_MS` at most."""
+        catch_up = max(3, round(CATCH_UP_MS / frame_ms))
+        return cls(start=start, period=frame_ms / 1000, max_catch_up=catch_up, **kwargs)
 
     def deadline(self, tick: int) -> float:
         return self.start + tick * self.period

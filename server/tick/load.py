@@ -1,19 +1,17 @@
 """How busy this process's room clocks are: the load a front places new rooms by.
 
 A room's load is its mean tick time (decode, render and encode, as
-:class:`~server.tick.runner.TickStats` measures each tick) over its last
-:data:`LOAD_TICKS` ticks, divided by the 20 ms frame: 0.25 is a quarter of one tick thread's
-time. A room whose clock waits (nobody in it: an empty room in its grace) costs nothing and
+:class:`~server.tick.runner.TickStats` measures each tick) over its ticks of the last
+:data:`LOAD_MS`, divided by its frame (20 ms by default): 0.25 is a quarter of one tick
+thread's time. A room whose clock waits (nobody in it: an empty room in its grace) costs nothing and
 counts 0. The process's load is the sum over its rooms. Read on a ``/healthz`` request, a few
 array operations per room.
 """
 
 from __future__ import annotations
 
-from hrtf.constants import FRAME_MS
-
-#: The ticks a room's load is the mean of (one second).
-LOAD_TICKS = 50
+#: How long (ms) a room's load is the mean over: its ticks of the last second.
+LOAD_MS = 1000.0
 
 
 def room_loads(rooms: dict) -> dict[str, float]:
@@ -21,8 +19,10 @@ def room_loads(rooms: dict) -> dict[str, float]:
     loads = {}
     for name, live in rooms.items():
         ticking = live.participants or live.runner.ai_voices
-        recent = live.runner.stats.recent_ms.values()[-LOAD_TICKS:] if ticking else ()
-        loads[name] = round(float(recent.mean()) / FRAME_MS, 4) if len(recent) else 0.0
+        frame_ms = live.runner.frame_ms
+        ticks = round(LOAD_MS / frame_ms)
+        recent = live.runner.stats.recent_ms.values()[-ticks:] if ticking else ()
+        loads[name] = round(float(recent.mean()) / frame_ms, 4) if len(recent) else 0.0
     return loads
 
 

@@ -1,7 +1,7 @@
 """How many sources each mix may hold, from how long the ticks take (no I/O, no clock).
 
-A room whose render-and-encode time nears the 20 ms frame is overloaded. The governor watches
-each tick's work time and sets a cap on sources per mix:
+A room whose render-and-encode time nears its frame (20 ms by default) is overloaded. The
+governor watches each tick's work time and sets a cap on sources per mix:
 
 - **degrade** when the room is overloaded, not when one tick was slow: ``slow_ticks`` of the
   last ``window`` ticks over ``high_ms`` (one stall, even past the frame, costs a late tick
@@ -41,6 +41,15 @@ class OverloadGovernor:
     degradations: int = 0
     _calm: int = 0
     _recent: deque = field(default_factory=deque, repr=False)
+
+    @classmethod
+    def for_frame(cls, frame_ms: float, **kwargs) -> OverloadGovernor:
+        """A governor for ticks of ``frame_ms``: over ``0.75 · frame_ms`` is slow, and its
+        windows last as long as at 20 ms (3 slow ticks in 200 ms degrade, 1 s calm recovers),
+        counted in ticks of that frame."""
+        scale = max(1, round(FRAME_MS / frame_ms))
+        return cls(high_ms=0.75 * frame_ms, window=10 * scale, slow_ticks=3 * scale,
+                   calm_ticks=50 * scale, **kwargs)
 
     def observe(self, work_ms: float, sources_heard: int) -> int | None:
         """Record a tick's work time; returns the cap for the next tick (None: no cap)."""

@@ -1,4 +1,4 @@
-"""Where in its 20 ms a room's tick falls: just after its sources' frames arrive (no I/O).
+"""Where in its frame a room's tick falls: just after its sources' frames arrive (no I/O).
 
 A frame waits at the server from its arrival to the tick that mixes it. The room clock ticks
 every 20 ms whatever the senders do, so with a fixed phase that wait is anywhere in 0–20 ms,
@@ -23,12 +23,19 @@ from __future__ import annotations
 
 from hrtf.constants import FRAME_MS
 
+#: How long a window of observations lasts (ms): a hundred 20 ms ticks.
+WINDOW_MS = 2000.0
+
 
 class PhaseAligner:
-    def __init__(self, margin_ms: float = 2.0, window_ticks: int = 100,
-                 min_step_ms: float = 1.0, max_step_ms: float = 5.0) -> None:
+    def __init__(self, margin_ms: float = 2.0, window_ticks: int | None = None,
+                 min_step_ms: float = 1.0, max_step_ms: float = 5.0,
+                 frame_ms: float = FRAME_MS) -> None:
         self.margin_ms = margin_ms
-        self.window_ticks = window_ticks
+        #: Ticks per window: two seconds' of ``frame_ms`` ticks unless given.
+        self.window_ticks = window_ticks if window_ticks is not None \
+            else round(WINDOW_MS / frame_ms)
+        self.frame_ms = frame_ms
         self.min_step_ms = min_step_ms
         self.max_step_ms = max_step_ms
         self._ticks = 0
@@ -40,8 +47,9 @@ class PhaseAligner:
         self.shifts = 0
 
     def observe(self, waits_ms: dict[int, float | None], underruns: int = 0) -> float:
-        """One tick: each source's played frame's wait (None: nothing played), and how many
-        underruns happened. Returns how far to move the clock now (ms; negative = earlier),
+        """One tick: each source's played frame's wait (None: nothing played; ``inf``: the
+        tick played on in a packet an earlier tick began, :mod:`server.media.reframe`), and how
+        many underruns happened. Returns how far to move the clock now (ms; negative = earlier),
         0 mostly."""
         for source, wait in waits_ms.items():
             if wait is None:
@@ -64,7 +72,7 @@ class PhaseAligner:
             return 0.0
         slack = min(steady) - self.margin_ms
         if slack >= self.min_step_ms and not underruns:
-            step = -min(slack, self.max_step_ms, FRAME_MS / 2)
+            step = -min(slack, self.max_step_ms, self.frame_ms / 2)
         elif slack < -self.margin_ms / 2:
             step = min(-slack, self.max_step_ms)
         else:

@@ -1,8 +1,12 @@
 """A live room: its clock, its renderer and the media of its members (the asyncio shell).
 
-Every 20 ms, on a deadline schedule (:class:`~server.tick.clock.TickSchedule`):
+Every frame of the room (:attr:`RoomRunner.frame`: 20 ms by default; 10, 5 or 2.5 ms in
+low-latency rooms, ``serve --frame-ms``), on a deadline schedule
+(:class:`~server.tick.clock.TickSchedule`):
 
-1. on the loop: each source's frame is taken from its :class:`~server.media.jitter.JitterBuffer`;
+1. on the loop: each source's frame is taken from its :class:`~server.media.jitter.JitterBuffer`
+   (through its :class:`~server.media.reframe.Reframer`: a sender's 20 ms packet plays over
+   four ticks of a 5 ms room);
 2. off the loop, on the process's tick threads (one per core, shared by the rooms): each
    source's frame is decoded, or concealed if it is missing
    (:class:`~server.media.uplink.UplinkDecoder`), the renderer renders every listener's mix and the
@@ -38,11 +42,12 @@ from dsp.culling import cull_quietest
 from dsp.downmix import AnalysisDownmix
 from dsp.geometry import Scene
 from dsp.renderer import Renderer
-from hrtf.constants import FRAME, FRAME_MS
+from hrtf.constants import FRAME_MS, SAMPLE_RATE, frame_samples
 from hrtf.hrirset import HrirSet
-from server.ai.bridge import AiVoice
+from server.ai.bridge import AiVoice, AnalysisBlocks
 from server.media.downlink import ListenerTrack, MusicOpusEncoder
 from server.media.jitter import JitterBuffer, Playout
+from server.media.reframe import Reframer
 from server.media.uplink import UplinkDecoder
 from server.recording.capture import RoomRecording, Take
 from server.rooms.room import Room
@@ -133,17 +138,31 @@ class TickDone:
     analysis: np.ndarray | None
 
 
+#: How long (s) of ticks the stats' percentiles look back over.
+STATS_WINDOW_S = 10.0
+
+
 @dataclass
 class TickStats:
-    """The room's work per tick (decode, render, encode), and each part of it."""
+    """The room's work per tick (decode, render and encode), and each part of it; how late
+    each tick started. A tick whose work takes longer than its frame (``frame_ms``) is an
+    overrun. The percentiles are over the last :data:`STATS_WINDOW_S` of ticks."""
 
+    frame_ms: float = FRAME_MS
     ticks: int = 0
     overruns: int = 0
     last_ms: float = 0.0
-    recent_ms: Recent = field(default_factory=Recent)
+    recent_ms: Recent = field(init=False)
     #: Milliseconds per tick decoding (and concealing) the sources, rendering, encoding.
-    parts_ms: dict[str, Recent] = field(
-        default_factory=lambda: {part: Recent() for part in ("decode", "render", "encode")})
+    parts_ms: dict[str, Recent] = field(init=False)
+    #: How late each tick started (ms), after its deadline (the schedule's ``last_lateness``).
+    lateness_ms: Recent = field(init=False)
+
+    def __post_init__(self) -> None:
+        window = round(1e3 * STATS_WINDOW_S / self.frame_ms)
+        self.recent_ms = Recent(window)
+        self.parts_ms = {part: Recent(window) for part in ("decode", "render", "encode")}
+        self.lateness_ms = Recent(window)
 
     def record(self, ms: float, parts: dict[str, float] | None = None) -> None:
         self.ticks += 1
@@ -151,7 +170,7 @@ class TickStats:
         self.recent_ms.add(ms)
         for part, part_ms in (parts or {}).items():
             self.parts_ms[part].add(part_ms)
-        if ms > FRAME_MS:
+        if ms > self.frame_ms:
             self.overruns += 1
 
     def percentile_ms(self, q: float) -> float:
@@ -187,29 +206,39 @@ class RoomRunner:
     """
 
     def __init__(self, room: Room, hrirs: HrirSet, device: str = "cpu",
-                 follow_phase: bool = True) -> None:
+                 follow_phase: bool = True, frame: int | None = None) -> None:
         self.room = room
-        self.renderer = Renderer(hrirs, room.capacity, room.capacity, device=device)
+        if frame is not None:  # given: the room ticks at it (and says so)
+            room.frame_ms = 1e3 * frame / SAMPLE_RATE
+        #: Samples per tick: the room's frame (``room.frame_ms``).
+        self.frame = frame_samples(room.frame_ms)
+        self.frame_ms = room.frame_ms
+        self.renderer = Renderer(hrirs, room.capacity, room.capacity, device=device,
+                                 frame=self.frame)
         self.buffers: dict[int, JitterBuffer] = {}
+        #: Each source's buffer as the tick takes it, a room frame at a time.
+        self.reframers: dict[int, Reframer] = {}
         self.decoders: dict[int, UplinkDecoder] = {}
         #: AI musicians' sources, by slot (server.ai.bridge).
         self.ai_voices: dict[int, AiVoice] = {}
         #: Every note the room's AI musicians were sent to play (its MIDI file).
         self.ai_notes = NoteLog()
-        #: Called on the loop with (room sample, the humans' downmix at 16 kHz) each tick
-        #: while the room has an AI musician.
+        #: Called on the loop with (room sample, the humans' downmix at 16 kHz) every 20 ms
+        #: (the sidecar's block: a short-frame room's ticks are batched into it) while the
+        #: room has an AI musician.
         self.on_analysis: Callable[[int, np.ndarray], None] | None = None
         self._downmix = AnalysisDownmix(ANALYSIS_RATE)
+        self._analysis = AnalysisBlocks(self.frame)
         #: The room clock: the sample (48 kHz) the current tick's frame starts at.
         self.room_sample = 0
         self._tick_count = 0
         self.tracks: dict[int, ListenerTrack] = {}
         self.encoders: dict[int, MusicOpusEncoder] = {}
-        self.stats = TickStats()
-        self.governor = OverloadGovernor()
+        self.stats = TickStats(self.frame_ms)
+        self.governor = OverloadGovernor.for_frame(self.frame_ms)
         #: Pairs left out of mixes by the overload governor, since the room opened.
         self.culled_pairs = 0
-        self.aligner = PhaseAligner() if follow_phase else None
+        self.aligner = PhaseAligner(frame_ms=self.frame_ms) if follow_phase else None
         self._underruns_seen = 0
         self.schedule: TickSchedule | None = None
         self.failures = TickFailures()
@@ -231,9 +260,10 @@ class RoomRunner:
     def attach(self, slot: int) -> tuple[JitterBuffer, ListenerTrack]:
         """Fresh media for a member taking ``slot``: its uplink buffer and downlink track."""
         self.detach(slot)
-        self.buffers[slot] = JitterBuffer()
-        self.decoders[slot] = UplinkDecoder()
-        self.tracks[slot] = ListenerTrack()
+        self.buffers[slot] = buffer = JitterBuffer(frame=self.frame)
+        self.reframers[slot] = Reframer(buffer)
+        self.decoders[slot] = UplinkDecoder(self.frame)
+        self.tracks[slot] = ListenerTrack(self.frame)
         self.encoders[slot] = MusicOpusEncoder()
         self._occupied.set()
         return self.buffers[slot], self.tracks[slot]
@@ -241,7 +271,8 @@ class RoomRunner:
     def add_ai(self, slot: int, instrument: str, volume: float = 1.0) -> AiVoice:
         """An AI musician plays from ``slot`` (its source; it has no ears)."""
         self.detach(slot)
-        voice = self.ai_voices[slot] = AiVoice(instrument, volume, self.ai_notes)
+        voice = self.ai_voices[slot] = AiVoice(instrument, volume, self.ai_notes,
+                                                   frame=self.frame)
         self._occupied.set()
         return voice
 
@@ -256,6 +287,7 @@ class RoomRunner:
             self.renderer.configure_listener(slot)
         self.ai_voices.pop(slot, None)
         self.buffers.pop(slot, None)
+        self.reframers.pop(slot, None)
         self.decoders.pop(slot, None)
         self.encoders.pop(slot, None)
         track = self.tracks.pop(slot, None)
@@ -279,18 +311,22 @@ class RoomRunner:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        self.schedule = TickSchedule(start=loop.time())
+        # The schedule's clock: time.monotonic, not the loop's (uvloop's counts whole
+        # milliseconds, read once per loop iteration: a fifth of a 5 ms frame).
+        clock = time.monotonic
+        self.schedule = TickSchedule.for_frame(clock(), self.frame_ms)
         while True:
             if not (self.buffers or self.tracks or self.ai_voices):
                 # Empty (its members left, for now): no ticks, so that rooms waiting out their
                 # grace cost the loop nothing; the clock resumes where it was, on time.
                 self._occupied.clear()
                 await self._occupied.wait()
-                self.schedule.shift(loop.time() - self.schedule.deadline(self.schedule.next_tick))
-            wait = self.schedule.seconds_until_next(loop.time())
+                self.schedule.shift(clock() - self.schedule.deadline(self.schedule.next_tick))
+            wait = self.schedule.seconds_until_next(clock())
             if wait > 0:
                 await asyncio.sleep(wait)
-            tick = self.schedule.begin_tick(loop.time())
+            tick = self.schedule.begin_tick(clock())
+            self.stats.lateness_ms.add(1e3 * self.schedule.last_lateness)
             try:
                 await self._tick(loop, tick)
             except Exception as exc:  # one bad tick must not end the room: it is skipped
@@ -311,10 +347,10 @@ class RoomRunner:
         if tick is None:  # driven by hand (tests): count
             tick = self._tick_count
         self._tick_count = tick + 1
-        self.room_sample = tick * FRAME
+        self.room_sample = tick * self.frame
         now = time.monotonic()  # the clock arrivals are stamped with
-        playouts = {slot: (buffer.pop(now), self.decoders[slot])
-                    for slot, buffer in self.buffers.items()}
+        playouts = {slot: (reframer.pop(now), self.decoders[slot])
+                    for slot, reframer in self.reframers.items()}
         self._align_phase()
         fresh = self.room.drain_fresh_slots()
         listeners = [s for s in self.tracks if self.room.active[s]]
@@ -330,7 +366,9 @@ class RoomRunner:
         work = TickWork(scene, playouts, voices, cap, fresh, encoders, self.room_sample, take)
         done = await loop.run_in_executor(_TICK_POOL, self._render_and_encode, work)
         if done.analysis is not None and self.on_analysis is not None:
-            self.on_analysis(self.room_sample, done.analysis)
+            block = self._analysis.add(work.start, done.analysis)
+            if block is not None:
+                self.on_analysis(*block)
         self.stats.record(done.work_ms, done.parts_ms)
         new_cap = self.governor.observe(done.work_ms, int(self.room.active.sum()))
         if new_cap != cap:
@@ -347,7 +385,8 @@ class RoomRunner:
         underruns = sum(b.stats.underruns for b in self.buffers.values())
         new = max(0, underruns - self._underruns_seen)
         self._underruns_seen = underruns
-        step_ms = self.aligner.observe({s: b.last_wait_ms for s, b in self.buffers.items()}, new)
+        step_ms = self.aligner.observe({s: r.last_wait_ms for s, r in self.reframers.items()},
+                                       new)
         if step_ms and self.schedule is not None:
             self.schedule.shift(step_ms / 1e3)
             log.debug("room %s: clock phase moved %+.1f ms", self.room.name, step_ms)
@@ -357,7 +396,7 @@ class RoomRunner:
         from room sample ``work.start``, render every mix, hand what ``work.take`` records to
         its writer, encode each listener's mix."""
         t0 = time.perf_counter()
-        audio = np.zeros((self.room.capacity, FRAME), np.float32)
+        audio = np.zeros((self.room.capacity, self.frame), np.float32)
         for slot, (playout, decoder) in work.playouts.items():
             audio[slot] = decoder.frame(playout)
         analysis = None

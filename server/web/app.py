@@ -38,7 +38,7 @@ from dsp.notes import NoteEvent
 from dsp.renderer import Renderer
 from dsp.room_model import room_model
 from dsp.synth import Synth
-from hrtf.constants import FRAME
+from hrtf.constants import FRAME, FRAME_MS, frame_samples
 from hrtf.hrirset import HrirSet
 from hrtf.library import load_hrtf
 from server.errors import CliError
@@ -109,6 +109,7 @@ class ServerState:
 
     def health(self) -> dict:
         health = {"status": "ok", "hrtf": self.hrirs.name, "device": self.device,
+                  "frame_ms": self.hub.frame_ms,
                   "rooms": len(self.hub.rooms), "load": tick_load(self.hub.rooms),
                   "uptime_s": round(time.monotonic() - self.started, 3), "tls": self.tls}
         if self.warnings:
@@ -127,9 +128,9 @@ class ServerState:
             **collect(self.hub)})
 
 
-def warm_up(hrtf: str, device: str) -> tuple[HrirSet, float]:
-    """Load the HRTF set and render one tick of a room, so that the kernels a room's ticks run
-    are compiled (or loaded from numba's cache) before anyone joins.
+def warm_up(hrtf: str, device: str, frame: int = FRAME) -> tuple[HrirSet, float]:
+    """Load the HRTF set and render one tick of a room (of ``frame`` samples), so that the
+    kernels a room's ticks run are compiled (or loaded from numba's cache) before anyone joins.
 
     The tick renders a scene built the way a room builds it (:meth:`Room.scene`): numba
     compiles a kernel once per kind of argument (an array's dimensions, layout, whether it is
@@ -143,8 +144,8 @@ def warm_up(hrtf: str, device: str) -> tuple[HrirSet, float]:
     room = Room("warm-up", capacity=2)
     room.join("a")
     room.join("b")
-    renderer = Renderer(hrirs, room.capacity, room.capacity, device=device)
-    silence = np.zeros((room.capacity, FRAME), np.float32)
+    renderer = Renderer(hrirs, room.capacity, room.capacity, device=device, frame=frame)
+    silence = np.zeros((room.capacity, frame), np.float32)
     renderer.render(room.scene(), silence)
     # A room with acoustics (reflections, the late tail) and an AI musician's synthesiser run
     # kernels of their own: compiled now too, not on the tick that first needs them (about
@@ -153,7 +154,7 @@ def warm_up(hrtf: str, device: str) -> tuple[HrirSet, float]:
     renderer.render(room.scene(), silence)
     synth = Synth("epiano")
     synth.schedule([NoteEvent(start=0, duration=FRAME, pitch=60, velocity=0.5)])
-    synth.render(0)
+    synth.render(0, frame)
     warmup_ms = 1e3 * (time.perf_counter() - t0)
     log.info("engine ready: %s on %s in %.0f ms", hrirs.name, device, warmup_ms)
     return hrirs, warmup_ms
@@ -301,7 +302,7 @@ async def serve_forever(host: str, port: int, state: ServerState,
 
 
 def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar",
-               capacity: int = 16, follow_phase: bool = True,
+               capacity: int = 16, follow_phase: bool = True, frame_ms: float = FRAME_MS,
                secret_file: str | None = None,
                empty_room_grace_s: float = EMPTY_ROOM_GRACE_S,
                state_path: str | None = None,
@@ -317,7 +318,8 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
     N`` (server.routing.workers), is called with the port once it serves. With ``tls``, over
     HTTPS and WSS (:mod:`server.web.tls`). ``ice``: the operator's ICE options
     (``--public-ip``, ``--udp-ports``, ``--ice-server``; by default host candidates on any
-    port). ``upload_set_mb`` and ``upload_budget_mb`` bound uploaded HRTF sets' memory."""
+    port). ``upload_set_mb`` and ``upload_budget_mb`` bound uploaded HRTF sets' memory.
+    Every room ticks at ``frame_ms`` (``serve --frame-ms``)."""
     if upload_set_mb > upload_budget_mb:
         raise CliError(f"--upload-set-mb {upload_set_mb} is more than --upload-budget-mb "
                        f"{upload_budget_mb}: one set cannot take more than all of them")
@@ -329,11 +331,12 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
     log.info("rooms are %s", "entered with access tokens" if policy.tokens_required
              else "open (loopback, no token secret)")
     try:
-        hrirs, warmup_ms = warm_up(hrtf, device)
+        hrirs, warmup_ms = warm_up(hrtf, device, frame_samples(frame_ms))
     except RuntimeError as exc:
         raise CliError(str(exc)) from None
     state = ServerState(hrirs, device, warmup_ms, Hub(hrirs, device, capacity,
                                                          follow_phase=follow_phase,
+                                                         frame_ms=frame_ms,
                                                          policy=policy,
                                                          empty_room_grace_s=empty_room_grace_s,
                                                          store=open_store(state_path),

@@ -203,6 +203,20 @@ def test_a_stream_window_counts_lost_packets_and_frames_the_sender_dropped():
     assert got["max_gap_s"] == pytest.approx(0.19)
 
 
+def test_a_stream_window_counts_frames_of_the_rooms_size():
+    w = StreamWindow(frame=240)  # a 5 ms room
+    w.add(1, 0, 100, at=0.0)
+    w.add(2, 240, 100, at=0.005)
+    w.add(3, 720, 100, at=0.010)  # one 5 ms frame never sent
+    assert w.missing_frames == 1
+    w.restart()
+    w.add(4, 960, 100, at=0.015)
+    assert w.missing_frames == 0 and w.frame == 240
+    assert capacity.streams([{**w.summary(), "max_gap_s": 0.0, "decoded": 0, "decoded_ok": 0,
+                              "audible": 0, "packets": 90}], 1.0, frame_ms=5.0)[
+        "short_bots"] == 1  # under half of 200 packets a second
+
+
 def test_a_stream_window_follows_sequence_and_timestamp_wraps():
     w = StreamWindow()
     w.add(65_534, 2**32 - 2 * FRAME, 100, at=0.0)

@@ -54,11 +54,11 @@ def level(tick: int, start: int, slot: int) -> float:
     return (tick - start + 1) / 256 * (slot + 1) / 4
 
 
-def frames_of(path: Path) -> np.ndarray:
+def frames_of(path: Path, frame: int = FRAME) -> np.ndarray:
     data, rate = soundfile.read(path, dtype="float32")
     assert rate == SAMPLE_RATE
-    assert len(data) % FRAME == 0
-    return data.reshape(len(data) // FRAME, FRAME, *data.shape[1:])
+    assert len(data) % frame == 0
+    return data.reshape(len(data) // frame, frame, *data.shape[1:])
 
 
 def layout_lines(folder: Path) -> list[dict]:
@@ -68,10 +68,12 @@ def layout_lines(folder: Path) -> list[dict]:
 # the writer (no server) ------------------------------------------------------------------------
 
 
-def test_every_member_has_a_file_on_the_room_clock_with_silence_where_they_were_not(tmp_path):
+@pytest.mark.parametrize("frame", [FRAME, 240])  # a 20 ms room and a 5 ms one
+def test_every_member_has_a_file_on_the_room_clock_with_silence_where_they_were_not(tmp_path,
+                                                                                     frame):
     room = Room("band", 4)
     ada, bo = room.join("Ada"), room.join("Bo")
-    writer = RecordingWriter(tmp_path, {"id": "t"})
+    writer = RecordingWriter(tmp_path, {"id": "t"}, frame=frame)
     writer.start()
     recording = RoomRecording(writer)
     start, ticks = 1000, 120
@@ -86,7 +88,7 @@ def test_every_member_has_a_file_on_the_room_clock_with_silence_where_they_were_
         if tick == start + 70:
             assert room.join("Bo", seat=bo.seat).id == bo.id  # the same file again
         take = recording.take(room, tick)
-        audio = np.zeros((room.capacity, FRAME), np.float32)
+        audio = np.zeros((room.capacity, frame), np.float32)
         for member in room.members.values():
             audio[member.slot] = level(tick, start, member.slot)
             present[member.id].add(tick)
@@ -95,18 +97,18 @@ def test_every_member_has_a_file_on_the_room_clock_with_silence_where_they_were_
 
     assert (manifest["start_tick"], manifest["end_tick"]) == (start, start + ticks)
     assert manifest["status"] == "finished" and manifest["dropped_frames"] == 0
-    assert manifest["duration_s"] == ticks * FRAME / SAMPLE_RATE
+    assert manifest["duration_s"] == ticks * frame / SAMPLE_RATE and manifest["frame"] == frame
     names = {t["member"]: t["file"] for t in manifest["tracks"]}
     for member, ticks_there in present.items():
-        frames = frames_of(tmp_path / names[member])
+        frames = frames_of(tmp_path / names[member], frame)
         assert len(frames) == ticks  # every file spans the whole recording
-        for k, frame in enumerate(frames):
+        for k, samples in enumerate(frames):
             tick = start + k
             want = level(tick, start, slots[member]) if tick in ticks_there else 0.0
-            np.testing.assert_allclose(frame, want, atol=1 / 32768, err_msg=f"tick {tick}")
+            np.testing.assert_allclose(samples, want, atol=1 / 32768, err_msg=f"tick {tick}")
     lines = layout_lines(tmp_path)
     assert [line["tick"] for line in lines] == [start, start + 30, start + 50, start + 70]
-    assert [line["sample"] for line in lines] == [0, 30 * FRAME, 50 * FRAME, 70 * FRAME]
+    assert [line["sample"] for line in lines] == [0, 30 * frame, 50 * frame, 70 * frame]
     assert [len(line["members"]) for line in lines] == [2, 1, 2, 3]
     assert {p["source"] for p in lines[-1]["stage"]} == set(present)
 

@@ -89,10 +89,10 @@ spatialjam_participants 0
 # HELP spatialjam_ticks_total Room clock ticks rendered.
 # TYPE spatialjam_ticks_total counter
 spatialjam_ticks_total 1500
-# HELP spatialjam_tick_overruns_total Ticks whose work took longer than 20 ms.
+# HELP spatialjam_tick_overruns_total Ticks whose work took longer than their room's frame (20 ms by default).
 # TYPE spatialjam_tick_overruns_total counter
 spatialjam_tick_overruns_total 3
-# HELP spatialjam_late_ticks_total Ticks that started more than 10 ms late.
+# HELP spatialjam_late_ticks_total Ticks that started more than half their room's frame late.
 # TYPE spatialjam_late_ticks_total counter
 spatialjam_late_ticks_total 2
 # HELP spatialjam_skipped_ticks_total Ticks skipped after falling far behind.
@@ -107,6 +107,12 @@ spatialjam_rooms_failed_total 1
 # HELP spatialjam_tick_ms_p95_max Worst room's 95th percentile tick time (ms).
 # TYPE spatialjam_tick_ms_p95_max gauge
 spatialjam_tick_ms_p95_max 0.0
+# HELP spatialjam_tick_lateness_ms_p50_max Worst room's median lateness of its ticks' start after their deadline (ms, over the last 10 s).
+# TYPE spatialjam_tick_lateness_ms_p50_max gauge
+spatialjam_tick_lateness_ms_p50_max 0.0
+# HELP spatialjam_tick_lateness_ms_p99_max Worst room's 99th percentile lateness of its ticks' start after their deadline (ms, over the last 10 s).
+# TYPE spatialjam_tick_lateness_ms_p99_max gauge
+spatialjam_tick_lateness_ms_p99_max 0.0
 # HELP spatialjam_uplink_wait_ms_p95_max Worst source's 95th percentile wait from arrival to its tick (ms): receive buffer and tick phase.
 # TYPE spatialjam_uplink_wait_ms_p95_max gauge
 spatialjam_uplink_wait_ms_p95_max 0.0
@@ -167,7 +173,7 @@ spatialjam_hrtf_uploads_total{reason="refused"} 1
 # HELP spatialjam_recordings_active Rooms being recorded.
 # TYPE spatialjam_recordings_active gauge
 spatialjam_recordings_active 0
-# HELP spatialjam_recording_dropped_frames_total 20 ms frames of recordings written as silence because the writer fell behind (or its disk failed).
+# HELP spatialjam_recording_dropped_frames_total Room frames of recordings written as silence because the writer fell behind (or its disk failed).
 # TYPE spatialjam_recording_dropped_frames_total counter
 spatialjam_recording_dropped_frames_total 0
 """  # noqa: E501

@@ -91,6 +91,8 @@ spatialjam_skipped_ticks_total 1
 spatialjam_tick_errors_total 6
 spatialjam_rooms_failed_total 1
 spatialjam_tick_ms_p95_max 0.0
+spatialjam_tick_lateness_ms_p50_max 0.0
+spatialjam_tick_lateness_ms_p99_max 0.0
 spatialjam_uplink_wait_ms_p95_max 0.0
 spatialjam_downlink_wait_ms_p95_max 0.0
 spatialjam_concealed_frames_total 0
@@ -150,6 +152,8 @@ spatialjam_skipped_ticks_total 2
 spatialjam_tick_errors_total 12
 spatialjam_rooms_failed_total 2
 spatialjam_tick_ms_p95_max 7.25
+spatialjam_tick_lateness_ms_p50_max 0.0
+spatialjam_tick_lateness_ms_p99_max 0.0
 spatialjam_uplink_wait_ms_p95_max 0
 spatialjam_downlink_wait_ms_p95_max 0
 spatialjam_concealed_frames_total 0

@@ -52,6 +52,7 @@ def room_state(d: dict) -> RoomState:
         acoustics=(RoomAcoustics(**{**d["acoustics"], "dims_m": tuple(d["acoustics"]["dims_m"])})
                    if d["acoustics"] is not None else None),
         recording=RecordingNow(**d["recording"]) if "recording" in d else None,
+        frame_ms=d["frame_ms"],
     )
 
 
@@ -66,7 +67,7 @@ def server_message(d: dict):
         return Joined(d["participant"], d["seat"], room_state(d["state"]),
                       tuple(d["grants"]),
                       tuple(IceServer(tuple(s["urls"]), s.get("username"), s.get("credential"))
-                            for s in d["ice_servers"]), msg_id)
+                            for s in d["ice_servers"]), frame_ms=d["frame_ms"], msg_id=msg_id)
     if kind == "room_state":
         return room_state(d)
     if kind == "error":

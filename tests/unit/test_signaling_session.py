@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -74,8 +75,16 @@ def test_accept_join_sends_joined_with_the_joins_id():
     [joined] = sent(session)
     assert joined == {"type": "joined", "participant": "p-1", "seat": "seat-1",
                       "state": json.loads(encode(STATE)), "grants": ["join", "publish"],
-                      "ice_servers": [], "id": "j"}
+                      "ice_servers": [], "frame_ms": 20.0, "id": "j"}
     assert session.state is State.JOINED
+
+
+def test_joined_carries_the_rooms_frame():
+    session = SignalingSession()
+    session.receive_text(JOIN, 0.0)
+    session.accept_join("p-1", "seat-1", dataclasses.replace(STATE, frame_ms=5.0), ("join",))
+    [joined] = sent(session)
+    assert joined["frame_ms"] == 5.0 and joined["state"]["frame_ms"] == 5.0
 
 
 def test_accept_join_hands_the_ice_servers_on_as_rtc_ice_server_dictionaries():
