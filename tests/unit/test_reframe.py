@@ -15,7 +15,7 @@ from server.media.opus import packet_samples
 from server.media.reframe import Reframer
 from server.media.uplink import PacketTap, UplinkDecoder
 from server.tick.clock import TickSchedule
-from tests.unit.test_uplink import MUSIC, encode, melody
+from tests.helpers.opus import MUSIC, encode, melody
 
 SHORT = frame_samples(5.0)  # 240
 
