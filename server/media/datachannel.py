@@ -228,8 +228,6 @@ class AudioChannel:
         self.drops = drops
         self.downlink = ChannelDownlink(uplink.frame)
         self._clock = clock
-        #: Mix packets not sent because the channel held :data:`MAX_BUFFERED_BYTES` already.
-        self.dropped_packets = 0
         channel.on("message", self.receive)
 
     @property
@@ -244,16 +242,20 @@ class AudioChannel:
         elif self.buffer is not None:
             self.buffer.push(verdict.timestamp, verdict.opus, now)
 
-    def send_mix(self, packets: list, room_sample: int) -> None:
-        """Send one tick's Opus packets (``bytes`` or ``av.Packet``) of the listener's mix."""
+    def send_mix(self, packets: list, room_sample: int) -> int:
+        """Send one tick's Opus packets (``bytes`` or ``av.Packet``) of the listener's mix;
+        returns how many were dropped instead, the channel holding :data:`MAX_BUFFERED_BYTES`
+        already (or closing)."""
         capture_us = int(self._clock() * 1e6)
+        dropped = 0
         for message in self.downlink.messages([bytes(p) for p in packets], room_sample,
                                               capture_us):
             if self.channel.bufferedAmount > MAX_BUFFERED_BYTES:
-                self.dropped_packets += 1
+                dropped += 1
                 continue
             try:
                 self.channel.send(message)
             except Exception:  # closing under us (aiortc raises InvalidStateError)
-                self.dropped_packets += 1
+                dropped += 1
                 log.debug("mix packet not sent: the channel is %s", self.channel.readyState)
+        return dropped
