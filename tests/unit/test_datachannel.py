@@ -27,17 +27,10 @@ from server.media.datachannel import (
 )
 from server.media.ingress import REASONS, DropCounts
 from server.media.jitter import JitterBuffer
-from server.media.opus import OpusDecoder, OpusEncoder
+from server.media.opus import OpusDecoder
+from tests.helpers.dcpackets import opus_frames
 
 FRAME_S = FRAME / SAMPLE_RATE
-
-
-def opus_frames(count: int, samples: int = FRAME) -> list[bytes]:
-    """``count`` mono Opus packets of ``samples`` each, of a 440 Hz tone."""
-    encoder = OpusEncoder(64_000, channels=1)
-    t = np.arange(count * samples) / SAMPLE_RATE
-    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    return [encoder.encode(tone[k * samples:(k + 1) * samples, None]) for k in range(count)]
 
 
 OPUS = opus_frames(1)[0]
@@ -100,7 +93,7 @@ def test_the_longest_packet_passes():
 def test_malformed_opus_and_another_frame_length_are_dropped():
     uplink = ChannelUplink()
     assert uplink.receive(message(opus=b"\x03"), 0.0) == Dropped("malformed_opus")
-    assert uplink.receive(message(opus=opus_frames(1, FRAME // 2)[0]), 0.1) \
+    assert uplink.receive(message(opus=opus_frames(1, half=True)[0]), 0.1) \
         == Dropped("dc_duration")
     assert uplink.receive(message(opus=OPUS), 0.2) == Accepted(0, OPUS)
 
