@@ -5,11 +5,15 @@ back, all without a network."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
+from aiortc import RTCPeerConnection
 
 from hrtf.constants import FRAME, SAMPLE_RATE
 from server.media.datachannel import (
+    AUDIO_LABEL,
     FLOOD_BURST,
     HEADER,
     MAX_BUFFERED_BYTES,
@@ -28,6 +32,7 @@ from server.media.datachannel import (
 from server.media.ingress import REASONS, DropCounts
 from server.media.jitter import JitterBuffer
 from server.media.opus import OpusDecoder
+from server.media.sdp import offer_problem
 from tests.helpers.dcpackets import opus_frames
 
 FRAME_S = FRAME / SAMPLE_RATE
@@ -204,3 +209,26 @@ def test_a_slow_listener_has_mix_packets_dropped_rather_than_queued():
     audio.channel.bufferedAmount = 0
     audio.channel.readyState = "closed"
     assert not audio.open
+
+
+def offer_sdp(data_channel: bool, video: bool) -> str:
+    """An aiortc offer with a data channel, a video transceiver, both or neither."""
+
+    async def make() -> str:
+        pc = RTCPeerConnection()
+        if data_channel:
+            pc.createDataChannel(AUDIO_LABEL, ordered=False, maxRetransmits=0)
+        if video:
+            pc.addTransceiver("video")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        await pc.close()
+        return sdp
+
+    return asyncio.run(make())
+
+
+def test_an_offer_with_only_an_audio_data_channel_is_usable_and_one_with_neither_is_not():
+    assert offer_problem(offer_sdp(data_channel=True, video=False)) is None
+    problem = offer_problem(offer_sdp(data_channel=False, video=True))
+    assert problem is not None and "no data channel" in problem
