@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
 
+from bench.impair import Impairment, Leg
 from hrtf.constants import FRAME, SAMPLE_RATE
 from server.media.datachannel import (
     AUDIO_LABEL,
@@ -232,3 +233,10 @@ def test_an_offer_with_only_an_audio_data_channel_is_usable_and_one_with_neither
     assert offer_problem(offer_sdp(data_channel=True, video=False)) is None
     problem = offer_problem(offer_sdp(data_channel=False, video=True))
     assert problem is not None and "no data channel" in problem
+
+
+def test_a_relay_for_a_data_channel_client_impairs_sctp_and_still_passes_the_handshake():
+    lossy = Leg(Impairment(loss=1.0), data_channel=True)
+    assert lossy.admit(bytes([23]) + bytes(40), 0.0) == []  # DTLS application data: SCTP
+    assert lossy.admit(bytes([22]) + bytes(40), 0.0) == [0.0]  # DTLS handshake
+    assert Leg(Impairment(loss=1.0)).admit(bytes([23]) + bytes(40), 0.0) == [0.0]
