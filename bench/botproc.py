@@ -1,4 +1,5 @@
-"""One bot in its own process: ``python -m bench.botproc URL ROOM NAME ROLE SECONDS OUT``.
+"""One bot in its own process: ``python -m bench.botproc URL ROOM NAME ROLE SECONDS OUT``
+(``--transport media|datachannel``).
 
 Joins, plays ``clicks`` or ``silence`` for ``SECONDS`` (after ``--settle``; in Opus packets
 of ``--frame-ms``, 20 ms through aiortc's encoder if not given), and writes what
@@ -14,13 +15,14 @@ import json
 
 import numpy as np
 
-from bench.bot import Bot, silence
+from bench.bot import TRANSPORTS, Bot, silence
 from bench.clicks import clicks
 
 
 async def run(args: argparse.Namespace) -> None:
     signal = clicks if args.role == "clicks" else silence
-    async with Bot(args.url, args.room, args.name, signal, frame_ms=args.frame_ms) as bot:
+    async with Bot(args.url, args.room, args.name, signal, frame_ms=args.frame_ms,
+                   transport=args.transport) as bot:
         await asyncio.sleep(args.settle + args.seconds)
         received = bot.recording()
         frames = np.array([len(f) for f in bot.received], np.int64)
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=2.5)
     parser.add_argument("--frame-ms", type=float, help="send Opus packets this long (2.5, 5 or "
                         "10) instead of aiortc's 20 ms")
+    parser.add_argument("--transport", choices=TRANSPORTS, default="media")
     asyncio.run(run(parser.parse_args()))
 
 

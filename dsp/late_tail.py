@@ -296,6 +296,7 @@ class LateTail:
         if np.shape(send) != (n,):
             raise ValueError(f"a send frame is ({n},) samples, got shape {np.shape(send)}")
         if self._rest is None:
+            assert self._head is not None  # one stage: the head holds the whole response
             return self._head.process(send)
         pos, rest = self._pos, self._rest
         if pos == 0:

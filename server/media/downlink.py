@@ -6,7 +6,9 @@ application: no speech processing, 2.5 ms look-ahead) right after rendering, ins
 fixed 96 kb/s ``voip`` encoder, one packet per room frame (20 ms by default; a 5 ms room sends
 5 ms packets, which browsers decode as any other: aiortc stamps each with its ``pts``, the
 room frames sent before it, as its RTP timestamp). The track is paced by the room clock; it
-never queues more than :data:`MAX_QUEUED_MS` of packets.
+never queues more than :data:`MAX_QUEUED_MS` of packets. A listener on the data-channel
+transport gets the same packets on its audio channel instead, sent as they are delivered
+(:class:`~server.media.datachannel.AudioChannel`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -23,6 +26,9 @@ from aiortc.mediastreams import MediaStreamError
 from hrtf.constants import FRAME, SAMPLE_RATE
 from server.media.opus import OpusEncoder
 from server.telemetry.recent import Recent
+
+if TYPE_CHECKING:
+    from server.media.datachannel import AudioChannel
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 DOWNLINK_BITRATE = 128_000
@@ -49,7 +55,11 @@ class MusicOpusEncoder:
 
 
 class ListenerTrack(MediaStreamTrack):
-    """One listener's personal mix, as pre-encoded Opus packets paced by the room clock."""
+    """One listener's personal mix, as pre-encoded Opus packets paced by the room clock.
+
+    While :attr:`channel` is set and open, the packets go there instead (the data channel
+    wins over RTP for the downlink) and nothing is queued for RTP.
+    """
 
     kind = "audio"
 
@@ -63,9 +73,18 @@ class ListenerTrack(MediaStreamTrack):
         self.dropped_packets = 0
         #: Milliseconds each packet waited between its tick and aiortc taking it to send.
         self.waits_ms = Recent()
+        #: The listener's audio data channel, once it has opened one.
+        self.channel: AudioChannel | None = None
 
-    def deliver(self, packets: list[av.Packet]) -> None:
-        """Called on the event loop after each tick with this listener's packets."""
+    def deliver(self, packets: list[av.Packet], room_sample: int | None = None) -> None:
+        """Called on the event loop after each tick with this listener's packets; the tick
+        started at ``room_sample`` (the data channel's timestamp; by default the track's own
+        count of samples)."""
+        if self.channel is not None and self.channel.open:
+            self.dropped_packets += self.channel.send_mix(
+                packets, self._pts if room_sample is None else room_sample)
+            self._pts += self.frame * len(packets)
+            return
         now = time.monotonic()
         for packet in packets:
             packet.pts = self._pts

@@ -11,6 +11,7 @@ resumes from the present: a room never plays catch-up for seconds, and never ski
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hrtf.constants import FRAME_MS
 
@@ -34,7 +35,7 @@ class TickSchedule:
     _resync_base: int = field(default=0, repr=False)
 
     @classmethod
-    def for_frame(cls, start: float, frame_ms: float, **kwargs) -> TickSchedule:
+    def for_frame(cls, start: float, frame_ms: float, **kwargs: Any) -> TickSchedule:
         """A schedule of ``frame_ms`` ticks that catches up :data:`CATCH_UP_MS` at most."""
         catch_up = max(3, round(CATCH_UP_MS / frame_ms))
         return cls(start=start, period=frame_ms / 1000, max_catch_up=catch_up, **kwargs)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from hrtf.constants import FRAME_MS
 
@@ -43,7 +44,7 @@ class OverloadGovernor:
     _recent: deque = field(default_factory=deque, repr=False)
 
     @classmethod
-    def for_frame(cls, frame_ms: float, **kwargs) -> OverloadGovernor:
+    def for_frame(cls, frame_ms: float, **kwargs: Any) -> OverloadGovernor:
         """A governor for ticks of ``frame_ms``: over ``0.75 · frame_ms`` is slow, and its
         windows last as long as at 20 ms (3 slow ticks in 200 ms degrade, 1 s calm recovers),
         counted in ticks of that frame."""
