@@ -48,7 +48,8 @@ def page():
                 tab = browser.new_page()
                 errors: list[str] = []
                 tab.on("pageerror", lambda error: errors.append(str(error)))
-                tab.goto(f"http://127.0.0.1:{server.server_address[1]}/")  # a directory listing: any page will do
+                # A directory listing: any page of that origin will do to import the modules.
+                tab.goto(f"http://127.0.0.1:{server.server_address[1]}/")
                 tab.evaluate("""async () => {
                     window.dcpacket = await import('/client_web/dcpacket.js');
                     const { PlayoutBuffer } = await import('/client_web/playout.js');
