@@ -1,6 +1,12 @@
 """A scripted participant: a real aiortc peer that joins a room over signaling, plays a
 signal into its uplink and records the personal mix it receives.
 
+Two transports: ``media`` (an RTP audio track, as a browser's fallback) and ``datachannel``
+(an ``audio`` data channel, unordered and without retransmissions, carrying Opus packets
+with the header of :mod:`server.media.datachannel`, as the browser's low-latency path does):
+the bot encodes its signal with libopus frame by frame and decodes the mix packets it gets
+as they arrive, so what it records reads the same either way.
+
 Used by the integration tests and the scenario benchmarks (latency, capacity).
 """
 
@@ -27,10 +33,15 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from hrtf.constants import FRAME, SAMPLE_RATE
+from server.media.datachannel import AUDIO_LABEL, AudioPacket, PacketError, pack, parse
+from server.media.opus import OpusDecoder, OpusEncoder, OpusError
 from server.media.sdp import with_music_opus
 from server.media.uplink import bypass_receiver_buffer, frame_to_mono, receiver_of
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+TRANSPORTS = ("media", "datachannel")
+#: The data-channel bot's uplink bitrate (mono Opus, restricted low delay).
+CHANNEL_UPLINK_BITRATE = 64_000
 
 
 class SignalTrack(MediaStreamTrack):
@@ -83,8 +94,17 @@ class Bot:
                  instrument: str = "bot", stock_receiver: bool = False,
                  offer_filter: Callable[[str], str] | None = None,
                  answer_filter: Callable[[str], str] | None = None,
-                 token: str | None = None, seat: str | None = None) -> None:
+                 token: str | None = None, seat: str | None = None,
+                 transport: str = "media") -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport {transport!r}: one of {', '.join(TRANSPORTS)}")
         self.url, self.room, self.name, self.instrument = url, room, name, instrument
+        #: ``media`` (RTP track) or ``datachannel`` (the ``audio`` data channel).
+        self.transport = transport
+        #: The ``audio`` data channel (the datachannel transport), once made.
+        self.channel = None
+        #: Mix packets received on the channel that were no packet or no Opus.
+        self.bad_packets = 0
         #: A room access token (``spatialjam token``), sent in the handshake's URL.
         self.token = token
         #: The grants ``joined`` listed.
@@ -147,7 +167,10 @@ class Bot:
                 bypass_receiver_buffer(receiver_of(self.pc, track))
             self._tasks.append(loop.create_task(self._record(track)))
 
-        self.pc.addTrack(self.track)
+        if self.transport == "datachannel":
+            self._open_channel(loop)
+        else:
+            self.pc.addTrack(self.track)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = with_music_opus(self.pc.localDescription.sdp)
         if self.offer_filter is not None:
@@ -156,6 +179,42 @@ class Bot:
         if self.answer_filter is not None:
             answer = self.answer_filter(answer)
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    def _open_channel(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The ``audio`` data channel: the signal goes out on it once it opens, the mix
+        comes in on it (an offer with no audio section)."""
+        channel = self.channel = self.pc.createDataChannel(AUDIO_LABEL, ordered=False,
+                                                           maxRetransmits=0)
+        decoder = OpusDecoder(channels=2)
+
+        @channel.on("open")
+        def on_open() -> None:
+            self._tasks.append(loop.create_task(self._send_channel(channel)))
+
+        @channel.on("message")
+        def on_message(message) -> None:
+            try:
+                stereo = decoder.decode(parse(message).opus)
+            except (PacketError, OpusError):
+                self.bad_packets += 1
+                return
+            self.received.append(stereo)
+            self.received_at.append(time.monotonic())
+
+    async def _send_channel(self, channel) -> None:
+        """The signal, frame by frame in real time (paced by :class:`SignalTrack`), as Opus
+        packets on ``channel``."""
+        encoder = OpusEncoder(CHANNEL_UPLINK_BITRATE, channels=1)
+        sequence = 0
+        while channel.readyState == "open":
+            try:
+                frame = await self.track.recv()
+            except MediaStreamError:
+                return
+            pcm = frame.to_ndarray().reshape(-1, 1).astype(np.float32) / 32768.0
+            channel.send(pack(AudioPacket(sequence, int(frame.pts),
+                                          int(time.monotonic() * 1e6), encoder.encode(pcm))))
+            sequence += 1
 
     def prepare_peer(self, pc: RTCPeerConnection) -> None:
         """Called with the peer connection as soon as :meth:`connect` makes it, before the
@@ -260,4 +319,4 @@ class Bot:
             await self._ws.close()
 
 
-__all__ = ["Bot", "SignalTrack", "frame_to_mono", "silence", "tone"]
+__all__ = ["TRANSPORTS", "Bot", "SignalTrack", "frame_to_mono", "silence", "tone"]

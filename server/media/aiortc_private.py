@@ -24,6 +24,10 @@ Written against aiortc 1.14–1.16 and aioice 0.10–0.13. What each touches, an
   them inside one range (:mod:`server.media.ports`). :func:`bind_host_sockets` has every ICE
   connection of a peer gather its host candidates on sockets bound by us, and leaves the rest
   of gathering (the TURN relay) to aioice with no host address to bind.
+- ``RTCDtlsTransport._get_stats``: what arrived on the DTLS transport under a peer's SCTP
+  association (:func:`sctp_transport_stats`); aiortc's ``getStats`` reports transports only
+  through RTP senders and receivers, so a peer with data channels only reports none, and the
+  media watchdog would take its live connection for a dead one.
 - ``aioice.Connection._nominated`` (component → ``CandidatePair``) and the pair's
   ``local_candidate`` / ``remote_candidate``: which way the media goes once ICE has chosen
   (:func:`selected_candidates`); aiortc has no ``getStats`` entry for the selected pair. Read by
@@ -201,3 +205,22 @@ def _gatherer(connection, aioice_gather, bind):
         return candidates
 
     return gather
+
+
+def sctp_transport_stats(pc) -> dict:
+    """The ``transport`` stats (by id) of the DTLS transport that carries ``pc``'s data
+    channels; empty when it has none.
+
+    Raises
+    ------
+    RuntimeError
+        If this aiortc version's DTLS transport keeps no ``_get_stats``.
+    """
+    sctp = pc.sctp
+    if sctp is None:
+        return {}
+    get_stats = getattr(sctp.transport, "_get_stats", None)
+    if get_stats is None:
+        raise RuntimeError("this aiortc's RTCDtlsTransport has no _get_stats: the media "
+                           "watchdog cannot see data-channel traffic (server.media.aiortc_private)")
+    return dict(get_stats())

@@ -4,7 +4,9 @@
 every listener's mix with :class:`MusicOpusEncoder` (stereo, 128 kb/s, the ``lowdelay``
 application: no speech processing, 2.5 ms look-ahead) right after rendering, instead of aiortc's
 fixed 96 kb/s ``voip`` encoder. The track is paced by the room clock; it never queues more than
-:data:`MAX_QUEUED_PACKETS`.
+:data:`MAX_QUEUED_PACKETS`. A listener on the data-channel transport gets the same packets on
+its audio channel instead, sent as they are delivered
+(:class:`~server.media.datachannel.AudioChannel`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -21,6 +24,9 @@ from aiortc.mediastreams import MediaStreamError
 from hrtf.constants import FRAME, SAMPLE_RATE
 from server.media.opus import OpusEncoder
 from server.telemetry.recent import Recent
+
+if TYPE_CHECKING:
+    from server.media.datachannel import AudioChannel
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 DOWNLINK_BITRATE = 128_000
@@ -45,7 +51,11 @@ class MusicOpusEncoder:
 
 
 class ListenerTrack(MediaStreamTrack):
-    """One listener's personal mix, as pre-encoded Opus packets paced by the room clock."""
+    """One listener's personal mix, as pre-encoded Opus packets paced by the room clock.
+
+    While :attr:`channel` is set and open, the packets go there instead (the data channel
+    wins over RTP for the downlink) and nothing is queued for RTP.
+    """
 
     kind = "audio"
 
@@ -56,9 +66,18 @@ class ListenerTrack(MediaStreamTrack):
         self.dropped_packets = 0
         #: Milliseconds each packet waited between its tick and aiortc taking it to send.
         self.waits_ms = Recent()
+        #: The listener's audio data channel, once it has opened one.
+        self.channel: AudioChannel | None = None
 
-    def deliver(self, packets: list[av.Packet]) -> None:
-        """Called on the event loop after each tick with this listener's packets."""
+    def deliver(self, packets: list[av.Packet], room_sample: int | None = None) -> None:
+        """Called on the event loop after each tick with this listener's packets; the tick
+        started at ``room_sample`` (the data channel's timestamp; by default the track's own
+        count of samples)."""
+        if self.channel is not None and self.channel.open:
+            self.dropped_packets += self.channel.send_mix(
+                packets, self._pts if room_sample is None else room_sample)
+            self._pts += FRAME * len(packets)
+            return
         now = time.monotonic()
         for packet in packets:
             packet.pts = self._pts

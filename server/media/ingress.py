@@ -27,9 +27,14 @@ from server.media.aiortc_private import udp_protocols
 log = logging.getLogger(__name__)
 
 #: Why a packet was dropped before anything decoded it: a zero-length datagram, a STUN message
-#: aioice cannot parse, an RTP payload of the Opus type that is no Opus packet (RFC 6716,
-#: section 3; :class:`server.media.uplink.PacketTap`).
-REASONS = ("empty_datagram", "malformed_stun", "malformed_opus")
+#: aioice cannot parse, an RTP payload of the Opus type (or a data-channel packet's payload)
+#: that is no Opus packet (RFC 6716, section 3; :class:`server.media.uplink.PacketTap`); and on
+#: the data-channel transport (:mod:`server.media.datachannel`): a message shorter than a
+#: header and one byte of Opus, longer than the longest packet, of another version, a text
+#: message, one past the sender's packet rate, an Opus packet of another length than the
+#: room's frame.
+REASONS = ("empty_datagram", "malformed_stun", "malformed_opus", "dc_short", "dc_oversized",
+           "dc_version", "dc_text", "dc_flood", "dc_duration")
 
 _GUARDED = "_spatialjam_guarded"
 

@@ -124,15 +124,18 @@ def has_fec(packet: bytes) -> bool:
 
 
 class OpusDecoder:
-    """One stream's mono decoder at 48 kHz (a stereo stream is down-mixed by libopus)."""
+    """One stream's decoder at 48 kHz: mono by default (a stereo stream is down-mixed by
+    libopus), samples ``(n,)``; with ``channels=2``, stereo ``(n, 2)``."""
 
-    def __init__(self) -> None:
+    def __init__(self, channels: int = 1) -> None:
         lib = library()
         error = ctypes.c_int(0)
-        self._handle = lib.opus_decoder_create(SAMPLE_RATE, 1, ctypes.byref(error))
+        self.channels = channels
+        self._handle = lib.opus_decoder_create(SAMPLE_RATE, channels, ctypes.byref(error))
         if error.value != OPUS_OK or not self._handle:
             raise OpusError(f"cannot create an Opus decoder: {_error(error.value)}")
-        self._out = np.zeros(FRAME * 6, np.float32)  # up to 120 ms, the longest Opus packet
+        self._max = FRAME * 6  # up to 120 ms, the longest Opus packet
+        self._out = np.zeros(self._max * channels, np.float32)
 
     def __del__(self) -> None:
         handle, self._handle = getattr(self, "_handle", None), None
@@ -140,17 +143,18 @@ class OpusDecoder:
             _lib.opus_decoder_destroy(handle)
 
     def _run(self, packet: bytes | None, samples: int, fec: int) -> np.ndarray:
-        out = self._out[:samples]
+        out = self._out[:samples * self.channels]
         pointer = out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         data, size = (packet, len(packet)) if packet else (None, 0)
         n = library().opus_decode_float(self._handle, data, size, pointer, samples, fec)
         if n < 0:
             raise OpusError(f"Opus cannot decode this packet: {_error(n)}")
-        return out[:n].copy()
+        pcm = out[:n * self.channels].copy()
+        return pcm if self.channels == 1 else pcm.reshape(n, self.channels)
 
     def decode(self, packet: bytes) -> np.ndarray:
-        """The samples of ``packet`` (float32, mono, ±1)."""
-        return self._run(packet, len(self._out), 0)
+        """The samples of ``packet`` (float32, ±1)."""
+        return self._run(packet, self._max, 0)
 
     def recover(self, following: bytes, samples: int = FRAME) -> np.ndarray:
         """The ``samples`` lost just before ``following``: from its in-band FEC if it carries

@@ -5,11 +5,15 @@ to the member's aiortc ``RTCPeerConnection``: an offer is checked before aiortc 
 (:mod:`server.media.sdp`), the answer carries Opus in real stereo, the peer's UDP sockets are
 guarded (:mod:`server.media.ingress`), its incoming audio goes through the packet tap into the
 source's jitter buffer (:mod:`server.media.uplink`) and its outgoing track is the listener's
-mix (:mod:`server.media.downlink`). The operator's ICE options (:class:`IceConfig`) give the
-peer its STUN and TURN servers, bind its UDP sockets inside ``--udp-ports``
-(:mod:`server.media.ports`) and add ``--public-ip`` to the answer's candidates
-(:func:`advertise_public`). A peer that fails, or from which nothing arrives for
-:data:`MEDIA_SILENCE_S`, has its member evicted (the seat stays for a rejoin).
+mix (:mod:`server.media.downlink`). A member that opens an ``audio`` data channel uses the
+data-channel transport (:mod:`server.media.datachannel`): its packets go into the same jitter
+buffer, its mix goes back on the channel, and its RTP (if it sends any) is ignored while the
+channel carries its uplink; an offer with a data channel and no audio section gets no track.
+The operator's ICE options (:class:`IceConfig`) give the peer its STUN and TURN servers,
+bind its UDP sockets inside ``--udp-ports`` (:mod:`server.media.ports`) and add
+``--public-ip`` to the answer's candidates (:func:`advertise_public`). A peer that fails, or
+from which nothing arrives for :data:`MEDIA_SILENCE_S`, has its member evicted (the seat stays
+for a rejoin).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from typing import TYPE_CHECKING
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from server.media.aiortc_private import bind_host_sockets
+from server.media.aiortc_private import bind_host_sockets, sctp_transport_stats
+from server.media.datachannel import AUDIO_LABEL, AudioChannel, ChannelUplink
 from server.media.ice import SERVER_IDENTITY, IceConfig, advertise_public
 from server.media.ingress import DropCounts, guard_datagrams
 from server.media.ports import PortsExhausted, UdpPortRange
@@ -54,9 +59,9 @@ MEDIA_CHECK_S = 1.0
 
 
 async def packets_received(pc: RTCPeerConnection) -> int:
-    """Datagrams received so far on ``pc``'s transports: DTLS, RTP and RTCP (ICE's own STUN
-    checks are not counted)."""
-    report = await pc.getStats()
+    """Datagrams received so far on ``pc``'s transports: DTLS (data channels' SCTP included),
+    RTP and RTCP (ICE's own STUN checks are not counted)."""
+    report = {**await pc.getStats(), **sctp_transport_stats(pc)}
     return sum(stats.packetsReceived for stats in report.values() if stats.type == "transport")
 
 
@@ -113,8 +118,10 @@ class Peers:
             if self.ports is not None:
                 bind_host_sockets(pc, self.ports.bind)
             track = live.runner.tracks[slot]
-            if all(t.sender.track is not track for t in pc.getTransceivers()):
-                pc.addTrack(track)
+            transceivers = pc.getTransceivers()
+            if any(t.kind == "audio" for t in transceivers) \
+                    and all(t.sender.track is not track for t in transceivers):
+                pc.addTrack(track)  # not without an audio section: a data channel only
             await pc.setLocalDescription(await pc.createAnswer())
             guard_datagrams(pc, self.drops)
         except Exception as exc:  # aiortc raises many kinds on SDP it cannot use
@@ -138,14 +145,29 @@ class Peers:
             RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
             for s in servers]))
         buffer = p.live.runner.buffers[slot]
+        listener = p.live.runner.tracks[slot]
+        uplink = ChannelUplink()  # one per member: its channels share one flood budget
 
         @pc.on("track")
         def on_track(track) -> None:
             if track.kind != "audio" or not p.access.allows("publish"):
                 return  # a listener without the publish grant is not heard
-            tap_receiver(receiver_of(pc, track), buffer, self.drops)
+            tap_receiver(receiver_of(pc, track), buffer, self.drops, defer=uplink.active)
             # Opus packets go to the buffer from the tap; frames of anything else come here.
             p.tasks.append(asyncio.get_running_loop().create_task(read_uplink(track, buffer)))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel) -> None:
+            if channel.label != AUDIO_LABEL:
+                return  # not ours: left unread
+            audio = AudioChannel(channel, uplink,
+                                 buffer if p.access.allows("publish") else None, self.drops)
+            listener.channel = audio  # the latest channel carries the mix
+
+            @channel.on("close")
+            def on_close() -> None:
+                if listener.channel is audio:
+                    listener.channel = None
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:

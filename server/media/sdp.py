@@ -60,7 +60,9 @@ MAX_ICE_CANDIDATES = 64
 def offer_problem(sdp: str) -> str | None:
     """What keeps the server from using ``sdp`` as an offer, in words; None if nothing does.
 
-    Refused: no audio section offering Opus (the mixes are Opus: RFC 7587); a media section
+    Refused: neither an audio section offering Opus (the mixes are Opus: RFC 7587) nor a data
+    channel section (``m=application … webrtc-datachannel``, RFC 8841: the data-channel audio
+    transport, :mod:`server.media.datachannel`); a media section
     without ``a=fingerprint`` (DTLS-SRTP cannot authenticate the peer without it: RFC 8122,
     section 5) or without ``a=ice-ufrag``/``a=ice-pwd`` (RFC 8839, section 5.4), at its level
     or the session's; one ``a=mid`` for two sections (RFC 8843, section 7.2); more than
@@ -75,9 +77,9 @@ def offer_problem(sdp: str) -> str | None:
     if candidates > MAX_ICE_CANDIDATES:
         return (f"the offer lists {candidates} ICE candidates (a=candidate lines); at most "
                 f"{MAX_ICE_CANDIDATES} are taken")
-    if not _offers_opus(lines):
+    if not _offers_opus(lines) and not _offers_datachannel(lines):
         return ("the offer has no audio section offering Opus (a=rtpmap:N opus/48000/2, RFC "
-                "7587): the server sends and receives Opus only")
+                "7587) and no data channel: the server sends and receives Opus only")
     session = lines[:starts[0]]
     sections = [lines[a:b] for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)]
     for needed, why in (("a=fingerprint:", "DTLS-SRTP needs the certificate's fingerprint "
@@ -126,3 +128,9 @@ def _offers_opus(lines: list[str]) -> bool:
             if pt in formats and codec.lower().startswith("opus/48000"):
                 return True
     return False
+
+
+def _offers_datachannel(lines: list[str]) -> bool:
+    """Whether a section is an SCTP data channel section (RFC 8841, section 4)."""
+    return any(line.startswith("m=application ") and "webrtc-datachannel" in line
+               for line in lines)

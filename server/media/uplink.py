@@ -132,8 +132,13 @@ class PacketTap:
     capacity = 1
 
     def __init__(self, buffer: JitterBuffer, is_opus: Callable[[int], bool],
-                 drops: DropCounts | None = None) -> None:
+                 drops: DropCounts | None = None,
+                 defer: Callable[[float], bool] | None = None) -> None:
         self.buffer = buffer
+        #: Whether, at a time on ``time.monotonic``, the member's uplink comes from elsewhere
+        #: (its audio data channel): its RTP Opus packets are then ignored (:attr:`deferred`).
+        self.defer = defer
+        self.deferred = 0
         #: Whether a payload type is Opus (asked per packet: aiortc learns its codecs only
         #: once the connection runs, after the track is announced).
         self.is_opus = is_opus
@@ -148,8 +153,12 @@ class PacketTap:
         if self.is_opus(packet.payload_type):
             samples = packet_samples(data)
             if samples == FRAME:
+                now = time.monotonic()
+                if self.defer is not None and self.defer(now):
+                    self.deferred += 1
+                    return False, None
                 self._last = unwrap_timestamp(self._last, packet.timestamp)
-                self.buffer.push(self._last, bytes(data), time.monotonic())
+                self.buffer.push(self._last, bytes(data), now)
                 self.packets += 1
                 return False, None
             if samples < 0 and data:  # aiortc's decoder would fail on it, and log each one
@@ -164,16 +173,18 @@ class PacketTap:
         return None
 
 
-def tap_receiver(receiver, buffer: JitterBuffer, drops: DropCounts | None = None) -> PacketTap:
+def tap_receiver(receiver, buffer: JitterBuffer, drops: DropCounts | None = None,
+                 defer: Callable[[float], bool] | None = None) -> PacketTap:
     """Put a :class:`PacketTap` feeding ``buffer`` in place of ``receiver``'s jitter buffer;
-    malformed Opus payloads are counted in ``drops``."""
+    malformed Opus payloads are counted in ``drops``; Opus packets are ignored while
+    ``defer(now)`` says so (:class:`PacketTap`)."""
     check_receiver_codecs(receiver)
 
     def is_opus(payload_type: int) -> bool:
         codec = receiver_codec(receiver, payload_type)
         return codec is not None and codec.mimeType.lower() == "audio/opus"
 
-    tap = PacketTap(buffer, is_opus, drops)
+    tap = PacketTap(buffer, is_opus, drops, defer)
     replace_jitter_buffer(receiver, tap)
     return tap
 

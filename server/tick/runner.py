@@ -7,7 +7,8 @@ Every 20 ms, on a deadline schedule (:class:`~server.tick.clock.TickSchedule`):
    source's frame is decoded, or concealed if it is missing
    (:class:`~server.media.uplink.UplinkDecoder`), the renderer renders every listener's mix and the
    mixes are Opus-encoded (:class:`~server.media.downlink.MusicOpusEncoder`);
-3. on the loop: each listener's packets go to its :class:`~server.media.downlink.ListenerTrack`.
+3. on the loop: each listener's packets go to its :class:`~server.media.downlink.ListenerTrack`
+   (RTP, or its audio data channel).
 
 The tick never awaits network I/O; a tick that overruns is counted, and the clock skips rather
 than drifting (see :mod:`server.tick.clock`). The clock's phase follows the sources: the tick moves
@@ -338,7 +339,7 @@ class RoomRunner:
                         done.work_ms, "all" if new_cap is None else f"at most {new_cap}")
         for slot, slot_packets in done.packets.items():
             if self.tracks.get(slot) is tracks[slot]:
-                tracks[slot].deliver(slot_packets)
+                tracks[slot].deliver(slot_packets, work.start)
 
     def _align_phase(self) -> None:
         """Move the clock's phase to just after the frames' arrivals (:mod:`server.tick.phase`)."""

@@ -203,7 +203,8 @@ async def test_the_guard_drops_and_counts_empty_and_unparsable_datagrams_once_pe
     finally:
         await pc.close()
     TRIED["udp.datagrams (guard, in process)"] += 2
-    assert drops.counts == {"empty_datagram": 1, "malformed_stun": 1, "malformed_opus": 0}
+    assert {k: n for k, n in drops.counts.items() if n} == {"empty_datagram": 1,
+                                                            "malformed_stun": 1}
 
 
 async def test_junk_datagrams_at_the_media_ports_are_dropped_counted_and_harmless(server):

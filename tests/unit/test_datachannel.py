@@ -1,0 +1,213 @@
+"""The data-channel audio packet (docs/PROTOCOL.md, "Data-channel audio"): its format, the
+checks each uplink message passes (shape, version, Opus, the sender's rate) and where the
+packets that pass go (the source's jitter buffer, as RTP Opus packets do), the mix's packets
+back, all without a network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hrtf.constants import FRAME, SAMPLE_RATE
+from server.media.datachannel import (
+    FLOOD_BURST,
+    HEADER,
+    MAX_BUFFERED_BYTES,
+    MAX_PACKET,
+    Accepted,
+    AudioChannel,
+    AudioPacket,
+    ChannelDownlink,
+    ChannelUplink,
+    Dropped,
+    PacketError,
+    TokenBucket,
+    pack,
+    parse,
+)
+from server.media.ingress import REASONS, DropCounts
+from server.media.jitter import JitterBuffer
+from server.media.opus import OpusDecoder, OpusEncoder
+
+FRAME_S = FRAME / SAMPLE_RATE
+
+
+def opus_frames(count: int, samples: int = FRAME) -> list[bytes]:
+    """``count`` mono Opus packets of ``samples`` each, of a 440 Hz tone."""
+    encoder = OpusEncoder(64_000, channels=1)
+    t = np.arange(count * samples) / SAMPLE_RATE
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    return [encoder.encode(tone[k * samples:(k + 1) * samples, None]) for k in range(count)]
+
+
+OPUS = opus_frames(1)[0]
+
+
+def message(sequence: int = 0, timestamp: int = 0, opus: bytes = OPUS, version: int = 1,
+            flags: int = 0) -> bytes:
+    return HEADER.pack(version, flags, sequence, timestamp, 1234) + opus
+
+
+class FakeChannel:
+    """What :class:`AudioChannel` uses of an aiortc ``RTCDataChannel``."""
+
+    def __init__(self) -> None:
+        self.readyState = "open"
+        self.bufferedAmount = 0
+        self.sent: list[bytes] = []
+        self.handlers: dict = {}
+
+    def on(self, event: str, handler=None):
+        self.handlers[event] = handler
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+def test_a_packet_survives_pack_and_parse_with_its_numbers_wrapped():
+    packet = parse(pack(AudioPacket(70_000, 2**32 + 5, 2**33 + 7, OPUS)))
+    assert (packet.sequence, packet.timestamp, packet.capture_us) == (70_000 - 65_536, 5, 7)
+    assert packet.opus == OPUS
+    assert len(pack(AudioPacket(0, 0, 0, OPUS))) == 12 + len(OPUS)
+
+
+def test_unknown_flag_bits_are_ignored():
+    assert parse(message(flags=0xFF)).opus == OPUS
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"", "dc_short"),
+    (b"\x01", "dc_short"),
+    (HEADER.pack(1, 0, 0, 0, 0), "dc_short"),  # a header and no Opus
+    (HEADER.pack(1, 0, 0, 0, 0) + bytes(1276), "dc_oversized"),
+    (bytes(10_000), "dc_oversized"),
+    (message(version=0), "dc_version"),
+    (message(version=2), "dc_version"),
+    ("hello", "dc_text"),
+    ("", "dc_text"),
+])
+def test_a_message_that_is_no_packet_is_refused_with_its_reason(data, reason):
+    with pytest.raises(PacketError) as caught:
+        parse(data)
+    assert caught.value.reason == reason
+    assert reason in REASONS
+
+
+def test_the_longest_packet_passes():
+    assert len(parse(HEADER.pack(1, 0, 0, 0, 0) + bytes(MAX_PACKET - 12)).opus) == 1275
+
+
+def test_malformed_opus_and_another_frame_length_are_dropped():
+    uplink = ChannelUplink()
+    assert uplink.receive(message(opus=b"\x03"), 0.0) == Dropped("malformed_opus")
+    assert uplink.receive(message(opus=opus_frames(1, FRAME // 2)[0]), 0.1) \
+        == Dropped("dc_duration")
+    assert uplink.receive(message(opus=OPUS), 0.2) == Accepted(0, OPUS)
+
+
+def test_a_token_bucket_allows_its_burst_then_its_rate():
+    bucket = TokenBucket(rate_per_s=100.0, burst=8)
+    assert [bucket.take(0.0) for _ in range(10)] == [True] * 8 + [False] * 2
+    assert bucket.take(0.005) is False  # half a token back
+    assert bucket.take(0.010) is True
+    assert sum(bucket.take(1.0 + k / 1000) for k in range(1000)) <= 8 + 100 + 1
+
+
+def test_a_flood_past_twice_the_frame_rate_is_dropped_and_a_steady_sender_is_not():
+    uplink = ChannelUplink()
+    steady = [uplink.receive(message(k, k * FRAME), k * FRAME_S) for k in range(500)]
+    assert all(isinstance(v, Accepted) for v in steady)
+    flood = [uplink.receive(message(k, k * FRAME), 100.0 + k * 1e-4) for k in range(1000)]
+    passed = sum(isinstance(v, Accepted) for v in flood)
+    assert FLOOD_BURST <= passed <= FLOOD_BURST + 25  # 0.1 s at 100 packets a second
+    assert {v.reason for v in flood if isinstance(v, Dropped)} == {"dc_flood"}
+    assert uplink.messages == 1500
+
+
+def test_timestamps_are_unwrapped_across_two_to_the_32():
+    uplink = ChannelUplink()
+    start = 2**32 - FRAME
+    got = [uplink.receive(message(k, (start + k * FRAME) % 2**32), k * FRAME_S)
+           for k in range(3)]
+    assert [v.timestamp for v in got] == [start, start + FRAME, start + 2 * FRAME]
+
+
+def channel_into_buffer() -> tuple[AudioChannel, JitterBuffer, DropCounts, list[float]]:
+    clock = [0.0]
+    buffer, drops = JitterBuffer(target=2), DropCounts()
+    audio = AudioChannel(FakeChannel(), ChannelUplink(), buffer, drops, clock=lambda: clock[0])
+    return audio, buffer, drops, clock
+
+
+def test_packets_go_to_the_jitter_buffer_which_orders_them_and_drops_replays():
+    audio, buffer, drops, clock = channel_into_buffer()
+    packets = opus_frames(4)
+    for k in (1, 0, 0, 2, 1, 3):  # out of order, and replayed
+        clock[0] += FRAME_S / 2
+        audio.receive(message(k, 48_000 + k * FRAME, packets[k]))
+    assert buffer.stats.duplicates == 2
+    played = [buffer.pop(clock[0]).frame for _ in range(4)]
+    assert played == packets
+    audio.receive(message(0, 48_000, packets[0]))  # a replay after it played: late
+    assert buffer.stats.late == 1
+    assert sum(drops.counts.values()) == 0
+
+
+def test_what_the_buffer_plays_decodes_to_the_sent_audio():
+    audio, buffer, _, clock = channel_into_buffer()
+    for k, packet in enumerate(opus_frames(3)):
+        clock[0] += FRAME_S
+        audio.receive(message(k, k * FRAME, packet))
+    decoder = OpusDecoder()
+    decoded = np.concatenate([decoder.decode(buffer.pop(clock[0]).frame) for _ in range(3)])
+    assert decoded.shape == (3 * FRAME,)
+    assert np.sqrt(np.mean(decoded[FRAME:] ** 2)) > 0.1  # the tone, not silence
+
+
+def test_every_bad_message_is_counted_by_reason_and_none_reaches_the_buffer():
+    audio, buffer, drops, clock = channel_into_buffer()
+    junk = [b"", b"\x01\x00", message(version=9), "text", bytes(2000), message(opus=b"\x03")]
+    for data in junk:
+        clock[0] += FRAME_S
+        audio.receive(data)
+    assert buffer.depth == 0
+    assert {k: v for k, v in drops.counts.items() if v} == {
+        "dc_short": 2, "dc_version": 1, "dc_text": 1, "dc_oversized": 1, "malformed_opus": 1}
+
+
+def test_a_member_without_the_publish_grant_is_not_heard():
+    drops = DropCounts()
+    audio = AudioChannel(FakeChannel(), ChannelUplink(), None, drops, clock=lambda: 0.0)
+    audio.receive(message())
+    assert audio.uplink.accepted == 1 and sum(drops.counts.values()) == 0
+
+
+def test_uplink_is_active_for_a_second_after_its_last_packet():
+    uplink = ChannelUplink()
+    assert not uplink.active(0.0)
+    uplink.receive(message(), 10.0)
+    assert uplink.active(10.5) and not uplink.active(11.5)
+    uplink.receive("junk", 11.6)
+    assert not uplink.active(11.7)
+
+
+def test_the_mix_goes_out_with_a_sequence_and_the_tick_sample():
+    downlink = ChannelDownlink()
+    downlink._sequence = 65_535
+    first = downlink.messages([b"\xfc\x01", b"\xfc\x02"], 2**32 + 10, 5)
+    second = downlink.messages([b"\xfc\x03"], 2 * FRAME, 6)
+    parsed = [parse(m) for m in first + second]
+    assert [p.sequence for p in parsed] == [65_535, 0, 1]
+    assert [p.timestamp for p in parsed] == [10, 10 + FRAME, 2 * FRAME]
+    assert [p.opus for p in parsed] == [b"\xfc\x01", b"\xfc\x02", b"\xfc\x03"]
+
+
+def test_a_slow_listener_has_mix_packets_dropped_rather_than_queued():
+    audio, *_ = channel_into_buffer()
+    assert audio.send_mix([OPUS], 0) == 0
+    audio.channel.bufferedAmount = MAX_BUFFERED_BYTES + 1
+    assert audio.send_mix([OPUS], FRAME) == 1
+    assert len(audio.channel.sent) == 1
+    audio.channel.bufferedAmount = 0
+    audio.channel.readyState = "closed"
+    assert not audio.open
