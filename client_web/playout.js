@@ -26,9 +26,10 @@
 //   compared with the slack of the first window after the start. Half a frame more: one sample
 //   is dropped; half a frame less: one is inserted, each spread over SLIP_SAMPLES by reading at a rate of 1 ± 1/SLIP_SAMPLES with
 //   linear interpolation (no click: the read position glides by one sample), at most one slip
-//   per SLIP_GAP_SAMPLES (≈ 0.3 %, far more than a sound card's clock drift). A backlog of more
-//   than CATCH_UP_FRAMES (the burst after a network stall) is drained faster, slips back to
-//   back (1.6 %, about a quarter of a semitone for a few seconds).
+//   per SLIP_GAP_SAMPLES (≈ 0.3 %, far more than a sound card's clock drift).
+// - Backlog: a window whose smallest slack is more than SKIP_FRAMES_OVER + 1 frames above the
+//   reference (the burst that ends a network stall) skips the whole frames beyond one, with a
+//   crossfade from where play was: late audio is no use to a musician (Jamulus drops it too).
 
 import { sequenceDelta } from "./dcpacket.js";
 
@@ -39,8 +40,11 @@ export const BUFFERING = "buffering";
 export const SLIP_SAMPLES = 64;
 /** At least this many samples from the start of one slip to the next. */
 export const SLIP_GAP_SAMPLES = 320;
-/** More slack than the reference by this many frames (a burst after a stall): slip back to back. */
-export const CATCH_UP_FRAMES = 2;
+/**
+ * More slack than the reference by more than this many frames (the burst that ends a network
+ * stall): the backlog is skipped at once (crossfaded), not played late.
+ */
+export const SKIP_FRAMES_OVER = 1;
 /** Real audio after a concealment is crossfaded in over this many samples. */
 export const XFADE_SAMPLES = 64;
 /** A sequence number this far ahead of the expected one means the sender started again. */
@@ -85,7 +89,7 @@ export class PlayoutBuffer {
     this.target = this.minTarget;
     this.slip = { direction: 0, left: 0, step: 0, since: SLIP_GAP_SAMPLES };
     this.window = { pulled: 0, floor: Infinity };
-    this.trend = 0; // −2: catch up, −1: drop samples, +1: insert samples, 0: hold
+    this.trend = 0; // −1: drop samples, +1: insert samples, 0: hold
     this.reference = null; // the slack the drift control holds (samples), set after a start
     this.calm = { pulled: 0, floor: Infinity };
 
@@ -95,7 +99,8 @@ export class PlayoutBuffer {
     this.xfade = 0; // samples of that crossfade still to play
 
     this.counts = { received: 0, played: 0, underruns: 0, concealed: 0, late: 0,
-      duplicates: 0, overflows: 0, restarts: 0, dropped: 0, inserted: 0, grown: 0, shrunk: 0 };
+      duplicates: 0, overflows: 0, restarts: 0, dropped: 0, inserted: 0, grown: 0, shrunk: 0,
+      skipped: 0 };
   }
 
   /** Samples committed and not yet played. */
@@ -285,10 +290,9 @@ export class PlayoutBuffer {
   /** One output sample at the read position; the read position moves on (gliding in a slip). */
   readSample(out, i) {
     const slip = this.slip;
-    const gap = this.trend < -1 ? SLIP_SAMPLES : SLIP_GAP_SAMPLES;
-    if (slip.left === 0 && this.trend !== 0 && slip.since >= gap
+    if (slip.left === 0 && this.trend !== 0 && slip.since >= SLIP_GAP_SAMPLES
       && (this.trend > 0 || this.depth > SLIP_SAMPLES + 2)) {
-      Object.assign(slip, { direction: Math.sign(this.trend), left: SLIP_SAMPLES, since: 0 });
+      Object.assign(slip, { direction: this.trend, left: SLIP_SAMPLES, since: 0 });
       if (this.trend < 0) this.counts.dropped += 1;
       else this.counts.inserted += 1;
     }
@@ -365,8 +369,9 @@ export class PlayoutBuffer {
       const ref = this.reference;
       const dropAbove = ref + this.frame / 2;
       const insertBelow = Math.max(ref - this.frame / 2, ref / 2);
-      this.trend = w.floor > ref + CATCH_UP_FRAMES * this.frame ? -2
-        : w.floor > dropAbove ? -1 : w.floor < insertBelow ? 1 : 0;
+      const backlog = Math.floor((w.floor - ref) / this.frame) - 1;
+      if (backlog >= SKIP_FRAMES_OVER) this.skip(backlog * this.frame, n);
+      this.trend = w.floor > dropAbove ? -1 : w.floor < insertBelow ? 1 : 0;
       this.window = { pulled: 0, floor: Infinity };
     }
     const calm = this.calm;
@@ -380,6 +385,18 @@ export class PlayoutBuffer {
       }
       this.resetCalm();
     }
+  }
+
+  /**
+   * Skip `samples` of the FIFO (whole frames of a backlog): play goes on from further ahead,
+   * crossfaded from where it was over XFADE_SAMPLES. Called before a pull of `n` samples.
+   */
+  skip(samples, n) {
+    if (this.xfade > 0 || this.depth - samples < n + SLIP_SAMPLES) return;
+    this.out = new FifoTail(this.fifo, this.readAt, this.mask);
+    this.xfade = XFADE_SAMPLES;
+    this.readAt += samples;
+    this.counts.skipped += samples / this.frame;
   }
 
   resetCalm() {
@@ -419,5 +436,18 @@ class Concealment {
 
   copy() {
     return Object.assign(Object.create(Concealment.prototype), this);
+  }
+}
+
+/** The FIFO read on from `at`: what would have played, faded out when play skips ahead. */
+class FifoTail {
+  constructor(fifo, at, mask) {
+    Object.assign(this, { fifo, at, mask });
+  }
+
+  next(into, at) {
+    const k = this.at & this.mask;
+    for (let c = 0; c < into.length; c++) into[c][at] = this.fifo[Math.min(c, this.fifo.length - 1)][k];
+    this.at += 1;
   }
 }
