@@ -185,21 +185,22 @@ class Bot:
         comes in on it (an offer with no audio section)."""
         channel = self.channel = self.pc.createDataChannel(AUDIO_LABEL, ordered=False,
                                                            maxRetransmits=0)
-        decoder = OpusDecoder(channels=2)
+        self._decoder = OpusDecoder(channels=2)
+        channel.on("message", self.mix_message)
 
         @channel.on("open")
         def on_open() -> None:
             self._tasks.append(loop.create_task(self._send_channel(channel)))
 
-        @channel.on("message")
-        def on_message(message) -> None:
-            try:
-                stereo = decoder.decode(parse(message).opus)
-            except (PacketError, OpusError):
-                self.bad_packets += 1
-                return
-            self.received.append(stereo)
-            self.received_at.append(time.monotonic())
+    def mix_message(self, message: bytes | str) -> None:
+        """A message of the mix on the data channel: decoded (as it arrives) and recorded."""
+        try:
+            stereo = self._decoder.decode(parse(message).opus)
+        except (PacketError, OpusError):
+            self.bad_packets += 1
+            return
+        self.received.append(stereo)
+        self.received_at.append(time.monotonic())
 
     async def _send_channel(self, channel) -> None:
         """The signal, frame by frame in real time (paced by :class:`SignalTrack`), as Opus

@@ -1,4 +1,5 @@
-"""One bot in its own process: ``python -m bench.botproc URL ROOM NAME ROLE SECONDS OUT``.
+"""One bot in its own process: ``python -m bench.botproc URL ROOM NAME ROLE SECONDS OUT``
+(``--transport media|datachannel``).
 
 Joins, plays ``clicks`` or ``silence`` for ``SECONDS`` (after ``--settle``), and writes what
 it sent and heard with their ``time.monotonic()`` stamps (comparable across processes on one
@@ -13,13 +14,13 @@ import json
 
 import numpy as np
 
-from bench.bot import Bot, silence
+from bench.bot import TRANSPORTS, Bot, silence
 from bench.clicks import clicks
 
 
 async def run(args: argparse.Namespace) -> None:
     signal = clicks if args.role == "clicks" else silence
-    async with Bot(args.url, args.room, args.name, signal) as bot:
+    async with Bot(args.url, args.room, args.name, signal, transport=args.transport) as bot:
         await asyncio.sleep(args.settle + args.seconds)
         received = bot.recording()
         frames = np.array([len(f) for f in bot.received], np.int64)
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("seconds", type=float)
     parser.add_argument("out")
     parser.add_argument("--settle", type=float, default=2.5)
+    parser.add_argument("--transport", choices=TRANSPORTS, default="media")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -33,7 +33,8 @@ timed (a live decoder's output comes later, by a thread's scheduling).
 
 :class:`ArrivalLog` stands in for an aiortc receiver's jitter buffer: it notes every packet
 (number, timestamp, arrival, CPU stall so far, payload) and decodes nothing while the stream
-runs. :class:`GapBot` is a :class:`bench.bot.Bot` with one in its receiver. :func:`measure`
+runs. :class:`GapBot` is a :class:`bench.bot.Bot` with one in its receiver (or behind its
+audio data channel: the same numbers, in the packets' header). :func:`measure`
 is the arithmetic (no I/O, times are arguments).
 """
 
@@ -51,6 +52,7 @@ from scipy.signal import butter, sosfilt
 from bench.bot import Bot, silence
 from hrtf.constants import FRAME, SAMPLE_RATE
 from server.media.aiortc_private import replace_jitter_buffer, rtp_payload
+from server.media.datachannel import PacketError, parse
 from server.media.opus import OpusDecoder
 from server.media.uplink import receiver_of
 
@@ -185,12 +187,16 @@ class ArrivalLog:
         self._payload: list[bytes] = []
 
     def add(self, packet) -> tuple[bool, JitterFrame | None]:
-        self._seq.append(packet.sequence_number)
-        self._timestamp.append(packet.timestamp)
+        self.note(packet.sequence_number, packet.timestamp, bytes(rtp_payload(packet)))
+        return False, None
+
+    def note(self, seq: int, timestamp: int, payload: bytes) -> None:
+        """One packet arrived now (an RTP packet's fields, or a data-channel packet's)."""
+        self._seq.append(seq)
+        self._timestamp.append(timestamp)
         self._at.append(self.clock())
         self._stall.append(self.stall())
-        self._payload.append(bytes(rtp_payload(packet)))
-        return False, None
+        self._payload.append(payload)
 
     def remove(self, count: int) -> None:  # called by aiortc on reset; nothing is held
         return None
@@ -226,12 +232,22 @@ class ArrivalLog:
 
 class GapBot(Bot):
     """A :class:`~bench.bot.Bot` whose receiver notes every packet of its mix as it arrives
-    (:attr:`arrivals`) and decodes none while it runs."""
+    (:attr:`arrivals`) and decodes none while it runs; on either transport (the data
+    channel's packets have the same sequence numbers and timestamps)."""
 
-    def __init__(self, url: str, room: str, name: str, signal=silence) -> None:
-        super().__init__(url, room, name, signal, stock_receiver=True)
+    def __init__(self, url: str, room: str, name: str, signal=silence,
+                 transport: str = "media") -> None:
+        super().__init__(url, room, name, signal, stock_receiver=True, transport=transport)
         self._stall = CpuStall()
         self.arrivals = ArrivalLog(stall=self._stall)
+
+    def mix_message(self, message: bytes | str) -> None:
+        try:
+            packet = parse(message)
+        except PacketError:
+            self.bad_packets += 1
+            return
+        self.arrivals.note(packet.sequence, packet.timestamp, packet.opus)
 
     def prepare_peer(self, pc) -> None:
         @pc.on("track")

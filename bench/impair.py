@@ -18,6 +18,9 @@ connectivity checks, consent freshness) and DTLS (20–63: the handshake) pass a
 untouched, so a lossy profile cannot stall the connection's setup or let consent expire; a
 real network would hit them too, but a lost handshake record only delays setup, and it is the
 media path that is measured. Other first bytes (TURN channels, ZRTP) pass as control too.
+For a client on the data-channel transport (``Relay(data_channel=True)``), DTLS application
+data (first byte 23: SCTP, which carries the data channels' audio and their acknowledgements)
+is impaired as media too; the DTLS handshake still passes untouched.
 
 **How** (per direction, :class:`Impairment`): a packet is lost with probability ``loss``,
 independently (Bernoulli) or in Gilbert–Elliott bursts of ``burst_len`` packets on average
@@ -46,11 +49,15 @@ Address = tuple[str, int]
 
 #: RFC 7983, section 7: a first byte of 128–191 is RTP or RTCP (0–3 STUN, 20–63 DTLS).
 MEDIA_BYTES = range(128, 192)
+#: A DTLS record's content type for application data (RFC 6347, section 4.1): in WebRTC, SCTP.
+DTLS_APPLICATION_DATA = 23
 
 
-def is_media(datagram: bytes) -> bool:
-    """RTP or RTCP (first byte 128–191, RFC 7983); STUN, DTLS and anything else are not."""
-    return bool(datagram) and datagram[0] in MEDIA_BYTES
+def is_media(datagram: bytes, data_channel: bool = False) -> bool:
+    """RTP or RTCP (first byte 128–191, RFC 7983); with ``data_channel``, DTLS application
+    data too (SCTP: the data channels). STUN, the DTLS handshake and anything else are not."""
+    return bool(datagram) and (datagram[0] in MEDIA_BYTES or
+                               (data_channel and datagram[0] == DTLS_APPLICATION_DATA))
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,8 @@ class Leg:
     spec: Impairment = CLEAN
     seed: int = 0
     counts: LegCounts = field(default_factory=LegCounts)
+    #: Impair DTLS application data (SCTP: the data channels) as media too.
+    data_channel: bool = False
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -162,7 +171,7 @@ class Leg:
     def admit(self, datagram: bytes, now: float) -> list[float]:
         """The times (seconds, on ``now``'s clock) at which ``datagram``, arriving at ``now``,
         leaves: ``[now]`` for control, ``[]`` when it is lost, two times when duplicated."""
-        if not is_media(datagram):
+        if not is_media(datagram, self.data_channel):
             self.counts.control += 1
             self.counts.sent += 1
             return [now]
@@ -234,7 +243,7 @@ class _Pipe:
             return  # nowhere to send it yet
         now = self.loop.time()
         for due in self.leg.admit(data, now):
-            if due <= now and (not self._heap or not is_media(data)):
+            if due <= now and (not self._heap or not is_media(data, self.leg.data_channel)):
                 self.out.sendto(data, self.target)
             else:
                 heapq.heappush(self._heap, (due, next(self._order), data))
@@ -273,10 +282,10 @@ class Relay:
     """
 
     def __init__(self, uplink: Impairment = CLEAN, downlink: Impairment = CLEAN, seed: int = 0,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", data_channel: bool = False) -> None:
         self.host = host
-        self.uplink = Leg(uplink, seed=seed)
-        self.downlink = Leg(downlink, seed=seed + 1_000_003)
+        self.uplink = Leg(uplink, seed=seed, data_channel=data_channel)
+        self.downlink = Leg(downlink, seed=seed + 1_000_003, data_channel=data_channel)
         self.client_side: Address | None = None  # where the client sends
         self.server_side: Address | None = None  # where the server sends
         self._up: _Pipe | None = None

@@ -15,6 +15,11 @@ getting the frame holding it back (``time.monotonic()``, one clock for all proce
 offsets within the frames. The server's share is broken down from its own measurements (the
 speaker's wait from arrival to the tick, the tick's render and encode, the listener's wait to
 be sent). Writes JSON, a PNG plot and a markdown table under ``bench/results/``.
+
+``--transport`` picks the bots' transport through the server: ``media`` (RTP, the default),
+``datachannel`` (Opus packets on an ``audio`` data channel) or ``both``: each measured with a
+fresh server in one run, the through-the-server results keyed by transport
+(``{"transports": {"media": {...}, "datachannel": {...}}}``) beside one set of baselines.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from bench.bot import SignalTrack
+from bench.bot import TRANSPORTS, SignalTrack
 from bench.clicks import (
     clicks,
     found_click_times,
@@ -51,13 +56,14 @@ RESULTS = ROOT / "bench" / "results"
 SETTLE_S = 3.0
 
 
-def through_server(bots: int, seconds: float) -> tuple[list[float], dict]:
+def through_server(bots: int, seconds: float,
+                   transport: str = "media") -> tuple[list[float], dict]:
     with ServerProcess() as server, tempfile.TemporaryDirectory() as tmp:
         outs = [Path(tmp) / f"bot{k}.npz" for k in range(bots)]
         procs = [subprocess.Popen(
             [sys.executable, "-m", "bench.botproc", server.ws, "latency", f"bot{k}",
              "clicks" if k == 0 else "silence", str(seconds), str(outs[k]),
-             "--settle", str(SETTLE_S)], cwd=ROOT)
+             "--settle", str(SETTLE_S), "--transport", transport], cwd=ROOT)
             for k in range(bots)]
         for proc in procs:
             if proc.wait(timeout=seconds + SETTLE_S + 120) != 0:
@@ -133,28 +139,51 @@ async def _peer_to_peer(seconds: float, stock: bool) -> list[float]:
     return [1e3 * (heard - t) for t, heard in found_click_times(audio, stamps, sent)]
 
 
-def latency_benchmark(bots: int, seconds: float) -> dict:
-    server_delays, stages = through_server(bots, seconds)
+def _server_part(delays: list[float], stages: dict, own: dict) -> dict:
+    """The through-the-server part of a report: its delays against the baseline ``own``."""
+    server = summary(delays)
+    server_share = [stages.get("uplink_wait_p50"), stages.get("tick_p50")]
+    part = {"through_server_ms": server, "server_stages_ms": stages,
+            "server_added_p50_ms": round(sum(v for v in server_share if v) +
+                                         (stages.get("downlink_wait_p95") or 0), 2)}
+    if server.get("clicks") and own.get("clicks"):
+        part["server_cost_p50_ms"] = round(server["p50"] - own["p50"], 2)
+    return part
+
+
+def latency_benchmark(bots: int, seconds: float, transport: str = "media") -> dict:
+    """The report for one transport (``media`` or ``datachannel``: the through-the-server
+    fields at the top level, as before transports), or for ``both``: those fields keyed by
+    transport under ``transports``."""
+    transports = TRANSPORTS if transport == "both" else (transport,)
+    servers = {t: through_server(bots, seconds, t) for t in transports}
     stock = asyncio.run(_peer_to_peer(seconds, stock=True))
     own = asyncio.run(_peer_to_peer(seconds, stock=False))
-    server = summary(server_delays)
-    server_share = [stages.get("uplink_wait_p50"), stages.get("tick_p50")]
-    report = {
-        "benchmark": "latency",
-        "bots": bots,
-        "seconds": seconds,
-        "through_server_ms": server,
-        "server_stages_ms": stages,
-        "server_added_p50_ms": round(sum(v for v in server_share if v) +
-                                     (stages.get("downlink_wait_p95") or 0), 2),
-        "p2p_stock_aiortc_ms": summary(stock),
-        "p2p_own_receive_ms": summary(own),
-        "frame_ms": 1000 * FRAME // 48_000,
-    }
-    if server.get("clicks") and report["p2p_own_receive_ms"].get("clicks"):
-        report["server_cost_p50_ms"] = round(server["p50"] - report["p2p_own_receive_ms"]["p50"], 2)
-    report["_delays"] = {"server": server_delays, "p2p_stock": stock, "p2p_own": own}
+    own_summary = summary(own)
+    parts = {t: _server_part(delays, stages, own_summary)
+             for t, (delays, stages) in servers.items()}
+    report: dict = {"benchmark": "latency", "bots": bots, "seconds": seconds}
+    if transport == "both":
+        report["transports"] = parts
+    else:
+        report.update(parts[transport])
+    report.update({"p2p_stock_aiortc_ms": summary(stock), "p2p_own_receive_ms": own_summary,
+                   "frame_ms": 1000 * FRAME // 48_000, "transport": transport})
+    report["_delays"] = {**{_delay_key(report, t): delays for t, (delays, _) in servers.items()},
+                         "p2p_stock": stock, "p2p_own": own}
     return report
+
+
+def _delay_key(report: dict, transport: str) -> str:
+    return f"server_{transport}" if "transports" in report else "server"
+
+
+def _server_runs(report: dict) -> list[tuple[str, str, dict]]:
+    """(name, key in the delays, through-the-server part) of each transport measured."""
+    if "transports" not in report:
+        return [("through the server", "server", report)]
+    return [(f"through the server, {t}", f"server_{t}", part)
+            for t, part in report["transports"].items()]
 
 
 def write_results(report: dict, out_dir: Path) -> list[Path]:
@@ -162,26 +191,29 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
     paths = result_paths(out_dir, "latency")
     delays = report.pop("_delays")
     paths[0].write_text(json.dumps({**report, "delays_ms": delays}, indent=2))
-    rows = [("through the server", report["through_server_ms"]),
-            ("peer to peer, stock aiortc", report["p2p_stock_aiortc_ms"]),
-            ("peer to peer, own receive path", report["p2p_own_receive_ms"])]
+    runs = _server_runs(report)
+    rows = [*((name, key, part["through_server_ms"]) for name, key, part in runs),
+            ("peer to peer, stock aiortc", "p2p_stock", report["p2p_stock_aiortc_ms"]),
+            ("peer to peer, own receive path", "p2p_own", report["p2p_own_receive_ms"])]
     lines = [f"# Latency, {report['bots']} bots, {report['seconds']} s",
              "", "| path | clicks | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {s.get('clicks', 0)} | {s.get('p50', '—')} | {s.get('p95', '—')} | "
-              f"{s.get('p99', '—')} |" for name, s in rows]
-    st = report["server_stages_ms"]
-    lines += ["", "| server stage | p50 ms | p95 ms |", "|---|---|---|",
-              f"| uplink: wait for the tick | {st.get('uplink_tick_wait_p50')} | — |",
-              f"| uplink: receive buffer | {st.get('uplink_buffer_p50')} | — |",
-              f"| uplink wait (both) | {st.get('uplink_wait_p50')} | {st.get('uplink_wait_p95')} |",
-              f"| tick: decode and conceal | {st.get('decode_p50')} | — |",
-              f"| tick: render | {st.get('render_p50')} | — |",
-              f"| tick: encode | {st.get('encode_p50')} | — |",
-              f"| tick (all) | {st.get('tick_p50')} | {st.get('tick_p95')} |",
-              f"| downlink wait | — | {st.get('downlink_wait_p95')} |"]
+              f"{s.get('p99', '—')} |" for name, _, s in rows]
+    for name, _, part in runs:
+        st = part["server_stages_ms"]
+        lines += ["", f"| server stage ({name}) | p50 ms | p95 ms |", "|---|---|---|",
+                  f"| uplink: wait for the tick | {st.get('uplink_tick_wait_p50')} | — |",
+                  f"| uplink: receive buffer | {st.get('uplink_buffer_p50')} | — |",
+                  f"| uplink wait (both) | {st.get('uplink_wait_p50')} | "
+                  f"{st.get('uplink_wait_p95')} |",
+                  f"| tick: decode and conceal | {st.get('decode_p50')} | — |",
+                  f"| tick: render | {st.get('render_p50')} | — |",
+                  f"| tick: encode | {st.get('encode_p50')} | — |",
+                  f"| tick (all) | {st.get('tick_p50')} | {st.get('tick_p95')} |",
+                  f"| downlink wait | — | {st.get('downlink_wait_p95')} |"]
     paths[1].write_text("\n".join(lines) + "\n")
     fig, ax = pyplot().subplots(figsize=(7, 3.5))
-    for (name, _), key in zip(rows, ("server", "p2p_stock", "p2p_own"), strict=True):
+    for name, key, _ in rows:
         if delays[key]:
             d = np.sort(delays[key])
             ax.step(d, np.arange(1, len(d) + 1) / len(d), where="post", label=name)
@@ -192,19 +224,24 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
 
 
 def report_lines(report: dict) -> list[str]:
-    s, stock, own = (report["through_server_ms"], report["p2p_stock_aiortc_ms"],
-                     report["p2p_own_receive_ms"])
-    return [f"through the server : p50 {s.get('p50')} ms, p95 {s.get('p95')} ms, "
-            f"p99 {s.get('p99')} ms ({s.get('clicks')} clicks)",
-            f"p2p, stock aiortc  : p50 {stock.get('p50')} ms, p95 {stock.get('p95')} ms",
-            f"p2p, own receive   : p50 {own.get('p50')} ms, p95 {own.get('p95')} ms",
-            f"server stages (ms) : {report['server_stages_ms']}"]
+    stock, own = report["p2p_stock_aiortc_ms"], report["p2p_own_receive_ms"]
+    lines = []
+    for name, _, part in _server_runs(report):
+        s = part["through_server_ms"]
+        lines += [f"{name} : p50 {s.get('p50')} ms, p95 {s.get('p95')} ms, "
+                  f"p99 {s.get('p99')} ms ({s.get('clicks')} clicks)",
+                  f"  server stages (ms) : {part['server_stages_ms']}"]
+    return [*lines, f"p2p, stock aiortc  : p50 {stock.get('p50')} ms, p95 {stock.get('p95')} ms",
+            f"p2p, own receive   : p50 {own.get('p50')} ms, p95 {own.get('p95')} ms"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``spatialjam bench latency``'s options; the command runs :func:`run_latency_bench`."""
     parser.add_argument("--bots", type=count("bots", 2, 32), default=2)
     parser.add_argument("--seconds", type=finite("seconds", 2, 3600), default=10.0)
+    parser.add_argument("--transport", choices=(*TRANSPORTS, "both"), default="media",
+                        help="the bots' transport through the server: media (RTP, the "
+                             "default), datachannel, or both, one after the other")
     parser.add_argument("--out", default="bench/results", metavar="DIR",
                         help="where the JSON, PNG and markdown go (default bench/results)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -212,6 +249,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_latency_bench(args: argparse.Namespace) -> int:
-    run_bench(lambda: latency_benchmark(args.bots, args.seconds), report_lines, args.json,
-              write=lambda report: write_results(report, Path(args.out)))
+    run_bench(lambda: latency_benchmark(args.bots, args.seconds, args.transport), report_lines,
+              args.json, write=lambda report: write_results(report, Path(args.out)))
     return 0

@@ -21,6 +21,11 @@ cross-correlation), clicks heard of clicks sent; the server's receive buffer for
 from its ``stats`` (frames concealed, target and depth, wait from arrival to tick); the relays'
 counts (dropped, reordered); and what the listener got (frames missing, the longest gap between
 frames). JSON, a markdown table and a PNG go under ``--out``.
+
+``--transport`` picks the bots' transport: ``media`` (RTP, the default), ``datachannel`` (the
+``audio`` data channel; the relays then impair SCTP too, :mod:`bench.impair`) or ``both``: every
+profile on each, in one run, the profiles keyed by transport (``{"transports": {"media":
+[...], "datachannel": [...]}}``).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bot import Bot, silence
+from bench.bot import TRANSPORTS, Bot, silence
 from bench.clicks import clicks, delay_summary, found_click_times, sent_click_times, stream_times
 from bench.impair import CLEAN, PROFILES, Impairment, LegCounts, Relay
 from bench.report import pyplot, result_paths, run_bench, save_figure
@@ -64,9 +69,10 @@ async def _bot(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     impaired = {"uplink": Impairment.from_dict(json.loads(args.uplink)),
                 "downlink": Impairment.from_dict(json.loads(args.downlink))}
-    async with Relay(seed=args.seed) as relay:
+    async with Relay(seed=args.seed, data_channel=args.transport == "datachannel") as relay:
         bot = Bot(args.url, args.room, args.name, clicks if args.role == "clicks" else silence,
-                  offer_filter=relay.rewrite_offer, answer_filter=relay.rewrite_answer)
+                  offer_filter=relay.rewrite_offer, answer_filter=relay.rewrite_answer,
+                  transport=args.transport)
         try:
             await bot.connect()
             async with asyncio.timeout(READY_TIMEOUT_S):
@@ -110,6 +116,7 @@ def _bot_main() -> None:
     parser.add_argument("--uplink", default="{}", help="Impairment fields as JSON")
     parser.add_argument("--downlink", default="{}", help="Impairment fields as JSON")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--transport", choices=TRANSPORTS, default="media")
     asyncio.run(_bot(parser.parse_args()))
 
 
@@ -117,11 +124,11 @@ def _bot_main() -> None:
 
 
 def _spawn(url: str, room: str, name: str, role: str, out: Path, uplink: Impairment,
-           downlink: Impairment, seed: int) -> subprocess.Popen:
+           downlink: Impairment, seed: int, transport: str = "media") -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "bench.network", url, room, name, role, str(out),
          "--uplink", json.dumps(uplink.to_dict()), "--downlink", json.dumps(downlink.to_dict()),
-         "--seed", str(seed)],
+         "--seed", str(seed), "--transport", transport],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
@@ -139,16 +146,17 @@ def _wait_ready(procs: list[subprocess.Popen], timeout_s: float) -> None:
 
 
 def run_profile(url: str, name: str, seconds: float, tail_s: float, legs: str,
-                seed: int) -> dict:
+                seed: int, transport: str = "media") -> dict:
     """One profile: two bot processes through relays, lead-in, impaired period, clean tail."""
     label, spec = PROFILES[name]
     up = spec if legs in ("both", "up") else CLEAN
     down = spec if legs in ("both", "down") else CLEAN
+    room = f"net-{name}-{transport}"
     with tempfile.TemporaryDirectory() as tmp:
         outs = [Path(tmp) / "speaker.npz", Path(tmp) / "listener.npz"]
-        procs = [_spawn(url, f"net-{name}", "speaker", "clicks", outs[0], up, CLEAN, seed),
-                 _spawn(url, f"net-{name}", "listener", "silence", outs[1], CLEAN, down,
-                        seed + 1)]
+        procs = [_spawn(url, room, "speaker", "clicks", outs[0], up, CLEAN, seed, transport),
+                 _spawn(url, room, "listener", "silence", outs[1], CLEAN, down, seed + 1,
+                        transport)]
         try:
             _wait_ready(procs, READY_TIMEOUT_S)
             t1 = time.monotonic() + LEAD_S
@@ -238,13 +246,31 @@ def _gaps(received_at: np.ndarray, t1: float, t2: float) -> dict:
 
 
 def network_benchmark(profiles: list[str], seconds: float, tail_s: float, legs: str = "both",
-                      seed: int = 1) -> dict:
-    runs = []
+                      seed: int = 1, transport: str = "media") -> dict:
+    """Every profile on one transport (``profiles``: a list), or on ``both`` (``transports``:
+    each transport's list)."""
+    transports = TRANSPORTS if transport == "both" else (transport,)
+    runs: dict[str, list[dict]] = {t: [] for t in transports}
     with ServerProcess() as server:
-        for k, name in enumerate(profiles):
-            runs.append(run_profile(server.ws, name, seconds, tail_s, legs, seed + 10 * k))
-    return {"benchmark": "network", "seconds": seconds, "tail_s": tail_s, "lead_s": LEAD_S,
-            "legs": legs, "seed": seed, "profiles": runs}
+        for t in transports:
+            for k, name in enumerate(profiles):
+                runs[t].append(run_profile(server.ws, name, seconds, tail_s, legs, seed + 10 * k,
+                                           t))
+    report = {"benchmark": "network", "seconds": seconds, "tail_s": tail_s, "lead_s": LEAD_S,
+              "legs": legs, "seed": seed, "transport": transport}
+    if transport == "both":
+        report["transports"] = runs
+    else:
+        report["profiles"] = runs[transport]
+    return report
+
+
+def _profile_runs(report: dict) -> list[tuple[str, dict]]:
+    """(label, run) of every profile run, the transport in the label when there are two."""
+    if "transports" not in report:
+        return [(run["label"], run) for run in report["profiles"]]
+    return [(f"{run['label']} ({t})", run) for t, runs in report["transports"].items()
+            for run in runs]
 
 
 def table(report: dict) -> list[str]:
@@ -256,12 +282,12 @@ def table(report: dict) -> list[str]:
              "wait p50/p95 ms | "
              "up dropped/reordered | down dropped/reordered | listener missing | longest gap ms |",
              "|---" * 16 + "|"]
-    for run in report["profiles"]:
+    for label, run in _profile_runs(report):
         d, c, s = run["delay_ms"], run["clicks"]["impaired"], run["server"]
         up, down, ls = run["relay"]["speaker_uplink"], run["relay"]["listener_downlink"], \
             run["listener"]
         lines.append(
-            f"| {run['label']} | {c['heard']}/{c['sent']} | {d['impaired'].get('p50', '—')} | "
+            f"| {label} | {c['heard']}/{c['sent']} | {d['impaired'].get('p50', '—')} | "
             f"{d['impaired'].get('p95', '—')} | {d['impaired'].get('p99', '—')} | "
             f"{d['before'].get('p50', '—')} | {d['tail'].get('p50', '—')} | "
             f"{run.get('lag_end_ms', '—')} | {s['concealed_impaired']} "
@@ -280,10 +306,10 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
     paths[1].write_text("\n".join(table(report)) + "\n")
     fig, ax = pyplot().subplots(figsize=(8, 4))
     ax.axvspan(0, report["seconds"], color="0.9", label="impaired")
-    for run in report["profiles"]:
+    for label, run in _profile_runs(report):
         if run["curve"]:
             t, d = zip(*run["curve"], strict=True)
-            ax.plot(t, d, marker=".", label=run["label"])
+            ax.plot(t, d, marker=".", label=label)
     ax.set_xlabel("click sent (s from the start of the impaired period)")
     ax.set_ylabel("mouth-to-ear delay (ms)")
     save_figure(fig, [ax], paths[2], legend_size=8)
@@ -301,6 +327,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--legs", choices=("both", "up", "down"), default="both",
                         help="impair the speaker's uplink, the listener's downlink, or both")
     parser.add_argument("--seed", type=count("seed", 0, 2**31 - 1), default=1)
+    parser.add_argument("--transport", choices=(*TRANSPORTS, "both"), default="media",
+                        help="the bots' transport: media (RTP, the default), datachannel, or "
+                             "both, every profile on each")
     parser.add_argument("--out", default="bench/results", metavar="DIR",
                         help="where the JSON, PNG and markdown go (default bench/results)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -309,7 +338,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_network_bench(args: argparse.Namespace) -> int:
     run_bench(lambda: network_benchmark(args.profiles, args.seconds, args.tail, args.legs,
-                                        args.seed),
+                                        args.seed, args.transport),
               table, args.json, write=lambda report: write_results(report, Path(args.out)))
     return 0
 

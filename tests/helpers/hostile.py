@@ -90,15 +90,16 @@ class Window:
 
 
 class HearingPair:
-    """Bots A and B in ``room``, each playing its tone and hearing the other's.
+    """Bots A and B in ``room``, each playing its tone and hearing the other's (on
+    ``transport``: :data:`bench.bot.TRANSPORTS`).
 
     ``async with HearingPair(url, room) as pair:`` — joined, connected, both mixes flowing, and
     settled.
     """
 
-    def __init__(self, url: str, room: str) -> None:
-        self.a = Bot(url, room, "A", tone(TONE_A_HZ))
-        self.b = Bot(url, room, "B", tone(TONE_B_HZ))
+    def __init__(self, url: str, room: str, transport: str = "media") -> None:
+        self.a = Bot(url, room, "A", tone(TONE_A_HZ), transport=transport)
+        self.b = Bot(url, room, "B", tone(TONE_B_HZ), transport=transport)
 
     async def __aenter__(self) -> HearingPair:
         await self.a.connect()

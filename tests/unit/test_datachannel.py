@@ -5,11 +5,15 @@ back, all without a network."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
+from aiortc import RTCPeerConnection
 
 from hrtf.constants import FRAME, SAMPLE_RATE
 from server.media.datachannel import (
+    AUDIO_LABEL,
     FLOOD_BURST,
     HEADER,
     MAX_BUFFERED_BYTES,
@@ -27,17 +31,11 @@ from server.media.datachannel import (
 )
 from server.media.ingress import REASONS, DropCounts
 from server.media.jitter import JitterBuffer
-from server.media.opus import OpusDecoder, OpusEncoder
+from server.media.opus import OpusDecoder
+from server.media.sdp import offer_problem
+from tests.helpers.dcpackets import opus_frames
 
 FRAME_S = FRAME / SAMPLE_RATE
-
-
-def opus_frames(count: int, samples: int = FRAME) -> list[bytes]:
-    """``count`` mono Opus packets of ``samples`` each, of a 440 Hz tone."""
-    encoder = OpusEncoder(64_000, channels=1)
-    t = np.arange(count * samples) / SAMPLE_RATE
-    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    return [encoder.encode(tone[k * samples:(k + 1) * samples, None]) for k in range(count)]
 
 
 OPUS = opus_frames(1)[0]
@@ -100,7 +98,7 @@ def test_the_longest_packet_passes():
 def test_malformed_opus_and_another_frame_length_are_dropped():
     uplink = ChannelUplink()
     assert uplink.receive(message(opus=b"\x03"), 0.0) == Dropped("malformed_opus")
-    assert uplink.receive(message(opus=opus_frames(1, FRAME // 2)[0]), 0.1) \
+    assert uplink.receive(message(opus=opus_frames(1, half=True)[0]), 0.1) \
         == Dropped("dc_duration")
     assert uplink.receive(message(opus=OPUS), 0.2) == Accepted(0, OPUS)
 
@@ -211,3 +209,26 @@ def test_a_slow_listener_has_mix_packets_dropped_rather_than_queued():
     audio.channel.bufferedAmount = 0
     audio.channel.readyState = "closed"
     assert not audio.open
+
+
+def offer_sdp(data_channel: bool, video: bool) -> str:
+    """An aiortc offer with a data channel, a video transceiver, both or neither."""
+
+    async def make() -> str:
+        pc = RTCPeerConnection()
+        if data_channel:
+            pc.createDataChannel(AUDIO_LABEL, ordered=False, maxRetransmits=0)
+        if video:
+            pc.addTransceiver("video")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        await pc.close()
+        return sdp
+
+    return asyncio.run(make())
+
+
+def test_an_offer_with_only_an_audio_data_channel_is_usable_and_one_with_neither_is_not():
+    assert offer_problem(offer_sdp(data_channel=True, video=False)) is None
+    problem = offer_problem(offer_sdp(data_channel=False, video=True))
+    assert problem is not None and "no data channel" in problem

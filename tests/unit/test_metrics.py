@@ -127,6 +127,12 @@ spatialjam_plc_frames_total 0
 spatialjam_dropped_packets_total{reason="empty_datagram"} 1
 spatialjam_dropped_packets_total{reason="malformed_stun"} 0
 spatialjam_dropped_packets_total{reason="malformed_opus"} 2
+spatialjam_dropped_packets_total{reason="dc_short"} 0
+spatialjam_dropped_packets_total{reason="dc_oversized"} 0
+spatialjam_dropped_packets_total{reason="dc_version"} 0
+spatialjam_dropped_packets_total{reason="dc_text"} 0
+spatialjam_dropped_packets_total{reason="dc_flood"} 0
+spatialjam_dropped_packets_total{reason="dc_duration"} 0
 # HELP spatialjam_uplink_dropped_frames_total Frames the sources present now dropped, by reason: late, duplicate, overflow (a burst past the buffer), undecodable (concealed).
 # TYPE spatialjam_uplink_dropped_frames_total counter
 spatialjam_uplink_dropped_frames_total{reason="late"} 0
