@@ -51,7 +51,8 @@ def pages(tmp_path_factory):
         browsers, opened, errors = [], {}, []
         try:
             for name, query in (("A", ""), ("B", ""), ("C", "&transport=media")):
-                wav = write_wav(folder / f"{name}.wav", 0.3 * np.sin(2 * np.pi * TONES_HZ[name] * t))
+                tone = 0.3 * np.sin(2 * np.pi * TONES_HZ[name] * t)
+                wav = write_wav(folder / f"{name}.wav", tone)
                 browser = p.chromium.launch(
                     executable_path=str(CHROMIUM), headless=True,
                     args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"])
