@@ -35,7 +35,9 @@ class Link {
     this.sequence = 0;
     this.counts = { sent: 0, received: 0, not_sent: 0, refused: 0, encode_errors: 0,
       decode_errors: 0, codec_dropped: 0, bytes_sent: 0, bytes_received: 0, gaps_late: 0 };
-    this.decoding = []; // sequence numbers of the packets in the decoder, in order
+    // Sequence numbers of the packets in the decoder, in order: one output comes per packet,
+    // and Chrome stamps outputs from a running count, not with the packet's timestamp.
+    this.decoding = [];
     this.encoder = this.makeEncoder();
     this.decoder = this.makeDecoder();
 
