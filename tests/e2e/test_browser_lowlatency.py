@@ -89,6 +89,11 @@ def settle(page, source: str, wanted) -> tuple[float, float]:
         time.sleep(0.25)
 
 
+def on_side(left_db: float, right_db: float, sign: int) -> bool:
+    """Heard (over −50 dB), on the left (``sign`` 1) or the right (−1) by 6 dB or more."""
+    return max(left_db, right_db) > -50 and sign * (left_db - right_db) >= 6
+
+
 def state(page) -> str:
     """For a failure's message: the page's playout buffer and the server's late ticks."""
     ll = page.evaluate("spatialjam.lowLatency()") or {}
@@ -127,12 +132,12 @@ def test_a_and_b_hear_each_other_on_the_side_each_is_dragged_to(pages):
         drag(b, a_id, (0.0, y))  # A to B's left (+y), then to B's right
         wait_for_stage_position(a, a_id, (0.0, y))
         # B hears A on that side; A (facing front too) hears B on the other.
-        left, right = settle(b, "A", lambda lt, rt, s=sign: s * (lt - rt) >= 6 and lt > -50)
+        left, right = settle(b, "A", lambda lt, rt, s=sign: on_side(lt, rt, s))
         heard = f"A at B's {side}: L {left:.1f}, R {right:.1f} dB; B's {state(b)}"
-        assert max(left, right) > -50 and sign * (left - right) >= 6, heard
-        left, right = settle(a, "B", lambda lt, rt, s=sign: -s * (lt - rt) >= 6 and lt > -50)
+        assert on_side(left, right, sign), heard
+        left, right = settle(a, "B", lambda lt, rt, s=sign: on_side(lt, rt, -s))
         heard = f"B at A's other side: L {left:.1f}, R {right:.1f} dB; A's {state(a)}"
-        assert max(left, right) > -50 and -sign * (left - right) >= 6, heard
+        assert on_side(left, right, -sign), heard
     stats = b.evaluate("spatialjam.lowLatency()")  # (playing or, on a loaded machine, refilling)
     assert stats["playout"]["played"] > 0 and stats["link"]["sent"] > 0, stats
     assert stats["link"]["refused"] == 0 and stats["link"]["decode_errors"] == 0, stats
