@@ -35,6 +35,7 @@ const ROWS = [
   ["transport", "Transport"],
   ["frame", "Frame"],
   ["playout", "Our playout buffer"],
+  ["codec", "Opus encode / decode"],
   ["path", "Media path"],
   ["rtt", "Round trip (signaling)"],
   ["ice_rtt", "Round trip (media)"],
@@ -76,6 +77,9 @@ export class LatencyPanel {
       "device's output latency. A lower bound: microphone and driver buffers and codec " +
       "look-ahead are not measurable from the page.";
     this.cells.get("verdict").title = VERDICT_HELP;
+    this.cells.get("codec").title =
+      "WebCodecs, in the low-latency transport's Worker: a frame's wait for its Opus packet, " +
+      "a packet's wait for its samples (means over the last second).";
     this.cells.get("playout").title =
       "The low-latency transport's own buffer (playout.js): its mean depth, its target " +
       "(starts at one frame, grows after an underrun, shrinks after calm), underruns and " +
@@ -88,7 +92,7 @@ export class LatencyPanel {
   /** The transport this connection uses (lowlatency.js chooseTransport) and the room's frame. */
   setTransport({ transport, why }, frameMs) {
     Object.assign(this.values, { transport, transport_why: why, frame_ms: frameMs,
-      playout: null, jitter_buffer_ms: null, jitter_target_ms: null });
+      playout: null, link: null, jitter_buffer_ms: null, jitter_target_ms: null });
     this.previous = null;
     this.render();
   }
@@ -96,6 +100,7 @@ export class LatencyPanel {
   /** The low-latency transport's stats (LowLatencyAudio.stats()). */
   onLowLatencyStats(stats) {
     this.values.playout = stats.playout;
+    this.values.link = stats.link;
     this.values.channel = stats.channel;
     this.render();
   }
@@ -193,6 +198,8 @@ export class LatencyPanel {
     set("playout", !lowLatency ? "not used (media track)" : p == null ? "—"
       : `${ms(p.depth_mean_ms)} (target ${ms(p.target_ms)}), ${p.underruns} underruns, `
         + `${p.concealed} concealed`);
+    set("codec", !lowLatency ? "in the browser's WebRTC" : v.link?.encode_ms == null ? "—"
+      : `${ms(v.link.encode_ms, 2)} / ${ms(v.link.decode_ms, 2)}`);
     set("path", v.path?.label ?? "—");
     set("rtt", ms(v.rtt_ms));
     set("ice_rtt", ms(v.ice_rtt_ms));

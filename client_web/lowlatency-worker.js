@@ -8,7 +8,8 @@
 //   and its two channels go to the playout worklet (playout-worklet.js) on `playoutPort`.
 //
 // The RTCDataChannel was transferred here (Chrome transfers data channels to Workers), so no
-// packet crosses the main thread. Counts go to the page once a second ({type: "link"}).
+// packet crosses the main thread. Counts go to the page once a second ({type: "link"}), with
+// the mean time a frame spent in the encoder and a packet in the decoder.
 
 import { packPacket, parsePacket } from "./dcpacket.js";
 import { SAMPLE_RATE, decoderConfig, encoderConfig } from "./opusconfig.js";
@@ -35,9 +36,12 @@ class Link {
     this.sequence = 0;
     this.counts = { sent: 0, received: 0, not_sent: 0, refused: 0, encode_errors: 0,
       decode_errors: 0, codec_dropped: 0, bytes_sent: 0, bytes_received: 0, gaps_late: 0 };
-    // Sequence numbers of the packets in the decoder, in order: one output comes per packet,
-    // and Chrome stamps outputs from a running count, not with the packet's timestamp.
+    // The packets in the decoder, in order ({sequence, at: when handed to it}): one output
+    // comes per packet, and Chrome stamps outputs from a running count, not with the packet's
+    // timestamp.
     this.decoding = [];
+    this.encoding = []; // when each frame in the encoder was handed to it (ms)
+    this.timing = { encode: [0, 0], decode: [0, 0] }; // [sum ms, count] this interval
     this.encoder = this.makeEncoder();
     this.decoder = this.makeDecoder();
 
@@ -49,9 +53,12 @@ class Link {
     this.lastArrivalMs = null;
     this.gapMaxMs = 0; // the longest time between two mix packets, this interval
     this.timer = setInterval(() => {
+      const mean = ([sum, count]) => (count ? sum / count : null);
       this.post({ type: "link", counts: { ...this.counts }, gap_max_ms: this.gapMaxMs,
+        encode_ms: mean(this.timing.encode), decode_ms: mean(this.timing.decode),
         channel: channel.readyState, buffered_bytes: channel.bufferedAmount });
       this.gapMaxMs = 0;
+      this.timing = { encode: [0, 0], decode: [0, 0] };
     }, STATS_INTERVAL_MS);
     if (channel.readyState === "open") this.post({ type: "channel", state: "open" });
   }
@@ -91,6 +98,7 @@ class Link {
       this.counts.codec_dropped += 1;
       return;
     }
+    this.encoding.push(performance.now());
     this.encoder.encode(new AudioData({
       format: "f32-planar", sampleRate: SAMPLE_RATE, numberOfFrames: pcm.length,
       numberOfChannels: 1, timestamp: (index * this.frame * 1e6) / SAMPLE_RATE, data: pcm,
@@ -98,6 +106,7 @@ class Link {
   }
 
   send(chunk) {
+    this.took(this.timing.encode, this.encoding.shift());
     const opus = new Uint8Array(chunk.byteLength);
     chunk.copyTo(opus);
     const timestamp = Math.round((chunk.timestamp * SAMPLE_RATE) / 1e6);
@@ -137,7 +146,7 @@ class Link {
       this.counts.codec_dropped += 1;
       return;
     }
-    this.decoding.push(packet.sequence);
+    this.decoding.push({ sequence: packet.sequence, at: performance.now() });
     this.decoder.decode(new EncodedAudioChunk({
       type: "key", timestamp: (packet.timestamp * 1e6) / SAMPLE_RATE, data: packet.opus,
     }));
@@ -145,7 +154,8 @@ class Link {
 
   /** A decoded frame (AudioData) to the playout worklet. */
   play(audio) {
-    const sequence = this.decoding.shift();
+    const { sequence, at } = this.decoding.shift() ?? {};
+    this.took(this.timing.decode, at);
     const frames = audio.numberOfFrames;
     const left = new Float32Array(frames);
     audio.copyTo(left, { planeIndex: 0, format: "f32-planar" });
@@ -158,6 +168,13 @@ class Link {
     if (sequence === undefined) return;
     this.playoutPort.postMessage({ sequence, left, right },
       right ? [left.buffer, right.buffer] : [left.buffer]);
+  }
+
+  /** Count the time since `at` (ms) in `timing` ([sum, count]). */
+  took(timing, at) {
+    if (at === undefined) return;
+    timing[0] += performance.now() - at;
+    timing[1] += 1;
   }
 
   close() {

@@ -141,8 +141,8 @@ export class LowLatencyAudio extends EventTarget {
 
   onWorker(data) {
     if (data.type === "link") {
-      this.link = { ...data.counts, buffered_bytes: data.buffered_bytes,
-        gap_max_ms: data.gap_max_ms };
+      const { counts, type, channel, ...timing } = data;
+      this.link = { ...counts, ...timing };
       this.channelState = data.channel;
     } else if (data.type === "channel") {
       this.channelState = data.state;
