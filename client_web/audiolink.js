@@ -42,6 +42,9 @@ export class AudioLink extends EventTarget {
       return;
     }
     Object.assign(this, { lowLatency: ll, transport: choice.transport, frameMs });
+    if (!ll && !choice.forced) {
+      notify("audio", `Using the browser's WebRTC audio (higher latency): ${choice.why}.`);
+    }
     this.emit("transport", choice);
     const peer = new ServerPeer(this.mic, this.send, iceServers, { lowLatency: ll });
     this.peer = peer;

@@ -82,8 +82,8 @@ export class LatencyPanel {
       "a packet's wait for its samples (means over the last second).";
     this.cells.get("playout").title =
       "The low-latency transport's own buffer (playout.js): its mean depth, its target " +
-      "(starts at one frame, grows after an underrun, shrinks after calm), underruns and " +
-      "frames concealed.";
+      "(starts at one frame, grows after an underrun, shrinks after calm) and its underruns; " +
+      "frames concealed are under “Packets lost / concealed”.";
     this.values = { frame_ms: DEFAULT_FRAME_MS, transport: null };
     this.previous = null; // the last inbound-rtp stats, for per-second deltas
     this.loopTest = null; // the last "Test my latency" result
@@ -185,20 +185,17 @@ export class LatencyPanel {
     const lowLatency = v.transport === "datachannel";
     const judged = this.verdictNow();
     set("verdict", judged ? `${judged.text} (${judged.measured ? "" : "≥ "}`
-      + `${judged.round_trip_ms.toFixed(0)} ms round trip${judged.measured ? ", tested" : ""})`
-      : "—");
+      + `${judged.round_trip_ms.toFixed(0)} ms${judged.measured ? ", tested" : ""})` : "—");
     this.cells.get("verdict").dataset.level = judged?.level ?? "";
     set("transport", v.transport == null ? "—" : lowLatency
-      ? `low latency: WebCodecs Opus on a data channel${v.channel && v.channel !== "open"
-        ? ` (${v.channel})` : ""}`
-      : `WebRTC media track (${v.transport_why})`);
+      ? `low latency (data channel${v.channel && v.channel !== "open" ? `, ${v.channel}` : ""})`
+      : "WebRTC media track");
     this.cells.get("transport").title = v.transport_why ?? "";
     set("frame", `${v.frame_ms} ms`);
     const p = v.playout;
     set("playout", !lowLatency ? "not used (media track)" : p == null ? "—"
-      : `${ms(p.depth_mean_ms)} (target ${ms(p.target_ms)}), ${p.underruns} underruns, `
-        + `${p.concealed} concealed`);
-    set("codec", !lowLatency ? "in the browser's WebRTC" : v.link?.encode_ms == null ? "—"
+      : `${ms(p.depth_mean_ms, 0)} (target ${ms(p.target_ms, 0)}), ${p.underruns} underruns`);
+    set("codec", !lowLatency ? "in WebRTC" : v.link?.encode_ms == null ? "—"
       : `${ms(v.link.encode_ms, 2)} / ${ms(v.link.decode_ms, 2)}`);
     set("path", v.path?.label ?? "—");
     set("rtt", ms(v.rtt_ms));

@@ -30,7 +30,8 @@ export const DEFAULT_FRAME_MS = 20;
  */
 export async function chooseTransport(frameMs, search = location.search) {
   if (new URLSearchParams(search).get("transport") === MEDIA) {
-    return { transport: MEDIA, why: "chosen in the page's address (?transport=media)" };
+    return { transport: MEDIA, why: "chosen in the page's address (?transport=media)",
+      forced: true };
   }
   const missing = ["AudioEncoder", "AudioDecoder", "AudioWorkletNode", "Worker",
     "RTCDataChannel"].filter((name) => typeof globalThis[name] === "undefined");
