@@ -14,8 +14,11 @@
 import { packPacket, parsePacket } from "./dcpacket.js";
 import { SAMPLE_RATE, decoderConfig, encoderConfig } from "./opusconfig.js";
 
-/** More queued in the channel than this (≈ 16 packets): the packet is dropped, not queued. */
-const MAX_BUFFERED_BYTES = 16 * 1024;
+/**
+ * Audio queued in the channel (SCTP not taking it as fast as it comes) beyond this much is
+ * dropped, not queued: late audio is no use, and a queue would be delay that no stat shows.
+ */
+const MAX_QUEUED_MS = 40;
 /** More frames waiting for the encoder or decoder than this: the next is dropped. */
 const MAX_CODEC_QUEUE = 8;
 const STATS_INTERVAL_MS = 1000;
@@ -114,7 +117,8 @@ class Link {
     const packet = packPacket({ sequence: this.sequence, timestamp, captureUs }, opus);
     this.sequence = (this.sequence + 1) & 0xffff;
     const channel = this.channel;
-    if (channel.readyState !== "open" || channel.bufferedAmount > MAX_BUFFERED_BYTES) {
+    const most = Math.max(2, Math.ceil(MAX_QUEUED_MS / this.frameMs)) * packet.byteLength;
+    if (channel.readyState !== "open" || channel.bufferedAmount > most) {
       // Not open yet, or the network cannot take them: late audio is no use, drop it.
       this.counts.not_sent += 1;
       return;

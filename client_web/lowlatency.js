@@ -59,8 +59,9 @@ export async function chooseTransport(frameMs, search = location.search) {
 
 /**
  * The AudioContext at the lowest latency the device allows: `latencyHint: 0` and
- * "interactive" are both tried and the one whose baseLatency + outputLatency is lower kept
- * (Chromium 156 headless: 0 gives 2.7 + 8 ms, "interactive" 10 + 30 ms).
+ * "interactive" are both tried and the one whose baseLatency is lower kept (its
+ * outputLatency is not known until the device runs; Chromium 156 headless: 0 gives 2.7 ms
+ * base + 8 ms output, "interactive" 10 + 30 ms).
  */
 export async function lowestLatencyContext() {
   const make = (latencyHint) => {
@@ -70,12 +71,12 @@ export async function lowestLatencyContext() {
       return new AudioContext({ latencyHint }); // the device insists on its own rate
     }
   };
-  const total = (ctx) => (ctx.baseLatency ?? 0) + (ctx.outputLatency ?? 0);
   const zero = make(0);
   const interactive = make("interactive");
-  await Promise.all([zero.resume(), interactive.resume()]);
-  const [keep, drop] = total(zero) <= total(interactive) ? [zero, interactive] : [interactive, zero];
+  const [keep, drop] = (zero.baseLatency ?? 0) <= (interactive.baseLatency ?? 0)
+    ? [zero, interactive] : [interactive, zero];
   drop.close();
+  await keep.resume();
   return keep;
 }
 
