@@ -57,6 +57,11 @@ tick (render and encode against the 20 ms frame), or the machine's cores.
 
 Output: one progress line per step on stderr; the report on stdout (``--json`` for JSON); JSON,
 a markdown table and a PNG (tick p95 and CPU against participants) under ``--out``.
+
+``--transport`` picks the bots' transport: ``media`` (RTP, the default), ``datachannel`` (the
+``audio`` data channel: aiortc's SCTP in Python on the server's event loop) or ``both``: both
+phases on each, the reports keyed by transport (``{"transports": {"media": {...},
+"datachannel": {...}}}``).
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.bot import TRANSPORTS
 from bench.fleet import BotFleet
 from bench.procstat import snapshot, usage
 from bench.report import pyplot, result_paths, run_bench, save_figure
@@ -318,7 +324,8 @@ def measure_step(phase: str, server: ServerProcess, fleet: BotFleet, join_errors
 
 
 def run_phase(phase: str, plan: list[list[tuple[str, str]]], room_capacity: int,
-              hold_s: float, per_process: int, progress, workers: int = 1) -> dict:
+              hold_s: float, per_process: int, progress, workers: int = 1,
+              transport: str = "media") -> dict:
     steps: list[dict] = []
     bots = sum(len(added) for added in plan)  # every bot holds a connection from loopback
     with ServerProcess("--room-capacity", str(room_capacity), "--max-connections-per-ip",
@@ -326,7 +333,7 @@ def run_phase(phase: str, plan: list[list[tuple[str, str]]], room_capacity: int,
                        "--workers", str(workers)) as server, \
             tempfile.TemporaryDirectory() as logs:
         server_log = server.log
-        fleet = BotFleet(server.ws, per_process, Path(logs))
+        fleet = BotFleet(server.ws, per_process, Path(logs), transport)
         try:
             for bots in plan:
                 errors = fleet.add(bots)
@@ -373,15 +380,21 @@ def progress_line(step: dict) -> str:
 
 
 def capacity_benchmark(max_bots: int, step: int, hold_s: float, rooms_of: int,
-                       per_process: int = 10, progress=None, workers: int = 1) -> dict:
+                       per_process: int = 10, progress=None, workers: int = 1,
+                       transport: str = "media") -> dict:
     progress = progress or (lambda s: print(progress_line(s), file=sys.stderr, flush=True))
     if rooms_of > max_bots:
         raise ValueError(f"--rooms-of {rooms_of} is more than --max-bots {max_bots}")
+    if transport == "both":
+        return {"benchmark": "capacity", "transport": "both", "transports": {
+            t: capacity_benchmark(max_bots, step, hold_s, rooms_of, per_process, progress,
+                                  workers, t) for t in TRANSPORTS}}
     one = run_phase("one room", one_room_plan(max_bots, step), max(max_bots, 2), hold_s,
-                    per_process, progress, workers)
+                    per_process, progress, workers, transport)
     many = run_phase("many rooms", many_rooms_plan(max_bots, rooms_of, step), rooms_of,
-                     hold_s, per_process, progress, workers)
+                     hold_s, per_process, progress, workers, transport)
     return {
+        "transport": transport,
         "benchmark": "capacity",
         "settings": {"max_bots": max_bots, "step": step, "hold_s": hold_s, "rooms_of": rooms_of,
                      "bots_per_process": per_process, "settle_s": SETTLE_S,
@@ -394,9 +407,21 @@ def capacity_benchmark(max_bots: int, step: int, hold_s: float, rooms_of: int,
 
 # output -----------------------------------------------------------------------------------
 
+def _by_transport(report: dict) -> list[tuple[str, dict]]:
+    """(a label's prefix, the one-transport report) of each transport the report holds."""
+    if "transports" not in report:
+        return [("", report)]
+    return [(f"{t}, ", part) for t, part in report["transports"].items()]
+
+
 def summary_lines(report: dict) -> list[str]:
+    return [line for prefix, part in _by_transport(report)
+            for line in _summary_lines(part, prefix)]
+
+
+def _summary_lines(report: dict, prefix: str = "") -> list[str]:
     lines = []
-    for key, label in (("one_room", "one room"), ("many_rooms", "many rooms")):
+    for key, label in (("one_room", f"{prefix}one room"), ("many_rooms", f"{prefix}many rooms")):
         phase = report[key]
         rooms = f" in {phase['held_rooms']} rooms" if key == "many_rooms" else ""
         end = (f"failed at {phase['failed_at']}: {'; '.join(phase['failed_because'])}"
@@ -432,11 +457,13 @@ TABLE_COLUMNS = (
 def table(report: dict) -> list[str]:
     rows = ["| " + " | ".join(title for _, title in TABLE_COLUMNS) + " |",
             "|" + "---|" * len(TABLE_COLUMNS)]
-    for key in ("one_room", "many_rooms"):
-        for step in report[key]["steps"]:
-            cells = ["yes" if step[k] is True else "no" if step[k] is False else str(step[k])
-                     for k, _ in TABLE_COLUMNS]
-            rows.append("| " + " | ".join(cells) + " |")
+    for prefix, part in _by_transport(report):
+        for key in ("one_room", "many_rooms"):
+            for step in part[key]["steps"]:
+                cells = ["yes" if step[k] is True else "no" if step[k] is False else str(step[k])
+                         for k, _ in TABLE_COLUMNS]
+                cells[0] = prefix + cells[0]
+                rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
@@ -444,15 +471,18 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
     """JSON, markdown and PNG; returns the paths written."""
     paths = result_paths(out_dir, "capacity")
     paths[0].write_text(json.dumps(report, indent=2))
-    s = report["settings"]
+    parts = _by_transport(report)
+    s = parts[0][1]["settings"]
     paths[1].write_text("\n".join(
         [f"# Capacity: up to {s['max_bots']} bots, steps of {s['step']}, {s['hold_s']} s held, "
          f"rooms of {s['rooms_of']}, serve --workers {s['workers']}", "",
          *summary_lines(report), "", *table(report)]) + "\n")
     fig, (ticks, cpu) = pyplot().subplots(1, 2, figsize=(10, 3.8))
-    for key, label, marker, color in (("one_room", "one room", "o", "C0"),
-                                      ("many_rooms", "many rooms", "s", "C1")):
-        steps = report[key]["steps"]
+    lines = [(part[key]["steps"], f"{prefix}{label}", marker, f"C{2 * k + j}")
+             for k, (prefix, part) in enumerate(parts)
+             for j, (key, label, marker) in enumerate((("one_room", "one room", "o"),
+                                                       ("many_rooms", "many rooms", "s")))]
+    for steps, label, marker, color in lines:
         n = [st["participants"] for st in steps]
         ticks.plot(n, [st["tick_ms_p95"] for st in steps], marker=marker, color=color,
                    label=label)
@@ -484,6 +514,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=count("workers", 1, MAX_WORKERS), default=1,
                         metavar="W", help="the server's processes, as serve --workers "
                         "(default 1: one process)")
+    parser.add_argument("--transport", choices=(*TRANSPORTS, "both"), default="media",
+                        help="the bots' transport: media (RTP, the default), datachannel, or "
+                             "both, each phase on each")
     parser.add_argument("--out", default="bench/results", metavar="DIR",
                         help="where the JSON, PNG and markdown go (default bench/results)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -494,7 +527,8 @@ def run_capacity_bench(args: argparse.Namespace) -> int:
     if args.rooms_of > args.max_bots:
         raise CliError(f"--rooms-of {args.rooms_of} is more than --max-bots {args.max_bots}")
     run_bench(lambda: capacity_benchmark(args.max_bots, args.step, args.hold, args.rooms_of,
-                                         args.bots_per_process, workers=args.workers),
+                                         args.bots_per_process, workers=args.workers,
+                                         transport=args.transport),
               lambda report: [*summary_lines(report), "", *table(report)], args.json,
               write=lambda report: write_results(report, Path(args.out)),
               errors=(RuntimeError, OSError))

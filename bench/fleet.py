@@ -16,8 +16,10 @@ from bench.serverproc import ROOT
 class BotFleet:
     """Processes of :mod:`bench.lightbot`, ``per_process`` bots each, started as needed."""
 
-    def __init__(self, url: str, per_process: int, log_dir: Path) -> None:
+    def __init__(self, url: str, per_process: int, log_dir: Path,
+                 transport: str = "media") -> None:
         self.url = url
+        self.transport = transport
         self.per_process = per_process
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
@@ -29,7 +31,8 @@ class BotFleet:
 
     def _spawn(self) -> int:
         log = open(self.log_dir / f"bots{len(self.procs)}.log", "w")  # noqa: SIM115 (the child's)
-        proc = subprocess.Popen([sys.executable, "-m", "bench.lightbot", self.url], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "bench.lightbot", self.url,
+                                 "--transport", self.transport], cwd=ROOT,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                 text=True)
         log.close()

@@ -18,8 +18,13 @@ connection, the same offer with music Opus settings) with two things made cheap:
   silence between arrivals). Only one packet in :data:`DECODE_EVERY` goes on to aiortc's
   decoder, and the decoded frame is checked (960 samples, stereo, audible once others play).
 
-Run as ``python -m bench.lightbot WS_URL``: a host for many bots, driven by one JSON command
-per line on stdin and answering one JSON line per command on stdout:
+On the data-channel transport (``--transport datachannel``) the same packets go out with the
+header of :mod:`server.media.datachannel` on an ``audio`` channel, and the mix's packets are
+counted from their header and decoded one in :data:`DECODE_EVERY` the same way.
+
+Run as ``python -m bench.lightbot WS_URL [--transport media|datachannel]``: a host for many
+bots, driven by one JSON command per line on stdin and answering one JSON line per command on
+stdout:
 
 - ``{"cmd": "add", "bots": [[ROOM, NAME], ...]}``: join those bots, at once; answers when each
   has received its first packet (``{"ok": true, "bots": n}``, ``n`` the bots of this
@@ -48,9 +53,11 @@ from aiortc import MediaStreamTrack
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError
 
-from bench.bot import Bot
+from bench.bot import TRANSPORTS, Bot
 from hrtf.constants import FRAME, SAMPLE_RATE
 from server.media.aiortc_private import replace_jitter_buffer, rtp_payload
+from server.media.datachannel import AudioPacket, PacketError, pack, parse
+from server.media.opus import OpusError
 from server.media.uplink import receiver_of
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
@@ -200,11 +207,15 @@ class ArrivalCounter:
 
     def add(self, packet) -> tuple[bool, JitterFrame | None]:
         data = rtp_payload(packet)
-        self.window.add(packet.sequence_number, packet.timestamp, len(data), self.clock())
-        self.total += 1
-        if (self.total - 1) % self.decode_every == 0:
+        if self.note(packet.sequence_number, packet.timestamp, len(data)):
             return False, JitterFrame(data=data, timestamp=packet.timestamp)
         return False, None
+
+    def note(self, seq: int, timestamp: int, size: int) -> bool:
+        """Count one packet that arrived now; whether it is one to decode."""
+        self.window.add(seq, timestamp, size, self.clock())
+        self.total += 1
+        return (self.total - 1) % self.decode_every == 0
 
     def remove(self, count: int) -> None:
         return None
@@ -214,8 +225,9 @@ class LightBot(Bot):
     """A :class:`~bench.bot.Bot` that sends pre-encoded music and counts what it hears."""
 
     def __init__(self, url: str, room: str, name: str, payloads: list[bytes],
-                 offset: int = 0) -> None:
-        super().__init__(url, room, name, instrument="bot", stock_receiver=True)
+                 offset: int = 0, transport: str = "media") -> None:
+        super().__init__(url, room, name, instrument="bot", stock_receiver=True,
+                         transport=transport)
         self.track = PacketTrack(payloads, offset)
         self.arrivals = ArrivalCounter()
         self.decoded = 0
@@ -234,12 +246,42 @@ class LightBot(Bot):
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            pcm = frame.to_ndarray()
-            self.decoded += 1
-            if frame.samples == FRAME and len(frame.layout.channels) == 2:
-                self.decoded_ok += 1
-            if np.abs(pcm).max() > 0:
-                self.audible += 1
+            self._check(frame.to_ndarray(), frame.samples, len(frame.layout.channels))
+
+    def _check(self, pcm: np.ndarray, samples: int, channels: int) -> None:
+        self.decoded += 1
+        if samples == FRAME and channels == 2:
+            self.decoded_ok += 1
+        if np.abs(pcm).max() > 0:
+            self.audible += 1
+
+    async def _send_channel(self, channel) -> None:
+        """The pre-encoded packets, paced by :class:`PacketTrack`, on the data channel."""
+        sequence = 0
+        while channel.readyState == "open":
+            try:
+                packet = await self.track.recv()
+            except MediaStreamError:
+                return
+            channel.send(pack(AudioPacket(sequence, int(packet.pts),
+                                          int(time.monotonic() * 1e6), bytes(packet))))
+            sequence += 1
+
+    def mix_message(self, message: bytes | str) -> None:
+        """A mix packet on the data channel: counted, and one in :data:`DECODE_EVERY`
+        decoded and checked."""
+        try:
+            packet = parse(message)
+        except PacketError:
+            self.bad_packets += 1
+            return
+        if self.arrivals.note(packet.sequence, packet.timestamp, len(packet.opus)):
+            try:
+                pcm = self._decoder.decode(packet.opus)
+            except OpusError:
+                self.decoded += 1
+                return
+            self._check(pcm, len(pcm), pcm.shape[1])
 
     def mark(self) -> None:
         self.arrivals.window.restart()
@@ -256,14 +298,16 @@ class LightBot(Bot):
 class BotHost:
     """The bots of one process and the commands that drive them."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, transport: str = "media") -> None:
         self.url = url
+        self.transport = transport
         self.payloads = encode_loop(music(LOOP_S))
         self.bots: list[LightBot] = []
 
     async def add(self, bots: list[tuple[str, str]]) -> dict:
         fresh = [LightBot(self.url, room, name, self.payloads,
-                          offset=(17 * (len(self.bots) + k)) % len(self.payloads))
+                          offset=(17 * (len(self.bots) + k)) % len(self.payloads),
+                          transport=self.transport)
                  for k, (room, name) in enumerate(bots)]
         self.bots += fresh
         try:
@@ -291,8 +335,8 @@ class BotHost:
                 await bot.close()
 
 
-async def serve_commands(url: str) -> None:
-    host = BotHost(url)
+async def serve_commands(url: str, transport: str = "media") -> None:
+    host = BotHost(url, transport)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -319,7 +363,9 @@ async def serve_commands(url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("url", help="the server's signaling URL (ws://HOST:PORT/ws)")
-    uvloop.run(serve_commands(parser.parse_args().url))
+    parser.add_argument("--transport", choices=TRANSPORTS, default="media")
+    args = parser.parse_args()
+    uvloop.run(serve_commands(args.url, args.transport))
 
 
 if __name__ == "__main__":

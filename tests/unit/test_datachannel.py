@@ -6,11 +6,14 @@ back, all without a network."""
 from __future__ import annotations
 
 import asyncio
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
 
+from bench.impair import Impairment, Leg
 from hrtf.constants import FRAME, SAMPLE_RATE
 from server.media.datachannel import (
     AUDIO_LABEL,
@@ -33,6 +36,7 @@ from server.media.ingress import REASONS, DropCounts
 from server.media.jitter import JitterBuffer
 from server.media.opus import OpusDecoder
 from server.media.sdp import offer_problem
+from server.media.uplink import PacketTap
 from tests.helpers.dcpackets import opus_frames
 
 FRAME_S = FRAME / SAMPLE_RATE
@@ -232,3 +236,23 @@ def test_an_offer_with_only_an_audio_data_channel_is_usable_and_one_with_neither
     assert offer_problem(offer_sdp(data_channel=True, video=False)) is None
     problem = offer_problem(offer_sdp(data_channel=False, video=True))
     assert problem is not None and "no data channel" in problem
+
+
+def test_a_relay_for_a_data_channel_client_impairs_sctp_and_still_passes_the_handshake():
+    lossy = Leg(Impairment(loss=1.0), data_channel=True)
+    assert lossy.admit(bytes([23]) + bytes(40), 0.0) == []  # DTLS application data: SCTP
+    assert lossy.admit(bytes([22]) + bytes(40), 0.0) == [0.0]  # DTLS handshake
+    assert Leg(Impairment(loss=1.0)).admit(bytes([23]) + bytes(40), 0.0) == [0.0]
+
+
+def test_rtp_from_a_member_whose_channel_carries_its_uplink_is_ignored_for_a_second():
+    buffer, now, silent = JitterBuffer(target=4), ChannelUplink(), ChannelUplink()
+    now.receive(message(), time.monotonic())
+    silent.receive(message(), time.monotonic() - 2.0)  # its channel fell silent 2 s ago
+    tap = PacketTap(buffer, is_opus=lambda pt: pt == 111, defer=now.active)
+    rtp = SimpleNamespace(payload_type=111, timestamp=5 * FRAME, _data=OPUS)
+    tap.add(rtp)
+    assert (tap.deferred, buffer.depth) == (1, 0)
+    tap.defer = silent.active
+    tap.add(rtp)
+    assert (tap.deferred, buffer.depth) == (1, 1)
