@@ -1,4 +1,4 @@
-// The data-channel audio packet (issue 17; docs/PROTOCOL.md, "The data-channel transport"):
+// The data-channel audio packet (issue 17; docs/PROTOCOL.md, "Data-channel audio"):
 // one binary message per Opus packet, both directions, a 12-byte big-endian header first.
 //
 //   offset 0  u8   version (1)
