@@ -1,8 +1,9 @@
-"""The low-latency transport's pure browser modules in real headless Chromium: the data-channel
+"""The low-latency transport's browser modules without a server, in real headless Chromium: the
 packet header (``client_web/dcpacket.js``, byte for byte what the server's
 ``struct.Struct("!BBHII")`` reads) and the playout buffer (``client_web/playout.js``) driven by
 scripted packet arrivals (``tests/e2e/js/playout_scenarios.js``: a 440 Hz tone in frames, sent
-on the sender's clock, arriving on ours with stalls, losses, jitter and clock drift).
+on the sender's clock, arriving on ours with stalls, losses, jitter and clock drift), and the
+choice of transport (``client_web/lowlatency.js``) with WebCodecs as it is and made to refuse.
 
 "Without clicks" is checked on the played samples: no step between two output samples is
 larger than 1.5 times the tone's own largest step (a click, a jump to silence or to another
@@ -164,3 +165,42 @@ def test_arrival_jitter_of_one_and_a_half_frames_settles_without_loss(runs):
     assert jitter["stats"]["concealed"] == 0 and jitter["stats"]["late"] == 0, jitter
     assert jitter["stats"]["target_ms"] <= 15, jitter
     assert jitter["jump_ratio"] < 1.5, jitter
+
+
+CHOOSE_JS = """async ({frameMs, search, without, refuse}) => {
+    const { chooseTransport } = await import('/client_web/lowlatency.js');
+    const encoder = globalThis.AudioEncoder;
+    const check = encoder.isConfigSupported;
+    const saved = {};
+    for (const name of without) {
+        saved[name] = globalThis[name];
+        delete globalThis[name];
+    }
+    if (refuse) encoder.isConfigSupported = async (config) => ({supported: false, config});
+    try {
+        return await chooseTransport(frameMs, search);
+    } finally {
+        Object.assign(globalThis, saved);
+        encoder.isConfigSupported = check;
+    }
+}"""
+
+
+@pytest.mark.parametrize(("frame_ms", "search", "without", "refuse", "transport", "why"), [
+    (5, "?room=x", [], False, "datachannel", "WebCodecs Opus in 5 ms frames over a data channel"),
+    (2.5, "", [], False, "datachannel", "WebCodecs Opus in 2.5 ms frames over a data channel"),
+    (5, "?room=x&transport=media", [], False, "media",
+     "chosen in the page's address (?transport=media)"),
+    (5, "", ["AudioEncoder"], False, "media", "this browser has no AudioEncoder"),
+    (5, "", [], True, "media",
+     "this browser cannot encode Opus in 5 ms low-delay frames (WebCodecs)"),
+    # Opus frames are multiples of 2.5 ms (RFC 6716): Chromium throws on 7 ms.
+    (7, "", [], False, "media", "WebCodecs refused the Opus settings: Failed to execute "
+     "'isConfigSupported' on 'AudioEncoder': Invalid Opus frameDuration; expected a multiple of "
+     "2500, received 7000."),
+])
+def test_the_page_chooses_the_data_channel_where_webcodecs_encodes_the_room_frame(
+        page, frame_ms, search, without, refuse, transport, why):
+    chosen = page.evaluate(CHOOSE_JS, {"frameMs": frame_ms, "search": search,
+                                       "without": without, "refuse": refuse})
+    assert (chosen["transport"], chosen["why"]) == (transport, why), chosen
