@@ -22,6 +22,8 @@ const MAX_QUEUED_MS = 40;
 /** More frames waiting for the encoder or decoder than this: the next is dropped. */
 const MAX_CODEC_QUEUE = 8;
 const STATS_INTERVAL_MS = 1000;
+/** A codec that fails is started afresh this many times before the page is told. */
+const MAX_CODEC_RESTARTS = 5;
 
 let link = null;
 
@@ -74,8 +76,14 @@ class Link {
     const encoder = new AudioEncoder({
       output: (chunk) => this.send(chunk),
       error: (error) => {
+        // A failed encoder is closed: start a fresh one (a few times; then say so and stop).
         this.counts.encode_errors += 1;
-        this.post({ type: "error", message: `the Opus encoder failed: ${error.message}` });
+        this.encoding = [];
+        if (this.counts.encode_errors <= MAX_CODEC_RESTARTS) {
+          this.encoder = this.makeEncoder();
+        } else {
+          this.post({ type: "error", message: `the Opus encoder failed: ${error.message}` });
+        }
       },
     });
     encoder.configure(encoderConfig(this.frameMs));
@@ -89,7 +97,8 @@ class Link {
         // A packet the decoder could not take closes it: start a fresh one.
         this.counts.decode_errors += 1;
         this.decoding = [];
-        this.decoder = this.makeDecoder();
+        if (this.counts.decode_errors <= MAX_CODEC_RESTARTS) this.decoder = this.makeDecoder();
+        else this.post({ type: "error", message: "the Opus decoder keeps failing" });
       },
     });
   }
@@ -143,6 +152,7 @@ class Link {
       if (gap > 1.5 * this.frameMs) this.counts.gaps_late += 1;
     }
     this.lastArrivalMs = now;
+    if (this.decoder.state === "closed") return;
     if (this.decoder.state !== "configured") {
       this.decoder.configure(decoderConfig());
     }
