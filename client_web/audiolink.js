@@ -79,7 +79,7 @@ export class AudioLink extends EventTarget {
     if (ll) {
       return { ctx, pc: peer.pc, received: ll.output, transport, frameMs,
         sendInstead: (node) => ll.sendInstead(node),
-        playoutMs: () => ll.playout?.depth_mean_ms ?? null };
+        playoutFromNow: () => ll.meanDepthFromNow() };
     }
     return this.mixStream ? { ctx, pc: peer.pc, received: this.mixStream, transport, frameMs }
       : null;

@@ -287,7 +287,7 @@ export class LoopTestView {
     const frame = result.frame_ms ?? 20;
     const buffer = lowLatency
       ? ["playout_buffer", "Our playout buffer (measured)", ms(b.playout_buffer_ms),
-        "The low-latency transport's own buffer: its mean depth at the end of the test"]
+        "The low-latency transport's own buffer: its mean depth over the test"]
       : ["jitter_buffer", "Chrome's jitter buffer (measured)", ms(b.jitter_buffer_ms),
         "getStats: jitterBufferDelay / jitterBufferEmittedCount over the test"];
     // [key, label, value, what it is (tooltip)]

@@ -10,9 +10,9 @@ export class LatencyTest {
    * @param {LoopTestView} deps.view - shows the run's progress and result
    * @param {() => {ctx: AudioContext, pc: RTCPeerConnection, received: MediaStream | AudioNode,
    *   sendInstead?: function, transport: string, frameMs: number,
-   *   playoutMs?: () => number | null} | null} deps.live - the live audio connection (on the
-   *   low-latency transport: our playout node, the uplink swap and our buffer's mean depth),
-   *   or null when there is none
+   *   playoutFromNow?: () => () => number | null} | null} deps.live - the live audio
+   *   connection (on the low-latency transport: our playout node, the uplink swap and our
+   *   buffer's mean depth over the test), or null when there is none
    * @param {() => boolean} deps.monitorOn - whether self-monitoring is on now
    * @param {(on: boolean) => void} deps.monitor - turn self-monitoring on (unity gain) or off
    * @param {() => boolean} deps.canRestore - whether monitoring may still be switched back
@@ -46,6 +46,7 @@ export class LatencyTest {
       const monitorWasOn = monitorOn();
       if (!monitorWasOn) monitor(true);
       let recording;
+      const playoutMs = connection.playoutFromNow?.() ?? (() => null);
       try {
         recording = await recordLoop({ ...connection, onPlaying: (seconds) => view.playing(seconds) });
       } finally {
@@ -55,8 +56,7 @@ export class LatencyTest {
       const { left, right, click, onsets, sampleRate } = recording;
       const { found } = findClicks(left, right, click, onsets, sampleRate);
       // The server's stages as its latest `stats` (once a second) gives them.
-      const result = explain(recording, found, serverStages(), outputLatencyMs(),
-        connection.playoutMs?.() ?? null);
+      const result = explain(recording, found, serverStages(), outputLatencyMs(), playoutMs());
       result.transport = connection.transport;
       result.frame_ms = connection.frameMs;
       result.verdict = verdict(result.round_trip_ms)?.text ?? null;

@@ -19,6 +19,8 @@ export const DATA_CHANNEL = "datachannel";
 export const MEDIA = "media";
 /** The room's frame when `joined` does not say (servers before rooms had frame sizes). */
 export const DEFAULT_FRAME_MS = 20;
+/** The playout depths kept for meanDepthFromNow(): 100 s of them. */
+const MAX_DEPTHS = 400;
 
 /**
  * Which transport this page uses for a room of `frameMs` frames: the data channel where the
@@ -96,6 +98,19 @@ export class LowLatencyAudio extends EventTarget {
     this.worker = null;
     this.mic = null;
     this.sendingMicrophone = false; // whether the microphone is what is sent now
+    this.depths = []; // the playout buffer's mean depth (ms), four times a second
+    this.depthsSeen = 0;
+  }
+
+  /** A function giving our playout buffer's mean depth (ms) from now until it is called. */
+  meanDepthFromNow() {
+    const from = this.depthsSeen;
+    return () => {
+      const count = Math.min(this.depthsSeen - from, this.depths.length);
+      if (count <= 0) return this.playout?.depth_mean_ms ?? null;
+      const recent = this.depths.slice(-count);
+      return recent.reduce((sum, v) => sum + v, 0) / count;
+    };
   }
 
   /** Load the worklets and build the graph: `input` → capture; playout → `output`. */
@@ -118,7 +133,11 @@ export class LowLatencyAudio extends EventTarget {
       numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [2], processorOptions,
     });
     this.output.port.onmessage = ({ data }) => {
-      if (data.type === "playout") this.playout = data.stats;
+      if (data.type !== "playout") return;
+      this.playout = data.stats;
+      this.depths.push(data.stats.depth_mean_ms);
+      if (this.depths.length > MAX_DEPTHS) this.depths.splice(0, this.depths.length - MAX_DEPTHS);
+      this.depthsSeen += 1;
     };
     this.output.connect(this.ctx.destination);
   }
