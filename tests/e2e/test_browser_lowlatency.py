@@ -7,7 +7,7 @@ the low-latency transport; C plays 1 kHz and is forced onto the media track
 to B's right, both facing front: each must hear the other on the side it was dragged to (ILD
 ≥ 6 dB, measured in the page from the received mix, each in its own tone's band). A runs "Test
 my latency" on the data channel (B and C muted in A's mix meanwhile); C is heard by B, and C
-hears A.
+hears A; after a network drop B rejoins on the data channel and A and B hear each other again.
 
 Needs Debian's ``chromium`` at /usr/bin/chromium and the ``playwright`` Python package, as
 ``tests/e2e/test_browser.py``. No timing is asserted.
@@ -182,3 +182,16 @@ def test_a_page_on_the_media_track_is_heard_and_hears_the_room(pages):
     assert max(left, right) > -50, f"B does not hear C: {left:.1f} / {right:.1f} dB"
     left, right = settle(pages["C"], "A", lambda lt, rt: max(lt, rt) > -50)
     assert max(left, right) > -50, f"C does not hear A: {left:.1f} / {right:.1f} dB"
+
+
+def test_after_a_network_drop_b_rejoins_on_the_data_channel_and_is_heard_again(pages):
+    a, b = pages["A"], pages["B"]
+    b.evaluate("spatialjam.drop()")
+    b.wait_for_function("spatialjam.state.rejoins === 1 && spatialjam.peerState() === 'connected'",
+                        timeout=30_000)
+    b.wait_for_function("spatialjam.lowLatency()?.channel === 'open'", timeout=10_000)
+    assert b.evaluate("spatialjam.transport") == "datachannel"
+    left, right = settle(a, "B", lambda lt, rt: max(lt, rt) > -50)
+    assert max(left, right) > -50, f"A does not hear B after its rejoin: {left:.1f} / {right:.1f}"
+    left, right = settle(b, "A", lambda lt, rt: max(lt, rt) > -50)
+    assert max(left, right) > -50, f"B does not hear A after its rejoin: {left:.1f} / {right:.1f}"
