@@ -105,6 +105,7 @@ class Bot:
         self.channel = None
         #: Mix packets received on the channel that were no packet or no Opus.
         self.bad_packets = 0
+        self._decoder: OpusDecoder | None = None
         #: A room access token (``spatialjam token``), sent in the handshake's URL.
         self.token = token
         #: The grants ``joined`` listed.
@@ -213,6 +214,8 @@ class Bot:
             except MediaStreamError:
                 return
             pcm = frame.to_ndarray().reshape(-1, 1).astype(np.float32) / 32768.0
+            if channel.readyState != "open":  # closed while the frame was due
+                return
             channel.send(pack(AudioPacket(sequence, int(frame.pts),
                                           int(time.monotonic() * 1e6), encoder.encode(pcm))))
             sequence += 1

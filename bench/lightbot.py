@@ -263,6 +263,8 @@ class LightBot(Bot):
                 packet = await self.track.recv()
             except MediaStreamError:
                 return
+            if channel.readyState != "open":  # closed while the packet was due
+                return
             channel.send(pack(AudioPacket(sequence, int(packet.pts),
                                           int(time.monotonic() * 1e6), bytes(packet))))
             sequence += 1

@@ -1,12 +1,13 @@
 """The CPU one audio packet costs on each transport, in aiortc (pure Python SCTP beside SRTP):
 ``python -m bench.transport_cost [--packets N] [--rate PER_S] [--json]``.
 
-Two aiortc peers in this process, connected on loopback, pass ``--packets`` Opus packets of
-music (about 200 bytes, as a 64 kb/s mono uplink sends) from one to the other at ``--rate``
-packets a second:
+Two aiortc peers in this process (on uvloop, as the server runs), connected on loopback, pass
+``--packets`` Opus packets of music (about 200 bytes, as a 64 kb/s mono uplink sends) from one
+to the other at ``--rate`` packets a second:
 
-- **media**: an RTP track of pre-encoded packets (``RTCRtpSender`` packs them: RTP, SRTP), the
-  receiver's packet tap taking each as the server's does (SRTP, RTP, the tap);
+- **media**: an RTP track of pre-encoded packets (``RTCRtpSender`` packs them: RTP, SRTP), a
+  stand-in for the receiver's jitter buffer reading each payload's length in samples from
+  libopus, as the server's packet tap does (SRTP, RTP, the tap's check);
 - **datachannel**: the data-channel packet (:mod:`server.media.datachannel`) on an unordered
   channel without retransmissions (SCTP in DTLS both ways: the data, and the acknowledgements
   that come back), parsed and checked by :class:`~server.media.datachannel.ChannelUplink` at
@@ -29,6 +30,7 @@ import time
 
 import av
 import numpy as np
+import uvloop
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
@@ -43,6 +45,7 @@ from server.media.datachannel import (
     pack,
     parse,
 )
+from server.media.opus import packet_samples
 from server.media.uplink import receiver_of
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
@@ -86,7 +89,7 @@ class _Arrivals:
         self._origin: int | None = None  # the sender's random RTP timestamp offset
 
     def add(self, packet):
-        rtp_payload(packet)  # what the server's tap reads
+        packet_samples(rtp_payload(packet))  # what the server's tap checks
         if self._origin is None:
             self._origin = packet.timestamp
         self.at[(packet.timestamp - self._origin) % (1 << 32)] = time.monotonic()
@@ -190,7 +193,7 @@ def main() -> None:
     report = {"packets": args.packets, "rate_per_s": args.rate,
               "opus_bytes_mean": round(float(np.mean([len(p) for p in payloads])), 1)}
     for transport in ("media", "datachannel"):
-        report[transport] = asyncio.run(measure(transport, payloads, args.packets, args.rate))
+        report[transport] = uvloop.run(measure(transport, payloads, args.packets, args.rate))
     print(json.dumps(report, indent=2) if args.json else
           "\n".join(f"{t}: {report[t]}" for t in ("media", "datachannel")))
 

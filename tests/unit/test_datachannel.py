@@ -6,6 +6,7 @@ back, all without a network."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from bench.impair import Impairment, Leg
+from bench.latency import report_lines, write_results
 from hrtf.constants import FRAME, SAMPLE_RATE
 from server.media.datachannel import (
     AUDIO_LABEL,
@@ -256,3 +258,21 @@ def test_rtp_from_a_member_whose_channel_carries_its_uplink_is_ignored_for_a_sec
     tap.defer = silent.active
     tap.add(rtp)
     assert (tap.deferred, buffer.depth) == (1, 1)
+
+
+def test_a_latency_report_of_both_transports_keys_each_and_writes_a_row_for_each(tmp_path):
+    part = {"through_server_ms": {"clicks": 3, "p50": 20.0, "p95": 25.0, "p99": 26.0},
+            "server_stages_ms": {"tick_p50": 2.0}, "server_added_p50_ms": 12.0}
+    report = {"benchmark": "latency", "bots": 3, "seconds": 10.0, "transport": "both",
+              "transports": {"media": part, "datachannel": part},
+              "p2p_stock_aiortc_ms": {"clicks": 0}, "p2p_own_receive_ms": {"clicks": 0},
+              "frame_ms": 20,
+              "_delays": {"server_media": [20.0, 25.0], "server_datachannel": [19.0, 21.0],
+                          "p2p_stock": [], "p2p_own": []}}
+    lines = report_lines(report)
+    assert any(line.startswith("through the server, media") for line in lines)
+    assert any(line.startswith("through the server, datachannel") for line in lines)
+    json_path, md_path, _ = write_results(report, tmp_path)
+    assert "| through the server, datachannel | 3 | 20.0 | 25.0 |" in md_path.read_text()
+    assert set(json.loads(json_path.read_text())["delays_ms"]) == {
+        "server_media", "server_datachannel", "p2p_stock", "p2p_own"}
