@@ -15,7 +15,9 @@
 //   concealed and play goes on. WebCodecs exposes neither Opus PLC nor decoding the next
 //   packet's FEC, so the concealment is ours: the last real frame played back and forth
 //   (reversed, forward, …: continuous at every turn), fading to silence over
-//   `concealFadeSamples`; the next real frame is crossfaded in over XFADE_SAMPLES.
+//   `concealFadeSamples` (one frame, at least 5 ms: a transient in the last frame, a drum hit,
+//   is not heard again as a forward copy); the next real frame is crossfaded in over
+//   XFADE_SAMPLES.
 // - Underrun (dry, nothing waiting): the concealment plays out and the buffer refills to the
 //   target before playing again. If the packet we ran dry for then arrives, it was late: the
 //   target grows by a frame (up to `maxTarget`). If a later one comes first, it was lost: its
@@ -60,7 +62,8 @@ export class PlayoutBuffer {
    * @param {number} [options.maxTarget]  the deepest the target grows (samples; 200 ms)
    * @param {number} [options.calmSamples]  calm this long before the target shrinks (2 s)
    * @param {number} [options.windowSamples]  the drift control's window (0.2 s, ≥ 4 frames)
-   * @param {number} [options.concealFadeSamples]  concealment fades out over this (≥ 20 ms)
+   * @param {number} [options.concealFadeSamples]  concealment fades out over this (a frame,
+   *   at least 5 ms)
    */
   constructor({ frame, channels = 2, sampleRate = 48000, quantum = 128, maxTarget, calmSamples,
     windowSamples, concealFadeSamples } = {}) {
@@ -74,7 +77,7 @@ export class PlayoutBuffer {
     this.maxTarget = Math.max(this.minTarget, maxTarget ?? Math.round(0.2 * sampleRate));
     this.calmSamples = calmSamples ?? 2 * sampleRate;
     this.windowSamples = windowSamples ?? Math.max(4 * frame, Math.round(0.2 * sampleRate));
-    this.concealFadeSamples = concealFadeSamples ?? Math.max(2 * frame, sampleRate / 50);
+    this.concealFadeSamples = concealFadeSamples ?? Math.max(frame, sampleRate / 200);
 
     const capacity = 2 ** Math.ceil(Math.log2(this.maxTarget + 4 * frame + 4096));
     this.mask = capacity - 1;
