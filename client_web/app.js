@@ -4,6 +4,7 @@
 import { AccessView, pageQuery, pageToken, whyRefused, withToken } from "./access.js";
 import { AiPanel } from "./ai.js";
 import { AudioAnalysis, MIC_CONSTRAINTS } from "./audio.js";
+import { AudioLink } from "./audiolink.js";
 import { installHandle } from "./handle.js";
 import { HeadControl } from "./head.js";
 import { Inspector, describeFrom } from "./inspector.js";
@@ -11,10 +12,10 @@ import { LatencyPanel, LoopTestView } from "./latency.js";
 import { LevelMeter } from "./meters.js";
 import { LatencyTest } from "./latencytest.js";
 import { loadWorklet } from "./looptest.js";
+import { DEFAULT_FRAME_MS, lowestLatencyContext } from "./lowlatency.js";
 import { MixPanel, dbToGain } from "./mix.js";
 import { notify, setStatus, showConnection } from "./notices.js";
 import { Pacer } from "./pacer.js";
-import { ServerPeer } from "./peer.js";
 import { RecordingPanel } from "./recording.js";
 import { SignalingClient } from "./signaling.js";
 import { SoundPanel } from "./sound.js";
@@ -44,6 +45,9 @@ const state = {
   acoustics: null, // the room's acoustics (room_state), null when dry
   recording: null, // the recording under way (room_state), null when none
   rejoins: 0, // joins after a drop, with the seat token
+  transport: null, // "datachannel" (low latency) or "media", chosen at each join
+  transportWhy: "",
+  frameMs: DEFAULT_FRAME_MS, // the room's frame (`joined.frame_ms`)
 };
 
 /** Sources being dragged or just released: their local position wins over stale echoes. */
@@ -51,9 +55,8 @@ const localPositions = new Map(); // id -> {position, until}
 
 let signaling = null;
 let pacer = null;
-let peer = null;
+let link = null; // the audio connection (audiolink.js): its peer, its transport's audio
 let mic = null;
-let mixStream = null; // the received stream (your personal mix)
 let audioCtx = null;
 let analysis = null;
 let timers = [];
@@ -79,14 +82,16 @@ const loopTest = new LoopTestView({
 });
 const latencyTest = new LatencyTest({
   view: loopTest,
-  live: () => (peer && state.peer === "connected" && mixStream
-    ? { ctx: audioCtx, pc: peer.pc, received: mixStream } : null),
+  live: () => (state.peer === "connected" ? link?.live() ?? null : null),
   monitorOn: () => state.monitorOn,
   monitor: (on) => monitorForTest(on),
   canRestore: () => Boolean(pacer),
   serverStages: () => latency.values.server ?? null,
   outputLatencyMs: () => outputLatencyMs(),
-  onDone: () => renderStatus(),
+  onDone: () => {
+    latency.onLoopTest(latencyTest.last);
+    renderStatus();
+  },
 });
 loopTest.button.addEventListener("click", () => {
   latencyTest.run().catch(() => {}); // the panel shows the failure
@@ -176,8 +181,7 @@ async function join() {
   $("join-error").textContent = "";
   setStatus("connecting", "Starting the microphone…");
 
-  audioCtx = makeAudioContext();
-  await audioCtx.resume();
+  audioCtx = await lowestLatencyContext();
   loadWorklet(audioCtx).catch(() => {}); // for "Test my latency"; see loadWorklet()
   mic = await navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
   analysis = new AudioAnalysis(audioCtx);
@@ -211,14 +215,6 @@ async function join() {
   requestAnimationFrame(drawMeters);
 }
 
-function makeAudioContext() {
-  try {
-    return new AudioContext({ latencyHint: "interactive", sampleRate: 48000 });
-  } catch {
-    return new AudioContext({ latencyHint: "interactive" }); // the device insists on its own rate
-  }
-}
-
 function onJoined(message, rejoin) {
   state.participant = message.participant;
   state.revision = -1;
@@ -238,47 +234,44 @@ function onJoined(message, rejoin) {
     // The seat kept our mix on the server; our head may have turned while we were away.
     pacer.offer("head", { type: "head_pose", yaw_deg: head.yawDeg }, HEAD_INTERVAL_MS);
   }
-  startPeer(message.ice_servers).catch((error) => {
+  state.frameMs = message.frame_ms ?? DEFAULT_FRAME_MS;
+  startPeer(message.ice_servers, state.frameMs).catch((error) => {
     notify("webrtc", `could not start the audio connection: ${error.message}`);
   });
   render();
 }
 
-async function startPeer(iceServers) {
-  peer?.close();
-  const current = new ServerPeer(mic, (message) => signaling.send(message), iceServers);
-  peer = current;
-  current.addEventListener("mix", (e) => {
-    const audio = $("mix-audio");
-    mixStream = e.detail.stream;
-    // Chrome feeds a remote stream to Web Audio only while a media element plays it.
-    audio.srcObject = e.detail.stream;
-    audio.play().catch(() => {
-      // Autoplay was refused: the next click anywhere starts the sound.
-      notify("audio", "click anywhere to start the sound");
-      document.addEventListener("click", () => {
-        audio.play();
-        audioCtx?.resume();
-      }, { once: true });
-    });
-    analysis.setOutput(e.detail.stream);
+/** A new audio connection, on the transport this browser supports at the room's frame. */
+async function startPeer(iceServers, frameMs) {
+  closePeer();
+  const current = new AudioLink({ ctx: audioCtx, mic, analysis, mixAudio: $("mix-audio"),
+    send: (message) => signaling.send(message) });
+  link = current;
+  current.addEventListener("transport", (e) => {
+    state.transport = e.detail.transport;
+    state.transportWhy = e.detail.why;
+    latency.setTransport(e.detail, frameMs);
   });
   current.addEventListener("state", (e) => {
-    if (peer !== current) return;
+    if (link !== current) return;
     state.peer = e.detail.state;
     // A failed media path is cured like a network drop: a fresh join renegotiates everything.
     if (state.peer === "failed") signaling.drop();
     renderStatus();
   });
-  await current.start(signaling.newId());
+  await current.start(iceServers, frameMs, signaling.newId());
+}
+
+function closePeer() {
+  link?.close();
+  link = null;
 }
 
 function onStatus({ state: connection, attempt, retryInMs, restart }) {
   state.connection = connection;
   if (connection === "reconnecting") {
     pacer?.clear();
-    peer?.close();
-    peer = null;
+    closePeer();
     state.peer = "closed";
     const seconds = (retryInMs / 1000).toFixed(1);
     const why = restart ? "Server restarting" : "Connection lost";
@@ -304,10 +297,8 @@ function teardown() {
   for (const t of timers) clearInterval(t);
   timers = [];
   pacer?.clear();
-  peer?.close();
-  peer = null;
+  closePeer();
   mic?.getTracks().forEach((t) => t.stop());
-  mixStream = null;
   audioCtx?.close();
   audioCtx = null;
   head.enabled = false;
@@ -344,7 +335,7 @@ function onMessage(message) {
     case "answer":
     case "offer":
     case "ice":
-      peer?.handle(message).catch((error) => notify("webrtc", error.message));
+      link?.peer?.handle(message).catch((error) => notify("webrtc", error.message));
       break;
     case "stats":
       latency.onServerStats(message);
@@ -375,7 +366,8 @@ function onMessage(message) {
 function onServerError(message) {
   state.errors.push(message);
   if (state.errors.length > 50) state.errors.shift();
-  const about = peer && message.id === peer.offerId ? "the audio connection was refused — " : "";
+  const about = link?.peer && message.id === link.peer.offerId
+    ? "the audio connection was refused — " : "";
   notify(message.code, about + message.message);
 }
 
@@ -502,9 +494,11 @@ function ping() {
 }
 
 async function pollStats() {
-  if (!peer || !audioCtx) return;
-  const report = await peer.getStats();
+  const current = link;
+  if (!current?.peer || !audioCtx) return;
+  const report = await current.peer.getStats();
   latency.onPeerStats(report, outputLatencyMs());
+  if (current.lowLatency) latency.onLowLatencyStats(current.lowLatency.stats());
 }
 
 /** The audio device's output latency as the AudioContext reports it (ms), or null. */
@@ -591,7 +585,8 @@ installHandle({
   state, head, latency, latencyTest, sound, stage,
   analysis: () => analysis,
   mic: () => mic,
-  peer: () => peer,
+  peer: () => link?.peer ?? null,
+  lowLatency: () => link?.lowLatency ?? null,
   signaling: () => signaling,
 });
 

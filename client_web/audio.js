@@ -1,8 +1,9 @@
 // The Web Audio side: the microphone and the received mix, analysed for meters and tests.
 //
-// Playback itself goes through an <audio> element (see app.js): Chrome only feeds a remote
-// WebRTC stream into Web Audio while that stream is attached to a media element, and the
-// element plays the mix with the browser's own low-latency WebRTC audio path.
+// On the media track, playback goes through an <audio> element (see app.js): Chrome only feeds
+// a remote WebRTC stream into Web Audio while that stream is attached to a media element. On
+// the low-latency transport our playout worklet plays the mix (lowlatency.js) and is analysed
+// here as a node.
 
 /** About 0.68 s at 48 kHz: the window `levels()` averages over. */
 const ANALYSIS_FFT_SIZE = 32768;
@@ -60,9 +61,18 @@ export class AudioAnalysis {
   }
 
   setOutput(stream) {
-    this.outputSource?.disconnect();
-    this.outputSource = this.ctx.createMediaStreamSource(stream);
-    this.outputSource.connect(this.splitter);
+    this.setOutputNode(this.ctx.createMediaStreamSource(stream));
+  }
+
+  /** The received mix as a Web Audio node (the low-latency transport's playout). */
+  setOutputNode(node) {
+    try {
+      this.outputSource?.disconnect(this.splitter);
+    } catch {
+      // (already disconnected: the transport that fed it has closed)
+    }
+    this.outputSource = node;
+    node.connect(this.splitter);
   }
 
   /**

@@ -23,10 +23,21 @@ export function installHandle(page) {
     },
     /** Whether the microphone's track is the one the connection sends. */
     micOnSender: () => {
+      const ll = page.lowLatency();
+      if (ll) return ll.sendingMicrophone && page.mic()?.getAudioTracks()[0]?.readyState === "live";
       const track = page.mic()?.getAudioTracks()[0];
       return Boolean(track && page.peer()?.pc.getSenders().some((s) => s.track === track));
     },
     peerState: () => state.peer,
+    /** "datachannel" (the low-latency transport) or "media", and the room's frame (ms). */
+    get transport() {
+      return state.transport;
+    },
+    get frameMs() {
+      return state.frameMs;
+    },
+    /** The low-latency transport's stats (playout buffer, channel, counts), or null. */
+    lowLatency: () => page.lowLatency()?.stats() ?? null,
     /** The server's last `rendering` for this listener (HRTF set, acoustics, reference). */
     get rendering() {
       return sound.rendering;

@@ -4,14 +4,43 @@
 
 import { describePath } from "./icepath.js";
 
-const FRAME_MS = 20; // one Opus/room frame, as everywhere in spatialjam
+const DEFAULT_FRAME_MS = 20; // the room's frame until `joined` says otherwise
+
+/**
+ * What a round trip (your sound to the server and back, ms) means for playing together.
+ * Ensemble playing tolerates about 20–30 ms one way (Schuett 2002; Chafe et al. 2004: tempo
+ * holds up to about 25 ms, drags beyond, and rhythm falls apart past about 50–70 ms); a round
+ * trip of 50 ms is about 25 ms each way.
+ */
+export const VERDICTS = [
+  { upToMs: 50, level: "good", text: "good for rhythm" },
+  { upToMs: 100, level: "ok", text: "OK for slow music" },
+  { upToMs: Infinity, level: "slow", text: "too slow to play in time" },
+];
+
+/** The verdict for a round trip of `roundTripMs`, or null when there is none. */
+export function verdict(roundTripMs) {
+  if (roundTripMs == null || !Number.isFinite(roundTripMs)) return null;
+  return VERDICTS.find((v) => roundTripMs <= v.upToMs);
+}
+
+export const VERDICT_HELP = "Round trip = your sound to the server and back to your ears. "
+  + "Ensemble playing tolerates about 20–30 ms one way (Schuett 2002; Chafe et al. 2004): "
+  + "“good for rhythm” up to 50 ms round trip, “OK for slow music” up to 100 ms, beyond that "
+  + "“too slow to play in time”. Measured by “Test my latency” when you ran it, else the "
+  + "estimate below (a lower bound).";
 
 const ROWS = [
+  ["verdict", "Verdict"],
+  ["transport", "Transport"],
+  ["frame", "Frame"],
+  ["playout", "Our playout buffer"],
+  ["codec", "Opus encode / decode"],
   ["path", "Media path"],
   ["rtt", "Round trip (signaling)"],
   ["ice_rtt", "Round trip (media)"],
   ["jitter", "Arrival jitter"],
-  ["jitter_buffer", "Your jitter buffer"],
+  ["jitter_buffer", "Chrome's jitter buffer"],
   ["loss", "Packets lost / concealed"],
   ["tick", "Server tick p50 / p95"],
   ["ticks_late", "Late / skipped ticks"],
@@ -42,12 +71,44 @@ export class LatencyPanel {
       "NAT (a server- or peer-reflexive address), or relayed by a TURN server; over UDP, TCP " +
       "or TLS.";
     this.cells.get("self_loop").title =
-      "Your own sound, out to the server and back into your ears: one 20 ms frame of capture, " +
+      "Your own sound, out to the server and back into your ears: one frame of capture, " +
       "the media round trip, the server's receive buffer, tick and send queue, your jitter " +
-      "buffer and the audio device's output latency. A lower bound: microphone and driver " +
-      "buffers and codec look-ahead are not measurable from the page.";
-    this.values = {};
+      "buffer (ours on the low-latency transport, Chrome's on the media track) and the audio " +
+      "device's output latency. A lower bound: microphone and driver buffers and codec " +
+      "look-ahead are not measurable from the page.";
+    this.cells.get("verdict").title = VERDICT_HELP;
+    this.cells.get("codec").title =
+      "WebCodecs, in the low-latency transport's Worker: a frame's wait for its Opus packet, " +
+      "a packet's wait for its samples (means over the last second).";
+    this.cells.get("playout").title =
+      "The low-latency transport's own buffer (playout.js): its mean depth, its target " +
+      "(starts at one frame, grows after an underrun, shrinks after calm) and its underruns; " +
+      "frames concealed are under “Packets lost / concealed”.";
+    this.values = { frame_ms: DEFAULT_FRAME_MS, transport: null };
     this.previous = null; // the last inbound-rtp stats, for per-second deltas
+    this.loopTest = null; // the last "Test my latency" result
+  }
+
+  /** The transport this connection uses (lowlatency.js chooseTransport) and the room's frame. */
+  setTransport({ transport, why }, frameMs) {
+    Object.assign(this.values, { transport, transport_why: why, frame_ms: frameMs,
+      playout: null, link: null, jitter_buffer_ms: null, jitter_target_ms: null });
+    this.previous = null;
+    this.render();
+  }
+
+  /** The low-latency transport's stats (LowLatencyAudio.stats()). */
+  onLowLatencyStats(stats) {
+    this.values.playout = stats.playout;
+    this.values.link = stats.link;
+    this.values.channel = stats.channel;
+    this.render();
+  }
+
+  /** A "Test my latency" result: the verdict follows it from now on. */
+  onLoopTest(result) {
+    if (result?.round_trip_ms != null) this.loopTest = result;
+    this.render();
   }
 
   /** A `pong` came back: `nowMs` is performance.now(). */
@@ -93,17 +154,26 @@ export class LatencyPanel {
     const v = this.values;
     const s = v.server;
     const rtt = v.ice_rtt_ms ?? v.rtt_ms;
-    if (!s || rtt == null || v.jitter_buffer_ms == null) return null;
+    const buffer = v.transport === "datachannel" ? v.playout?.depth_mean_ms : v.jitter_buffer_ms;
+    if (!s || rtt == null || buffer == null) return null;
     // The measured wait from arrival to the tick (buffer and tick phase) when the server
     // reports it; the buffer's depth alone otherwise.
     const wait = s.uplink_wait_ms_p50 || s.uplink_buffer_ms;
-    return FRAME_MS + rtt + wait + s.tick_ms_p50 + (s.downlink_wait_ms_p95 ?? s.downlink_queue_ms)
-      + v.jitter_buffer_ms + (v.output_ms ?? 0);
+    return v.frame_ms + rtt + wait + s.tick_ms_p50 + (s.downlink_wait_ms_p95 ?? s.downlink_queue_ms)
+      + buffer + (v.output_ms ?? 0);
+  }
+
+  /** The verdict shown: from the last latency test, else from the estimate. */
+  verdictNow() {
+    const measured = this.loopTest?.round_trip_ms;
+    const roundTrip = measured ?? this.selfLoopMs();
+    const found = verdict(roundTrip);
+    return found ? { ...found, round_trip_ms: roundTrip, measured: measured != null } : null;
   }
 
   /** Everything shown, as numbers (for the test hook). */
   snapshot() {
-    return { ...this.values, self_loop_ms: this.selfLoopMs() };
+    return { ...this.values, self_loop_ms: this.selfLoopMs(), verdict: this.verdictNow() };
   }
 
   render() {
@@ -112,13 +182,30 @@ export class LatencyPanel {
     const set = (key, text) => {
       this.cells.get(key).textContent = text;
     };
+    const lowLatency = v.transport === "datachannel";
+    const judged = this.verdictNow();
+    set("verdict", judged ? `${judged.text} (${judged.measured ? "" : "≥ "}`
+      + `${judged.round_trip_ms.toFixed(0)} ms${judged.measured ? ", tested" : ""})` : "—");
+    this.cells.get("verdict").dataset.level = judged?.level ?? "";
+    set("transport", v.transport == null ? "—" : lowLatency
+      ? `low latency (data channel${v.channel && v.channel !== "open" ? `, ${v.channel}` : ""})`
+      : "WebRTC media track");
+    this.cells.get("transport").title = v.transport_why ?? "";
+    set("frame", `${v.frame_ms} ms`);
+    const p = v.playout;
+    set("playout", !lowLatency ? "not used (media track)" : p == null ? "—"
+      : `${ms(p.depth_mean_ms, 0)} (target ${ms(p.target_ms, 0)}), ${p.underruns} underruns`);
+    set("codec", !lowLatency ? "in WebRTC" : v.link?.encode_ms == null ? "—"
+      : `${ms(v.link.encode_ms, 2)} / ${ms(v.link.decode_ms, 2)}`);
     set("path", v.path?.label ?? "—");
     set("rtt", ms(v.rtt_ms));
     set("ice_rtt", ms(v.ice_rtt_ms));
     set("jitter", ms(v.jitter_ms));
-    set("jitter_buffer", v.jitter_target_ms != null
-      ? `${ms(v.jitter_buffer_ms)} (target ${ms(v.jitter_target_ms)})` : ms(v.jitter_buffer_ms));
-    set("loss", v.packets_lost != null ? `${v.packets_lost} / ${v.concealed_pct.toFixed(1)} %` : "—");
+    set("jitter_buffer", lowLatency ? "not used (low-latency transport)"
+      : v.jitter_target_ms != null
+        ? `${ms(v.jitter_buffer_ms)} (target ${ms(v.jitter_target_ms)})` : ms(v.jitter_buffer_ms));
+    set("loss", lowLatency ? (p ? `${p.late} late / ${p.concealed} concealed` : "—")
+      : v.packets_lost != null ? `${v.packets_lost} / ${v.concealed_pct.toFixed(1)} %` : "—");
     set("output", ms(v.output_ms));
     if (s) {
       set("tick", `${ms(s.tick_ms_p50, 2)} / ${ms(s.tick_ms_p95, 2)}`);
@@ -138,7 +225,7 @@ export class LatencyPanel {
       this.cells.get("load").classList.toggle("warn", s.sources_cap > 0);
       const late = s.late_ticks > 0 || s.skipped_ticks > 0;
       this.cells.get("ticks_late").classList.toggle("warn", late);
-      this.cells.get("tick").classList.toggle("warn", s.tick_ms_p95 > FRAME_MS * 0.75);
+      this.cells.get("tick").classList.toggle("warn", s.tick_ms_p95 > v.frame_ms * 0.75);
     }
     set("self_loop", ms(this.selfLoopMs()));
   }
@@ -196,18 +283,30 @@ export class LoopTestView {
     const server = b.server_ms == null ? "—"
       : `${num(b.server_uplink_wait_ms)} + ${num(b.server_tick_ms)} + ` +
         `${num(b.server_downlink_wait_ms)} = ${ms(b.server_ms)}`;
+    const lowLatency = result.transport === "datachannel";
+    const frame = result.frame_ms ?? 20;
+    const buffer = lowLatency
+      ? ["playout_buffer", "Our playout buffer (measured)", ms(b.playout_buffer_ms),
+        "The low-latency transport's own buffer: its mean depth over the test"]
+      : ["jitter_buffer", "Chrome's jitter buffer (measured)", ms(b.jitter_buffer_ms),
+        "getStats: jitterBufferDelay / jitterBufferEmittedCount over the test"];
     // [key, label, value, what it is (tooltip)]
     const rows = [
+      ["verdict", "Verdict", result.verdict ?? "—", VERDICT_HELP],
+      ["transport", "Transport", lowLatency ? "low latency (data channel)" : "WebRTC media track",
+        lowLatency ? "WebCodecs Opus in an AudioWorklet, over an unreliable data channel"
+          : "The browser's WebRTC audio: its Opus, its jitter buffer (NetEq)"],
+      ["frame", "Frame", ms(frame, 1), "The room's frame: audio is cut, sent and mixed in it"],
       ["media_rtt", "Network round trip (measured)", ms(b.media_rtt_ms),
         "The ICE candidate pair's current round-trip time (getStats)"],
       ["server", "Server: wait + tick + send (reported)", server,
         "From the server's stats: your audio's wait from arrival to its tick (p50), the " +
         "tick's render and encode (p50) and your mix's wait to be sent (p95)"],
-      ["jitter_buffer", "Your jitter buffer (measured)", ms(b.jitter_buffer_ms),
-        "getStats: jitterBufferDelay / jitterBufferEmittedCount over the test"],
+      buffer,
       ["rest", "Rest (derived)", ms(b.rest_ms),
-        "The round trip minus the above, not measured: Opus framing (20 ms) and look-ahead " +
-        "both ways, and the browser's capture and playout buffers between WebRTC and Web Audio"],
+        `The round trip minus the above, not measured: Opus framing (${frame} ms) and ` +
+        "look-ahead both ways, and the browser's capture and playout buffers" +
+        (lowLatency ? " (render quanta, the codec Worker)" : " between WebRTC and Web Audio")],
     ];
     this.breakdown.replaceChildren(...rows.flatMap(([key, label, value, about]) => {
       const dt = document.createElement("dt");
@@ -224,7 +323,7 @@ export class LoopTestView {
       ? ` (output about ${result.device_output_ms.toFixed(0)} ms)` : "";
     this.note.textContent = `Median of ${result.clicks} of ${result.clicks_sent} clicks ` +
       `(${lo.toFixed(1)}–${hi.toFixed(1)} ms), timed from this page's audio engine and back ` +
-      "to it. Rest = round trip − the parts above: codecs, 20 ms framing, capture and " +
+      `to it. Rest = round trip − the parts above: codecs, ${frame} ms framing, capture and ` +
       `playout buffers. Your sound card's own buffers come on top${device}.`;
   }
 

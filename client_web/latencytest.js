@@ -1,14 +1,18 @@
 // "Test my latency": clicks through the server into your own mix, one run at a time
 // (the recording and the analysis are looptest.js's; the view is latency.js's LoopTestView).
 
+import { verdict } from "./latency.js";
 import { explain, findClicks, recordLoop } from "./looptest.js";
 
 export class LatencyTest {
   /**
    * @param {object} deps
    * @param {LoopTestView} deps.view - shows the run's progress and result
-   * @param {() => {ctx: AudioContext, pc: RTCPeerConnection, received: MediaStream} | null}
-   *   deps.live - the live audio connection, or null when there is none
+   * @param {() => {ctx: AudioContext, pc: RTCPeerConnection, received: MediaStream | AudioNode,
+   *   sendInstead?: function, transport: string, frameMs: number,
+   *   playoutFromNow?: () => () => number | null} | null} deps.live - the live audio
+   *   connection (on the low-latency transport: our playout node, the uplink swap and our
+   *   buffer's mean depth over the test), or null when there is none
    * @param {() => boolean} deps.monitorOn - whether self-monitoring is on now
    * @param {(on: boolean) => void} deps.monitor - turn self-monitoring on (unity gain) or off
    * @param {() => boolean} deps.canRestore - whether monitoring may still be switched back
@@ -42,6 +46,7 @@ export class LatencyTest {
       const monitorWasOn = monitorOn();
       if (!monitorWasOn) monitor(true);
       let recording;
+      const playoutMs = connection.playoutFromNow?.() ?? (() => null);
       try {
         recording = await recordLoop({ ...connection, onPlaying: (seconds) => view.playing(seconds) });
       } finally {
@@ -51,7 +56,10 @@ export class LatencyTest {
       const { left, right, click, onsets, sampleRate } = recording;
       const { found } = findClicks(left, right, click, onsets, sampleRate);
       // The server's stages as its latest `stats` (once a second) gives them.
-      const result = explain(recording, found, serverStages(), outputLatencyMs());
+      const result = explain(recording, found, serverStages(), outputLatencyMs(), playoutMs());
+      result.transport = connection.transport;
+      result.frame_ms = connection.frameMs;
+      result.verdict = verdict(result.round_trip_ms)?.text ?? null;
       this.last = result;
       view.finished(result);
       return result;

@@ -2,7 +2,9 @@
 // sample.
 //
 // 1. `recordLoop()` swaps the microphone on the RTCRtpSender for a track fed by Web Audio
-//    (sender.replaceTrack: no renegotiation) and lets one AudioWorklet (looptest-worklet.js)
+//    (sender.replaceTrack: no renegotiation) — or, on the low-latency transport, the
+//    microphone at the capture worklet's input for the clicks (`sendInstead`, lowlatency.js) —
+//    and lets one AudioWorklet (looptest-worklet.js)
 //    play a train of clicks into that track while it records the received mix. Both are
 //    counted on the AudioContext's sample clock, so every click's emit time and the recording
 //    share one time axis. The microphone goes back on the sender when the recording ends,
@@ -100,15 +102,19 @@ export function loadWorklet(ctx) {
 /**
  * Send the clicks instead of the microphone and record what comes back.
  *
- * @param {{ctx: AudioContext, pc: RTCPeerConnection, received: MediaStream,
+ * @param {{ctx: AudioContext, pc: RTCPeerConnection, received: MediaStream | AudioNode,
+ *          sendInstead?: (node: AudioNode) => () => void,
  *          onPlaying?: (seconds: number) => void}} options
- *   `received` is the downlink (your mix); `onPlaying` is told when the clicks start, with
- *   the recording's length in seconds.
+ *   `received` is the downlink (your mix: the media track's stream, or the low-latency
+ *   playout node); `sendInstead(node)` sends `node` instead of the microphone until the
+ *   function it returns is called (the low-latency transport; without it the RTP sender's
+ *   track is replaced); `onPlaying` is told when the clicks start, with the recording's
+ *   length in seconds.
  * @returns the recording (left, right), the plan, and getStats() before and after.
  */
-export async function recordLoop({ ctx, pc, received, onPlaying = () => {} }) {
-  const sender = pc.getSenders().find((s) => s.track?.kind === "audio");
-  if (!sender) throw new Error("no microphone is being sent");
+export async function recordLoop({ ctx, pc, received, sendInstead = null, onPlaying = () => {} }) {
+  const sender = sendInstead ? null : pc.getSenders().find((s) => s.track?.kind === "audio");
+  if (!sendInstead && !sender) throw new Error("no microphone is being sent");
   if (ctx.state !== "running") throw new Error(`the audio engine is ${ctx.state}`);
   await loadWorklet(ctx);
   const sampleRate = ctx.sampleRate;
@@ -121,14 +127,24 @@ export async function recordLoop({ ctx, pc, received, onPlaying = () => {} }) {
     numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1],
     channelCount: 2, channelCountMode: "explicit", channelInterpretation: "discrete",
   });
-  const source = ctx.createMediaStreamSource(received);
-  const uplink = new MediaStreamAudioDestinationNode(ctx, { channelCount: 1 });
+  const source = received instanceof AudioNode ? received : ctx.createMediaStreamSource(received);
   source.connect(node);
-  node.connect(uplink);
-  const clickTrack = uplink.stream.getAudioTracks()[0];
-  const micTrack = sender.track;
-  try {
+  let restore;
+  if (sendInstead) {
+    restore = sendInstead(node);
+  } else {
+    const uplink = new MediaStreamAudioDestinationNode(ctx, { channelCount: 1 });
+    node.connect(uplink);
+    const clickTrack = uplink.stream.getAudioTracks()[0];
+    const micTrack = sender.track;
+    restore = async () => {
+      // The microphone back first, whatever happened (a closed connection refuses: fine).
+      await sender.replaceTrack(micTrack).catch(() => {});
+      clickTrack.stop();
+    };
     await sender.replaceTrack(clickTrack);
+  }
+  try {
     const statsBefore = await pc.getStats();
     const recordedS = recordFrames / sampleRate;
     const recorded = message(node.port, "recorded", 1000 * recordedS + 5000);
@@ -140,10 +156,8 @@ export async function recordLoop({ ctx, pc, received, onPlaying = () => {} }) {
     const statsAfter = await pc.getStats();
     return { sampleRate, startFrame, left, right, ...plan, statsBefore, statsAfter };
   } finally {
-    // The microphone back first, whatever happened (a closed connection refuses: fine).
-    await sender.replaceTrack(micTrack).catch(() => {});
-    clickTrack.stop();
-    source.disconnect();
+    await restore();
+    source.disconnect(node);
     node.disconnect();
     node.port.close();
   }
@@ -330,7 +344,9 @@ export function median(values) {
  * - media round trip: the ICE candidate pair's currentRoundTripTime (STUN, measured);
  * - server: your frames' wait at the server (p50) + the tick (p50) + your mix's wait to be
  *   sent (p95), as the server's `stats` reports them (docs/PROTOCOL.md);
- * - jitter buffer: getStats jitterBufferDelay / jitterBufferEmittedCount, over the test;
+ * - jitter buffer: getStats jitterBufferDelay / jitterBufferEmittedCount, over the test
+ *   (the media track), or our playout buffer's mean depth (`playoutMs`, the low-latency
+ *   transport);
  * - rest = round trip − the above: derived, not measured (codec framing and look-ahead,
  *   the browser's capture and playout buffers between WebRTC and Web Audio).
  *
@@ -338,7 +354,7 @@ export function median(values) {
  * output buffers are outside it (`deviceOutputMs`, AudioContext.outputLatency, is reported
  * beside it, not in it).
  */
-export function explain(recording, found, server, deviceOutputMs) {
+export function explain(recording, found, server, deviceOutputMs, playoutMs = null) {
   const perClick = found.map((f) => f.ms);
   const roundTrip = perClick.length >= MIN_CLICKS ? median(perClick) : null;
   const before = readPeerStats(recording.statsBefore);
@@ -356,10 +372,12 @@ export function explain(recording, found, server, deviceOutputMs) {
     server_tick_ms: server ? server.tick_ms_p50 : null,
     server_downlink_wait_ms: server ? server.downlink_wait_ms_p95 ?? server.downlink_queue_ms : null,
     jitter_buffer_ms: jitterBuffer,
+    playout_buffer_ms: playoutMs,
   };
   const { server_uplink_wait_ms: up, server_tick_ms: tick, server_downlink_wait_ms: down } = breakdown;
   breakdown.server_ms = server ? up + tick + down : null;
-  const known = [breakdown.media_rtt_ms, breakdown.server_ms, breakdown.jitter_buffer_ms];
+  const known = [breakdown.media_rtt_ms, breakdown.server_ms, breakdown.jitter_buffer_ms,
+    breakdown.playout_buffer_ms];
   breakdown.rest_ms = roundTrip == null ? null
     : roundTrip - known.reduce((sum, v) => sum + (v ?? 0), 0);
   return {

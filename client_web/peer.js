@@ -7,6 +7,8 @@
 //   (the server also accepts trickled `ice` messages; it trickles none itself today, but any it
 //   sends are added).
 // - The server may renegotiate with its own `offer`: we answer, edited the same way.
+// - On the low-latency transport (lowlatency.js) the offer carries the `audio` data channel and
+//   no audio track at all: the server then sends our mix on the channel, and we send no RTP.
 
 import { explainIceFailure } from "./icepath.js";
 import { notify } from "./notices.js";
@@ -19,8 +21,10 @@ export class ServerPeer extends EventTarget {
    * @param {MediaStream} micStream  the microphone; its audio track is sent
    * @param {(message: object) => void} send  sends a signaling message
    * @param {RTCIceServer[]} iceServers  the `ice_servers` of `joined`
+   * @param {{lowLatency?: import("./lowlatency.js").LowLatencyAudio}} [options]  with
+   *   `lowLatency`, its data channel is opened instead of sending the microphone's track
    */
-  constructor(micStream, send, iceServers = []) {
+  constructor(micStream, send, iceServers = [], { lowLatency = null } = {}) {
     super();
     this.send = send;
     this.iceServers = iceServers;
@@ -29,7 +33,8 @@ export class ServerPeer extends EventTarget {
     this.pc.onicecandidate = (event) => {
       if (event.candidate?.type === "relay") this.gatheredRelay = true;
     };
-    for (const track of micStream.getAudioTracks()) this.pc.addTrack(track, micStream);
+    if (lowLatency) lowLatency.attach(this.pc); // before the offer: it must list the channel
+    else for (const track of micStream.getAudioTracks()) this.pc.addTrack(track, micStream);
     this.pc.ontrack = (event) => {
       const stream = event.streams[0] ?? new MediaStream([event.track]);
       this.emit("mix", { stream });

@@ -1,11 +1,14 @@
 """End to end in real headless Chromium: the web client against a real ``spatialjam serve``.
 
 Two browser processes (each with its own fake microphone, a WAV this module writes) open the
-client at ``/?room=e2e`` and join through the join form. Page A's microphone plays a 1 kHz tone,
-page B's silence. Everything is done through the page as a musician would: B's own marker and
-A's marker are dragged with the mouse on B's stage, B's head is turned with keys and the "Face
-front" button. B's received stream is analysed in the page (Web Audio, one AnalyserNode per
-channel) through the client's ``window.spatialjam.levels()`` hook.
+client at ``/?room=e2e&transport=media`` and join through the join form: this suite is the
+WebRTC media track's (Chrome's Opus, its jitter buffer, our SDP edits; the low-latency data
+channel the client picks by itself in Chromium is test_browser_lowlatency.py's). Page A's
+microphone plays a 1 kHz tone, page B's silence. Everything is done through the page as a
+musician would: B's own marker and A's marker are dragged with the mouse on B's stage, B's head
+is turned with keys and the "Face front" button. B's received stream is analysed in the page
+(Web Audio, one AnalyserNode per channel) through the client's ``window.spatialjam.levels()``
+hook.
 
 Needs Debian's ``chromium`` at /usr/bin/chromium (``make test`` installs it) and the
 ``playwright`` Python package; no browser is downloaded. ``SPATIALJAM_UPDATE_SCREENSHOT=1``
@@ -45,7 +48,7 @@ def server_url():
 
 @pytest.fixture(scope="module")
 def jam(server_url, tmp_path_factory):
-    with open_jam(server_url, tmp_path_factory.mktemp("wav")) as opened:
+    with open_jam(server_url, tmp_path_factory.mktemp("wav"), "&transport=media") as opened:
         yield opened
 
 

@@ -56,8 +56,10 @@ class Jam:
 
 
 @contextlib.contextmanager
-def open_jam(server_url: str, folder: Path):
-    """Two Chromium pages joined to room e2e on ``server_url``: A plays a tone, B listens."""
+def open_jam(server_url: str, folder: Path, query: str = ""):
+    """Two Chromium pages joined to room e2e on ``server_url``: A plays a tone, B listens.
+    ``query`` is added to the pages' address (``"&transport=media"``: the media track, not the
+    low-latency data channel the client chooses by itself in Chromium)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE  # 4 s, a whole number of 1 kHz periods
     tone_wav = write_wav(folder / "tone.wav", 0.3 * np.sin(2 * np.pi * TONE_HZ * t))
@@ -73,7 +75,7 @@ def open_jam(server_url: str, folder: Path):
                     executable_path=str(CHROMIUM), headless=True,
                     args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"])
                 browsers.append(browser)
-                pages.append(join(browser, server_url, name, instrument, requests))
+                pages.append(join(browser, server_url, name, instrument, requests, query))
             b = pages[1]
             b.wait_for_function("spatialjam.state.stage.length === 2")
             yield Jam(server_url, pages[0], b, requests)
@@ -82,12 +84,13 @@ def open_jam(server_url: str, folder: Path):
                 browser.close()
 
 
-def join(browser, base: str, name: str, instrument: str, requests: list[str]):
-    """Open the client, fill in the join form, click Join, wait until the audio is live."""
+def join(browser, base: str, name: str, instrument: str, requests: list[str], query: str = ""):
+    """Open the client (``query`` added to its address), fill in the join form, click Join,
+    wait until the audio is live."""
     page = browser.new_page(viewport=VIEWPORT)
     page.on("request", lambda request: requests.append(request.url))
     page.on("pageerror", lambda error: requests.append(f"pageerror: {error}"))
-    page.goto(f"{base}/?room=e2e")
+    page.goto(f"{base}/?room=e2e{query}")
     assert page.input_value("#room") == "e2e"
     page.fill("#name", name)
     page.fill("#instrument", instrument)
