@@ -26,6 +26,8 @@ BENCHES = {
                 "delay, concealment and recovery under loss, jitter and reordering"),
     "capacity": ("bench.capacity",
                  "ramp bots into one room, then into many rooms, until real time fails"),
+    "browser": ("bench.browser",
+                "round trip in Chromium on the low-latency transport and the media track"),
     "soak": ("bench.soak",
              "bots join, play, move, drop and rejoin for minutes: does the server leak?"),
 }

@@ -12,38 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-SAMPLE_RATE = 48_000
+from bench.chromium import CHROMIUM, CHROMIUM_ARGS, SAMPLE_RATE, write_wav
+
 TONE_HZ = 2000.0  # KEMAR's ILD at 90° is ~6 dB at 1 kHz, ~10 dB here
 BAND_HZ = {"lowHz": 1600, "highHz": 2500}
 #: The in-page analysis window is ~0.68 s: give a move that long and some to reach the ears.
 SETTLE_S = 1.2
 VERDICT_S = 10.0
 VIEWPORT = {"width": 1280, "height": 860}
-
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-]
-
-
-def write_wav(path: Path, samples: np.ndarray) -> Path:
-    """16-bit mono 48 kHz PCM (what Chrome's fake capture device reads, and loops)."""
-    pcm = np.round(np.clip(samples, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm.tobytes())
-    return path
 
 
 class Jam:
