@@ -179,8 +179,10 @@ class Bot:
         self.grants = joined.get("grants", [])
         self.ice_servers = joined.get("ice_servers", [])
         self.frame_ms = joined.get("frame_ms", 20.0)
-        if self.transport == "datachannel" and self.track.frame != frame_samples(self.frame_ms) \
-                and not self._frame_chosen:  # the channel carries the room's frame
+        if self.transport == "datachannel" and isinstance(self.track, SignalTrack) \
+                and self.track.frame != frame_samples(self.frame_ms) \
+                and not self._frame_chosen:  # the channel carries the room's frame (a light
+            # bot's pre-encoded 20 ms packets are a whole number of any room's frames)
             self.track = SignalTrack(self.track.signal, frame_samples(self.frame_ms))
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[
             RTCIceServer(urls=s["urls"], username=s.get("username"),

@@ -38,7 +38,10 @@ from server.cli.args import finite
 #: Report key → the page's ``?transport=`` value.
 TRANSPORTS = {"low_latency": "datachannel", "webrtc_media": "media"}
 #: The breakdown keys of a run's result (client_web/looptest.js ``explain``), in ms.
-STAGES = ("media_rtt_ms", "server_ms", "jitter_buffer_ms", "rest_ms")
+STAGES = ("media_rtt_ms", "server_uplink_wait_ms", "server_tick_ms", "server_downlink_wait_ms",
+          "server_ms", "jitter_buffer_ms", "playout_buffer_ms", "rest_ms")
+STAGE_NAMES = ("media RTT", "server receive buffer", "server tick", "server send queue",
+               "server", "Chrome's jitter buffer", "our playout buffer", "rest")
 JOIN_TIMEOUT_MS = 30_000
 #: One "Test my latency" run: ~4 s of clicks, 1.5 s of tail, analysis.
 RUN_TIMEOUT_MS = 30_000
@@ -89,6 +92,8 @@ def measure_transport(browser, base: str, key: str, seconds: float) -> dict:
                 runs.append(result)
             if time.monotonic() > deadline:
                 break
+        # Our playout buffer and the Worker's codec times at the end (the data channel only).
+        low_latency = page.evaluate("spatialjam.lowLatency()")
     finally:
         page.close()
     per_click = [ms for r in runs for ms in r.get("per_click_ms", [])]
@@ -104,6 +109,7 @@ def measure_transport(browser, base: str, key: str, seconds: float) -> dict:
         "stages_ms": {key: median_of(runs, key) for key in STAGES},
         "device_output_ms": median_of([{"breakdown": {"d": r.get("device_output_ms")}}
                                        for r in runs], "d"),
+        "page_low_latency": low_latency,
         "_per_click_ms": per_click,
     }
 
@@ -133,8 +139,8 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
     clicks = {key: report[key].pop("_per_click_ms") for key in TRANSPORTS}
     paths[0].write_text(json.dumps({**report, "per_click_ms": clicks}, indent=2))
     lines = [f"# Browser round trip, Chromium {report['chromium']}", "",
-             "| transport | used | frame ms | clicks | p50 ms | p95 ms | media RTT | server | "
-             "receive buffer | rest |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| transport | used | frame ms | clicks | p50 ms | p95 ms | "
+             + " | ".join(STAGE_NAMES) + " |", "|---" * (6 + len(STAGES)) + "|"]
     for key in TRANSPORTS:
         r, st = report[key], report[key]["stages_ms"]
         lines.append(f"| {key} | {r['transport']} | {r['frame_ms']} | {r['clicks']} | "

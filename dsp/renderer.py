@@ -92,6 +92,9 @@ class PairState:
     """What the renderer remembers per pair between ticks: the last filter and facet."""
 
     def __init__(self, listeners: int, sources: int) -> None:
+        #: The scene whose filters were the last committed for every listener, while no pair
+        #: was forgotten or written since: given it again, every filter stands.
+        self.settled: Scene | None = None
         shape = (listeners, sources, 3)
         self.idx = np.zeros(shape, np.int32)
         self.w = np.zeros(shape, np.float32)
@@ -127,12 +130,15 @@ class PairState:
 
     def put(self, rows: np.ndarray, part: PairState) -> None:
         self.idx[rows], self.w[rows], self.start[rows] = part.idx, part.w, part.start
+        self.settled = None
 
     def forget_listener(self, slot: int) -> None:
         self.w[slot] = 0.0
+        self.settled = None
 
     def forget_source(self, slot: int) -> None:
         self.w[:, slot] = 0.0
+        self.settled = None
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -206,12 +212,20 @@ class SetEngine:
             xi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(P, D, listener_changed)`` for listener ``rows`` of ``scene`` (already cut)."""
         whole = len(rows) == self.listeners
+        if whole and self.pairs.settled is scene:
+            # The room's scene has not changed since the last tick (a room hands the same
+            # object while nothing moved): no filter to look up, nothing to crossfade.
+            state = self.pairs
+            state.changed[:] = False
+            return self.mixer.mix(xr, xi, state.idx, state.w, state.idx, state.w, state.changed)
         state = self.pairs if whole else self.pairs.take(rows)
         state.update(scene, self.hrirs)
         p, d, changed = self.mixer.mix(xr, xi, state.new_idx, state.new_w, state.idx, state.w,
                                        state.changed)
         state.commit()
-        if not whole:
+        if whole:
+            state.settled = scene
+        else:
             self.pairs.put(rows, state)
         return p, d, changed
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -407,7 +408,8 @@ class RoomRunner:
                 audio[slot] = voice.render(work.start)
         t1 = time.perf_counter()
         scene = work.scene
-        if work.cap is not None:
+        if work.cap is not None:  # (on a copy: the room hands the same scene while it stands)
+            scene = dataclasses.replace(scene, pair_gain=scene.pair_gain.copy())
             self.culled_pairs += cull_quietest(scene, np.sqrt(np.mean(audio**2, axis=1)),
                                                work.cap)
         with render_lock():
