@@ -1,6 +1,6 @@
 """``spatialjam bench browser``: the round trip a musician in Chromium gets, on each transport.
 
-In one run, against one ``spatialjam serve`` (``--frame-ms`` passed on):
+In one run, each against a ``spatialjam serve`` of its own (``--frame-ms`` passed on):
 
 - **low latency** (``low_latency``): the page's own audio path: AudioWorklet capture, WebCodecs
   Opus at the room's frame, an unreliable data channel, our playout buffer in an AudioWorklet;
@@ -12,10 +12,12 @@ a room of its own, running the page's "Test my latency" (clicks out through the 
 in the page's own mix through the self-monitor, timed on the page's audio clock;
 ``client_web/looptest.js``) again and again for ``--seconds``. Reported per transport: the round
 trip per click (p50, p95, all clicks of all runs), the stage split each run's result gives
-(median over the runs: the media round trip, the server's share, the browser's receive buffer,
-the rest) and which transport the page actually used (a browser without WebCodecs Opus falls
-back to the media track, and the report says so). The round trip is the page's audio graph to
-itself: the sound card's own buffers (``device_output_ms``) are beside it, not in it.
+(median over the runs: the media round trip, the server's receive buffer, tick and send queue,
+Chrome's jitter buffer or ours, the rest), how late the server's clock ticked (p50, p99 from
+its ``/metrics``), the page's own low-latency stats at the end, and which transport the page
+actually used (a browser without WebCodecs Opus falls back to the media track, and the report
+says so). The round trip is the page's audio graph to itself: the sound card's own buffers
+(``device_output_ms``) are beside it, not in it.
 
 Writes JSON, a markdown table and a PNG (the per-click round trips of both) under ``--out``.
 """
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.capacity import fetch_metrics
 from bench.chromium import SAMPLE_RATE, launch, write_wav
 from bench.report import pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ServerProcess
@@ -92,8 +95,11 @@ def measure_transport(browser, base: str, key: str, seconds: float) -> dict:
                 runs.append(result)
             if time.monotonic() > deadline:
                 break
-        # Our playout buffer and the Worker's codec times at the end (the data channel only).
+        # Our playout buffer and the Worker's codec times at the end (the data channel only),
+        # and how late the server's clock ticked while this page was its only room.
         low_latency = page.evaluate("spatialjam.lowLatency()")
+        values = fetch_metrics(base)
+        lateness = {q: values.get(f"tick_lateness_ms_{q}_max") for q in ("p50", "p99")}
     finally:
         page.close()
     per_click = [ms for r in runs for ms in r.get("per_click_ms", [])]
@@ -110,6 +116,7 @@ def measure_transport(browser, base: str, key: str, seconds: float) -> dict:
         "device_output_ms": median_of([{"breakdown": {"d": r.get("device_output_ms")}}
                                        for r in runs], "d"),
         "page_low_latency": low_latency,
+        "server_tick_lateness_ms": lateness,
         "_per_click_ms": per_click,
     }
 
@@ -120,14 +127,14 @@ def browser_benchmark(seconds: float, frame_ms: float | None) -> dict:
 
     server_args = ("--frame-ms", f"{frame_ms:g}") if frame_ms is not None else ()
     report: dict = {"seconds_per_transport": seconds}
-    with ServerProcess(*server_args) as server, tempfile.TemporaryDirectory() as tmp, \
-            sync_playwright() as playwright:
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
         silence = write_wav(Path(tmp) / "silence.wav", np.zeros(2 * SAMPLE_RATE))
         browser = launch(playwright, silence)
         try:
             report["chromium"] = browser.version
-            for key in TRANSPORTS:
-                report[key] = measure_transport(browser, server.http, key, seconds)
+            for key in TRANSPORTS:  # a server each: its clock's lateness is this page's
+                with ServerProcess(*server_args) as server:
+                    report[key] = measure_transport(browser, server.http, key, seconds)
         finally:
             browser.close()
     return report
@@ -165,7 +172,8 @@ def report_lines(report: dict) -> list[str]:
         rt = r["round_trip_ms"]
         lines.append(f"{key:13}: round trip p50 {rt['p50']} ms, p95 {rt['p95']} ms "
                      f"({r['clicks']} clicks, {r['runs']} runs, transport {r['transport']}, "
-                     f"frame {r['frame_ms']} ms); stages {r['stages_ms']}")
+                     f"frame {r['frame_ms']} ms); stages {r['stages_ms']}; server tick "
+                     f"lateness {r['server_tick_lateness_ms']}")
     return lines
 
 

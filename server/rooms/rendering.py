@@ -22,8 +22,9 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hrtf.constants import FRAME
 from hrtf.errors import HrtfError
-from hrtf.hrirset import HrirSet
+from hrtf.hrirset import HrirSet, fft_size
 from hrtf.library import load_hrtf
 from hrtf.panning import reference_set
 from hrtf.spherical_head import DEFAULT_HEAD_RADIUS_M
@@ -121,12 +122,19 @@ def build_room(settings: dict[str, Any] | None) -> RoomModel | None:
     return room_model(None if preset == "custom" else preset, **values)
 
 
-def _warm(hrirs: HrirSet, reference: bool) -> None:
-    """Compute what the renderer will ask of this set (blocking; on a worker thread)."""
-    hrirs.spectra(hrirs.nfft)
+def _warm(hrirs: HrirSet, reference: bool, frame: int = FRAME) -> None:
+    """Compute what a renderer of ``frame``-sample ticks will ask of this set (blocking; on a
+    worker thread): its spectra at that frame's FFT size, not on the room's clock."""
+    hrirs.spectra(fft_size(hrirs.taps, frame))
     if reference:
         ref = reference_set(hrirs)
-        ref.spectra(ref.nfft)
+        ref.spectra(fft_size(ref.taps, frame))
+
+
+def _frame_of(p) -> int:
+    """The frame (samples) of the room ``p`` is in, the default when none."""
+    live = p.live
+    return live.runner.frame if live is not None else FRAME
 
 
 class Renderings:
@@ -202,7 +210,7 @@ class Renderings:
         async with self._lock(p):
             hrirs = uploaded.hrirs
             try:
-                await asyncio.to_thread(_warm, hrirs, False)
+                await asyncio.to_thread(_warm, hrirs, False, _frame_of(p))
             except (ValueError, MemoryError) as exc:  # a set too large for the renderer
                 p.session.send(ErrorMessage(ErrorCode.BAD_SOFA, f"{uploaded.name!r} cannot be "
                                             f"rendered: {exc}"[:300], msg_id))
@@ -248,7 +256,8 @@ class Renderings:
         if digest is not None:  # kept from now on, also while warming
             self.registry.use(digest)
         try:
-            await asyncio.to_thread(_warm, new.hrirs or self.default_set, new.reference)
+            await asyncio.to_thread(_warm, new.hrirs or self.default_set, new.reference,
+                                    _frame_of(p))
         except BaseException:
             if digest is not None:
                 self.registry.release(digest)
