@@ -50,7 +50,6 @@ from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME, SAMPLE_RATE
 from server.cli.args import count, finite
 
-FRAME_S = FRAME / SAMPLE_RATE
 LEAD_S = 3.0
 #: Clicks sent this long before a phase ends belong to no phase (their packets straddle it).
 EDGE_S = 0.5
@@ -89,7 +88,7 @@ async def _bot(args: argparse.Namespace) -> None:
                 if spec is not None:
                     relay.set_impairment(spec.get("uplink", CLEAN), spec.get("downlink", CLEAN))
             poll.cancel()
-            np.savez(args.out, sent_at=np.array(bot.track.sent_at),
+            np.savez(args.out, sent_at=np.array(bot.track.sent_at), frame=bot.track.frame,
                      received=bot.recording().mean(axis=1).astype(np.float32),
                      received_frames=np.array([len(f) for f in bot.received], np.int64),
                      received_at=np.array(bot.received_at),
@@ -179,7 +178,7 @@ def run_profile(url: str, name: str, seconds: float, tail_s: float, legs: str,
 
 def analyse(speaker: dict, listener: dict, t1: float, t2: float, t3: float) -> dict:
     """Delays, server and relay counts and listener gaps of one run, per phase."""
-    sent = sent_click_times(speaker["sent_at"])
+    sent = sent_click_times(speaker["sent_at"], frame=int(speaker["frame"]))  # sent frames
     times = stream_times(listener["received_frames"], listener["received_at"])
     heard = dict(found_click_times(listener["received"], times, [t for t in sent if t < t3]))
     phases = {"before": (t1 - LEAD_S + EDGE_S, t1 - EDGE_S), "impaired": (t1, t2 - EDGE_S),
@@ -205,7 +204,9 @@ def analyse(speaker: dict, listener: dict, t1: float, t2: float, t3: float) -> d
             LegCounts(**up["t1"]["uplink"]))),
         "listener_downlink": vars(LegCounts(**down["t2"]["downlink"]).minus(
             LegCounts(**down["t1"]["downlink"])))}
-    report["listener"] = _gaps(listener["received_at"], t1, t2)
+    frames = listener["received_frames"]  # samples per frame: the room's frame
+    frame_s = float(np.median(frames)) / SAMPLE_RATE if len(frames) else FRAME / SAMPLE_RATE
+    report["listener"] = _gaps(listener["received_at"], t1, t2, frame_s)
     return report
 
 
@@ -234,10 +235,10 @@ def _server(log: list, t1: float, t2: float, t3: float) -> dict:
     }
 
 
-def _gaps(received_at: np.ndarray, t1: float, t2: float) -> dict:
+def _gaps(received_at: np.ndarray, t1: float, t2: float, frame_s: float) -> dict:
     """Frames the listener missed in the impaired period, and its longest wait for one."""
     arrivals = received_at[(received_at >= t1) & (received_at < t2)]
-    expected = round((t2 - t1) / FRAME_S)
+    expected = round((t2 - t1) / frame_s)
     gaps = np.diff(arrivals) if len(arrivals) > 1 else np.zeros(1)
     return {"frames_expected": expected, "frames_received": len(arrivals),
             "frames_missing": max(0, expected - len(arrivals)),
@@ -246,18 +247,21 @@ def _gaps(received_at: np.ndarray, t1: float, t2: float) -> dict:
 
 
 def network_benchmark(profiles: list[str], seconds: float, tail_s: float, legs: str = "both",
-                      seed: int = 1, transport: str = "media") -> dict:
+                      seed: int = 1, transport: str = "media",
+                      frame_ms: float | None = None) -> dict:
     """Every profile on one transport (``profiles``: a list), or on ``both`` (``transports``:
-    each transport's list)."""
+    each transport's list); the server's rooms tick at ``frame_ms`` when given."""
     transports = TRANSPORTS if transport == "both" else (transport,)
     runs: dict[str, list[dict]] = {t: [] for t in transports}
-    with ServerProcess() as server:
+    server_args = ("--frame-ms", f"{frame_ms:g}") if frame_ms is not None else ()
+    with ServerProcess(*server_args) as server:
         for t in transports:
             for k, name in enumerate(profiles):
                 runs[t].append(run_profile(server.ws, name, seconds, tail_s, legs, seed + 10 * k,
                                            t))
     report = {"benchmark": "network", "seconds": seconds, "tail_s": tail_s, "lead_s": LEAD_S,
-              "legs": legs, "seed": seed, "transport": transport}
+              "legs": legs, "seed": seed, "transport": transport,
+              "frame_ms": frame_ms if frame_ms is not None else FRAME * 1e3 / SAMPLE_RATE}
     if transport == "both":
         report["transports"] = runs
     else:
@@ -330,6 +334,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transport", choices=(*TRANSPORTS, "both"), default="media",
                         help="the bots' transport: media (RTP, the default), datachannel, or "
                              "both, every profile on each")
+    parser.add_argument("--frame-ms", type=float, default=None, metavar="MS",
+                        help="the rooms' frame (ms): 20 (default), 10, 5 or 2.5; media bots "
+                             "send 20 ms packets, data-channel bots the room's frame")
     parser.add_argument("--out", default="bench/results", metavar="DIR",
                         help="where the JSON, PNG and markdown go (default bench/results)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -338,7 +345,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_network_bench(args: argparse.Namespace) -> int:
     run_bench(lambda: network_benchmark(args.profiles, args.seconds, args.tail, args.legs,
-                                        args.seed, args.transport),
+                                        args.seed, args.transport, args.frame_ms),
               table, args.json, write=lambda report: write_results(report, Path(args.out)))
     return 0
 

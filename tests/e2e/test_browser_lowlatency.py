@@ -78,10 +78,18 @@ def level_db(page, source: str) -> tuple[float, float]:
     return levels["left_db"], levels["right_db"]
 
 
-def settle(page, source: str, wanted) -> tuple[float, float]:
+#: A page that rejoined, or whose playout buffer grew deep while the machine was starved, may
+#: take longer than VERDICT_S to be heard again: its readiness is waited for, up to this.
+REJOIN_VERDICT_S = 40.0
+#: "Test my latency" runs tried until one finds enough clicks (a run on a machine starved of
+#: CPU may lose most of its clicks; one that never finds any is the failure).
+LATENCY_TRIES = 3
+
+
+def settle(page, source: str, wanted, verdict_s: float = VERDICT_S) -> tuple[float, float]:
     """The first (left, right) reading, SETTLE_S after a change, for which ``wanted`` holds."""
     time.sleep(SETTLE_S)
-    deadline = time.monotonic() + VERDICT_S
+    deadline = time.monotonic() + verdict_s
     while True:
         left, right = level_db(page, source)
         if wanted(left, right) or time.monotonic() > deadline:
@@ -152,10 +160,17 @@ def test_test_my_latency_completes_on_the_data_channel(pages):
     for source in others:
         a.evaluate("id => spatialjam.send({type: 'mix_override', source: id, mute: true})", source)
     time.sleep(SETTLE_S)
-    a.click("#latency-test-run")
-    a.wait_for_function("spatialjam.lastLatencyTest !== null", timeout=30_000)
-    result = a.evaluate("spatialjam.lastLatencyTest")
-    print("latency test on the data channel:", result)
+    for _ in range(LATENCY_TRIES):
+        a.evaluate("spatialjam.lastLatencyTestSeen = spatialjam.lastLatencyTest")
+        a.click("#latency-test-run")
+        a.wait_for_function("spatialjam.lastLatencyTest !== spatialjam.lastLatencyTestSeen",
+                            timeout=30_000)
+        a.wait_for_function("!document.querySelector('#latency-test-run').disabled",
+                            timeout=30_000)
+        result = a.evaluate("spatialjam.lastLatencyTest")
+        print("latency test on the data channel:", result)
+        if result.get("clicks", 0) >= 3:
+            break
     assert "error" not in result, result
     assert result["transport"] == "datachannel" and result["frame_ms"] == 20
     assert result["clicks"] >= 3 and result["round_trip_ms"] > 0, f"{result}; {state(a)}"
@@ -191,7 +206,8 @@ def test_after_a_network_drop_b_rejoins_on_the_data_channel_and_is_heard_again(p
                         timeout=30_000)
     b.wait_for_function("spatialjam.lowLatency()?.channel === 'open'", timeout=10_000)
     assert b.evaluate("spatialjam.transport") == "datachannel"
-    left, right = settle(a, "B", lambda lt, rt: max(lt, rt) > -50)
-    assert max(left, right) > -50, f"A does not hear B after its rejoin: {left:.1f} / {right:.1f}"
-    left, right = settle(b, "A", lambda lt, rt: max(lt, rt) > -50)
+    left, right = settle(a, "B", lambda lt, rt: max(lt, rt) > -50, REJOIN_VERDICT_S)
+    assert max(left, right) > -50, (f"A does not hear B after its rejoin: {left:.1f} / "
+                                    f"{right:.1f}; {state(a)}")
+    left, right = settle(b, "A", lambda lt, rt: max(lt, rt) > -50, REJOIN_VERDICT_S)
     assert max(left, right) > -50, f"B does not hear A after its rejoin: {left:.1f} / {right:.1f}"

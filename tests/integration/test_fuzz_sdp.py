@@ -91,8 +91,9 @@ def bad_offers(good: str, video: str, pcmu: str) -> dict[str, str]:
         "no media section": head,
         "video only": video,
         "PCMU only": pcmu,
-        "a data channel only": head + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
-        "a=mid:0\r\na=sctp-port:5000\r\n" + section[section.index("a=ice-ufrag"):],
+        # (A data channel alone is the low-latency page's offer: taken, not refused.)
+        "an application section that is no data channel": head + "m=application 9 UDP/BFCP "
+        "*\r\na=mid:0\r\n" + section[section.index("a=ice-ufrag"):],
         "no DTLS fingerprint": re.sub(r"a=fingerprint:.*\r\n", "", good),
         "no ICE ufrag": re.sub(r"a=ice-ufrag:.*\r\n", "", good),
         "no ICE password": re.sub(r"a=ice-pwd:.*\r\n", "", good),
