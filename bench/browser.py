@@ -34,7 +34,7 @@ import numpy as np
 
 from bench.capacity import fetch_metrics
 from bench.chromium import SAMPLE_RATE, launch, write_wav
-from bench.report import pyplot, result_paths, run_bench, save_figure
+from bench.report import plot_cdf, pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ServerProcess
 from server.cli.args import finite
 
@@ -157,8 +157,7 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
     fig, ax = pyplot().subplots(figsize=(7, 3.5))
     for key, values in clicks.items():
         if values:
-            d = np.sort(values)
-            ax.step(d, np.arange(1, len(d) + 1) / len(d), where="post", label=key)
+            plot_cdf(ax, values, key)
     ax.set_xlabel("round trip, page → server → page (ms)")
     ax.set_ylabel("fraction of clicks")
     save_figure(fig, [ax], paths[2])

@@ -46,7 +46,7 @@ from bench.clicks import (
 from bench.clicks import (
     delay_summary as summary,
 )
-from bench.report import pyplot, result_paths, run_bench, save_figure
+from bench.report import plot_cdf, pyplot, result_paths, run_bench, save_figure
 from bench.serverproc import ROOT, ServerProcess
 from hrtf.constants import FRAME_MS, frame_samples
 from server.cli.args import add_frame_arg, count, finite
@@ -221,8 +221,7 @@ def write_results(report: dict, out_dir: Path) -> list[Path]:
     fig, ax = pyplot().subplots(figsize=(7, 3.5))
     for name, key, _ in rows:
         if delays[key]:
-            d = np.sort(delays[key])
-            ax.step(d, np.arange(1, len(d) + 1) / len(d), where="post", label=name)
+            plot_cdf(ax, delays[key], name)
     ax.set_xlabel("one-way delay (ms)")
     ax.set_ylabel("fraction of clicks")
     save_figure(fig, [ax], paths[2])

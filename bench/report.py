@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from server.errors import CliError
 
 
@@ -27,6 +29,12 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def plot_cdf(ax, values, label: str) -> None:
+    """The empirical distribution of ``values`` on ``ax``: a step per value, rising to 1."""
+    d = np.sort(values)
+    ax.step(d, np.arange(1, len(d) + 1) / len(d), where="post", label=label)
 
 
 def save_figure(fig, axes, path: Path, legend_size: float | None = None) -> None:
