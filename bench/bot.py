@@ -151,6 +151,10 @@ class Bot:
         self.server_closing: dict | None = None
         self.stats: dict | None = None
         self.errors: list[dict] = []
+        #: Lines of chat, as they came (``chat_history``'s first, then each ``chat``).
+        self.chat: list[dict] = []
+        #: The last ``levels``: each source's level (dBFS), by id.
+        self.levels: dict[str, float] = {}
         self.received: list[np.ndarray] = []  # stereo frames (n, 2) float32
         self.received_at: list[float] = []  # time.monotonic() when each frame arrived
         self._ws = None
@@ -290,6 +294,12 @@ class Bot:
                     self.stats = message
                 elif kind == "error":
                     self.errors.append(message)
+                elif kind == "chat_history":
+                    self.chat[:0] = message["lines"]
+                elif kind == "chat":
+                    self.chat.append(message)
+                elif kind == "levels":
+                    self.levels = message["levels"]
                 elif kind == "server_closing":
                     self.server_closing = message
                 future = self._replies.pop(kind, None)

@@ -82,3 +82,10 @@ ROOM_PRESETS = ("dry-studio", "rehearsal-room", "club", "concert-hall")
 MIN_ROOM_SIDE_M, MAX_ROOM_SIDE_M = 2.0, 60.0
 MIN_RT60_S, MAX_RT60_S = 0.1, 4.0
 MAX_REFLECTION_ORDER = 2
+
+#: A chat message's most characters (after stripping), and how many the room keeps for joiners.
+MAX_CHAT_CHARS = 500
+CHAT_HISTORY = 50
+#: Chat messages per member: bursts of this many, then one per CHAT_INTERVAL_S.
+CHAT_BURST = 5
+CHAT_INTERVAL_S = 1.0

@@ -28,6 +28,7 @@ from signaling.errors import ErrorCode, MessageId, ProtocolError
 from signaling.fields import Reader, json_type
 from signaling.recording_messages import ListRecordings, StartRecording, StopRecording
 from signaling.render_messages import HrtfUpload, SetRendering, SetRoomAcoustics
+from signaling.social_messages import MuteSelf, SendChat
 from signaling.stage_messages import HeadPose, MixOverride, MixReset, MoveSource, TurnSource
 from signaling.wire import WireMessage, decode, describe
 
@@ -199,18 +200,19 @@ class Ping(WireMessage):
 ClientMessage = (Join | Offer | Answer | Ice | Leave | MoveSource | TurnSource | HeadPose
                  | MixOverride | MixReset | Ping | AiAdd | AiUpdate | AiRemove | Kick | LockRoom
                  | SetRendering | SetRoomAcoustics | HrtfUpload | StartRecording | StopRecording
-                 | ListRecordings)
+                 | ListRecordings | SendChat | MuteSelf)
 
 #: Every client→server message class by its ``type``.
 CLIENT_MESSAGES: dict[str, type[ClientMessage]] = {
     cls.TYPE: cls for cls in (Join, Offer, Answer, Ice, Leave, MoveSource, TurnSource, HeadPose,
                               MixOverride, MixReset, Ping, AiAdd, AiUpdate, AiRemove, Kick,
                               LockRoom, SetRendering, SetRoomAcoustics, HrtfUpload,
-                              StartRecording, StopRecording, ListRecordings)
+                              StartRecording, StopRecording, ListRecordings, SendChat,
+                              MuteSelf)
 }
 _SERVER_ONLY = frozenset({"joined", "room_state", "error", "pong", "stats",
                           "server_closing", "rendering", "hrtf_uploaded", "recording",
-                          "recordings"})
+                          "recordings", "chat_history", "levels"})
 
 
 def _read_id(obj: dict[str, Any]) -> MessageId | None:

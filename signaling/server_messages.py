@@ -14,17 +14,21 @@ from signaling.errors import ErrorCode, MessageId, ProtocolError
 from signaling.messages import Answer, Ice, Offer
 from signaling.recording_messages import Recording, RecordingNow, Recordings
 from signaling.render_messages import HrtfUploaded, Rendering, RoomAcoustics
+from signaling.social_messages import ChatHistory, ChatLine, Levels
 from signaling.stage_messages import Vec3
 from signaling.wire import WireMessage
 
 
 @dataclass(frozen=True, slots=True)
 class Member(WireMessage):
-    """One participant of a room, as the others see them."""
+    """One participant of a room, as the others see them: ``muted`` while they have muted
+    themselves (``mute_self``: nobody hears them), ``ai`` for an AI musician."""
 
     id: str
     name: str
     instrument: str
+    muted: bool = False
+    ai: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,5 +190,6 @@ ServerMessage = (Joined | RoomState | Offer | Answer | Ice | ErrorMessage | Pong
 #: Every server→client message type.
 SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(
     cls.TYPE for cls in (Joined, RoomState, Offer, Answer, Ice, ErrorMessage, Pong, Stats,
-                         ServerClosing, Rendering, HrtfUploaded, Recording, Recordings)
+                         ServerClosing, Rendering, HrtfUploaded, Recording, Recordings,
+                         ChatLine, ChatHistory, Levels)
 )

@@ -33,6 +33,7 @@ from signaling.messages import Answer, Ice, Join, Leave, Offer, Ping
 from signaling.recording_messages import ListRecordings, StartRecording, StopRecording
 from signaling.render_messages import HrtfChunk, HrtfUpload, SetRendering, SetRoomAcoustics
 from signaling.server_messages import ErrorMessage
+from signaling.social_messages import MuteSelf, SendChat
 from signaling.stage_messages import HeadPose, MixOverride, MixReset, MoveSource, TurnSource
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from server.recording.control import Recordings
     from server.rooms.admin import RoomAdmin
     from server.rooms.hrtf_uploads import HrtfUploads
+    from server.rooms.social import Social
     from server.rooms.stage import StageEdits
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class Handlers(RoomHost, Protocol):
     ai_musicians: AiMusicians
     uploads: HrtfUploads
     recordings: Recordings
+    social: Social
 
     async def join(self, p: Participant, join: Join) -> None:
         """Enter the room ``join`` names (or be refused in words)."""
@@ -107,6 +110,8 @@ def routes(hub: Handlers) -> dict[type, Route]:
         StartRecording: Route(recordings, "admin"),
         StopRecording: Route(recordings, "admin"),
         ListRecordings: Route(recordings),
+        SendChat: Route(hub.social.chat),
+        MuteSelf: Route(hub.social.mute),
     }
 
 

@@ -35,6 +35,7 @@ from server.rooms.hrtf_uploads import HrtfUploads
 from server.rooms.live import LiveRoom, Participant
 from server.rooms.rendering import Renderings
 from server.rooms.room import Room, RoomFull, UnknownMember
+from server.rooms.social import Social
 from server.rooms.stage import StageEdits
 from server.rooms.store import RoomStore
 from server.tick.counts import ClockCounts, clock_counts
@@ -113,6 +114,7 @@ class Hub:
         self.peers = Peers(self.drops, self.evict, ice)
         self.stage = StageEdits(self)
         self.admin = RoomAdmin(self)
+        self.social = Social(self)
         self.routes = routes(self)
 
     # the connection ----------------------------------------------------------------------
@@ -220,6 +222,7 @@ class Hub:
                 lambda sample, audio, name=join.room: self.ai.send_audio(name, sample, audio))
             live.runner.on_failed = lambda exc, live=live: asyncio.get_running_loop().create_task(
                 self._fail_room(live, exc))
+            live.runner.on_levels = lambda peaks, live=live: self.social.send_levels(live, peaks)
             self.rooms[join.room] = live
             live.runner.start()
             await self.renderings.open_room(live)
@@ -248,6 +251,7 @@ class Hub:
                               tuple(sorted(p.access.grants)),
                               self.peers.ice_servers(p.access, member.id))
         self.renderings.joined(p)
+        self.social.history(p)
         p.tasks.append(asyncio.get_running_loop().create_task(self._send_stats(p)))
         self.broadcast(live, exclude=p)
         self.save_soon(live)

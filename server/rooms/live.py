@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,7 +23,7 @@ from websockets.asyncio.server import ServerConnection
 from server.rooms.room import Room
 from server.tick.runner import RoomRunner
 from signaling.access import OPEN, Access
-from signaling.limits import SIGNALING_SEND_BUFFER
+from signaling.limits import CHAT_HISTORY, SIGNALING_SEND_BUFFER
 from signaling.session import CLOSE_POLICY_VIOLATION, SignalingSession
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class LiveRoom:
     banned: set[str] = field(default_factory=set)
     #: The seat each token identity last held, so a rejoin by identity gets it back.
     seats_by_identity: dict[str, str] = field(default_factory=dict)
+    #: The room's last lines of chat (``ChatLine``), for joiners: kept while the room is open.
+    chat: deque = field(default_factory=lambda: deque(maxlen=CHAT_HISTORY))
 
 
 class Participant:

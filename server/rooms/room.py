@@ -197,6 +197,9 @@ class Room:
         self.is_ai = np.zeros(c, np.bool_)
         #: Slots of members without the ``publish`` grant: they listen, nobody hears them.
         self.listen_only = np.zeros(c, np.bool_)
+        #: Slots whose member muted themselves (``mute_self``): the tick silences their sound
+        #: before anything hears it (mixes, the AI's ears, recordings).
+        self.muted = np.zeros(c, np.bool_)
         self._scene_cache: tuple[tuple[np.ndarray, ...], Scene] | None = None
         #: Locked by an admin: only seats held here (and admins) may join.
         self.locked = False
@@ -310,6 +313,7 @@ class Room:
         self.personal_gain[:, slot] = 1.0
         self.self_monitor[slot] = False
         self.listen_only[slot] = False
+        self.muted[slot] = False
 
     # saving and restoring -------------------------------------------------------------------
 
@@ -423,6 +427,11 @@ class Room:
         self.personal_gain[l, cols] = 1.0
         self.personal_mute[l, cols] = False
 
+    def set_muted(self, member_id: str, muted: bool) -> None:
+        """Mute (or unmute) a member's sound for everyone (shown in ``room_state``)."""
+        self.muted[self.member(member_id).slot] = muted
+        self.version += 1
+
     def set_self_monitor(self, listener_id: str, on: bool) -> None:
         self.self_monitor[self.member(listener_id).slot] = on
 
@@ -474,7 +483,9 @@ class Room:
         return RoomState(
             room=self.name,
             revision=self.version,
-            members=tuple(WireMember(id=m.id, name=m.name, instrument=m.instrument)
+            members=tuple(WireMember(id=m.id, name=m.name, instrument=m.instrument,
+                                     muted=bool(self.muted[m.slot]),
+                                     ai=bool(self.is_ai[m.slot]))
                           for m in members),
             stage=tuple(
                 Placement(source=m.id, label=m.instrument or m.name,

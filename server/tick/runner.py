@@ -55,6 +55,7 @@ from server.recording.capture import RoomRecording, Take
 from server.rooms.room import Room
 from server.telemetry.recent import Recent
 from server.tick.clock import TickSchedule
+from server.tick.mutes import MuteFades
 from server.tick.overload import OverloadGovernor
 from server.tick.phase import PhaseAligner
 
@@ -124,6 +125,8 @@ class TickWork:
     start: int
     #: What the session recording takes of this tick (None: not recording).
     take: Take | None = None
+    #: Slots muted by their member (``mute_self``), as the room has them now.
+    muted: np.ndarray | None = None
 
 
 @dataclass
@@ -138,6 +141,12 @@ class TickDone:
     parts_ms: dict[str, float]
     #: The humans' downmix for the AI sidecar, or None without an AI musician.
     analysis: np.ndarray | None
+    #: Each slot's peak (linear) this tick, as the mixes hear it.
+    peaks: np.ndarray | None = None
+
+
+#: How often (s) the room's sources' levels go out (``levels``: who is playing).
+LEVELS_INTERVAL_S = 0.2
 
 
 #: How long (s) of ticks the stats' percentiles look back over.
@@ -230,6 +239,13 @@ class RoomRunner:
         #: room has an AI musician.
         self.on_analysis: Callable[[int, np.ndarray], None] | None = None
         self._downmix = AnalysisDownmix(ANALYSIS_RATE)
+        #: Members who muted themselves are silenced in the tick, with a fade.
+        self._mutes = MuteFades(room.capacity, self.frame)
+        #: Called on the loop with each slot's peak (linear) over the last
+        #: :data:`LEVELS_INTERVAL_S`, every that often while the room ticks.
+        self.on_levels: Callable[[np.ndarray], None] | None = None
+        self._peaks = np.zeros(room.capacity, np.float32)
+        self._peak_ticks = 0
         self._analysis = AnalysisBlocks(self.frame)
         #: The room clock: the sample (48 kHz) the current tick's frame starts at.
         self.room_sample = 0
@@ -365,8 +381,10 @@ class RoomRunner:
         cap = self.governor.max_sources
         voices = dict(self.ai_voices)
         take = self.recording.take(self.room, tick) if self.recording is not None else None
-        work = TickWork(scene, playouts, voices, cap, fresh, encoders, self.room_sample, take)
+        work = TickWork(scene, playouts, voices, cap, fresh, encoders, self.room_sample, take,
+                        self.room.muted.copy())
         done = await loop.run_in_executor(_TICK_POOL, self._render_and_encode, work)
+        self._note_levels(loop, done.peaks)
         if done.analysis is not None and self.on_analysis is not None:
             block = self._analysis.add(work.start, done.analysis)
             if block is not None:
@@ -379,6 +397,19 @@ class RoomRunner:
         for slot, slot_packets in done.packets.items():
             if self.tracks.get(slot) is tracks[slot]:
                 tracks[slot].deliver(slot_packets, work.start)
+
+    def _note_levels(self, loop: asyncio.AbstractEventLoop, peaks: np.ndarray | None) -> None:
+        """Keep each slot's peak; every :data:`LEVELS_INTERVAL_S` hand them to
+        :attr:`on_levels` (soon, not in the tick)."""
+        if peaks is None:
+            return
+        np.maximum(self._peaks, peaks, out=self._peaks)
+        self._peak_ticks += 1
+        if self._peak_ticks * self.frame_ms >= 1e3 * LEVELS_INTERVAL_S:
+            if self.on_levels is not None:
+                loop.call_soon(self.on_levels, self._peaks.copy())
+            self._peaks[:] = 0.0
+            self._peak_ticks = 0
 
     def _align_phase(self) -> None:
         """Move the clock's phase to just after the frames' arrivals (:mod:`server.tick.phase`)."""
@@ -401,11 +432,13 @@ class RoomRunner:
         audio = np.zeros((self.room.capacity, self.frame), np.float32)
         for slot, (playout, decoder) in work.playouts.items():
             audio[slot] = decoder.frame(playout)
+        self._mutes.apply(audio, work.muted)
         analysis = None
         if work.voices:
             analysis = self._downmix.process(audio[list(work.playouts)].sum(axis=0))
             for slot, voice in work.voices.items():
                 audio[slot] = voice.render(work.start)
+        peaks = np.abs(audio).max(axis=1)
         t1 = time.perf_counter()
         scene = work.scene
         if work.cap is not None:  # (on a copy: the room hands the same scene while it stands)
@@ -425,4 +458,4 @@ class RoomRunner:
         packets = encode_all(mixes, work.encoders)
         t3 = time.perf_counter()
         parts = {"decode": 1e3 * (t1 - t0), "render": 1e3 * (t2 - t1), "encode": 1e3 * (t3 - t2)}
-        return TickDone(packets, 1e3 * (t3 - t0), parts, analysis)
+        return TickDone(packets, 1e3 * (t3 - t0), parts, analysis, peaks)

@@ -16,7 +16,7 @@ import pytest
 from bench.bot import Bot, tone
 from bench.serverproc import ServerProcess
 from tests.helpers.audio import band_ild_db, band_level_db
-from tests.helpers.live import heard
+from tests.helpers.live import heard, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 #: KEMAR's level difference at 90° is about 6 dB at 1 kHz and about 10 dB at 2 kHz.
@@ -225,3 +225,48 @@ def test_bench_latency_writes_results_and_shows_stock_aiortcs_buffer(tmp_path):
     kinds = sorted(p.suffix for p in tmp_path.iterdir())
     assert kinds == [".json", ".md", ".png"]
     assert (next(tmp_path.glob("*.png")).read_bytes()[:4]) == b"\x89PNG"
+
+
+async def test_a_member_who_mutes_themselves_is_silent_to_everyone_and_shown_muted(server):
+    """``mute_self``: B stops hearing A at once (a fade of one frame), sees A muted in
+    ``room_state`` and in ``levels`` (-120 dBFS); after unmuting, A is heard again."""
+    url, _ = server
+    async with Bot(url, "muting", "A", tone(TONE_HZ)) as a, Bot(url, "muting", "B") as b:
+        assert band_level_db(await heard(b)) > -40
+        assert await wait_for(lambda: b.levels.get(a.participant, -120) > -30, 5)
+        await a.send({"type": "mute_self", "muted": True})
+
+        def shown_muted() -> bool:
+            members = {m["id"]: m for m in (b.state or {}).get("members", [])}
+            return members.get(a.participant, {}).get("muted") is True
+
+        assert await wait_for(shown_muted, 5)
+        assert band_level_db(await heard(b)) < -60
+        assert await wait_for(lambda: b.levels.get(a.participant) == -120.0, 5)
+        await a.send({"type": "mute_self", "muted": False})
+        assert band_level_db(await heard(b)) > -40
+        assert not shown_muted()
+        assert not a.errors and not b.errors
+
+
+async def test_chat_reaches_everyone_as_sent_is_kept_for_joiners_and_paced(server):
+    url, _ = server
+    async with Bot(url, "chatty", "A") as a, Bot(url, "chatty", "B") as b:
+        text = "from the top, bar 17 <script>alert(1)</script>"
+        await a.send({"type": "chat", "text": f"  {text}  "})
+        assert await wait_for(lambda: len(b.chat) == 1 and len(a.chat) == 1, 5)
+        line = b.chat[0]
+        assert (line["member"], line["name"], line["text"]) == (a.participant, "A", text)
+        # The sixth line in a row is refused in words, and nobody else gets it.
+        for k in range(5):
+            await a.send({"type": "chat", "text": f"line {k}", "id": f"c{k}"})
+        assert await wait_for(lambda: any(e["code"] == "rate_limited" for e in a.errors), 5)
+        refused = next(e for e in a.errors if e["code"] == "rate_limited")
+        assert refused["id"] == "c4" and "paced" in refused["message"]
+        await a.send({"type": "chat", "text": "x" * 501, "id": "long"})
+        assert await wait_for(lambda: any(e.get("id") == "long" for e in a.errors), 5)
+        assert await wait_for(lambda: len(b.chat) == 5, 5)
+        assert [line["text"] for line in b.chat[1:]] == [f"line {k}" for k in range(4)]
+        async with Bot(url, "chatty", "C") as c:  # a joiner gets what was said
+            assert await wait_for(lambda: len(c.chat) == 5, 5)
+            assert c.chat == b.chat

@@ -24,6 +24,7 @@ from signaling.server_messages import (
     ServerClosing,
     Stats,
 )
+from signaling.social_messages import ChatHistory, ChatLine, Levels
 from signaling.wire import encode
 
 PROTOCOL = (Path(__file__).parents[2] / "docs" / "PROTOCOL.md").read_text()
@@ -87,8 +88,18 @@ def server_message(d: dict):
     if kind == "recordings":
         return Recordings(d["room"], tuple(RecordingInfo.from_dict(r) for r in d["recordings"]),
                           msg_id)
+    if kind == "chat":
+        return chat_line(d)
+    if kind == "chat_history":
+        return ChatHistory(tuple(chat_line(line) for line in d["lines"]))
+    if kind == "levels":
+        return Levels(d["levels"])
     assert kind == "pong"
     return Pong(d["t_ms"], msg_id)
+
+
+def chat_line(d: dict) -> ChatLine:
+    return ChatLine(d["member"], d["name"], d["text"], d["at_s"])
 
 
 def test_doc_has_examples_of_every_kind():
