@@ -148,6 +148,9 @@ SCHEMAS = {
     "start_recording": fields({}, {"binaural_of": SOURCE}),
     "stop_recording": fields({}),
     "list_recordings": fields({}),
+    "chat": fields({"text": st.text(PRINTABLE | st.just(" "), min_size=1,
+                                    max_size=limits.MAX_CHAT_CHARS).filter(str.strip)}),
+    "mute_self": fields({"muted": st.booleans()}),
 }
 VALID = st.sampled_from(sorted(SCHEMAS)).flatmap(
     lambda kind: SCHEMAS[kind].map(lambda body: {"type": kind, **body}))
@@ -155,8 +158,8 @@ VALID = st.sampled_from(sorted(SCHEMAS)).flatmap(
 #: The JSON types each field takes, and the numeric range of the numeric ones.
 STRING_FIELDS = {"type", "room", "name", "instrument", "seat", "token", "sdp", "candidate",
                  "sdpMid", "usernameFragment", "source", "ai", "role", "member", "reason",
-                 "hrtf", "preset", "binaural_of"}
-BOOL_FIELDS = {"mute", "metronome", "all", "locked", "acoustics", "reference"}
+                 "hrtf", "preset", "binaural_of", "text"}
+BOOL_FIELDS = {"mute", "metronome", "all", "locked", "acoustics", "reference", "muted"}
 #: Numeric fields that take integers only (1.0 is the wrong type there).
 INTEGER_FIELDS = {"sdpMLineIndex", "max_order", "size"}
 RANGES = {"t_ms": (-limits.MAX_SAFE_INTEGER, limits.MAX_SAFE_INTEGER),
@@ -224,6 +227,9 @@ def assert_within_limits(message) -> None:
             assert limits.SOURCE_ID_RE.fullmatch(value), (name, value)
         elif name in ("name", "instrument", "reason"):
             assert value == value.strip() and _printable(value) and len(value) <= 120
+        elif name == "text":
+            assert value == value.strip() and _printable(value)
+            assert len(value) <= limits.MAX_CHAT_CHARS
         elif name == "seat":
             assert limits.SEAT_RE.fullmatch(value)
         elif name == "token":
