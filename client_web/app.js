@@ -3,20 +3,23 @@
 
 import { AccessView, pageQuery, pageToken, whyRefused, withToken } from "./access.js";
 import { AiPanel } from "./ai.js";
-import { AudioAnalysis, MIC_CONSTRAINTS } from "./audio.js";
+import { AudioAnalysis } from "./audio.js";
 import { AudioLink } from "./audiolink.js";
+import { ChatPanel } from "./chat.js";
 import { installHandle } from "./handle.js";
 import { HeadControl } from "./head.js";
 import { Inspector, describeFrom } from "./inspector.js";
 import { LatencyPanel, LoopTestView } from "./latency.js";
-import { LevelMeter } from "./meters.js";
+import { IoPanel } from "./iopanel.js";
 import { LatencyTest } from "./latencytest.js";
 import { loadWorklet } from "./looptest.js";
+import { Edits } from "./edits.js";
 import { DEFAULT_FRAME_MS, lowestLatencyContext } from "./lowlatency.js";
-import { MixPanel, dbToGain } from "./mix.js";
+import { MixPanel } from "./mix.js";
 import { notify, setStatus, showConnection } from "./notices.js";
 import { Pacer } from "./pacer.js";
 import { RecordingPanel } from "./recording.js";
+import { leftSeat, saveSeat, savedSeat } from "./seat.js";
 import { SignalingClient } from "./signaling.js";
 import { SoundPanel } from "./sound.js";
 import { StageView } from "./stage.js";
@@ -48,15 +51,17 @@ const state = {
   transport: null, // "datachannel" (low latency) or "media", chosen at each join
   transportWhy: "",
   frameMs: DEFAULT_FRAME_MS, // the room's frame (`joined.frame_ms`)
+  seat: null, // the seat token `joined` gave (kept for a reload: seat.js)
+  muted: false, // you muted yourself (`mute_self`; as room_state says)
+  levels: {}, // each source's level now (dBFS, `levels`), by id
 };
 
-/** Sources being dragged or just released: their local position wins over stale echoes. */
-const localPositions = new Map(); // id -> {position, until}
 
 let signaling = null;
 let pacer = null;
 let link = null; // the audio connection (audiolink.js): its peer, its transport's audio
-let mic = null;
+let mic = null; // what the media track sends: your input after its gain (input.js)
+let input = null; // InputChain (io.input while in a room)
 let audioCtx = null;
 let analysis = null;
 let timers = [];
@@ -84,7 +89,7 @@ const latencyTest = new LatencyTest({
   view: loopTest,
   live: () => (state.peer === "connected" ? link?.live() ?? null : null),
   monitorOn: () => state.monitorOn,
-  monitor: (on) => monitorForTest(on),
+  monitor: (on) => edits.monitorForTest(on),
   canRestore: () => Boolean(pacer),
   serverStages: () => latency.values.server ?? null,
   outputLatencyMs: () => outputLatencyMs(),
@@ -96,14 +101,9 @@ const latencyTest = new LatencyTest({
 loopTest.button.addEventListener("click", () => {
   latencyTest.run().catch(() => {}); // the panel shows the failure
 });
-const meters = {
-  input: new LevelMeter($("meter-input")),
-  left: new LevelMeter($("meter-left")),
-  right: new LevelMeter($("meter-right")),
-};
 const stage = new StageView($("stage"), {
-  onDrag: (id, xy, final) => moveSource(id, xy, null, final),
-  onSelect: (id) => select(id),
+  onDrag: (id, xy, final) => edits.moveSource(id, xy, null, final),
+  onSelect: (id) => edits.select(id),
   onTurnHead: (delta) => head.turn(delta),
 });
 const head = new HeadControl({
@@ -117,15 +117,16 @@ const head = new HeadControl({
   render();
 });
 const mix = new MixPanel($("mix-list"), {
-  onGain: setGain,
+  onGain: (id, db, final) => edits.setGain(id, db, final),
   onMute: (id, mute) => {
-    personalOf(id).mute = mute;
+    edits.personalOf(id).mute = mute;
     pacer.offer(`mix-mute:${id}`, { type: "mix_override", source: id, mute }, 0);
     render();
   },
-  onReset: resetSource,
-  onMonitor: setMonitor,
+  onReset: (id) => edits.resetSource(id),
+  onMonitor: (on) => edits.setMonitor(on),
   onKick: (id) => signaling?.send({ type: "kick", member: id }),
+  openServer: !pageToken(),
 });
 const access = new AccessView({
   personalToggle: $("personal-mode-toggle"),
@@ -135,6 +136,14 @@ const access = new AccessView({
   lockBox: $("lock-room"),
   lockedBadge: $("room-locked"),
 }, (locked) => signaling?.send({ type: "lock_room", locked }));
+const edits = new Edits({ state, access, pacer: () => pacer, render: () => render() });
+
+const io = new IoPanel($, {
+  onMute: () => signaling?.send({ type: "mute_self", muted: !state.muted }),
+});
+const chat = new ChatPanel(
+  { lines: $("chat-lines"), form: $("chat-form"), text: $("chat-text") },
+  (text) => signaling?.send({ type: "chat", text }) ?? false);
 
 function prefill() {
   const query = new URLSearchParams(location.search);
@@ -152,16 +161,16 @@ $("personal-mode").addEventListener("change", (event) => {
   state.personalMode = event.target.checked;
   render();
 });
-$("reset-all").addEventListener("click", resetAll);
+$("reset-all").addEventListener("click", () => edits.resetAll());
 const inspector = new Inspector({
   onHeight: (z) => {
-    const source = selectedPlacement();
+    const source = edits.selectedPlacement();
     if (!source) return;
-    const xyz = targetPosition(source);
-    moveSource(source.source, [xyz[0], xyz[1]], z, true);
+    const xyz = edits.targetPosition(source);
+    edits.moveSource(source.source, [xyz[0], xyz[1]], z, true);
   },
   onFacing: (yawDeg) => {
-    const source = selectedPlacement();
+    const source = edits.selectedPlacement();
     if (!source) return;
     source.yaw_deg = yawDeg;
     const turn = { type: "turn_source", source: source.source, yaw_deg: yawDeg };
@@ -181,11 +190,22 @@ async function join() {
   $("join-error").textContent = "";
   setStatus("connecting", "Starting the microphone…");
 
+  // This tab's seat here from before (a reload, or Leave and Join again): the same seat back,
+  // and what the page showed of its mix (the server kept the mix itself).
+  const before = savedSeat(room);
+  if (before) {
+    state.personal = new Map(before.personal);
+    state.monitorOn = before.monitorOn;
+    state.monitorGainDb = before.monitorGainDb;
+    head.set(before.headYawDeg, { quiet: true });
+  }
+
   audioCtx = await lowestLatencyContext();
   loadWorklet(audioCtx).catch(() => {}); // for "Test my latency"; see loadWorklet()
-  mic = await navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
+  input = await io.start(audioCtx);
+  mic = input.stream;
   analysis = new AudioAnalysis(audioCtx);
-  analysis.setInput(mic);
+  analysis.setInputNode(input.output);
 
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const token = pageToken();
@@ -196,7 +216,7 @@ async function join() {
   signaling.addEventListener("joined", (e) => onJoined(e.detail.message, e.detail.rejoin));
   signaling.addEventListener("message", (e) => onMessage(e.detail.message));
   signaling.addEventListener("failed", (e) => onFailed(e.detail));
-  await signaling.join({ room, name, instrument, token });
+  await signaling.join({ room, name, instrument, token, seat: before?.seat ?? null });
 
   localStorage.setItem("spatialjam.room", room);
   localStorage.setItem("spatialjam.name", name);
@@ -205,6 +225,7 @@ async function join() {
   $("join-screen").hidden = true;
   $("jam").hidden = false;
   $("leave").hidden = false;
+  $("mute-self").hidden = false;
   $("room-name").textContent = room;
   $("room-info").hidden = false;
   head.enabled = true;
@@ -217,6 +238,7 @@ async function join() {
 
 function onJoined(message, rejoin) {
   state.participant = message.participant;
+  state.seat = message.seat;
   state.revision = -1;
   access.setGrants(message.grants);
   applyRoomState(message.state);
@@ -225,6 +247,7 @@ function onJoined(message, rejoin) {
   if (!rejoin) {
     state.personal.clear(); // a new seat has no personal mix on the server
     state.monitorOn = false;
+    state.monitorGainDb = 0;
     // A new seat starts with the head turned as the server placed it (facing the centre).
     const me = state.stage.find((s) => s.source === state.participant);
     head.set(me ? me.yaw_deg : 0, { quiet: true });
@@ -244,7 +267,8 @@ function onJoined(message, rejoin) {
 /** A new audio connection, on the transport this browser supports at the room's frame. */
 async function startPeer(iceServers, frameMs) {
   closePeer();
-  const current = new AudioLink({ ctx: audioCtx, mic, analysis, mixAudio: $("mix-audio"),
+  const current = new AudioLink({ ctx: audioCtx, mic, micNode: input.output, analysis,
+    mixAudio: $("mix-audio"),
     send: (message) => signaling.send(message) });
   link = current;
   current.addEventListener("transport", (e) => {
@@ -289,6 +313,7 @@ function onFailed({ code, message }) {
 
 function leave() {
   signaling?.leave();
+  leftSeat();
   teardown();
   setStatus("idle", "Not connected");
 }
@@ -298,18 +323,21 @@ function teardown() {
   timers = [];
   pacer?.clear();
   closePeer();
-  mic?.getTracks().forEach((t) => t.stop());
+  io.close();
+  input = null;
+  mic = null;
   audioCtx?.close();
   audioCtx = null;
   head.enabled = false;
   Object.assign(state, { participant: null, revision: -1, members: [], stage: [], selected: null,
     monitorOn: false, connection: "idle", peer: "new", locked: false, acoustics: null,
-    recording: null });
+    recording: null, muted: false, levels: {}, seat: null });
   state.personal.clear();
-  localPositions.clear();
+  edits.localPositions.clear();
   $("jam").hidden = true;
   $("join-screen").hidden = false;
   $("leave").hidden = true;
+  $("mute-self").hidden = true;
   $("room-info").hidden = true;
   $("join").disabled = false;
 }
@@ -339,6 +367,17 @@ function onMessage(message) {
       break;
     case "stats":
       latency.onServerStats(message);
+      break;
+    case "levels":
+      state.levels = message.levels;
+      stage.setLevels(state.levels);
+      mix.setLevels(state.levels);
+      break;
+    case "chat":
+      chat.add(message);
+      break;
+    case "chat_history":
+      chat.history(message.lines, state.participant);
       break;
     case "pong":
       latency.onPong(message, performance.now());
@@ -379,111 +418,10 @@ function applyRoomState(roomState) {
   state.locked = Boolean(roomState.locked);
   state.acoustics = roomState.acoustics ?? null;
   state.recording = roomState.recording ?? null;
-  const now = performance.now();
-  for (const placement of roomState.stage) {
-    const local = localPositions.get(placement.source);
-    if (!local) continue;
-    const same = placement.position_m.every((v, i) => Math.abs(v - local.position[i]) < 1e-3);
-    if (same || now > local.until) localPositions.delete(placement.source);
-    else placement.position_m = local.position; // an echo of an earlier step of our drag
-  }
+  edits.overEchoes(roomState.stage);
   state.stage = roomState.stage;
+  state.muted = Boolean(roomState.members.find((m) => m.id === state.participant)?.muted);
   if (state.selected && !state.stage.some((s) => s.source === state.selected)) state.selected = null;
-}
-
-// ------------------------------------------------------------------------------------------
-// stage edits and the personal mix
-
-function placement(id) {
-  return state.stage.find((s) => s.source === id);
-}
-
-function selectedPlacement() {
-  return state.selected ? placement(state.selected) : null;
-}
-
-function personalOf(id) {
-  let settings = state.personal.get(id);
-  if (!settings) {
-    settings = { gainDb: 0, mute: false, position: null };
-    state.personal.set(id, settings);
-  }
-  return settings;
-}
-
-/** Whether an edit of `source` changes only this listener's mix. */
-function editsPersonal(id) {
-  return access.movesPersonal(state.personalMode) && id !== state.participant;
-}
-
-/** The position an edit of this source starts from: personal or stage. */
-function targetPosition(source) {
-  const personal = editsPersonal(source.source) ? state.personal.get(source.source)?.position : null;
-  return personal ?? source.position_m;
-}
-
-/** Move a source to [x, y] (and height `z`, or keep it): on the stage or in my mix only. */
-function moveSource(id, [x, y], z, final) {
-  const source = placement(id);
-  if (!source) return;
-  const current = targetPosition(source);
-  const position = [x, y, z ?? current[2]];
-  if (editsPersonal(id)) {
-    personalOf(id).position = position;
-    pacer.offer(`mix-pos:${id}`, { type: "mix_override", source: id, position_m: position },
-      MOVE_INTERVAL_MS);
-  } else {
-    source.position_m = position;
-    localPositions.set(id, { position, until: performance.now() + (final ? 2000 : 60000) });
-    pacer.offer(`move:${id}`, { type: "move_source", source: id, position_m: position },
-      MOVE_INTERVAL_MS);
-  }
-  render();
-}
-
-function select(id) {
-  state.selected = id;
-  render();
-}
-
-function setGain(id, db, final) {
-  if (id === state.participant) {
-    state.monitorGainDb = db;
-    if (!state.monitorOn) return render();
-  } else {
-    personalOf(id).gainDb = db;
-  }
-  pacer.offer(`mix-gain:${id}`, { type: "mix_override", source: id, gain: dbToGain(db) },
-    final ? 0 : MOVE_INTERVAL_MS);
-  render();
-}
-
-function setMonitor(on) {
-  state.monitorOn = on;
-  const id = state.participant;
-  // A mix_override of your own source turns self-monitoring on; `mute: true` turns it off.
-  const message = on
-    ? { type: "mix_override", source: id, gain: dbToGain(state.monitorGainDb), mute: false }
-    : { type: "mix_override", source: id, mute: true };
-  pacer.cancel((key) => key === `mix-gain:${id}`);
-  pacer.offer(`mix-monitor:${id}`, message, 0);
-  render();
-}
-
-function resetSource(id) {
-  state.personal.delete(id);
-  // Nothing older of this source's personal mix may land after the reset.
-  pacer.cancel((key) => key.startsWith("mix-") && key.endsWith(`:${id}`));
-  pacer.offer(`mix-reset:${id}`, { type: "mix_reset", source: id }, 0);
-  render();
-}
-
-function resetAll() {
-  state.personal.clear();
-  state.monitorOn = false;
-  pacer.cancel((key) => key.startsWith("mix-"));
-  pacer.offer("mix-reset-all", { type: "mix_reset", all: true }, 0);
-  render();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -508,25 +446,9 @@ function outputLatencyMs() {
   return seconds > 0 ? seconds * 1000 : null;
 }
 
-/** Self-monitoring on at gain 1 (`mix_override`), or off (`mix_reset` of your own source). */
-function monitorForTest(on) {
-  const id = state.participant;
-  state.monitorOn = on;
-  pacer.cancel((key) => key.startsWith("mix-") && key.endsWith(`:${id}`));
-  if (on) {
-    pacer.offer(`mix-monitor:${id}`, { type: "mix_override", source: id, gain: 1, mute: false }, 0);
-  } else {
-    pacer.offer(`mix-reset:${id}`, { type: "mix_reset", source: id }, 0);
-  }
-  render();
-}
-
 function drawMeters(now) {
   if (!analysis || !audioCtx) return;
-  const level = analysis.meterLevels();
-  meters.input.set(level.input, now);
-  meters.left.set(level.left, now);
-  meters.right.set(level.right, now);
+  io.drawMeters(analysis.meterLevels(), now);
   requestAnimationFrame(drawMeters);
 }
 
@@ -535,11 +457,15 @@ function drawMeters(now) {
 
 function render() {
   const me = state.participant;
-  const names = new Map(state.members.map((m) => [m.id, m.name]));
+  const members = new Map(state.members.map((m) => [m.id, m]));
   const sources = state.stage.map((s) => ({
     id: s.source,
     label: s.label,
-    name: names.get(s.source) ?? s.label,
+    name: members.get(s.source)?.name ?? s.label,
+    instrument: members.get(s.source)?.instrument ?? "",
+    muted: Boolean(members.get(s.source)?.muted),
+    ai: Boolean(members.get(s.source)?.ai),
+    level: state.levels[s.source] ?? null,
     position: s.position_m,
     yawDeg: s.yaw_deg,
     personal: state.personal.get(s.source)?.position ?? null,
@@ -554,23 +480,33 @@ function render() {
   recordingPanel.update(state.recording, state.connection === "joined", access.can("admin"));
   access.render({ locked, personalMode: state.personalMode });
   renderSelection();
+  io.setMuted(state.muted);
   renderStatus();
+  keepSeat();
+}
+
+/** This tab's seat and what it shows of its mix, for a reload (seat.js). */
+function keepSeat() {
+  if (!state.seat || !state.participant) return;
+  saveSeat({ room: state.room, seat: state.seat, inRoom: true, name: $("name").value.trim(),
+    instrument: $("instrument").value.trim(), personal: [...state.personal],
+    monitorOn: state.monitorOn, monitorGainDb: state.monitorGainDb, headYawDeg: head.yawDeg });
 }
 
 function renderSelection() {
-  const source = selectedPlacement();
+  const source = edits.selectedPlacement();
   if (!source) return inspector.show(null);
   const isMe = source.source === state.participant;
-  const xyz = targetPosition(source);
+  const xyz = edits.targetPosition(source);
   const member = state.members.find((m) => m.id === source.source);
-  const me = placement(state.participant);
+  const me = edits.placement(state.participant);
   inspector.show({
-    title: isMe ? `${source.label} (you)`
+    title: isMe ? `${member?.name ?? source.label} (you)`
       : member && member.name !== source.label ? `${member.name} · ${source.label}` : source.label,
     xyz,
     yawDeg: source.yaw_deg,
     heard: isMe || !me ? "" : describeFrom(me.position_m, head.yawDeg, xyz),
-    personal: editsPersonal(source.source),
+    personal: edits.editsPersonal(source.source),
     turnable: isMe || access.can("move"),
   });
 }
@@ -585,9 +521,20 @@ installHandle({
   state, head, latency, latencyTest, sound, stage,
   analysis: () => analysis,
   mic: () => mic,
+  input: () => input,
   peer: () => link?.peer ?? null,
   lowLatency: () => link?.lowLatency ?? null,
   signaling: () => signaling,
 });
 
 prefill();
+resumeAfterReload();
+
+/** A reload of a tab that was in the room rejoins its seat by itself (seat.js). */
+function resumeAfterReload() {
+  const saved = savedSeat($("room").value.trim());
+  if (!saved?.inRoom) return;
+  if (!$("name").value.trim()) $("name").value = saved.name;
+  if (!$("instrument").value.trim()) $("instrument").value = saved.instrument;
+  join().catch((error) => showJoinError(error));
+}

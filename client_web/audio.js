@@ -55,9 +55,14 @@ export class AudioAnalysis {
   }
 
   setInput(stream) {
-    this.inputSource?.disconnect();
-    this.inputSource = this.ctx.createMediaStreamSource(stream);
-    this.inputSource.connect(this.input.node);
+    this.setInputNode(this.ctx.createMediaStreamSource(stream));
+  }
+
+  /** What you send, as a node (input.js: after your input gain). */
+  setInputNode(node) {
+    this.inputSource?.disconnect(this.input.node);
+    this.inputSource = node;
+    node.connect(this.input.node);
   }
 
   setOutput(stream) {
@@ -96,7 +101,9 @@ export class AudioAnalysis {
       b.short.getFloatTimeDomainData(b.meterSamples);
       return toDb(meanSquare(b.meterSamples));
     };
-    return { input: rms(this.input), left: rms(this.left), right: rms(this.right) };
+    const input = rms(this.input);
+    return { input, left: rms(this.left), right: rms(this.right),
+      inputPeak: peak(this.input.meterSamples) };
   }
 
   rmsDb(b) {
@@ -113,6 +120,12 @@ export class AudioAnalysis {
     for (let k = first; k <= last; k++) power += 10 ** (b.spectrum[k] / 10);
     return toDb(power);
   }
+}
+
+function peak(samples) {
+  let most = 0;
+  for (let i = 0; i < samples.length; i++) most = Math.max(most, Math.abs(samples[i]));
+  return most;
 }
 
 function meanSquare(samples) {

@@ -8,8 +8,10 @@ import { ServerPeer } from "./peer.js";
 
 export class AudioLink extends EventTarget {
   /**
-   * @param {{ctx: AudioContext, mic: MediaStream, analysis: import("./audio.js").AudioAnalysis,
-   *          mixAudio: HTMLAudioElement, send: (message: object) => void}} parts
+   * @param {{ctx: AudioContext, mic: MediaStream, micNode: AudioNode,
+   *          analysis: import("./audio.js").AudioAnalysis, mixAudio: HTMLAudioElement,
+   *          send: (message: object) => void}} parts  `mic`: what the media track sends;
+   *   `micNode`: the same as a node (the low-latency transport's input)
    */
   constructor(parts) {
     super();
@@ -32,7 +34,7 @@ export class AudioLink extends EventTarget {
     if (choice.transport === DATA_CHANNEL) {
       ll = new LowLatencyAudio(this.ctx, frameMs);
       await ll.prepare();
-      ll.setMicrophone(this.mic);
+      ll.setInputNode(this.micNode);
       ll.addEventListener("error", (e) => notify("audio", e.detail.message));
       this.analysis.setOutputNode(ll.output);
       this.mixAudio.srcObject = null;

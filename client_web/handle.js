@@ -51,6 +51,13 @@ export function installHandle(page) {
     },
     /** Room [x, y] in viewport pixels. */
     roomViewport: (xy) => stage.toViewport(xy),
+    /** What the stage wrote under each marker: [{id, name, detail}]. */
+    stageLabels: () => stage.drawnLabels,
+    /** Your input: its gain (dB) and device (deviceId, "" for the default). */
+    input: () => {
+      const input = page.input();
+      return input ? { gainDb: input.gainDb, deviceId: input.deviceId } : null;
+    },
     send: (message) => page.signaling()?.send(message),
     drop: () => page.signaling()?.drop(),
   };

@@ -175,8 +175,13 @@ export class LowLatencyAudio extends EventTarget {
 
   /** The microphone's stream as what is sent. */
   setMicrophone(stream) {
-    this.mic?.disconnect();
-    this.mic = this.ctx.createMediaStreamSource(stream);
+    this.setInputNode(this.ctx.createMediaStreamSource(stream));
+  }
+
+  /** Send `node`'s sound (your input after its gain: input.js) as your microphone. */
+  setInputNode(node) {
+    this.mic?.disconnect(this.input);
+    this.mic = node;
     this.mic.connect(this.input);
     this.sendingMicrophone = true;
   }
@@ -186,7 +191,7 @@ export class LowLatencyAudio extends EventTarget {
    * returned function is called.
    */
   sendInstead(node) {
-    this.mic?.disconnect();
+    this.mic?.disconnect(this.input);
     this.sendingMicrophone = false;
     node.connect(this.input);
     return () => {
@@ -206,7 +211,11 @@ export class LowLatencyAudio extends EventTarget {
     this.worker?.postMessage({ type: "stop" });
     setTimeout(() => this.worker?.terminate(), 200);
     for (const node of [this.capture, this.output]) node?.port.postMessage({ stop: true });
-    this.mic?.disconnect();
+    try {
+      this.mic?.disconnect(this.input); // (the input chain lives on: the next link takes it)
+    } catch {
+      // not connected now (a latency test had it)
+    }
     this.input?.disconnect();
     this.output?.disconnect();
   }

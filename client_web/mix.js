@@ -25,7 +25,8 @@ export class MixPanel {
    *          onMute: (id: string, mute: boolean) => void,
    *          onReset: (id: string) => void,
    *          onMonitor: (on: boolean) => void,
-   *          onKick: (id: string) => void}} handlers  `onKick`: remove a player (confirmed)
+   *          onKick: (id: string) => void, openServer: boolean}} handlers  `onKick`: remove
+   *   a player (confirmed); `openServer`: no access tokens here (what a removal can keep out)
    */
   constructor(list, handlers) {
     this.list = list;
@@ -41,13 +42,16 @@ export class MixPanel {
    * @param {boolean} canKick  this listener is the room's admin: offer "Remove"
    */
   update(sources, personal, monitorOn, canKick = false) {
-    const signature = sources.map((s) => `${s.id}:${s.label}:${s.name}:${s.isMe}`).join("|");
+    const signature = sources.map((s) => `${s.id}:${s.label}:${s.name}:${s.instrument}:${s.isMe}`)
+      .join("|");
     if (signature !== this.signature) this.rebuild(sources);
     this.signature = signature;
     this.list.classList.toggle("can-kick", canKick);
     for (const source of sources) {
       const row = this.rows.get(source.id);
       if (row.kick) row.kick.hidden = !canKick;
+      row.row.classList.toggle("self-muted", Boolean(source.muted) && !source.isMe);
+      row.who.textContent = source.muted && !source.isMe ? `${row.whoText} · muted` : row.whoText;
       const settings = personal.get(source.id);
       const gainDb = settings?.gainDb ?? 0;
       if (document.activeElement !== row.slider) row.slider.value = String(gainDb);
@@ -68,6 +72,15 @@ export class MixPanel {
     }
   }
 
+  /** Each source's level now (dBFS, by id: `levels`): the bar under its name. */
+  setLevels(levels) {
+    for (const [id, row] of this.rows) {
+      const db = levels[id];
+      const amount = db === undefined ? 0 : Math.min(1, Math.max(0, (db + 50) / 50));
+      row.activity.style.width = `${(amount * 100).toFixed(0)}%`;
+    }
+  }
+
   rebuild(sources) {
     this.list.replaceChildren();
     this.rows.clear();
@@ -75,12 +88,23 @@ export class MixPanel {
       const row = document.createElement("li");
       row.className = "mix-row";
       row.dataset.source = source.id;
+      // Who (their name; "AI musician" for one), what they play beneath, and how loud now.
       const name = document.createElement("span");
       name.className = "mix-name";
       name.style.setProperty("--dot", source.isMe ? ME_COLOUR : sourceColour(source.id));
-      name.textContent = source.isMe ? "Hear myself" : source.label;
-      name.title = source.name && source.name !== source.label
-        ? `${source.name} · ${source.label}` : source.label;
+      const who = document.createElement("span");
+      who.className = "mix-who";
+      const whoText = source.isMe ? "Hear myself" : source.ai ? "AI musician" : source.name;
+      who.textContent = whoText;
+      const what = document.createElement("span");
+      what.className = "mix-what";
+      what.textContent = source.ai ? source.label.replace(/^AI /, "") : source.instrument;
+      const level = document.createElement("span");
+      level.className = "mix-level";
+      const activity = document.createElement("span");
+      level.append(activity);
+      name.append(who, what, level);
+      name.title = source.instrument ? `${source.name} · ${source.instrument}` : source.name;
       const slider = document.createElement("input");
       slider.type = "range";
       slider.min = String(MIN_GAIN_DB);
@@ -88,7 +112,7 @@ export class MixPanel {
       slider.step = "0.5";
       slider.value = "0";
       slider.className = "mix-gain";
-      slider.setAttribute("aria-label", `${name.textContent} gain`);
+      slider.setAttribute("aria-label", `${whoText} gain`);
       const value = document.createElement("output");
       value.className = "mix-value";
       const mute = document.createElement("button");
@@ -119,7 +143,7 @@ export class MixPanel {
       const kick = source.isMe || isAi(source.id) ? null : this.kickButton(source);
       if (kick) row.append(kick);
       this.list.append(row);
-      this.rows.set(source.id, { row, slider, value, mute, reset, kick });
+      this.rows.set(source.id, { row, slider, value, mute, reset, kick, who, whoText, activity });
     }
   }
 
@@ -130,10 +154,16 @@ export class MixPanel {
     kick.type = "button";
     kick.className = "mix-kick";
     kick.textContent = "Remove";
-    kick.title = `Remove ${who} from the room: they may not come back while it is open`;
+    // Without access tokens nobody has an identity: a removed player keeps out of their seat,
+    // and out of the room only while it is locked (they could come back as a newcomer).
+    const after = this.handlers.openServer
+      ? "They cannot take their seat back; lock the room to keep them from joining again as a "
+        + "newcomer."
+      : "They may not come back while the room is open.";
+    kick.title = `Remove ${who} from the room. ${after}`;
     kick.hidden = true;
     kick.addEventListener("click", () => {
-      if (confirm(`Remove ${who} from the room? They may not come back while it is open.`)) {
+      if (confirm(`Remove ${who} from the room? ${after}`)) {
         this.handlers.onKick(source.id);
       }
     });

@@ -54,8 +54,9 @@ export class SignalingClient extends EventTarget {
   }
 
   /** Join a room; resolves with the first `joined`, rejects with an Error carrying `.code`. */
-  join({ room, name, instrument = "", token = null }) {
+  join({ room, name, instrument = "", token = null, seat = null }) {
     this.joinRequest = { room, name, instrument, token };
+    this.seat = seat; // a seat token from before (a reload): that seat back, if still kept
     this.wanted = true;
     this.attempt = 0;
     return new Promise((resolve, reject) => {

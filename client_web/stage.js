@@ -12,6 +12,9 @@ const SNAP_M = 0.05;
 const MARKER_RADIUS_PX = 15;
 const HIT_RADIUS_PX = 20;
 const WHEEL_STEP_DEG = 5;
+/** The activity ring shows levels from here (dBFS) up to 0. */
+const ACTIVITY_FLOOR_DB = -50;
+const MUTED_COLOUR = "#ff6b6b";
 
 const COLOURS = {
   background: "#11151c",
@@ -26,7 +29,12 @@ const COLOURS = {
 /**
  * @typedef {object} StageSource
  * @property {string} id
- * @property {string} label
+ * @property {string} label  the stage's label (the instrument, or the name when none)
+ * @property {string} name  who plays it (an AI musician's is "AI")
+ * @property {string} instrument
+ * @property {boolean} muted  they muted themselves: nobody hears them
+ * @property {boolean} ai  an AI musician
+ * @property {number|null} level  how loud it is now (dBFS, `levels`), null before any
  * @property {number[]} position  stage position [x, y, z] (m)
  * @property {number} yawDeg  the source's facing on the stage
  * @property {number[]|null} personal  this listener's override position, if any
@@ -47,6 +55,8 @@ export class StageView {
     this.personalMode = false;
     this.headYawDeg = 0;
     this.drag = null; // {id, offsetPx: {x, y}, last: [x, y]}
+    /** What the last draw wrote under each marker: [{id, name, detail}] (for tests). */
+    this.drawnLabels = [];
     this.sizePx = 0;
     new ResizeObserver(() => this.resize()).observe(canvas);
     canvas.addEventListener("pointerdown", (e) => this.pointerDown(e));
@@ -58,6 +68,12 @@ export class StageView {
       this.handlers.onTurnHead(e.deltaY > 0 ? -WHEEL_STEP_DEG : WHEEL_STEP_DEG);
     }, { passive: false });
     this.resize();
+  }
+
+  /** Each source's level now (dBFS, by id: `levels`); redraws the activity rings. */
+  setLevels(levels) {
+    for (const source of this.sources) source.level = levels[source.id] ?? null;
+    this.draw();
   }
 
   /** New data to show; redraws. */
@@ -178,6 +194,7 @@ export class StageView {
     g.fillRect(0, 0, this.canvas.width, this.canvas.height);
     this.drawGrid(g);
     const ordered = [...this.sources].sort((a, b) => Number(a.isMe) - Number(b.isMe));
+    this.drawnLabels = [];
     for (const source of ordered) this.drawSource(g, source);
   }
 
@@ -249,6 +266,7 @@ export class StageView {
       g.arc(at.x, at.y, r + 5, 0, 2 * Math.PI);
       g.stroke();
     }
+    if (!ghost) activityRing(g, at, r, source, colour);
     if (source.isMe) {
       this.drawHead(g, at, r, colour);
     } else {
@@ -261,16 +279,19 @@ export class StageView {
       g.font = "700 12px system-ui, sans-serif";
       g.textAlign = "center";
       g.textBaseline = "middle";
-      g.fillText(initials(source.label), at.x, at.y + 0.5);
+      g.fillText(initials(source.name || source.label), at.x, at.y + 0.5);
     }
+    if (source.muted && !ghost) mutedSlash(g, at, r);
     if (!ghost) {
       g.textAlign = "center";
       g.textBaseline = "top";
       g.font = "600 12px system-ui, sans-serif";
-      const label = source.isMe ? `${source.label} (you)` : source.label;
-      haloText(g, label, at.x, at.y + r + 6, COLOURS.label);
+      const name = markerName(source);
+      haloText(g, name, at.x, at.y + r + 6, COLOURS.label);
       g.font = "11px system-ui, sans-serif";
-      haloText(g, `↑ ${xyz[2].toFixed(1)} m`, at.x, at.y + r + 21, COLOURS.text);
+      const detail = markerDetail(source, xyz);
+      haloText(g, detail, at.x, at.y + r + 21, source.muted ? MUTED_COLOUR : COLOURS.text);
+      this.drawnLabels.push({ id: source.id, name, detail });
     }
     g.restore();
   }
@@ -338,6 +359,43 @@ function arrow(g, at, yawDeg, length, colour) {
   g.lineTo(tip.x - fx * 5 + fy * 5, tip.y - fy * 5 - fx * 5);
   g.closePath();
   g.fill();
+}
+
+/** The first line under a marker: who plays (yours says so; an AI musician is marked). */
+export function markerName(source) {
+  const name = source.ai ? "AI musician" : source.name || source.label;
+  return source.isMe ? `${name} (you)` : name;
+}
+
+/** The second line: what they play, whether they muted themselves, and the height. */
+export function markerDetail(source, xyz) {
+  const instrument = source.ai ? source.label.replace(/^AI /, "") : source.instrument;
+  const parts = [instrument, source.muted ? "muted" : "", `↑ ${xyz[2].toFixed(1)} m`];
+  return parts.filter(Boolean).join(" · ");
+}
+
+/** A ring around a marker that swells with its level: who is playing now. */
+function activityRing(g, at, r, source, colour) {
+  if (source.level === null || source.level === undefined || source.muted) return;
+  const amount = Math.min(1, Math.max(0, (source.level - ACTIVITY_FLOOR_DB) / -ACTIVITY_FLOOR_DB));
+  if (amount <= 0) return;
+  g.save();
+  g.strokeStyle = colour;
+  g.globalAlpha = 0.25 + 0.6 * amount;
+  g.lineWidth = 1 + 4 * amount;
+  g.beginPath();
+  g.arc(at.x, at.y, r + 3 + 4 * amount, 0, 2 * Math.PI);
+  g.stroke();
+  g.restore();
+}
+
+/** A muted source: a red slash across its marker. */
+function mutedSlash(g, at, r) {
+  g.save();
+  g.strokeStyle = MUTED_COLOUR;
+  g.lineWidth = 3;
+  line(g, { x: at.x - r, y: at.y + r }, { x: at.x + r, y: at.y - r });
+  g.restore();
 }
 
 function initials(label) {

@@ -76,11 +76,12 @@ class AiMusicians:
         self.hub.broadcast(live)
 
     def midi(self, room: str) -> bytes | None:
-        """The room's AI notes so far as a Standard MIDI File, or None."""
+        """The room's AI notes so far as a Standard MIDI File (without notes while an AI
+        musician is in the room and has not played yet), or None: no AI has played here."""
         from ai_accompany.midi import midi_bytes
 
         live = self.hub.rooms.get(room)
-        if live is None or not live.runner.ai_notes.events:
+        if live is None or not (live.runner.ai_notes.events or live.room.ai_members):
             return None
         bpm = (live.ai_config or {}).get("bpm") or 120.0
         return midi_bytes(live.runner.ai_notes.events, bpm=bpm)

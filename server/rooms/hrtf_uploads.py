@@ -290,8 +290,8 @@ class HrtfUploads:
         loop = asyncio.get_running_loop()
         try:
             record.upload.take(len(data), loop.time())
-        except UploadError as exc:
-            self._end(who, record, str(exc), drain_bytes=0)
+        except UploadError as exc:  # what it still sends of the file is dropped quietly
+            self._end(who, record, str(exc), drain_bytes=record.upload.missing)
             return
         try:
             await loop.run_in_executor(self._io_pool, record.file.write, data)

@@ -52,6 +52,8 @@ class LiveRoom:
     seats_by_identity: dict[str, str] = field(default_factory=dict)
     #: The room's last lines of chat (``ChatLine``), for joiners: kept while the room is open.
     chat: deque = field(default_factory=lambda: deque(maxlen=CHAT_HISTORY))
+    #: The last ``levels`` sent to the room (encoded): the same again is not sent.
+    levels_sent: str = ""
 
 
 class Participant:

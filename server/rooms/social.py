@@ -90,6 +90,9 @@ class Social:
         db = levels_db(peaks)
         room = live.room
         text = encode(Levels({m.id: float(db[m.slot]) for m in room.members.values()}))
+        if text == live.levels_sent:
+            return  # nothing new (a silent room): the pages still show the last
+        live.levels_sent = text
         for p in live.participants.values():
             p.session.send_encoded(text)
             p.flush()

@@ -7,6 +7,7 @@ new one, the AI plays again, and B's mix never misses a frame meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -38,6 +39,12 @@ async def test_an_ai_musician_plays_survives_its_sidecar_dying_and_leaves(server
         assert ai, f"no AI musician in the room state: {b.state}"
         placement = next(p for p in b.state["stage"] if p["source"] == ai)
         assert placement["label"] == "AI organ (accompany)"
+        member = next(m for m in b.state["members"] if m["id"] == ai)
+        assert member["ai"] is True and not member["muted"]
+        # Its MIDI file is there from the start (empty of notes until it plays), not a 404.
+        midi = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"{server.http}/ai/ai.mid", timeout=5).read())
+        assert midi[:4] == b"MThd"
 
         # It plays: its notes arrive ahead of their time, and B hears them. Judged over a few
         # bars (40 events), not its first chord: a new sidecar's first decision may come late

@@ -420,12 +420,37 @@ async def test_an_upload_started_twice_ends_both_and_the_connection_stays(server
         async with asyncio.timeout(10):
             while not replies or replies[-1]["type"] != "pong":
                 reply = json.loads(await ws.recv())
-                if reply["type"] not in ("room_state", "rendering"):
+                if reply["type"] not in ("room_state", "rendering", "chat_history", "levels"):
                     replies.append(reply)
         assert [(r.get("code"), r.get("id")) for r in replies] == [
             ("upload_failed", "first"), ("upload_failed", "second"), (None, None)]
         assert "'hrtf_upload' came again" in replies[0]["message"]
         assert "another upload was open" in replies[1]["message"]
+        assert ws.close_code is None
+
+
+@live
+async def test_the_rest_of_an_upload_ended_early_is_dropped_quietly(server):
+    """An upload in crumbs (1,000 frames of 100 bytes for 100 kB) is ended once it is a
+    flood; the frames the client still sends of it are dropped without a word (no
+    ``not_text``, no strike), as docs/PROTOCOL.md says, and the connection stays."""
+    async with websockets.connect(server.ws) as ws:
+        await ws.send(json.dumps({"type": "join", "room": ROOM, "name": "Crumbs"}))
+        assert json.loads(await ws.recv())["type"] == "joined"
+        await ws.send(json.dumps({"type": "hrtf_upload", "name": "crumbs.sofa",
+                                  "size": 100_000, "id": "crumbs"}))
+        for _ in range(1_000):
+            await ws.send(bytes(100))
+        await ws.send(json.dumps({"type": "ping", "t_ms": 4}))
+        replies = []
+        async with asyncio.timeout(10):
+            while not replies or replies[-1]["type"] != "pong":
+                reply = json.loads(await ws.recv())
+                if reply["type"] not in ("room_state", "rendering", "chat_history", "levels"):
+                    replies.append(reply)
+        assert [(r.get("code"), r.get("id")) for r in replies] == [
+            ("upload_failed", "crumbs"), (None, None)], replies
+        assert "send chunks of" in replies[0]["message"]
         assert ws.close_code is None
 
 

@@ -270,3 +270,36 @@ async def test_chat_reaches_everyone_as_sent_is_kept_for_joiners_and_paced(serve
         async with Bot(url, "chatty", "C") as c:  # a joiner gets what was said
             assert await wait_for(lambda: len(c.chat) == 5, 5)
             assert c.chat == b.chat
+
+
+async def test_on_an_open_server_a_lock_keeps_every_newcomer_out_and_a_removal_stays(server):
+    """Everyone may administer an open room, so an admin is no one in particular: a locked
+    room admits only its seat holders. A removed player's seat is refused while the room is
+    open; as a newcomer they may come back only while it is unlocked."""
+    url, _ = server
+    async with Bot(url, "locking", "Host", tone(TONE_HZ)) as host, Bot(url, "locking", "B") as b:
+        seat = b.seat
+        await b.close()
+        await host.send({"type": "lock_room", "locked": True})
+        assert await wait_for(lambda: host.state["locked"] is True, 5)
+        stranger = Bot(url, "locking", "Stranger")
+        with pytest.raises(RuntimeError, match="room_locked"):
+            await stranger.connect()
+        await stranger.close()
+        async with Bot(url, "locking", "B", seat=seat) as back:  # a seat holder comes back
+            assert back.participant == b.participant
+            await host.send({"type": "kick", "member": back.participant})
+            await asyncio.wait_for(back._ws.wait_closed(), 5)
+        kicked = Bot(url, "locking", "B", seat=seat)
+        with pytest.raises(RuntimeError, match="kicked"):
+            await kicked.connect()
+        await kicked.close()
+        newcomer = Bot(url, "locking", "B")
+        with pytest.raises(RuntimeError, match="room_locked"):
+            await newcomer.connect()
+        await newcomer.close()
+        await host.send({"type": "lock_room", "locked": False})
+        assert await wait_for(lambda: host.state["locked"] is False, 5)
+        async with Bot(url, "locking", "B") as unlocked:
+            assert unlocked.participant != b.participant
+        assert not host.errors

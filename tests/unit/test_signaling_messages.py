@@ -30,6 +30,7 @@ from signaling.messages import (
 )
 from signaling.recording_messages import ListRecordings, StartRecording, StopRecording
 from signaling.render_messages import HrtfUpload, SetRendering, SetRoomAcoustics
+from signaling.social_messages import MuteSelf, SendChat
 from signaling.wire import decode, encode
 
 SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
@@ -105,6 +106,11 @@ VALID = [
      StartRecording(binaural_of="p-2", msg_id=4)),
     (message(type="stop_recording"), StopRecording()),
     (message(type="list_recordings", id="r"), ListRecordings(msg_id="r")),
+    (message(type="chat", text="  from the top, bar 17  ", id=9),
+     SendChat(text="from the top, bar 17", msg_id=9)),
+    (message(type="chat", text="<b>Zoë</b> 🎻"), SendChat(text="<b>Zoë</b> 🎻")),
+    (message(type="mute_self", muted=True), MuteSelf(muted=True)),
+    (message(type="mute_self", muted=False), MuteSelf(muted=False)),
 ]
 
 
@@ -245,6 +251,12 @@ MALFORMED = [
     (message(type="kick", member="p-2", reason="x" * 121), ErrorCode.BAD_VALUE),
     (message(type="lock_room", locked=1), ErrorCode.BAD_TYPE),
     (message(type="lock_room", locked="true"), ErrorCode.BAD_TYPE),
+    (message(type="chat"), ErrorCode.MISSING_FIELD),
+    (message(type="chat", text="   "), ErrorCode.BAD_VALUE),
+    (message(type="chat", text="x" * 501), ErrorCode.BAD_VALUE),
+    (message(type="chat", text="bar\n17"), ErrorCode.BAD_VALUE),
+    (message(type="chat", text=17), ErrorCode.BAD_TYPE),
+    (message(type="mute_self", muted="yes"), ErrorCode.BAD_TYPE),
     # SDP
     (message(type="offer", sdp="hello"), ErrorCode.BAD_SDP),
     (message(type="offer", sdp="v=0"), ErrorCode.BAD_SDP),

@@ -209,7 +209,8 @@ def test_data_to_send_empties_the_queue():
 
 def test_encode_is_compact_ascii_json():
     text = encode(Member("p-1", "Zoë", "🎻"))
-    assert text == '{"id":"p-1","name":"Zo\\u00eb","instrument":"\\ud83c\\udfbb"}'
+    assert text == ('{"id":"p-1","name":"Zo\\u00eb","instrument":"\\ud83c\\udfbb",'
+                    '"muted":false,"ai":false}')
 
 
 def test_encode_refuses_a_non_finite_number():
