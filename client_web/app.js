@@ -7,7 +7,7 @@ import { AudioAnalysis } from "./audio.js";
 import { AudioLink } from "./audiolink.js";
 import { ChatPanel } from "./chat.js";
 import { installHandle } from "./handle.js";
-import { HeadControl } from "./head.js";
+import { HeadControl, wrapDeg } from "./head.js";
 import { Inspector, describeFrom } from "./inspector.js";
 import { LatencyPanel, LoopTestView } from "./latency.js";
 import { IoPanel } from "./iopanel.js";
@@ -22,7 +22,7 @@ import { RecordingPanel } from "./recording.js";
 import { leftSeat, saveSeat, savedSeat } from "./seat.js";
 import { SignalingClient } from "./signaling.js";
 import { SoundPanel } from "./sound.js";
-import { StageView } from "./stage.js";
+import { StageView, VIEW_HALF_M } from "./stage.js";
 
 const MOVE_INTERVAL_MS = 50; // move_source / mix_override positions: at most 1 per 50 ms
 const HEAD_INTERVAL_MS = 20; // head_pose: the mix is rendered every 20 ms
@@ -105,6 +105,24 @@ const stage = new StageView($("stage"), {
   onDrag: (id, xy, final) => edits.moveSource(id, xy, null, final),
   onSelect: (id) => edits.select(id),
   onTurnHead: (delta) => head.turn(delta),
+  onNudge: (id, [dx, dy]) => { // from the keyboard: kept on the stage drawn
+    const source = edits.placement(id);
+    if (!source) return;
+    const xyz = edits.targetPosition(source);
+    const step = (v, d) => Math.round(100 * Math.min(VIEW_HALF_M, Math.max(-VIEW_HALF_M, v + d)))
+      / 100;
+    edits.moveSource(id, [step(xyz[0], dx), step(xyz[1], dy)], null, true);
+  },
+  onRaise: (dz) => {
+    const source = edits.selectedPlacement();
+    if (source) setHeight(Math.round((edits.targetPosition(source)[2] + dz) * 100) / 100);
+  },
+  onTurn: (delta) => {
+    const source = edits.selectedPlacement();
+    if (source && (source.source === state.participant || access.can("move"))) {
+      setFacing(source.yaw_deg + delta);
+    }
+  },
 });
 const head = new HeadControl({
   slider: $("yaw"),
@@ -162,22 +180,25 @@ $("personal-mode").addEventListener("change", (event) => {
   render();
 });
 $("reset-all").addEventListener("click", () => edits.resetAll());
-const inspector = new Inspector({
-  onHeight: (z) => {
-    const source = edits.selectedPlacement();
-    if (!source) return;
-    const xyz = edits.targetPosition(source);
-    edits.moveSource(source.source, [xyz[0], xyz[1]], z, true);
-  },
-  onFacing: (yawDeg) => {
-    const source = edits.selectedPlacement();
-    if (!source) return;
-    source.yaw_deg = yawDeg;
-    const turn = { type: "turn_source", source: source.source, yaw_deg: yawDeg };
-    pacer.offer(`turn:${source.source}`, turn, MOVE_INTERVAL_MS);
-    render();
-  },
-});
+const inspector = new Inspector({ onHeight: setHeight, onFacing: setFacing });
+
+/** The selected source's height (m), on the stage or in my mix. */
+function setHeight(z) {
+  const source = edits.selectedPlacement();
+  if (!source) return;
+  const xyz = edits.targetPosition(source);
+  edits.moveSource(source.source, [xyz[0], xyz[1]], Math.min(4, Math.max(-1, z)), true);
+}
+
+/** The selected source's facing (degrees, left positive), on the shared stage. */
+function setFacing(yawDeg) {
+  const source = edits.selectedPlacement();
+  if (!source) return;
+  source.yaw_deg = wrapDeg(yawDeg);
+  const turn = { type: "turn_source", source: source.source, yaw_deg: source.yaw_deg };
+  pacer.offer(`turn:${source.source}`, turn, MOVE_INTERVAL_MS);
+  render();
+}
 
 // ------------------------------------------------------------------------------------------
 // joining, leaving, reconnecting

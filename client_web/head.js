@@ -52,6 +52,7 @@ export class HeadControl {
 
   key(event) {
     if (!this.enabled || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.defaultPrevented) return; // handled already (the focused stage's own keys)
     const target = event.target;
     // Keys typed into fields, or arrows on a focused slider, belong to them.
     if (target instanceof HTMLInputElement || target instanceof HTMLTextAreaElement

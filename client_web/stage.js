@@ -12,6 +12,10 @@ const SNAP_M = 0.05;
 const MARKER_RADIUS_PX = 15;
 const HIT_RADIUS_PX = 20;
 const WHEEL_STEP_DEG = 5;
+/** Keyboard steps: arrows move the selected source, Shift+arrows raise it and turn it. */
+export const KEY_MOVE_M = 0.25;
+export const KEY_HEIGHT_M = 0.1;
+export const KEY_FACING_DEG = 15;
 /** The activity ring shows levels from here (dBFS) up to 0. */
 const ACTIVITY_FLOOR_DB = -50;
 const MUTED_COLOUR = "#ff6b6b";
@@ -45,7 +49,11 @@ export class StageView {
   /**
    * @param {HTMLCanvasElement} canvas
    * @param {{onDrag: (id: string, xy: number[], final: boolean) => void,
-   *          onSelect: (id: string|null) => void, onTurnHead: (deltaDeg: number) => void}} handlers
+   *          onSelect: (id: string|null) => void, onTurnHead: (deltaDeg: number) => void,
+   *          onNudge: (id: string, dxy: number[]) => void, onRaise: (dz: number) => void,
+   *          onTurn: (deltaDeg: number) => void}} handlers  from the keyboard (the stage has
+   *   focus): `onNudge` moves a source by [dx, dy] m, `onRaise` and `onTurn` change the
+   *   selected one's height and facing
    */
   constructor(canvas, handlers) {
     this.canvas = canvas;
@@ -63,6 +71,7 @@ export class StageView {
     canvas.addEventListener("pointermove", (e) => this.pointerMove(e));
     canvas.addEventListener("pointerup", (e) => this.pointerUp(e));
     canvas.addEventListener("pointercancel", (e) => this.pointerUp(e));
+    canvas.addEventListener("keydown", (e) => this.key(e));
     canvas.addEventListener("wheel", (e) => {
       e.preventDefault();
       this.handlers.onTurnHead(e.deltaY > 0 ? -WHEEL_STEP_DEG : WHEEL_STEP_DEG);
@@ -121,6 +130,44 @@ export class StageView {
   }
 
   // input ------------------------------------------------------------------------------
+
+  /**
+   * The stage from the keyboard, while it has focus: N selects the next source (Shift+N the
+   * one before), Escape none; arrows move the selected one a quarter metre (up is ahead, left
+   * is left, as drawn); Shift+up/down raise and lower it, Shift+left/right turn it.
+   */
+  key(event) {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const arrows = { ArrowUp: [1, 0], ArrowDown: [-1, 0], ArrowLeft: [0, 1], ArrowRight: [0, -1] };
+    const arrow = arrows[event.key];
+    if (event.key === "n" || event.key === "N") {
+      this.selectNext(event.shiftKey ? -1 : 1);
+    } else if (event.key === "Escape") {
+      this.handlers.onSelect(null);
+    } else if (arrow && this.selected) {
+      if (!event.shiftKey) {
+        this.handlers.onNudge(this.selected, [arrow[0] * KEY_MOVE_M, arrow[1] * KEY_MOVE_M]);
+      } else if (arrow[0]) {
+        this.handlers.onRaise(arrow[0] * KEY_HEIGHT_M);
+      } else {
+        this.handlers.onTurn(arrow[1] * KEY_FACING_DEG);
+      }
+    } else if (arrow) {
+      this.selectNext(1); // nothing selected yet: the first arrow selects
+    } else {
+      return;
+    }
+    event.preventDefault(); // (and the head does not turn: head.js leaves handled keys alone)
+  }
+
+  /** Select the source `step` places after the selected one, in the stage's order. */
+  selectNext(step) {
+    const ids = this.sources.map((s) => s.id);
+    if (!ids.length) return;
+    const at = ids.indexOf(this.selected);
+    const next = at < 0 ? (step > 0 ? 0 : ids.length - 1) : (at + step + ids.length) % ids.length;
+    this.handlers.onSelect(ids[next]);
+  }
 
   pointerDown(event) {
     const p = this.eventPoint(event);

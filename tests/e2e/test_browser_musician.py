@@ -20,6 +20,7 @@ from tests.helpers.browser import (
     SETTLE_S,
     VERDICT_S,
     open_jam,
+    settle_ild,
     skip_if_starved,
     skipped_ticks,
 )
@@ -156,6 +157,97 @@ def test_chat_arrives_as_text_for_everyone_and_joiners_get_it(jam):
     assert b.evaluate("window.pwned") is None and a.evaluate("window.pwned") is None
     assert a.input_value("#chat-text") == ""
     assert a.get_attribute("#chat-lines li:last-child", "class") == "chat-line mine"
+
+
+def press(page, key: str, times: int = 1) -> None:
+    for _ in range(times):
+        page.keyboard.press(key)
+
+
+def keyboard_move(page, source: str, to_xy: tuple[float, float]) -> None:
+    """Move ``source`` towards ``to_xy`` with the stage's arrow keys (0.25 m a press)."""
+    at = page.evaluate("id => spatialjam.state.stage.find(s => s.source === id).position_m",
+                       source)
+    dx, dy = round((to_xy[0] - at[0]) / 0.25), round((to_xy[1] - at[1]) / 0.25)
+    press(page, "ArrowUp" if dx > 0 else "ArrowDown", abs(dx))
+    press(page, "ArrowLeft" if dy > 0 else "ArrowRight", abs(dy))
+    want = (at[0] + 0.25 * dx, at[1] + 0.25 * dy)
+    page.wait_for_function(
+        """([id, x, y]) => spatialjam.state.stage.some(s => s.source === id
+               && Math.abs(s.position_m[0] - x) < 0.02 && Math.abs(s.position_m[1] - y) < 0.02)""",
+        arg=[source, *want], timeout=5_000)
+
+
+def test_the_keyboard_alone_moves_an_instrument_from_the_listeners_left_to_the_right(jam):
+    """Tab to the stage, N to A's marker, arrows to B's left: B hears A on the left (ILD > 0);
+    arrows to B's right: the ILD flips. Shift+up raises A; the head does not turn meanwhile."""
+    b = jam.b
+    for _ in range(40):  # Tab through the page to the stage, as a keyboard user does
+        if b.evaluate("document.activeElement?.id") == "stage":
+            break
+        b.keyboard.press("Tab")
+    assert b.evaluate("document.activeElement?.id") == "stage"
+    for _ in range(5):
+        if b.evaluate("spatialjam.state.selected") == jam.a_id:
+            break
+        b.keyboard.press("n")
+    assert b.evaluate("spatialjam.state.selected") == jam.a_id
+    yaw = b.evaluate("spatialjam.headYawDeg")
+    me = b.evaluate("id => spatialjam.state.stage.find(s => s.source === id).position_m",
+                    jam.b_id)
+    left = (-math.sin(math.radians(yaw)), math.cos(math.radians(yaw)))  # the head's +y
+    starved = skipped_ticks(b)
+
+    keyboard_move(b, jam.a_id, (me[0] + 2 * left[0], me[1] + 2 * left[1]))
+    on_left, levels = settle_ild(b, lambda ild: ild >= 3.0)
+    if on_left < 3.0:
+        skip_if_starved(b, starved, "A was not heard on B's left")
+    assert on_left >= 3.0, f"A on B's left: L−R = {on_left:.1f} dB ({levels})"
+    keyboard_move(b, jam.a_id, (me[0] - 2 * left[0], me[1] - 2 * left[1]))
+    on_right, levels = settle_ild(b, lambda ild: ild <= -3.0)
+    if on_right > -3.0:
+        skip_if_starved(b, starved, "A was not heard on B's right")
+    assert on_right <= -3.0, f"A on B's right: L−R = {on_right:.1f} dB ({levels})"
+
+    z = b.evaluate("id => spatialjam.state.stage.find(s => s.source === id).position_m[2]",
+                   jam.a_id)
+    b.keyboard.press("Shift+ArrowUp")
+    b.wait_for_function(
+        "([id, z]) => Math.abs(spatialjam.state.stage.find(s => s.source === id).position_m[2]"
+        " - z) < 0.01", arg=[jam.a_id, round(z + 0.1, 2)], timeout=5_000)
+    assert b.evaluate("spatialjam.headYawDeg") == yaw  # the stage's keys are the stage's
+    b.keyboard.press("Escape")
+    assert b.evaluate("spatialjam.state.selected") is None
+
+
+def test_on_a_phone_the_page_fits_and_leave_is_in_reach(jam):
+    """At 390 × 844 on a touch screen: no sideways scrolling, Mute and Leave inside the screen,
+    the touch hint instead of the mouse and keyboard ones, names whole under the markers."""
+    browser = jam.b.context.browser
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                has_touch=True)
+    try:
+        page = phone.new_page()
+        page.goto(f"{jam.base}/?room=e2e&transport=media")
+        page.fill("#name", "Cy on a phone")
+        page.click("#join")
+        page.wait_for_function("spatialjam.state.participant !== null", timeout=20_000)
+        page.wait_for_function("spatialjam.state.stage.length === 3", timeout=5_000)
+        fit = page.evaluate("""() => ({
+            scroll: document.documentElement.scrollWidth, inner: innerWidth,
+            leave: document.querySelector('#leave').getBoundingClientRect().toJSON(),
+            mute: document.querySelector('#mute-self').getBoundingClientRect().toJSON()})""")
+        assert fit["inner"] == 390 and fit["scroll"] <= fit["inner"], fit
+        for button in ("leave", "mute"):
+            box = fit[button]
+            assert box["left"] >= 0 and box["right"] <= 390 and 0 <= box["top"] < 844, fit
+        assert page.is_visible("[data-hint='touch']")
+        assert not page.is_visible("[data-hint='desktop']")
+        names = [label["name"] for label in page.evaluate("spatialjam.stageLabels()")]
+        assert "Ada" in names and "Cy on a phone (you)" in names
+        page.click("#leave")
+    finally:
+        phone.close()
 
 
 def test_a_reload_rejoins_the_same_seat_place_and_personal_mix_by_itself(jam):
