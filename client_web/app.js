@@ -16,7 +16,7 @@ import { loadWorklet } from "./looptest.js";
 import { Edits } from "./edits.js";
 import { DEFAULT_FRAME_MS, lowestLatencyContext } from "./lowlatency.js";
 import { MixPanel } from "./mix.js";
-import { notify, setStatus, showConnection } from "./notices.js";
+import { notify, setStatus, showConnection, titleFor } from "./notices.js";
 import { Pacer } from "./pacer.js";
 import { RecordingPanel } from "./recording.js";
 import { leftSeat, saveSeat, savedSeat } from "./seat.js";
@@ -175,6 +175,18 @@ $("join-form").addEventListener("submit", (event) => {
   join().catch((error) => showJoinError(error));
 });
 $("leave").addEventListener("click", () => leave());
+$("copy-invite").addEventListener("click", () => copyInvite());
+
+/** The room's address on the clipboard, for the others (never this page's token: it is ours). */
+async function copyInvite() {
+  const link = `${location.origin}${location.pathname}?${new URLSearchParams({ room: state.room })}`;
+  try {
+    await navigator.clipboard.writeText(link);
+    notify("invite", `Copied: ${link}`, { info: true });
+  } catch {
+    notify("invite", `Send this to the others: ${link}`, { info: true });
+  }
+}
 $("personal-mode").addEventListener("change", (event) => {
   state.personalMode = event.target.checked;
   render();
@@ -365,11 +377,31 @@ function teardown() {
 
 function showJoinError(error) {
   teardown();
-  const reason = error.name === "NotAllowedError" ? "microphone access was refused"
-    : error.name === "NotFoundError" ? "no microphone was found"
-    : error.message;
-  $("join-error").textContent = error.code ? `${error.code}: ${reason}` : reason;
+  $("join-error").textContent = joinErrorText(error);
   setStatus("error", "Not connected");
+}
+
+/** Why joining failed, in words, with what to do: a refused or missing microphone (a browser
+ * error), or the server's refusal (its `code` as a title, never the code itself). */
+function joinErrorText(error) {
+  if (!window.isSecureContext || !navigator.mediaDevices) {
+    return "This page is not secure (plain http:// from another machine), and browsers open "
+      + "the microphone only on secure pages: use the server's https:// address.";
+  }
+  if (error.name === "NotAllowedError") {
+    return "Your browser refused the microphone. To allow it again: click the icon at the left "
+      + "of the address bar (a lock or sliders), set Microphone to Allow, then press Join.";
+  }
+  if (error.name === "NotFoundError" || error.name === "OverconstrainedError") {
+    return "No microphone was found: plug one in (or choose it in your system's sound "
+      + "settings), then press Join.";
+  }
+  if (error.name === "NotReadableError") {
+    return "The microphone is busy or blocked by your system: close other programs using it, "
+      + "then press Join.";
+  }
+  return typeof error.code === "string" ? `${titleFor(error.code)}: ${error.message}`
+    : error.message;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -498,6 +530,7 @@ function render() {
   mix.update(sources, state.personal, state.monitorOn, access.can("admin"));
   aiPanel.update(state.room, state.members, state.connection === "joined", access.can("admin"));
   sound.update(state.acoustics, state.connection === "joined", access.can("admin"));
+  recordingPanel.setMembers(state.members);
   recordingPanel.update(state.recording, state.connection === "joined", access.can("admin"));
   access.render({ locked, personalMode: state.personalMode });
   renderSelection();

@@ -24,13 +24,35 @@ export function showConnection(connection, peer) {
   }
 }
 
-/** A notice in the corner: `code` (a server error code, or a short word) and a sentence. */
-export function notify(code, message) {
+/** What a notice's title says for a server error code or the page's own short word. */
+const TITLES = {
+  webrtc: "Audio connection", media: "Audio connection", audio: "Audio", sound: "Sound",
+  microphone: "Microphone", output: "Output", server_closing: "Server restarting",
+  kicked: "Removed", room_locked: "Room locked", room_full: "Room full",
+  rate_limited: "Slow down", forbidden: "Not allowed", unauthorized: "No access",
+  token_expired: "Access expired", internal_error: "Server problem",
+  upload_failed: "Upload", bad_sofa: "HRTF file", unknown_hrtf: "HRTF set",
+  recording_unavailable: "Recording", ai_exists: "AI musician", unknown_source: "Not here",
+  media_ports_exhausted: "Server full", too_many_errors: "Disconnected",
+  invite: "Invite link",
+};
+
+/** Words for `code` (a server error code or a short word): never the code itself. */
+export function titleFor(code) {
+  if (typeof code !== "string" || !code) return "Notice";
+  const words = code.replace(/_/g, " ");
+  return TITLES[code] ?? words[0].toUpperCase() + words.slice(1);
+}
+
+/** A notice in the corner: a title for `code` (a server error code, or a short word) and a
+ * sentence; `info`: news, not trouble. The code stays on the element (`data-code`). */
+export function notify(code, message, { info = false } = {}) {
   const item = document.createElement("div");
-  item.className = "toast";
+  item.className = info ? "toast info" : "toast";
+  item.dataset.code = String(code);
   item.setAttribute("role", "alert");
   const strong = document.createElement("strong");
-  strong.textContent = code;
+  strong.textContent = titleFor(code);
   const close = document.createElement("button");
   close.type = "button";
   close.textContent = "×";

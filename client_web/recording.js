@@ -15,8 +15,27 @@ export class RecordingPanel {
     this.el = (name) => root.querySelector(`[data-rec='${name}']`);
     this.active = null; // room_state's `recording` while the room is recorded
     this.el("toggle").addEventListener("click", () => {
-      this.send({ type: this.active ? "stop_recording" : "start_recording" });
+      const mixdown = this.el("mixdown").value;
+      this.send(this.active ? { type: "stop_recording" }
+        : mixdown ? { type: "start_recording", binaural_of: mixdown }
+          : { type: "start_recording" });
     });
+  }
+
+  /** The players whose binaural mix may be recorded too (a mixdown): the room's humans. */
+  setMembers(members) {
+    const select = this.el("mixdown");
+    const chosen = select.value;
+    const options = [["", "nobody (each player's own track only)"],
+      ...members.filter((m) => !m.ai).map((m) => [m.id, `${m.name}'s mix`])];
+    if (options.map(([id]) => id).join() === [...select.options].map((o) => o.value).join()) return;
+    select.replaceChildren(...options.map(([id, label]) => {
+      const option = document.createElement("option");
+      option.value = id;
+      option.textContent = label;
+      return option;
+    }));
+    select.value = options.some(([id]) => id === chosen) ? chosen : "";
   }
 
   /** Ask for the room's finished recordings (after joining, and when one stops). */
@@ -31,6 +50,7 @@ export class RecordingPanel {
     const toggle = this.el("toggle");
     toggle.textContent = this.active ? "Stop" : "Record";
     toggle.disabled = !joined || !allowed;
+    this.el("mixdown").disabled = Boolean(this.active) || !allowed;
     this.el("reason").hidden = allowed;
     this.el("state").textContent = this.active
       ? `Recording since ${new Date(this.active.started_at * 1000).toLocaleTimeString()}.`

@@ -2,7 +2,8 @@
 
 ``kemar`` (the default) is MIT KEMAR, normal pinna, shipped in ``hrtf/data/`` (Gardner &
 Martin, MIT Media Lab, 1994). ``spherical-head`` is the analytic Brown–Duda head
-(``spherical-head:0.09`` for a 9 cm radius). Anything else is a path to a SOFA file.
+(``spherical-head:0.09`` for a 9 cm radius), as loud on music as KEMAR (:mod:`hrtf.loudness`:
+switching between them compares ears, not levels). Anything else is a path to a SOFA file.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import functools
 
 from hrtf.errors import HrtfError
 from hrtf.hrirset import HrirSet
+from hrtf.loudness import pink_power
 from hrtf.sofa import default_sofa_path, load_sofa
 from hrtf.spherical_head import DEFAULT_HEAD_RADIUS_M, spherical_head_set
 
@@ -34,4 +36,6 @@ def load_hrtf(spec: str = DEFAULT) -> HrirSet:
 
 @functools.lru_cache(maxsize=8)
 def _spherical_head(radius_m: float) -> HrirSet:
-    return spherical_head_set(radius_m)
+    head = spherical_head_set(radius_m)
+    gain = (pink_power(load_hrtf(DEFAULT)) / pink_power(head)) ** 0.5
+    return spherical_head_set(radius_m, gain=gain)

@@ -11,19 +11,19 @@ With the direction's lateral component :math:`y` (SOFA: +1 fully left) the pan p
 
 .. math:: g_L = k \\cos(\\pi p / 2), \\qquad g_R = k \\sin(\\pi p / 2),
 
-with :math:`k` chosen so that the set's mean energy over directions equals that of the set it
-is compared with (a loudness-matched A/B).
+with :math:`k` chosen so that pink noise through it is as loud, over all directions, as
+through the set it is compared with (:mod:`hrtf.loudness`: a loudness-matched A/B).
 """
 
 from __future__ import annotations
 
 import functools
-import weakref
 
 import numpy as np
 
 from hrtf.constants import SAMPLE_RATE
 from hrtf.hrirset import HrirSet
+from hrtf.loudness import pink_power
 
 GRID_STEP_DEG = 10.0
 NAME = "reference (stereo panning, no HRTF)"
@@ -36,29 +36,9 @@ def _grid() -> np.ndarray:
     return np.array(rows)
 
 
-#: Directions summed at a time by :func:`mean_energy`.
-_ENERGY_CHUNK = 1024
-#: Each set's mean energy, once per set (the renderer asks on its tick whenever a listener's
-#: setting changes; ``server.rooms.rendering`` asks first, on a worker thread).
-_ENERGY: weakref.WeakKeyDictionary[HrirSet, float] = weakref.WeakKeyDictionary()
-
-
-def mean_energy(hrirs: HrirSet) -> float:
-    """Mean over directions of both ears' response energy."""
-    energy = _ENERGY.get(hrirs)
-    if energy is None:
-        total = 0.0
-        for lo in range(0, len(hrirs.hrir), _ENERGY_CHUNK):  # no set-sized float64 temporaries
-            chunk = hrirs.hrir[lo:lo + _ENERGY_CHUNK].astype(np.float64)
-            total += float(np.sum(chunk * chunk))
-        energy = total / len(hrirs.hrir)
-        _ENERGY[hrirs] = energy
-    return energy
-
-
 def reference_set(level_like: HrirSet | None = None) -> HrirSet:
     """The panning set, loudness-matched to ``level_like`` (unit energy when None)."""
-    energy = 1.0 if level_like is None else mean_energy(level_like)
+    energy = 1.0 if level_like is None else pink_power(level_like)
     return _reference_set(round(energy, 12))
 
 

@@ -52,8 +52,10 @@ def _grid() -> np.ndarray:
     return np.array(rows)
 
 
-def spherical_head_set(head_radius_m: float = DEFAULT_HEAD_RADIUS_M) -> HrirSet:
-    """The Brown–Duda set for a head of radius ``head_radius_m`` (5 to 15 cm)."""
+def spherical_head_set(head_radius_m: float = DEFAULT_HEAD_RADIUS_M,
+                       gain: float = 1.0) -> HrirSet:
+    """The Brown–Duda set for a head of radius ``head_radius_m`` (5 to 15 cm), its responses
+    scaled by ``gain``."""
     if not np.isfinite(head_radius_m) or not 0.05 <= head_radius_m <= 0.15:
         raise HrtfError(f"head radius {head_radius_m} m is outside 0.05..0.15 m")
     positions = _grid()
@@ -69,7 +71,7 @@ def spherical_head_set(head_radius_m: float = DEFAULT_HEAD_RADIUS_M) -> HrirSet:
     omega = 2 * np.pi * np.fft.rfftfreq(nfft, 1.0 / SAMPLE_RATE)
     omega0 = 1.0 / a_over_c
     shadow = (1 + 1j * alpha[..., None] * omega / (2 * omega0)) / (1 + 1j * omega / (2 * omega0))
-    spectrum = shadow * np.exp(-1j * omega * delay_s[..., None])
+    spectrum = gain * shadow * np.exp(-1j * omega * delay_s[..., None])
     hrir = np.fft.irfft(spectrum, n=nfft, axis=-1)[..., :TAPS]
     fade = 32
     hrir[..., -fade:] *= np.linspace(1.0, 0.0, fade)

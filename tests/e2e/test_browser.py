@@ -125,7 +125,7 @@ def test_a_server_error_is_shown_and_the_session_goes_on(jam):
     b = jam.b
     b.evaluate("spatialjam.send({type: 'move_source', id: 'x1', source: 'nobody', "
                "position_m: [0, 0, 0]})")
-    toast = b.locator(".toast", has_text="unknown_source")
+    toast = b.locator(".toast[data-code='unknown_source']", has_text="Not here")
     toast.wait_for(timeout=5_000)
     assert "nobody" in toast.text_content()
     assert b.evaluate("spatialjam.state.errors.at(-1).code") == "unknown_source"

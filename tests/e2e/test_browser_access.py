@@ -118,7 +118,7 @@ def test_an_expired_link_is_explained_and_never_joins_even_after_a_drop(server, 
     expired = mint(secret, room=ROOM, identity="ada", ttl_s=60, now=time.time() - 600)
     late = visit(browser, srv.http, expired, "Ada")
     message = late.join_error()
-    assert message.startswith("token_expired: the access token expired"), message
+    assert message.startswith("Access expired: the access token expired"), message
     assert "new link" in message and "cannot reach" not in message
     assert late.participant is None and len(late.sockets) == 1
     assert late.page.text_content("#status") == "Not connected"
@@ -130,7 +130,7 @@ def test_an_expired_link_is_explained_and_never_joins_even_after_a_drop(server, 
         time.sleep(0.3)
     brief.page.evaluate("spatialjam.drop()")
     message = brief.join_error()
-    assert message.startswith("token_expired:"), message
+    assert message.startswith("Access expired:"), message
     time.sleep(NO_RETRY_S)
     assert len(brief.sockets) == 2, f"it went on retrying: {brief.sockets}"
     assert brief.participant is None
@@ -181,7 +181,8 @@ def test_the_page_offers_what_the_token_grants(band):
     assert admin.locator(f"[data-source='{band.admin_id}'] .mix-kick").count() == 0
     # A refused action shows as a notice; the session goes on.
     player.evaluate("spatialjam.send({type: 'lock_room', locked: true, id: 'l1'})")
-    player.locator(".toast", has_text="forbidden").wait_for(timeout=5_000)
+    player.locator(".toast[data-code='forbidden']", has_text="Not allowed").wait_for(
+        timeout=5_000)
     assert player.evaluate("spatialjam.state.errors.at(-1).id") == "l1"
     assert player.text_content("#status").startswith("In room")
 
@@ -215,7 +216,7 @@ def test_the_admin_locks_the_room_and_a_newcomer_is_refused(band, server, browse
 
     late = visit(browser, srv.http, mint_for(secret, ROOM, "late"), "Late")
     message = late.join_error()
-    assert message.startswith("room_locked:") and "locked by its admin" in message, message
+    assert message.startswith("Room locked:") and "locked by its admin" in message, message
     assert late.participant is None
     assert admin.evaluate("spatialjam.state.members.length") == 2
 
@@ -225,7 +226,7 @@ def test_the_admin_removes_the_player_who_is_told_why_and_stays_out(band):
     admin.once("dialog", lambda dialog: dialog.accept())  # "Remove Player from the room?"
     admin.click(f"[data-source='{band.player_id}'] .mix-kick")
     message = band.player.join_error()
-    assert message == f"kicked: Host removed you from room '{ROOM}'", message
+    assert message == f"Removed: Host removed you from room '{ROOM}'", message
     admin.wait_for_function("spatialjam.state.members.length === 1", timeout=5_000)
     time.sleep(NO_RETRY_S)
     assert len(band.player.sockets) == 1, f"it reconnected: {band.player.sockets}"

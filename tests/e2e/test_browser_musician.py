@@ -250,6 +250,38 @@ def test_on_a_phone_the_page_fits_and_leave_is_in_reach(jam):
         phone.close()
 
 
+@pytest.mark.parametrize(("refusal", "words"), [
+    ("NotAllowedError", "To allow it again: click the icon at the left of the address bar"),
+    ("NotFoundError", "No microphone was found: plug one in"),
+])
+def test_a_refused_or_missing_microphone_is_explained_with_what_to_do(jam, refusal, words):
+    """The browser's refusal, as the browser gives it (a DOMException whose numeric ``code``
+    once showed as "8: …"), is told in words with the way out; no number, no code."""
+    page = jam.b.context.browser.new_page()
+    try:
+        page.add_init_script(f"""navigator.mediaDevices.getUserMedia = async () => {{
+            throw new DOMException("refused", "{refusal}"); }};""")
+        page.goto(f"{jam.base}/?room=e2e")
+        page.fill("#name", "Dee")
+        page.click("#join")
+        page.locator("#join-error").filter(has_text=words).wait_for(timeout=10_000)
+        text = page.text_content("#join-error")
+        assert not any(ch.isdigit() for ch in text), text
+        assert page.is_visible("#join-screen") and page.is_enabled("#join")
+    finally:
+        page.close()
+
+
+def test_copy_invite_link_gives_the_room_and_never_the_pages_token(jam):
+    b = jam.b
+    b.click("#copy-invite")
+    toast = b.locator(".toast[data-code='invite']").last
+    toast.wait_for(timeout=5_000)
+    text = toast.text_content()
+    assert f"{jam.base}/?room=e2e" in text and "token" not in text, text
+    assert text.startswith("Invite link"), text  # words, not the code
+
+
 def test_a_reload_rejoins_the_same_seat_place_and_personal_mix_by_itself(jam):
     b = jam.b
     me = b.evaluate("spatialjam.participant")

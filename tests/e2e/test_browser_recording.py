@@ -10,6 +10,7 @@ Needs Debian's ``chromium`` at /usr/bin/chromium and the ``playwright`` Python p
 from __future__ import annotations
 
 import io
+import re
 import time
 import urllib.request
 
@@ -45,15 +46,21 @@ def test_the_admin_records_from_the_page_and_the_list_downloads_the_players_file
             toggle = page.locator("[data-rec='toggle']")
             assert toggle.text_content() == "Record" and toggle.is_enabled()  # open room: admin
             assert page.is_visible("[data-rec='none']")  # nothing recorded yet
+            me = page.evaluate("spatialjam.participant")
+            page.select_option("[data-rec='mixdown']", me)  # "Ada's mix": a mixdown too
+            assert page.text_content("[data-rec='mixdown'] option:checked") == "Ada's mix"
             toggle.click()
             page.wait_for_function("spatialjam.state.recording !== null")
+            assert page.evaluate("spatialjam.state.recording.binaural_of") == me
             assert toggle.text_content() == "Stop"
             assert page.text_content("[data-rec='state']").startswith("Recording since")
             time.sleep(2.0)
             toggle.click()
-            link = page.locator("[data-rec='list'] a", has_text="Ada-")
+            link = page.locator("[data-rec='list'] a", has_text=re.compile("^Ada-"))
             link.wait_for(timeout=15_000)
             assert toggle.text_content() == "Record" and not page.is_visible("[data-rec='none']")
+            mixdown = page.locator("[data-rec='list'] a", has_text="binaural-Ada-")
+            assert mixdown.get_attribute("href").endswith(".flac")
             href = link.get_attribute("href")
             assert href.startswith("/recordings/e2e/") and href.endswith(".flac")
             with urllib.request.urlopen(server.http + href) as reply:
