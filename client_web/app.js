@@ -308,6 +308,7 @@ async function startPeer(iceServers, frameMs) {
     state.transport = e.detail.transport;
     state.transportWhy = e.detail.why;
     latency.setTransport(e.detail, frameMs);
+    io.setTransport(current.lowLatency, frameMs);
   });
   current.addEventListener("state", (e) => {
     if (link !== current) return;

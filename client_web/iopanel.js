@@ -9,6 +9,8 @@ import { notify } from "./notices.js";
 const CLIP_HOLD_MS = 1500; // the clip light stays on this long after the input reached full scale
 const CLIP_LEVEL = 0.99;
 const OUTPUT_KEY = "spatialjam.outputDevice";
+const BUFFER_KEY = "spatialjam.playoutFrames";
+const BUFFER_CHOICES = [1, 2, 3, 4, 6, 8, 12];
 
 export class IoPanel {
   /**
@@ -19,6 +21,7 @@ export class IoPanel {
     this.$ = $;
     this.ctx = null;
     this.input = null; // InputChain while in a room
+    this.link = null; // the low-latency transport's audio (its playout buffer), if in use
     this.enabled = false;
     this.clipAt = -Infinity;
     this.meters = {
@@ -46,6 +49,11 @@ export class IoPanel {
     $("output-device").addEventListener("change", (event) => {
       this.chooseOutput(event.target.value).catch((error) => notify("output", error.message));
     });
+    $("buffer").addEventListener("change", (event) => {
+      const value = event.target.value;
+      localStorage.setItem(BUFFER_KEY, value);
+      this.link?.setPlayoutFrames(value === "auto" ? null : Number(value));
+    });
     navigator.mediaDevices?.addEventListener?.("devicechange", () => {
       this.listDevices().catch(() => {});
     });
@@ -67,6 +75,7 @@ export class IoPanel {
 
   close() {
     this.enabled = false;
+    this.link = null;
     this.input?.close();
     this.input = null;
     this.ctx = null;
@@ -111,6 +120,30 @@ export class IoPanel {
     };
     document.addEventListener("pointerdown", resume, { once: true });
     document.addEventListener("keydown", resume, { once: true });
+  }
+
+  /**
+   * The audio connection's transport is known: on the low-latency one (`lowLatency`, its
+   * LowLatencyAudio) the buffer can be fixed at a number of the room's frames (`frameMs`);
+   * the browser's WebRTC audio keeps its own.
+   */
+  setTransport(lowLatency, frameMs) {
+    this.link = lowLatency;
+    const select = this.$("buffer");
+    this.$("buffer-row").hidden = !lowLatency;
+    this.$("buffer-media-note").hidden = Boolean(lowLatency);
+    if (!lowLatency) return;
+    const saved = localStorage.getItem(BUFFER_KEY) ?? "auto";
+    const options = [["auto", "Auto (adapts)"],
+      ...BUFFER_CHOICES.map((n) => [String(n), `${n} × ${frameMs} ms = ${n * frameMs} ms`])];
+    select.replaceChildren(...options.map(([value, label]) => {
+      const option = document.createElement("option");
+      option.value = value;
+      option.textContent = label;
+      return option;
+    }));
+    select.value = options.some(([value]) => value === saved) ? saved : "auto";
+    lowLatency.setPlayoutFrames(select.value === "auto" ? null : Number(select.value));
   }
 
   /** Whether you are muted for the room (as `room_state` says): the button and the note. */

@@ -201,6 +201,11 @@ export class LowLatencyAudio extends EventTarget {
     };
   }
 
+  /** Our playout buffer fixed at `frames` frames (the player's choice), or adaptive (null). */
+  setPlayoutFrames(frames) {
+    this.output?.port.postMessage({ fixedFrames: frames });
+  }
+
   /** What the latency panel shows of this transport. */
   stats() {
     return { frame_ms: this.frameMs, channel: this.channelState, playout: this.playout,

@@ -21,6 +21,7 @@ class PlayoutProcessor extends AudioWorkletProcessor {
     this.port.onmessage = ({ data }) => {
       if (data.port) data.port.onmessage = ({ data: frame }) => this.receive(frame);
       if (data.stop) this.running = false;
+      if ("fixedFrames" in data) this.buffer.setFixedFrames(data.fixedFrames); // null: adaptive
     };
   }
 

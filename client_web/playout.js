@@ -32,6 +32,10 @@
 // - Backlog: a window whose smallest slack is more than SKIP_FRAMES_OVER + 1 frames above the
 //   reference (the burst that ends a network stall) skips the whole frames beyond one, with a
 //   crossfade from where play was: late audio is no use to a musician (Jamulus drops it too).
+// - Fixed (`setFixedFrames`, the player's manual choice, as Jamulus and SonoBus offer): the
+//   target is that many frames and stays there: no growth after an underrun, no shrinking in
+//   calm. A deeper choice is reached by the drift control's inserted samples (a few seconds,
+//   no click); a shallower one skips the excess frames with a crossfade.
 
 import { sequenceDelta } from "./dcpacket.js";
 
@@ -64,15 +68,18 @@ export class PlayoutBuffer {
    * @param {number} [options.windowSamples]  the drift control's window (0.2 s, ≥ 4 frames)
    * @param {number} [options.concealFadeSamples]  concealment fades out over this (a frame,
    *   at least 5 ms)
+   * @param {number|null} [options.fixedFrames]  a fixed depth of this many frames (null:
+   *   adaptive)
    */
   constructor({ frame, channels = 2, sampleRate = 48000, quantum = 128, maxTarget, calmSamples,
-    windowSamples, concealFadeSamples } = {}) {
+    windowSamples, concealFadeSamples, fixedFrames = null } = {}) {
     if (!(Number.isInteger(frame) && frame > 0)) {
       throw new RangeError(`frame must be a positive number of samples, not ${frame}`);
     }
     this.frame = frame;
     this.channels = channels;
     this.sampleRate = sampleRate;
+    this.quantum = quantum;
     this.minTarget = frame * Math.max(1, Math.ceil(quantum / frame));
     this.maxTarget = Math.max(this.minTarget, maxTarget ?? Math.round(0.2 * sampleRate));
     this.calmSamples = calmSamples ?? 2 * sampleRate;
@@ -90,6 +97,7 @@ export class PlayoutBuffer {
 
     this.state = BUFFERING;
     this.target = this.minTarget;
+    this.fixed = false; // a fixed target (setFixedFrames), not adaptive
     this.slip = { direction: 0, left: 0, step: 0, since: SLIP_GAP_SAMPLES };
     this.window = { pulled: 0, floor: Infinity };
     this.trend = 0; // −1: drop samples, +1: insert samples, 0: hold
@@ -104,6 +112,32 @@ export class PlayoutBuffer {
     this.counts = { received: 0, played: 0, underruns: 0, concealed: 0, late: 0,
       duplicates: 0, overflows: 0, restarts: 0, dropped: 0, inserted: 0, grown: 0, shrunk: 0,
       skipped: 0 };
+    if (fixedFrames !== null) this.setFixedFrames(fixedFrames);
+  }
+
+  /**
+   * Play `frames` frames deep from now on, and stay there (null: adaptive again, from the
+   * depth it has). Kept within one frame (two below a render quantum) and `maxTarget`.
+   */
+  setFixedFrames(frames) {
+    if (frames === null) {
+      this.fixed = false;
+      return;
+    }
+    const target = Math.min(this.maxTarget,
+      Math.max(this.minTarget, Math.round(frames) * this.frame));
+    this.fixed = true;
+    if (target === this.target) return;
+    this.target = target;
+    // The drift control holds the new slack from now on: a deeper target is reached by
+    // inserting samples (one per SLIP_GAP_SAMPLES, no click: a few seconds), a shallower one
+    // at once by skipping the excess frames (crossfaded).
+    this.reference = target - this.quantum;
+    this.window = { pulled: 0, floor: Infinity };
+    this.resetCalm();
+    if (this.state === PLAYING && this.depth - target >= this.frame) {
+      this.skip(Math.floor((this.depth - target) / this.frame) * this.frame, 0);
+    }
   }
 
   /** Samples committed and not yet played. */
@@ -176,6 +210,7 @@ export class PlayoutBuffer {
     return {
       state: this.state,
       target_ms: ms(this.target),
+      fixed: this.fixed,
       depth_ms: ms(this.depth),
       frame_ms: ms(this.frame),
       waiting: this.pending.size,
@@ -198,7 +233,7 @@ export class PlayoutBuffer {
   /** The first packet after an underrun: was the one we ran dry for late, or lost? */
   afterUnderrun(sequence) {
     if (sequence === this.dryFor) {
-      if (this.target < this.maxTarget) {
+      if (this.target < this.maxTarget && !this.fixed) {
         this.target = Math.min(this.maxTarget, this.target + this.frame);
         this.counts.grown += 1;
       }
@@ -381,7 +416,7 @@ export class PlayoutBuffer {
     calm.floor = Math.min(calm.floor, slack);
     calm.pulled += n;
     if (calm.pulled >= this.calmSamples) {
-      if (this.target > this.minTarget && calm.floor >= this.frame) {
+      if (this.target > this.minTarget && calm.floor >= this.frame && !this.fixed) {
         this.target -= this.frame;
         if (this.reference !== null) this.reference -= this.frame;
         this.counts.shrunk += 1;

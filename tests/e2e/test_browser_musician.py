@@ -143,6 +143,21 @@ def test_the_input_device_can_be_chosen_and_is_remembered(jam):
     assert a.is_visible("#output-device-row") == can
 
 
+def test_the_playout_buffer_can_be_fixed_by_hand_and_given_back_to_auto(jam):
+    b = jam.b
+    assert b.evaluate("spatialjam.transport") == "datachannel"
+    assert b.is_visible("#buffer-row") and not b.is_visible("#buffer-media-note")
+    frame_ms = b.evaluate("spatialjam.frameMs")
+    b.select_option("#buffer", "3")
+    b.wait_for_function(
+        "ms => spatialjam.lowLatency()?.playout?.fixed === true"
+        " && spatialjam.lowLatency().playout.target_ms === ms", arg=3 * frame_ms, timeout=5_000)
+    assert b.evaluate("localStorage.getItem('spatialjam.playoutFrames')") == "3"
+    assert settled_db(b, lambda db: db > -40) > -40  # A is still heard through it
+    b.select_option("#buffer", "auto")
+    b.wait_for_function("spatialjam.lowLatency()?.playout?.fixed === false", timeout=5_000)
+
+
 def test_chat_arrives_as_text_for_everyone_and_joiners_get_it(jam):
     a, b = jam.a, jam.b
     text = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=1</script> bar 17"

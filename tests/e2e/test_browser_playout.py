@@ -136,6 +136,25 @@ def test_an_underrun_grows_the_target_and_calm_shrinks_it_again(runs):
     assert stall["jump_ratio"] < 1.5, stall
 
 
+def test_a_fixed_buffer_stays_where_the_player_put_it(runs):
+    """The manual buffer (as Jamulus and SonoBus offer): fixed at 3 frames, the stall's underrun
+    does not grow it and calm does not shrink it; fixed lower while deep, the excess is skipped
+    at once; fixed deeper, it gets there by inserted samples, without a click; "auto" adapts
+    again."""
+    fixed = runs["fixed"]
+    assert set(fixed["targets"]) == {15.0}, fixed["targets"]
+    assert fixed["stats"]["grown"] == 0 and fixed["stats"]["shrunk"] == 0
+    assert fixed["stats"]["fixed"] is True and fixed["jump_ratio"] < 1.5, fixed
+    down = runs["fixedDown"]
+    before, after = down["probes"]
+    assert before >= 3 * 240 and after < 2 * 240, down["probes"]  # skipped at once
+    assert set(down["targets"][4:]) == {5.0} and down["jump_ratio"] < 1.5, down
+    up = runs["fixedUp"]
+    assert up["probes"][0] >= 3 * 240, up["probes"]  # 4 frames asked, 3 or more reached
+    assert up["stats"]["concealed"] == 0 and up["jump_ratio"] < 1.5, up
+    assert up["stats"]["fixed"] is False and up["stats"]["shrunk"] >= 1  # auto again
+
+
 def test_a_missing_packet_is_concealed_without_a_click_or_growth(runs):
     missing = runs["missing"]["stats"]
     assert missing["concealed"] == 1 and missing["late"] == 0

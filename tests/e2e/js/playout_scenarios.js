@@ -17,13 +17,14 @@ export const TONE_STEP = AMPLITUDE * 2 * Math.PI * TONE_HZ / SAMPLE_RATE;
  * @param {typeof import("../../../client_web/playout.js").PlayoutBuffer} PlayoutBuffer
  * @param {object} script
  *   frame (samples), seconds, senderRate (sender samples per ours), delay(j) (extra samples
- *   for packet j), lost (Set of j never sent), startSequence, options (for the buffer)
+ *   for packet j), lost (Set of j never sent), startSequence, options (for the buffer),
+ *   actions ([{at, run(buffer)}]: run before the pull at sample `at`, as a player would)
  * @returns {{stats: object, maxJump: number, startedAt: number, targets: number[],
  *            underrunsAfterStart: number, maxDepthLate: number}}
  */
 export function simulate(PlayoutBuffer, {
   frame = 240, seconds = 10, senderRate = 1, delay = () => 0, lost = new Set(),
-  startSequence = 0, options = {}, quantum = 128,
+  startSequence = 0, options = {}, quantum = 128, actions = [],
 } = {}) {
   const buffer = new PlayoutBuffer({ frame, quantum, ...options });
   const total = Math.round(seconds * SAMPLE_RATE);
@@ -50,7 +51,9 @@ export function simulate(PlayoutBuffer, {
   let underrunsAtStart = 0;
   let maxDepthLate = 0;
   const targets = [];
+  const todo = [...actions].sort((a, b) => a.at - b.at);
   for (let t = 0; t < total; t += quantum) {
+    while (todo.length && todo[0].at <= t) todo.shift().run(buffer);
     while (next < arrivals.length && arrivals[next].at <= t) {
       const { j } = arrivals[next++];
       buffer.push((startSequence + j) & 0xffff, packet(j));
@@ -89,6 +92,7 @@ export function scenarios(PlayoutBuffer) {
     return seed / 2147483648;
   };
   const jitter = Array.from({ length: 3000 }, () => random() * 360);
+  const probes = []; // buffer depths (samples) read by scripted actions
   return {
     steady: run({ seconds: 6 }),
     underrun: run({ seconds: 12, delay: stalled }),
@@ -101,5 +105,22 @@ export function scenarios(PlayoutBuffer) {
     wrap: run({ seconds: 4, startSequence: 65400 }),
     frame20: run({ frame: 960, seconds: 6, lost: new Set([100]), senderRate: 1.001 }),
     frame2_5: run({ frame: 120, seconds: 6, lost: new Set([1000]) }),
+    // The player's fixed buffer of 3 frames: the stall's underrun does not grow it, calm does
+    // not shrink it.
+    fixed: run({ seconds: 12, delay: stalled, options: { fixedFrames: 3 } }),
+    // Adaptive, grown to 3 frames by the stall, then fixed at 1 frame at 3.5 s: the excess is
+    // skipped at once, and it stays at 1 frame.
+    fixedDown: { ...run({ seconds: 10, delay: stalled, actions: [
+      { at: 3.4 * SAMPLE_RATE, run: (b) => probes.push(b.depth) },
+      { at: 3.5 * SAMPLE_RATE, run: (b) => b.setFixedFrames(1) },
+      { at: 3.6 * SAMPLE_RATE, run: (b) => probes.push(b.depth) }] }),
+    probes: probes.splice(0) },
+    // Fixed at 1 frame, then at 4 frames at 3 s (reached by inserted samples, no click), then
+    // adaptive again at 9 s.
+    fixedUp: { ...run({ seconds: 12, options: { fixedFrames: 1 }, actions: [
+      { at: 3 * SAMPLE_RATE, run: (b) => b.setFixedFrames(4) },
+      { at: 8.9 * SAMPLE_RATE, run: (b) => probes.push(b.depth) },
+      { at: 9 * SAMPLE_RATE, run: (b) => b.setFixedFrames(null) }] }),
+    probes: probes.splice(0) },
   };
 }
