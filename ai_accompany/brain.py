@@ -13,7 +13,8 @@ they reach the server a beat or so before they sound:
   and keeps quiet while they play.
 
 With ``metronome`` on, every beat also gets a click (voice ``metronome``, accented on the
-downbeat); with a fixed tempo the first bar is a count-in: clicks alone.
+downbeat); with a fixed tempo the first bar is a count-in: clicks alone. With the room's
+metronome on, the server sets the tempo and the count-in (``count_in_beats``) from it.
 
 The models are the shipped ONNX networks; if they cannot be loaded, the n-gram baseline plays
 instead (and the status says so).
@@ -56,6 +57,9 @@ class BrainConfig:
     temperature: float = 0.8
     bpm: float = 0.0  # 0: follow the players
     metronome: bool = False
+    #: Beats it only listens (and clicks, with ``metronome``) before it plays, in fixed tempo:
+    #: -1 for a bar with its own metronome and none without; the room's metronome sets it.
+    count_in_beats: int = -1
     seed: int = 0
 
     @classmethod
@@ -73,6 +77,9 @@ class BrainConfig:
                 config = replace(config, **{field: float(value)})
         if isinstance(d.get("metronome"), bool):
             config = replace(config, metronome=d["metronome"])
+        count_in = d.get("count_in_beats")
+        if isinstance(count_in, int) and not isinstance(count_in, bool) and 0 <= count_in <= 64:
+            config = replace(config, count_in_beats=count_in)
         if isinstance(d.get("seed"), int):
             config = replace(config, seed=d["seed"])
         return config
@@ -99,6 +106,7 @@ class Brain:
 
             self.listener = Listener(ANALYSIS_RATE, fixed_bpm=config.bpm or None)
             self.planned_through = -1
+            self.beats_planned = 0  # a new tempo: count in again
         if config.role != self.config.role:
             self.models.reset()
         self.config = config
@@ -158,9 +166,16 @@ class Brain:
             downbeat = beat_index % BEATS_PER_BAR == 0
             clicks = [NoteEvent(start, CLICK_SAMPLES, 96 if downbeat else 84,
                                 0.7 if downbeat else 0.5, "metronome")]
-            if self.config.bpm > 0 and self.beats_planned < BEATS_PER_BAR:
-                return clicks  # the count-in: one bar of clicks before it plays
+        if self.config.bpm > 0 and self.beats_planned < self.count_in_beats:
+            return clicks  # the count-in: it listens (and clicks) before it plays
         return clicks + self._play_notes(start, period, beat_index, a)
+
+    @property
+    def count_in_beats(self) -> int:
+        """Beats of count-in in fixed tempo: the room metronome's, else a bar with its own."""
+        if self.config.count_in_beats >= 0:
+            return self.config.count_in_beats
+        return BEATS_PER_BAR if self.config.metronome else 0
 
     def _play_notes(self, start: int, period: float, beat_index: int, a) -> list[NoteEvent]:
         step = period / STEPS_PER_BEAT

@@ -155,6 +155,8 @@ class Bot:
         self.chat: list[dict] = []
         #: The last ``levels``: each source's level (dBFS), by id.
         self.levels: dict[str, float] = {}
+        #: The last ``ai_hears``: what the room's AI musician hears, or None.
+        self.ai_hears: dict | None = None
         self.received: list[np.ndarray] = []  # stereo frames (n, 2) float32
         self.received_at: list[float] = []  # time.monotonic() when each frame arrived
         self._ws = None
@@ -300,6 +302,8 @@ class Bot:
                     self.chat.append(message)
                 elif kind == "levels":
                     self.levels = message["levels"]
+                elif kind == "ai_hears":
+                    self.ai_hears = message
                 elif kind == "server_closing":
                     self.server_closing = message
                 future = self._replies.pop(kind, None)

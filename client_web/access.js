@@ -24,6 +24,20 @@ export function pageQuery(room, token) {
 }
 
 /**
+ * The room's address on the clipboard, for the others: never this page's token (it is its
+ * holder's alone). What to tell the player, in words.
+ */
+export async function copyInvite(room) {
+  const link = `${location.origin}${location.pathname}?${new URLSearchParams({ room })}`;
+  try {
+    await navigator.clipboard.writeText(link);
+    return `Copied: ${link}`;
+  } catch {
+    return `Send this to the others: ${link}`;
+  }
+}
+
+/**
  * Why the server refuses this token, as `{code, message}`, or null when it does not (or
  * cannot be asked). A browser's WebSocket cannot read a handshake's HTTP 401 (it sees close
  * 1006, as for a server that is not there); `GET /access?token=…` gives the same refusal.

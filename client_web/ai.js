@@ -16,6 +16,7 @@ export class AiPanel {
     this.send = send;
     this.el = (name) => root.querySelector(`[data-ai='${name}']`);
     this.ai = null; // the AI's source id while the room has one
+    this.hears = null; // its last `ai_hears`
     this.room = "";
     this.el("add").addEventListener("click", () => this.send({ type: "ai_add", ...this.settings() }));
     this.el("remove").addEventListener("click", () => {
@@ -58,9 +59,23 @@ export class AiPanel {
     const midi = this.el("midi");
     midi.href = withToken(`/ai/${encodeURIComponent(room)}.mid`, pageToken());
     midi.hidden = this.ai === null;
-    this.el("state").textContent = this.ai
-      ? "Playing: drag its marker on the stage to move it."
-      : "No AI musician in this room.";
+    if (!this.ai) this.hears = null;
+    this.renderState();
+  }
+
+  /** What the AI hears now (`ai_hears`): its tempo, the key and the chord. */
+  onHears(message) {
+    this.hears = message;
+    this.renderState();
+  }
+
+  renderState() {
+    const h = this.hears;
+    const heard = h ? [h.key, h.chord && `chord ${h.chord}`, h.bpm && `${h.bpm} bpm`]
+      .filter(Boolean).join(" · ") : "";
+    this.el("state").textContent = !this.ai ? "No AI musician in this room."
+      : heard ? `Hears ${heard}. Drag its marker on the stage to move it.`
+        : "Playing: drag its marker on the stage to move it.";
   }
 
   renderValues() {

@@ -1,7 +1,9 @@
 // spatialjam web client: join a room, send the microphone, hear your personal binaural mix,
 // and arrange the stage. The wiring lives here; each part is its own module.
 
-import { AccessView, pageQuery, pageToken, whyRefused, withToken } from "./access.js";
+import {
+  AccessView, copyInvite, pageQuery, pageToken, whyRefused, withToken,
+} from "./access.js";
 import { AiPanel } from "./ai.js";
 import { AudioAnalysis } from "./audio.js";
 import { AudioLink } from "./audiolink.js";
@@ -10,6 +12,7 @@ import { installHandle } from "./handle.js";
 import { HeadControl, wrapDeg } from "./head.js";
 import { Inspector, describeFrom } from "./inspector.js";
 import { LatencyPanel, LoopTestView } from "./latency.js";
+import { MetronomePanel } from "./metronome.js";
 import { IoPanel } from "./iopanel.js";
 import { LatencyTest } from "./latencytest.js";
 import { loadWorklet } from "./looptest.js";
@@ -47,6 +50,7 @@ const state = {
   locked: false, // the room's admin keeps newcomers out
   acoustics: null, // the room's acoustics (room_state), null when dry
   recording: null, // the recording under way (room_state), null when none
+  metronome: null, // the room's metronome (room_state), null until an admin sets one
   rejoins: 0, // joins after a drop, with the seat token
   transport: null, // "datachannel" (low latency) or "media", chosen at each join
   transportWhy: "",
@@ -71,6 +75,8 @@ let timers = [];
 
 const latency = new LatencyPanel($("latency"));
 const aiPanel = new AiPanel($("ai-panel"), (message) => signaling?.send(message));
+const metronome = new MetronomePanel($("metronome-panel"),
+  (message) => signaling?.send(message) ?? false);
 const recordingPanel = new RecordingPanel($("recording-panel"), (message) => signaling?.send(message));
 const sound = new SoundPanel($("sound-panel"), {
   send: (message) => signaling?.send(message) ?? false,
@@ -175,18 +181,10 @@ $("join-form").addEventListener("submit", (event) => {
   join().catch((error) => showJoinError(error));
 });
 $("leave").addEventListener("click", () => leave());
-$("copy-invite").addEventListener("click", () => copyInvite());
+$("copy-invite").addEventListener("click", () => {
+  copyInvite(state.room).then((text) => notify("invite", text, { info: true }));
+});
 
-/** The room's address on the clipboard, for the others (never this page's token: it is ours). */
-async function copyInvite() {
-  const link = `${location.origin}${location.pathname}?${new URLSearchParams({ room: state.room })}`;
-  try {
-    await navigator.clipboard.writeText(link);
-    notify("invite", `Copied: ${link}`, { info: true });
-  } catch {
-    notify("invite", `Send this to the others: ${link}`, { info: true });
-  }
-}
 $("personal-mode").addEventListener("change", (event) => {
   state.personalMode = event.target.checked;
   render();
@@ -276,6 +274,7 @@ function onJoined(message, rejoin) {
   access.setGrants(message.grants);
   applyRoomState(message.state);
   sound.joined(); // the server starts each join from its defaults: ask for our choice again
+  metronome.joined();
   recordingPanel.refresh();
   if (!rejoin) {
     state.personal.clear(); // a new seat has no personal mix on the server
@@ -430,6 +429,9 @@ function onMessage(message) {
     case "chat":
       chat.add(message);
       break;
+    case "ai_hears":
+      aiPanel.onHears(message);
+      break;
     case "chat_history":
       chat.history(message.lines, state.participant);
       break;
@@ -472,6 +474,7 @@ function applyRoomState(roomState) {
   state.locked = Boolean(roomState.locked);
   state.acoustics = roomState.acoustics ?? null;
   state.recording = roomState.recording ?? null;
+  state.metronome = roomState.metronome ?? null;
   edits.overEchoes(roomState.stage);
   state.stage = roomState.stage;
   state.muted = Boolean(roomState.members.find((m) => m.id === state.participant)?.muted);
@@ -531,6 +534,7 @@ function render() {
   mix.update(sources, state.personal, state.monitorOn, access.can("admin"));
   aiPanel.update(state.room, state.members, state.connection === "joined", access.can("admin"));
   sound.update(state.acoustics, state.connection === "joined", access.can("admin"));
+  metronome.update(state.metronome, state.connection === "joined", access.can("admin"));
   recordingPanel.setMembers(state.members);
   recordingPanel.update(state.recording, state.connection === "joined", access.can("admin"));
   access.render({ locked, personalMode: state.personalMode });

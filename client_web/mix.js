@@ -94,7 +94,7 @@ export class MixPanel {
       name.style.setProperty("--dot", source.isMe ? ME_COLOUR : sourceColour(source.id));
       const who = document.createElement("span");
       who.className = "mix-who";
-      const whoText = source.isMe ? "Hear myself" : source.ai ? "AI musician" : source.name;
+      const whoText = source.isMe ? "Myself" : source.ai ? "AI musician" : source.name;
       who.textContent = whoText;
       const what = document.createElement("span");
       what.className = "mix-what";
@@ -171,9 +171,9 @@ export class MixPanel {
   }
 }
 
-/** AI musicians are sources, not players: `ai_remove` takes them out, not `kick`. */
+/** AI musicians and the metronome are sources, not players: `kick` does not take them out. */
 function isAi(id) {
-  return id.startsWith("ai-");
+  return id.startsWith("ai-") || id === "metronome";
 }
 
 function formatDb(db) {

@@ -144,3 +144,20 @@ class AiRemove(WireMessage):
     @classmethod
     def read(cls, r: Reader, msg_id: MessageId | None) -> AiRemove:
         return cls(ai=_ai(r), msg_id=msg_id)
+
+
+@dataclass(frozen=True, slots=True)
+class AiHears(WireMessage):
+    """What the room's AI musician ``ai`` hears now, to everyone in the room (when it changes,
+    every second or so): the tempo it plays at (``bpm``), the key and the chord it hears
+    (``key``: "D major"; ``chord``: "A7"), each ``null`` until it knows; ``locked`` once it
+    follows the players' beat."""
+
+    TYPE: ClassVar[str] = "ai_hears"
+    NULLABLE: ClassVar[frozenset[str]] = frozenset({"bpm", "key", "chord"})
+
+    ai: str
+    bpm: float | None
+    key: str | None
+    chord: str | None
+    locked: bool

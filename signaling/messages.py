@@ -26,6 +26,7 @@ from signaling.admin_messages import Kick, LockRoom
 from signaling.ai_messages import AiAdd, AiRemove, AiUpdate
 from signaling.errors import ErrorCode, MessageId, ProtocolError
 from signaling.fields import Reader, json_type
+from signaling.metronome_messages import HearMetronome, SetMetronome
 from signaling.recording_messages import ListRecordings, StartRecording, StopRecording
 from signaling.render_messages import HrtfUpload, SetRendering, SetRoomAcoustics
 from signaling.social_messages import MuteSelf, SendChat
@@ -200,7 +201,7 @@ class Ping(WireMessage):
 ClientMessage = (Join | Offer | Answer | Ice | Leave | MoveSource | TurnSource | HeadPose
                  | MixOverride | MixReset | Ping | AiAdd | AiUpdate | AiRemove | Kick | LockRoom
                  | SetRendering | SetRoomAcoustics | HrtfUpload | StartRecording | StopRecording
-                 | ListRecordings | SendChat | MuteSelf)
+                 | ListRecordings | SendChat | MuteSelf | SetMetronome | HearMetronome)
 
 #: Every client→server message class by its ``type``.
 CLIENT_MESSAGES: dict[str, type[ClientMessage]] = {
@@ -208,11 +209,11 @@ CLIENT_MESSAGES: dict[str, type[ClientMessage]] = {
                               MixOverride, MixReset, Ping, AiAdd, AiUpdate, AiRemove, Kick,
                               LockRoom, SetRendering, SetRoomAcoustics, HrtfUpload,
                               StartRecording, StopRecording, ListRecordings, SendChat,
-                              MuteSelf)
+                              MuteSelf, SetMetronome, HearMetronome)
 }
 _SERVER_ONLY = frozenset({"joined", "room_state", "error", "pong", "stats",
                           "server_closing", "rendering", "hrtf_uploaded", "recording",
-                          "recordings", "chat_history", "levels"})
+                          "recordings", "chat_history", "levels", "ai_hears"})
 
 
 def _read_id(obj: dict[str, Any]) -> MessageId | None:

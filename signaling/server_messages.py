@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from signaling.ai_messages import AiHears
 from signaling.errors import ErrorCode, MessageId, ProtocolError
 from signaling.messages import Answer, Ice, Offer
+from signaling.metronome_messages import MetronomeState
 from signaling.recording_messages import Recording, RecordingNow, Recordings
 from signaling.render_messages import HrtfUploaded, Rendering, RoomAcoustics
 from signaling.social_messages import ChatHistory, ChatLine, Levels
@@ -54,7 +56,8 @@ class RoomState(WireMessage):
     ``frame_ms`` is the room's frame: its clock ticks, and every packet of its audio lasts,
     that many milliseconds (20 by default; 10, 5 or 2.5 in low-latency rooms).
     ``acoustics`` is the room's acoustics (``null``: none, the room is dry). ``recording`` is
-    there while the room is being recorded (:mod:`signaling.recording_messages`).
+    there while the room is being recorded (:mod:`signaling.recording_messages`), ``metronome``
+    once an admin has set the room's metronome (:mod:`signaling.metronome_messages`).
     """
 
     TYPE: ClassVar[str] = "room_state"
@@ -69,6 +72,8 @@ class RoomState(WireMessage):
     acoustics: RoomAcoustics | None = None
     recording: RecordingNow | None = None
     frame_ms: float = 20.0
+    #: The room's metronome, once an admin has set one (on or off).
+    metronome: MetronomeState | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,5 +196,5 @@ ServerMessage = (Joined | RoomState | Offer | Answer | Ice | ErrorMessage | Pong
 SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(
     cls.TYPE for cls in (Joined, RoomState, Offer, Answer, Ice, ErrorMessage, Pong, Stats,
                          ServerClosing, Rendering, HrtfUploaded, Recording, Recordings,
-                         ChatLine, ChatHistory, Levels)
+                         ChatLine, ChatHistory, Levels, AiHears)
 )

@@ -13,9 +13,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from server.rooms.metronome import ai_config
 from server.rooms.room import UnknownMember
-from signaling.ai_messages import AiAdd, AiRemove
+from signaling.ai_messages import AiAdd, AiHears, AiRemove
 from signaling.errors import ErrorCode
+from signaling.wire import encode
 
 if TYPE_CHECKING:
     from server.rooms.live import Participant, RoomHost
@@ -54,11 +56,11 @@ class AiMusicians:
             member = room.add_ai(ai_label(config))
             live.ai_config = config
             runner.add_ai(member.slot, config["instrument"], config["volume"])
-            bridge.configure(room.name, config)
+            bridge.configure(room.name, ai_config(live))  # (at the metronome's tempo, if on)
             log.info("room %s: AI musician %s added (%s)", room.name, member.id, config)
         else:
             member = room.member(message.ai)
-            if not room.is_ai[member.slot]:
+            if not room.is_ai[member.slot] or room.is_metronome[member.slot]:
                 raise UnknownMember(message.ai)
             if isinstance(message, AiRemove):
                 room.leave(member.id)
@@ -72,8 +74,32 @@ class AiMusicians:
                 voice = runner.ai_voices[member.slot]
                 voice.volume = config["volume"]
                 voice.set_instrument(config["instrument"])
-                bridge.configure(room.name, config)
+                bridge.configure(room.name, ai_config(live))
         self.hub.broadcast(live)
+
+    def hears(self, room: str, status: dict) -> None:
+        """The sidecar's status for ``room`` (on the loop): what its AI hears, to the room's
+        members when it changed."""
+        live = self.hub.rooms.get(room)
+        present = live.room.ai_members if live is not None else []
+        if live is None or not present:
+            return
+
+        def text(field: str) -> str | None:
+            value = status.get(field)
+            return value[:32] if isinstance(value, str) else None
+
+        bpm = status.get("bpm")
+        message = encode(AiHears(ai=present[0].id,
+                                 bpm=float(bpm) if isinstance(bpm, int | float) else None,
+                                 key=text("key"), chord=text("chord"),
+                                 locked=bool(status.get("locked"))))
+        if message == live.ai_hears_sent:
+            return
+        live.ai_hears_sent = message
+        for p in live.participants.values():
+            p.session.send_encoded(message)
+            p.flush()
 
     def midi(self, room: str) -> bytes | None:
         """The room's AI notes so far as a Standard MIDI File (without notes while an AI

@@ -30,6 +30,7 @@ from signaling.admin_messages import Kick, LockRoom
 from signaling.ai_messages import AiAdd, AiRemove, AiUpdate
 from signaling.errors import ErrorCode
 from signaling.messages import Answer, Ice, Join, Leave, Offer, Ping
+from signaling.metronome_messages import HearMetronome, SetMetronome
 from signaling.recording_messages import ListRecordings, StartRecording, StopRecording
 from signaling.render_messages import HrtfChunk, HrtfUpload, SetRendering, SetRoomAcoustics
 from signaling.server_messages import ErrorMessage
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from server.recording.control import Recordings
     from server.rooms.admin import RoomAdmin
     from server.rooms.hrtf_uploads import HrtfUploads
+    from server.rooms.metronome import RoomMetronomes
     from server.rooms.social import Social
     from server.rooms.stage import StageEdits
 
@@ -68,6 +70,7 @@ class Handlers(RoomHost, Protocol):
     uploads: HrtfUploads
     recordings: Recordings
     social: Social
+    metronomes: RoomMetronomes
 
     async def join(self, p: Participant, join: Join) -> None:
         """Enter the room ``join`` names (or be refused in words)."""
@@ -112,6 +115,8 @@ def routes(hub: Handlers) -> dict[type, Route]:
         ListRecordings: Route(recordings),
         SendChat: Route(hub.social.chat),
         MuteSelf: Route(hub.social.mute),
+        SetMetronome: Route(hub.metronomes.set, "admin"),
+        HearMetronome: Route(hub.metronomes.hear),
     }
 
 

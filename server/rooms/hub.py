@@ -33,6 +33,7 @@ from server.rooms.dispatch import apply, routes
 from server.rooms.hrtf_registry import HrtfRegistry
 from server.rooms.hrtf_uploads import HrtfUploads
 from server.rooms.live import LiveRoom, Participant
+from server.rooms.metronome import RoomMetronomes, hear
 from server.rooms.rendering import Renderings
 from server.rooms.room import Room, RoomFull, UnknownMember
 from server.rooms.social import Social
@@ -107,7 +108,7 @@ class Hub:
         #: The AI sidecar, started when a room first asks for an AI musician.
         #: The rooms' AI musicians, and the sidecar, started when a room first asks for one.
         self.ai_musicians = AiMusicians(self)
-        self.ai = AiBridge(self.ai_musicians.deliver)
+        self.ai = AiBridge(self.ai_musicians.deliver, on_status=self.ai_musicians.hears)
         #: Media packets dropped before anything decoded them (server.media.ingress).
         self.drops = DropCounts()
         #: The handlers of the messages (server.rooms.dispatch names them by type).
@@ -115,6 +116,7 @@ class Hub:
         self.stage = StageEdits(self)
         self.admin = RoomAdmin(self)
         self.social = Social(self)
+        self.metronomes = RoomMetronomes(self)
         self.routes = routes(self)
 
     # the connection ----------------------------------------------------------------------
@@ -228,6 +230,8 @@ class Hub:
                 self._fail_room(live, exc))
             live.runner.on_levels = lambda peaks, live=live: self.social.send_levels(live, peaks)
             self.rooms[join.room] = live
+            if room.metronome_settings is not None:  # a saved room's metronome plays on
+                self.metronomes.apply(live)
             live.runner.start()
             await self.renderings.open_room(live)
             log.info("room %s opened", join.room)
@@ -251,6 +255,7 @@ class Hub:
         if p.access.identity is not None:
             live.seats_by_identity[p.access.identity] = member.seat
         live.runner.attach(member.slot)
+        hear(live, member.slot, "centre")  # the metronome, until the player says otherwise
         p.session.accept_join(member.id, member.seat, live.room.describe(),
                               tuple(sorted(p.access.grants)),
                               self.peers.ice_servers(p.access, member.id))

@@ -54,6 +54,8 @@ class LiveRoom:
     chat: deque = field(default_factory=lambda: deque(maxlen=CHAT_HISTORY))
     #: The last ``levels`` sent to the room (encoded): the same again is not sent.
     levels_sent: str = ""
+    #: The last ``ai_hears`` sent to the room (encoded), likewise.
+    ai_hears_sent: str = ""
 
 
 class Participant:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsp.geometry import EAR_HEIGHT_M, Scene, forward_vectors, yaw_pitch_roll_matrix
-from hrtf.constants import FRAME_MS
+from hrtf.constants import FRAME_MS, SAMPLE_RATE
+from signaling.metronome_messages import MetronomeState
 from signaling.recording_messages import RecordingNow
 from signaling.render_messages import RoomAcoustics
 from signaling.server_messages import Member as WireMember
@@ -40,6 +41,8 @@ STAGE_RADIUS_M = 2.0
 #: Personal gains are linear and capped (+12 dB).
 MAX_PERSONAL_GAIN = 4.0
 GOLDEN_ANGLE_DEG = 137.50776
+#: The metronome's id as a source.
+METRONOME_ID = "metronome"
 
 
 class RoomFull(Exception):
@@ -108,6 +111,7 @@ class SavedRoom:
     seats: tuple[SavedSeat, ...]
     mixes: tuple[SavedMix, ...]
     acoustics: dict | None = None
+    metronome: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ class RoomSnapshot:
     personal_gain: np.ndarray
     personal_mute: np.ndarray
     acoustics: dict | None = None
+    metronome: dict | None = None
 
     def saved(self) -> SavedRoom:
         """The snapshot as records: every seat, and every personal setting between seats that
@@ -150,7 +155,24 @@ class RoomSnapshot:
                      if self.override_mask[l, s] else None,
                      float(self.personal_gain[l, s]), bool(self.personal_mute[l, s]))
             for l, s in zip(*np.nonzero(personal), strict=True))
-        return SavedRoom(self.name, seats, mixes, self.acoustics)
+        return SavedRoom(self.name, seats, mixes, self.acoustics, self.metronome)
+
+
+def saved_metronome(settings) -> dict | None:
+    """Saved metronome settings as the room keeps them, or None when absent or not usable."""
+    if not isinstance(settings, dict):
+        return None
+    try:
+        on, accent = settings["on"], settings["accent"]
+        bpm, beats, count_in = (float(settings["bpm"]), int(settings["beats_per_bar"]),
+                                int(settings["count_in_bars"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (isinstance(on, bool) and isinstance(accent, bool) and 30.0 <= bpm <= 300.0
+            and 1 <= beats <= 16 and 0 <= count_in <= 4):
+        return None
+    return {"on": on, "bpm": bpm, "beats_per_bar": beats, "accent": accent,
+            "count_in_bars": count_in}
 
 
 def default_position(slot: int) -> tuple[float, float, float]:
@@ -193,8 +215,17 @@ class Room:
         self.personal_gain = np.ones((c, c), np.float64)
         self.personal_mute = np.zeros((c, c), np.bool_)
         self.self_monitor = np.zeros(c, np.bool_)
-        #: Slots held by an AI musician: a source, never a listener.
+        #: Slots held by an AI musician, or by the metronome: a source, never a listener.
         self.is_ai = np.zeros(c, np.bool_)
+        #: The metronome's slot (an ``is_ai`` source on the stage, id ``metronome``), and the
+        #: listeners who hear it from there (``hear_metronome`` ``stage``; the others hear it
+        #: centred, or not at all, outside the scene).
+        self.is_metronome = np.zeros(c, np.bool_)
+        self.hears_stage_metronome = np.zeros(c, np.bool_)
+        #: The metronome an admin set (``set_metronome``: on, bpm, beats_per_bar, accent,
+        #: count_in_bars; kept with the room), and the room sample of its beat zero.
+        self.metronome_settings: dict | None = None
+        self.metronome_origin = 0
         #: Slots of members without the ``publish`` grant: they listen, nobody hears them.
         self.listen_only = np.zeros(c, np.bool_)
         #: Slots whose member muted themselves (``mute_self``): the tick silences their sound
@@ -228,7 +259,19 @@ class Room:
 
     @property
     def ai_members(self) -> list[Member]:
-        return [m for m in self.members.values() if self.is_ai[m.slot]]
+        return [m for m in self.members.values()
+                if self.is_ai[m.slot] and not self.is_metronome[m.slot]]
+
+    def add_metronome(self) -> Member:
+        """The metronome as a source on the stage (id ``metronome``, no ears), if not there."""
+        if METRONOME_ID in self.members:
+            return self.members[METRONOME_ID]
+        member = self.add_ai("Metronome")
+        del self.members[member.id]
+        member.id, member.name = METRONOME_ID, "Metronome"
+        self.members[member.id] = member
+        self.is_metronome[member.slot] = True
+        return member
 
     def join(self, name: str, instrument: str = "", seat: str | None = None) -> Member:
         """Add a member; ``seat`` from an earlier join takes the same slot back if free.
@@ -277,6 +320,7 @@ class Room:
         del self.members[member_id]
         self.active[member.slot] = False
         self.is_ai[member.slot] = False
+        self.is_metronome[member.slot] = False
         self.version += 1
         return member
 
@@ -314,6 +358,7 @@ class Room:
         self.self_monitor[slot] = False
         self.listen_only[slot] = False
         self.muted[slot] = False
+        self.hears_stage_metronome[slot] = False
 
     # saving and restoring -------------------------------------------------------------------
 
@@ -327,7 +372,8 @@ class Room:
             self_monitor=self.self_monitor.copy(), override_mask=self.override_mask.copy(),
             override_position=self.override_position.copy(),
             personal_gain=self.personal_gain.copy(), personal_mute=self.personal_mute.copy(),
-            acoustics=self.acoustics_settings)
+            acoustics=self.acoustics_settings,
+            metronome=dict(self.metronome_settings) if self.metronome_settings else None)
 
     def restore(self, saved: SavedRoom) -> list[str]:
         """Put saved seats and personal mixes back into this room before anyone has joined.
@@ -379,6 +425,7 @@ class Room:
             self.personal_gain[l, s] = min(max(mix.gain, 0.0), MAX_PERSONAL_GAIN)
             self.personal_mute[l, s] = mix.mute
         self.acoustics_settings = saved.acoustics
+        self.metronome_settings = saved_metronome(saved.metronome)
         return skipped
 
     # stage edits (shared) -----------------------------------------------------------------
@@ -439,7 +486,8 @@ class Room:
 
     def _scene_inputs(self) -> tuple[np.ndarray, ...]:
         """The arrays :meth:`scene` is made of."""
-        return (self.active, self.is_ai, self.listen_only, self.personal_mute, self.self_monitor,
+        return (self.active, self.is_ai, self.is_metronome, self.hears_stage_metronome,
+                self.listen_only, self.personal_mute, self.self_monitor,
                 self.personal_gain, self.override_mask, self.override_position, self.position,
                 self.facing, self.head if self.head_rotation is None else self.head_rotation)
 
@@ -467,6 +515,8 @@ class Room:
         heard = listening[:, None] & sounding[None, :] & ~self.personal_mute
         own = np.eye(c, dtype=np.bool_) & ~self.self_monitor[:, None]
         gain = np.where(heard & ~own, self.personal_gain, 0.0)
+        # The metronome's place on the stage is heard only by those who chose to hear it there.
+        gain[:, self.is_metronome] *= self.hears_stage_metronome[:, None]
         positions = np.where(self.override_mask[..., None], self.override_position,
                              self.position[None, :, :])
         forward = forward_vectors(self.facing[:, 0], self.facing[:, 1])
@@ -485,7 +535,8 @@ class Room:
             revision=self.version,
             members=tuple(WireMember(id=m.id, name=m.name, instrument=m.instrument,
                                      muted=bool(self.muted[m.slot]),
-                                     ai=bool(self.is_ai[m.slot]))
+                                     ai=bool(self.is_ai[m.slot]
+                                             and not self.is_metronome[m.slot]))
                           for m in members),
             stage=tuple(
                 Placement(source=m.id, label=m.instrument or m.name,
@@ -498,4 +549,15 @@ class Room:
                        if self.acoustics is not None else None),
             recording=self.recording,
             frame_ms=self.frame_ms,
+            metronome=self.metronome_state(),
         )
+
+    def metronome_state(self) -> MetronomeState | None:
+        """The metronome as ``room_state`` shows it (None: never set here)."""
+        m = self.metronome_settings
+        if m is None:
+            return None
+        return MetronomeState(on=bool(m["on"]), bpm=float(m["bpm"]),
+                              beats_per_bar=int(m["beats_per_bar"]), accent=bool(m["accent"]),
+                              count_in_bars=int(m["count_in_bars"]),
+                              beat_zero_s=round(self.metronome_origin / SAMPLE_RATE, 6))

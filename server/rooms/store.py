@@ -38,7 +38,7 @@ from pathlib import Path
 
 import redis
 
-from server.rooms.room import RoomSnapshot, SavedMix, SavedRoom, SavedSeat
+from server.rooms.room import RoomSnapshot, SavedMix, SavedRoom, SavedSeat, saved_metronome
 from server.routing.cluster import (
     DEFAULT_PREFIX,
     LOAD_TIMEOUT_S,
@@ -94,17 +94,28 @@ CREATE TABLE IF NOT EXISTS acoustics (
     room TEXT PRIMARY KEY,
     settings TEXT NOT NULL            -- JSON: {"preset": ..., "dims_m": ..., ...}
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS metronome (
+    room TEXT PRIMARY KEY,
+    settings TEXT NOT NULL            -- JSON: {"on": ..., "bpm": ..., "beats_per_bar": ..., ...}
+) WITHOUT ROWID;
 """
+
+
+def _json_row(row: tuple | None) -> object:
+    """A settings row's JSON, or None (no row, or not JSON)."""
+    if row is None:
+        return None
+    try:
+        return json.loads(row[0])
+    except (TypeError, ValueError):
+        return None
 
 
 def _acoustics(room: str, row: tuple | None) -> dict | None:
     """A room's saved acoustics settings, or None (not saved, or not readable: a warning)."""
     if row is None:
         return None
-    try:
-        settings = json.loads(row[0])
-    except (TypeError, ValueError):
-        settings = None
+    settings = _json_row(row)
     if not isinstance(settings, dict):
         log.warning("room state: room %s has unreadable acoustics settings; it opens without",
                     room)
@@ -416,6 +427,8 @@ class RoomStore(CoalescingStore):
                 "WHERE m.room = ? ORDER BY l.slot, s.slot", (room,)).fetchall()
             acoustics_row = self._reader.execute(
                 "SELECT settings FROM acoustics WHERE room = ?", (room,)).fetchone()
+            metronome_row = self._reader.execute(
+                "SELECT settings FROM metronome WHERE room = ?", (room,)).fetchone()
         except sqlite3.Error as exc:
             log.warning("room state: cannot read room %s (%s); it opens empty", room, exc)
             return None
@@ -428,7 +441,8 @@ class RoomStore(CoalescingStore):
         mixes = tuple(SavedMix(listener, source, None if x is None else (x, y, z), gain,
                                bool(mute))
                       for listener, source, x, y, z, gain, mute in mix_rows)
-        return SavedRoom(room, seats, mixes, _acoustics(room, acoustics_row))
+        return SavedRoom(room, seats, mixes, _acoustics(room, acoustics_row),
+                         saved_metronome(_json_row(metronome_row)))
 
     # the writer thread ---------------------------------------------------------------------------
 
@@ -472,6 +486,10 @@ class RoomStore(CoalescingStore):
             if saved.acoustics is not None:
                 db.execute("INSERT INTO acoustics VALUES (?, ?)",
                            (saved.name, json.dumps(saved.acoustics)))
+            db.execute("DELETE FROM metronome WHERE room = ?", (saved.name,))
+            if saved.metronome is not None:
+                db.execute("INSERT INTO metronome VALUES (?, ?)",
+                           (saved.name, json.dumps(saved.metronome)))
             db.execute("INSERT OR REPLACE INTO rooms VALUES (?, ?)", (saved.name, time.time()))
             db.execute("COMMIT")
         except BaseException:
@@ -491,6 +509,7 @@ def saved_to_json(saved: SavedRoom) -> str:
                    None if m.position_m is None else list(m.position_m), m.gain, m.mute]
                   for m in saved.mixes],
         "acoustics": saved.acoustics,
+        "metronome": saved.metronome,
         "saved_at": time.time(),
     })
 
@@ -509,7 +528,8 @@ def saved_from_json(text: str | bytes) -> SavedRoom:
                   for listener, source, position, gain, mute in data["mixes"])
     acoustics = data.get("acoustics")
     return SavedRoom(str(data["name"]), seats, mixes,
-                     acoustics if isinstance(acoustics, dict) else None)
+                     acoustics if isinstance(acoustics, dict) else None,
+                     saved_metronome(data.get("metronome")))
 
 
 class RedisRoomStore(CoalescingStore):

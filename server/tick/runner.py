@@ -55,6 +55,7 @@ from server.recording.capture import RoomRecording, Take
 from server.rooms.room import Room
 from server.telemetry.recent import Recent
 from server.tick.clock import TickSchedule
+from server.tick.metronome import Metronome
 from server.tick.mutes import MuteFades
 from server.tick.overload import OverloadGovernor
 from server.tick.phase import PhaseAligner
@@ -127,6 +128,11 @@ class TickWork:
     take: Take | None = None
     #: Slots muted by their member (``mute_self``), as the room has them now.
     muted: np.ndarray | None = None
+    #: The room's metronome (None: off), its source's slot on the stage, and the listeners
+    #: who hear it centred (added to their mixes after rendering).
+    metronome: Metronome | None = None
+    metronome_slot: int | None = None
+    click_slots: tuple[int, ...] = ()
 
 
 @dataclass
@@ -246,6 +252,11 @@ class RoomRunner:
         self.on_levels: Callable[[np.ndarray], None] | None = None
         self._peaks = np.zeros(room.capacity, np.float32)
         self._peak_ticks = 0
+        #: The room's metronome while it is on (server.rooms.metronome), its source's slot,
+        #: and the listener slots that hear it centred.
+        self.metronome: Metronome | None = None
+        self.metronome_slot: int | None = None
+        self.click_slots: set[int] = set()
         self._analysis = AnalysisBlocks(self.frame)
         #: The room clock: the sample (48 kHz) the current tick's frame starts at.
         self.room_sample = 0
@@ -301,6 +312,9 @@ class RoomRunner:
         self.renderer.configure_listener(slot, **settings)
 
     def detach(self, slot: int) -> None:
+        self.click_slots.discard(slot)
+        if slot == self.metronome_slot:
+            self.metronome_slot = None
         if self.listener_settings.pop(slot, None) is not None:  # its own set may be let go
             self.renderer.configure_listener(slot)
         self.ai_voices.pop(slot, None)
@@ -382,7 +396,8 @@ class RoomRunner:
         voices = dict(self.ai_voices)
         take = self.recording.take(self.room, tick) if self.recording is not None else None
         work = TickWork(scene, playouts, voices, cap, fresh, encoders, self.room_sample, take,
-                        self.room.muted.copy())
+                        self.room.muted.copy(), self.metronome, self.metronome_slot,
+                        tuple(s for s in self.click_slots if s in encoders))
         done = await loop.run_in_executor(_TICK_POOL, self._render_and_encode, work)
         self._note_levels(loop, done.peaks)
         if done.analysis is not None and self.on_analysis is not None:
@@ -438,6 +453,9 @@ class RoomRunner:
             analysis = self._downmix.process(audio[list(work.playouts)].sum(axis=0))
             for slot, voice in work.voices.items():
                 audio[slot] = voice.render(work.start)
+        click = work.metronome.frame(work.start, self.frame) if work.metronome else None
+        if work.metronome_slot is not None:
+            audio[work.metronome_slot] = 0.0 if click is None else click
         peaks = np.abs(audio).max(axis=1)
         t1 = time.perf_counter()
         scene = work.scene
@@ -452,6 +470,8 @@ class RoomRunner:
                 if (settings := self.listener_settings.get(slot)) is not None:
                     self.renderer.configure_listener(slot, **settings)  # set before this tick
             mixes = self.renderer.render(scene, audio)
+        if click is not None and work.click_slots:  # the centred metronome, sample-exact
+            mixes[list(work.click_slots)] += click[None, :, None]
         if work.take is not None:  # copies and a put_nowait: the writer is a thread of its own
             work.take.capture(audio, mixes)
         t2 = time.perf_counter()

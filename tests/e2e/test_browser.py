@@ -11,16 +11,14 @@ is turned with keys and the "Face front" button. B's received stream is analysed
 hook.
 
 Needs Debian's ``chromium`` at /usr/bin/chromium (``make test`` installs it) and the
-``playwright`` Python package; no browser is downloaded. ``SPATIALJAM_UPDATE_SCREENSHOT=1``
-also writes page B's screenshot to ``docs/client.png``.
+``playwright`` Python package; no browser is downloaded. (The screenshots in ``docs/`` are
+taken by tests/e2e/test_browser_musician.py.)
 """
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 
@@ -37,9 +35,6 @@ from tests.helpers.browser import (
     skipped_ticks,
     wait_for_stage_position,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = ROOT / "docs" / "client.png"
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +71,6 @@ def test_dragging_a_on_bs_stage_moves_the_tone_between_bs_ears(jam):
     a_marker = b.evaluate("id => spatialjam.markerViewport(id)", jam.a_id)
     b.mouse.click(a_marker["x"], a_marker["y"])  # a click selects without moving
     assert b.text_content("#selected-where").endswith("2.0 m, 90° right")
-    b.evaluate("window.scrollTo(0, 0)")
-    shot = b.screenshot(full_page=True)
-    assert shot.startswith(b"\x89PNG") and len(shot) < 1_000_000
-    if os.environ.get("SPATIALJAM_UPDATE_SCREENSHOT"):
-        SCREENSHOT.write_bytes(shot)
 
 
 def test_the_latency_panel_says_the_audio_goes_direct_on_loopback(jam):
@@ -161,7 +151,7 @@ def test_test_my_latency_times_clicks_through_the_server_and_restores_mic_and_mo
     (self-monitoring is off again, as it was).
     """
     a, b = jam.a, jam.b
-    me = f"[data-source='{jam.a_id}'] .mix-mute"  # A's "Hear myself" button
+    me = f"[data-source='{jam.a_id}'] .mix-mute"  # A's own row's On/Off (hearing yourself)
     assert a.text_content(me) == "Off"
     assert a.evaluate("spatialjam.micOnSender()")
 

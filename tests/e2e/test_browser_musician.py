@@ -1,6 +1,7 @@
 """End-to-end: the page a musician keeps open (issue 18), in real Chromium on the low-latency
-transport: who is who and who is playing, muting yourself, the input gain and devices, chat,
-and a seat that survives a reload.
+transport: who is who and who is playing, muting yourself, the input gain and devices, the
+playout buffer, chat, the keyboard, a phone, and a seat that survives a reload.
+``SPATIALJAM_UPDATE_SCREENSHOT=1`` also writes the desktop and phone screenshots in ``docs/``.
 
 Two pages in one room (tests/helpers/browser.py): A (Ada, "Sine") plays a 2 kHz tone, B (Bo)
 listens. B's ears are measured in the page, in the tone's band; a hearing check that fails
@@ -10,7 +11,9 @@ while the machine was starved of CPU is skipped, saying so (``skip_if_starved``)
 from __future__ import annotations
 
 import math
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +27,17 @@ from tests.helpers.browser import (
     skip_if_starved,
     skipped_ticks,
 )
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def screenshot(page, name: str) -> None:
+    """A full-page screenshot of ``page``, checked; written to docs/ when asked."""
+    page.evaluate("window.scrollTo(0, 0)")
+    shot = page.screenshot(full_page=True)
+    assert shot.startswith(b"\x89PNG") and len(shot) < 2_000_000
+    if os.environ.get("SPATIALJAM_UPDATE_SCREENSHOT"):
+        (DOCS / name).write_bytes(shot)
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +58,13 @@ def heard_db(page) -> float:
     return 10 * math.log10(10 ** (levels["left_db"] / 10) + 10 ** (levels["right_db"] / 10))
 
 
-def settled_db(page, wanted) -> float:
-    """The first reading, at least SETTLE_S after a change, for which ``wanted`` holds (or the
-    last one, after VERDICT_S)."""
+def settled_db(page, wanted, measure=heard_db) -> float:
+    """The first reading (``measure``: the tone's band), at least SETTLE_S after a change, for
+    which ``wanted`` holds (or the last one, after VERDICT_S)."""
     time.sleep(SETTLE_S)
     deadline = time.monotonic() + VERDICT_S
     while True:
-        db = heard_db(page)
+        db = measure(page)
         if wanted(db) or time.monotonic() > deadline:
             return db
         time.sleep(0.25)
@@ -158,6 +172,41 @@ def test_the_playout_buffer_can_be_fixed_by_hand_and_given_back_to_auto(jam):
     b.wait_for_function("spatialjam.lowLatency()?.playout?.fixed === false", timeout=5_000)
 
 
+def click_band_db(page) -> float:
+    """The metronome's clicks (1.5 kHz) in ``page``'s received mix, both ears (dBFS)."""
+    levels = page.evaluate("band => spatialjam.levels(band)", {"lowHz": 1300, "highHz": 1700})
+    return 10 * math.log10(10 ** (levels["left_db"] / 10) + 10 ** (levels["right_db"] / 10))
+
+
+def test_the_room_metronome_is_set_from_the_page_and_heard_as_each_player_chooses(jam):
+    a, b = jam.a, jam.b
+    a_mute = f"[data-source='{jam.a_id}'] .mix-mute"
+    b.click(a_mute)  # B mutes A's tone in B's own mix: the clicks alone
+    try:
+        b.check("[data-metro='on']")
+        b.fill("[data-metro='bpm']", "120")
+        b.press("[data-metro='bpm']", "Enter")
+        a.wait_for_function("spatialjam.state.metronome?.on && spatialjam.state.metronome.bpm"
+                            " === 120", timeout=5_000)
+        assert a.text_content("[data-metro='now']") == "♩ = 120 · 4 beats a bar"
+        assert any(s["source"] == "metronome" for s in a.evaluate("spatialjam.state.stage"))
+        assert b.text_content("[data-source='metronome'] .mix-who") == "Metronome"
+        starved = skipped_ticks(b)
+        centred = settled_db(b, lambda db: db > -60, click_band_db)
+        if centred <= -60:
+            skip_if_starved(b, starved, "B did not hear the metronome")
+        assert centred > -60, centred
+        b.select_option("[data-metro='hear']", "off")
+        off = settled_db(b, lambda db: db < centred - 30, click_band_db)
+        assert off < centred - 30, (centred, off)
+        assert b.evaluate("localStorage.getItem('spatialjam.hearMetronome')") == "off"
+    finally:
+        b.select_option("[data-metro='hear']", "centre")
+        b.uncheck("[data-metro='on']")
+        b.click(a_mute)
+    a.wait_for_function("spatialjam.state.metronome?.on === false", timeout=5_000)
+
+
 def test_chat_arrives_as_text_for_everyone_and_joiners_get_it(jam):
     a, b = jam.a, jam.b
     text = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=1</script> bar 17"
@@ -172,6 +221,10 @@ def test_chat_arrives_as_text_for_everyone_and_joiners_get_it(jam):
     assert b.evaluate("window.pwned") is None and a.evaluate("window.pwned") is None
     assert a.input_value("#chat-text") == ""
     assert a.get_attribute("#chat-lines li:last-child", "class") == "chat-line mine"
+    a.fill("#chat-text", "From the top, bar 17: one, two…")
+    a.press("#chat-text", "Enter")
+    b.wait_for_function("document.querySelectorAll('#chat-lines li').length > 1", timeout=5_000)
+    screenshot(b, "client.png")
 
 
 def press(page, key: str, times: int = 1) -> None:
@@ -260,6 +313,7 @@ def test_on_a_phone_the_page_fits_and_leave_is_in_reach(jam):
         assert not page.is_visible("[data-hint='desktop']")
         names = [label["name"] for label in page.evaluate("spatialjam.stageLabels()")]
         assert "Ada" in names and "Cy on a phone (you)" in names
+        screenshot(page, "client-phone.png")
         page.click("#leave")
     finally:
         phone.close()

@@ -54,6 +54,11 @@ async def test_an_ai_musician_plays_survives_its_sidecar_dying_and_leaves(server
             metrics(server)
         heard = await b.listen(2.0)
         assert rms_db(heard) > -45, "B does not hear the AI musician"
+        # Everyone is told what it hears: its tempo (fixed here), and the key and chord once
+        # it knows them (null until then: the players here are silent).
+        assert await wait_for(lambda: b.ai_hears is not None, 10.0)
+        assert b.ai_hears["ai"] == ai and b.ai_hears["bpm"] == 100.0, b.ai_hears
+        assert {"key", "chord", "locked"} <= b.ai_hears.keys()
         m = metrics(server)
         assert m["ai_events_late_total"] <= 0.1 * m["ai_events_total"], m
         assert m["ai_event_lead_ms_p50_min"] > 0, m
@@ -94,6 +99,12 @@ async def test_an_ai_musician_plays_survives_its_sidecar_dying_and_leaves(server
         # What it played, as MIDI.
         midi = urllib.request.urlopen(f"{server.http}/ai/ai.mid", timeout=5).read()
         assert midi[:4] == b"MThd" and midi.count(b"MTrk") >= 2
+
+        # The room's metronome sets its tempo while it is on; off, its own comes back.
+        await b.send({"type": "set_metronome", "on": True, "bpm": 120})
+        assert await wait_for(lambda: (b.ai_hears or {}).get("bpm") == 120.0, 10.0), b.ai_hears
+        await b.send({"type": "set_metronome", "on": False})
+        assert await wait_for(lambda: (b.ai_hears or {}).get("bpm") == 100.0, 10.0), b.ai_hears
 
         await b.send({"type": "ai_remove", "ai": ai})
         assert await wait_for(lambda: all(not m["id"].startswith("ai-")

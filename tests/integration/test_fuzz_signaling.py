@@ -151,6 +151,10 @@ SCHEMAS = {
     "chat": fields({"text": st.text(PRINTABLE | st.just(" "), min_size=1,
                                     max_size=limits.MAX_CHAT_CHARS).filter(str.strip)}),
     "mute_self": fields({"muted": st.booleans()}),
+    "set_metronome": fields({"on": st.booleans()},
+                            {"bpm": number(30.0, 300.0), "beats_per_bar": st.integers(1, 16),
+                             "accent": st.booleans(), "count_in_bars": st.integers(0, 4)}),
+    "hear_metronome": fields({"mode": st.sampled_from(["off", "centre", "stage"])}),
 }
 VALID = st.sampled_from(sorted(SCHEMAS)).flatmap(
     lambda kind: SCHEMAS[kind].map(lambda body: {"type": kind, **body}))
@@ -158,10 +162,11 @@ VALID = st.sampled_from(sorted(SCHEMAS)).flatmap(
 #: The JSON types each field takes, and the numeric range of the numeric ones.
 STRING_FIELDS = {"type", "room", "name", "instrument", "seat", "token", "sdp", "candidate",
                  "sdpMid", "usernameFragment", "source", "ai", "role", "member", "reason",
-                 "hrtf", "preset", "binaural_of", "text"}
-BOOL_FIELDS = {"mute", "metronome", "all", "locked", "acoustics", "reference", "muted"}
+                 "hrtf", "preset", "binaural_of", "text", "mode"}
+BOOL_FIELDS = {"mute", "metronome", "all", "locked", "acoustics", "reference", "muted", "on",
+               "accent"}
 #: Numeric fields that take integers only (1.0 is the wrong type there).
-INTEGER_FIELDS = {"sdpMLineIndex", "max_order", "size"}
+INTEGER_FIELDS = {"sdpMLineIndex", "max_order", "size", "beats_per_bar", "count_in_bars"}
 RANGES = {"t_ms": (-limits.MAX_SAFE_INTEGER, limits.MAX_SAFE_INTEGER),
           "yaw_deg": (-limits.MAX_ANGLE_DEG, limits.MAX_ANGLE_DEG),
           "pitch_deg": (-limits.MAX_ANGLE_DEG, limits.MAX_ANGLE_DEG),
@@ -243,7 +248,8 @@ def assert_within_limits(message) -> None:
             assert (isinstance(value, str) and 1 <= len(value) <= 64 and value.isprintable()) or \
                 abs(value) <= limits.MAX_SAFE_INTEGER
         elif name in RANGES:
-            lo, hi = RANGES[name]
+            lo, hi = (30.0, 300.0) if name == "bpm" and first["type"] == "set_metronome" \
+                else RANGES[name]
             for x in value if name in VECTORS else [value]:
                 assert math.isfinite(x) and lo <= x <= hi, (name, value)
         elif name == "role":

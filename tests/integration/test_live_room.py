@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.bot import Bot, tone
@@ -303,3 +304,50 @@ async def test_on_an_open_server_a_lock_keeps_every_newcomer_out_and_a_removal_s
         async with Bot(url, "locking", "B") as unlocked:
             assert unlocked.participant != b.participant
         assert not host.errors
+
+
+def click_onsets(y: np.ndarray, threshold: float = 0.02) -> np.ndarray:
+    """The first sample of each click in ``y`` (mono), clicks at least 100 ms apart."""
+    loud = np.flatnonzero(np.abs(y) > threshold)
+    if not len(loud):
+        return loud
+    return np.concatenate([loud[:1], loud[1:][np.diff(loud) > 4_800]])
+
+
+async def test_the_room_metronome_clicks_on_its_beat_grid_as_each_player_chooses(server):
+    """An admin's metronome at 150 bpm: B hears its clicks centred, on the beat grid to the
+    millisecond (the mix is sample-continuous, whatever the network's jitter), the same in
+    both ears; C, who asked to hear it from the stage, hears it from where it stands (ILD);
+    D turned it off and hears nothing. Off again, it is gone from the stage."""
+    url, _ = server
+    async with Bot(url, "metro", "B") as b, Bot(url, "metro", "C") as c, \
+            Bot(url, "metro", "D") as d:
+        await c.send({"type": "hear_metronome", "mode": "stage"})
+        await d.send({"type": "hear_metronome", "mode": "off"})
+        await c.send({"type": "move_source", "source": c.participant, "position_m": [0, 0, 1.2]})
+        await c.send({"type": "head_pose", "yaw_deg": 0})
+        await b.send({"type": "set_metronome", "on": True, "bpm": 150, "beats_per_bar": 4})
+        assert await wait_for(lambda: (b.state.get("metronome") or {}).get("on") is True, 5)
+        state = b.state["metronome"]
+        assert (state["bpm"], state["beats_per_bar"], state["accent"]) == (150.0, 4, True)
+        assert any(p["source"] == "metronome" for p in b.state["stage"])
+        await b.send({"type": "move_source", "source": "metronome", "position_m": [0, 2, 1.2]})
+
+        heard_c, heard_d = await asyncio.gather(heard(c), heard(d))
+        heard_b = (await b.listen(2.0)).astype(np.float64)
+        onsets = click_onsets(heard_b[:, 0])
+        assert len(onsets) >= 4, onsets
+        beat = 60 * 48_000 / 150
+        k = np.round((onsets - onsets[0]) / beat)
+        off_grid_ms = 1e3 * np.abs(onsets - onsets[0] - np.round(k * beat)) / 48_000
+        assert off_grid_ms.max() <= 1.0, off_grid_ms
+        assert np.allclose(heard_b[:, 0], heard_b[:, 1], atol=0.02)  # centred: both ears alike
+        assert np.abs(heard_c).max() > 0.02  # C hears it, from its left:
+        assert band_ild_db(heard_c, 1500.0) > 3.0, band_ild_db(heard_c, 1500.0)
+        assert np.abs(heard_d).max() < 0.005
+
+        await b.send({"type": "set_metronome", "on": False})
+        assert await wait_for(lambda: b.state["metronome"]["on"] is False, 5)
+        assert not any(p["source"] == "metronome" for p in b.state["stage"])
+        assert np.abs(await heard(b)).max() < 0.005
+        assert not b.errors and not c.errors and not d.errors

@@ -211,7 +211,9 @@ async def enter(url: str, room: str, seat: str | None = None):
         yield ws, joined
 
 
-async def test_a_rooms_chosen_acoustics_survive_a_restart_the_default_does_not(tmp_path):
+async def test_a_rooms_chosen_acoustics_and_metronome_survive_a_restart(tmp_path):
+    """What an admin chose (acoustics, metronome) is kept; the server's default acoustics
+    is not saved as the room's own."""
     state = str(tmp_path / "rooms.sqlite3")
     with ServerProcess("--state", state, "--acoustics", "rehearsal-room") as first:
         async with enter(first.ws, "kept") as (ws, joined):
@@ -221,6 +223,11 @@ async def test_a_rooms_chosen_acoustics_survive_a_restart_the_default_does_not(t
             async with asyncio.timeout(5):
                 while (reply := json.loads(await ws.recv()))["type"] != "room_state":
                     assert reply["type"] != "error", reply
+            await ws.send(json.dumps({"type": "set_metronome", "on": True, "bpm": 72,
+                                      "beats_per_bar": 6}))  # kept with the room too
+            async with asyncio.timeout(5):
+                while "metronome" not in (reply := json.loads(await ws.recv())):
+                    assert reply["type"] != "error", reply
             async with enter(first.ws, "default") as (_, other):
                 assert other["state"]["acoustics"]["name"] == "rehearsal-room"
             await asyncio.sleep(0.5)  # written within the store's interval
@@ -229,6 +236,10 @@ async def test_a_rooms_chosen_acoustics_survive_a_restart_the_default_does_not(t
             assert back["state"]["acoustics"] == {"name": "concert-hall",
                                                   "dims_m": [44.0, 24.0, 17.0], "rt60_s": 1.5,
                                                   "max_order": 1, "wet": 0.3}
+            metronome = back["state"]["metronome"]
+            assert (metronome["on"], metronome["bpm"], metronome["beats_per_bar"]) == \
+                (True, 72.0, 6)
+            assert any(p["source"] == "metronome" for p in back["state"]["stage"])
         async with enter(second.ws, "default") as (_, other):
             assert other["state"]["acoustics"]["name"] == "dry-studio"  # not saved as its own
 

@@ -43,3 +43,19 @@ def test_without_the_metronome_no_clicks_and_no_count_in():
     events = [e for _, batch in run(BrainConfig(bpm=120.0), 3.0) for e in batch]
     assert events and all(e.voice in ("alto", "tenor", "bass") for e in events)
     assert min(e.start for e in events) < 48_000  # plays within its first second
+
+
+def test_the_rooms_metronome_sets_its_count_in_without_clicks_of_its_own():
+    """With the room's metronome on, the server sets count_in_beats (2 bars of 3 here): the AI
+    only listens that many beats, then plays; no click of its own."""
+    config = BrainConfig.from_dict({"bpm": 120.0, "metronome": False, "count_in_beats": 6})
+    assert config.count_in_beats == 6
+    decided = run(config, 8.0)
+    events = [e for _, batch in decided for e in batch]
+    assert events and all(e.voice != "metronome" for e in events)
+    beat = 60 * 48_000 // 120
+    at_once = [e for _, batch in run(BrainConfig(bpm=120.0, count_in_beats=0), 8.0)
+               for e in batch]
+    # Six beats later than the same AI without a count-in.
+    assert min(e.start for e in events) - min(e.start for e in at_once) == 6 * beat
+    assert BrainConfig.from_dict({"count_in_beats": True}).count_in_beats == -1  # not a number

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from signaling.ai_messages import AiHears
 from signaling.errors import ErrorCode, ProtocolError
 from signaling.messages import CLIENT_MESSAGES, Answer, Ice, Offer, parse_message, parse_object
+from signaling.metronome_messages import MetronomeState
 from signaling.recording_messages import Recording, RecordingInfo, RecordingNow, Recordings
 from signaling.render_messages import HrtfUploaded, Rendering, RoomAcoustics
 from signaling.server_messages import (
@@ -54,6 +56,7 @@ def room_state(d: dict) -> RoomState:
                    if d["acoustics"] is not None else None),
         recording=RecordingNow(**d["recording"]) if "recording" in d else None,
         frame_ms=d["frame_ms"],
+        metronome=MetronomeState(**d["metronome"]) if "metronome" in d else None,
     )
 
 
@@ -94,6 +97,8 @@ def server_message(d: dict):
         return ChatHistory(tuple(chat_line(line) for line in d["lines"]))
     if kind == "levels":
         return Levels(d["levels"])
+    if kind == "ai_hears":
+        return AiHears(d["ai"], d["bpm"], d["key"], d["chord"], d["locked"])
     assert kind == "pong"
     return Pong(d["t_ms"], msg_id)
 

@@ -28,6 +28,7 @@ from signaling.messages import (
     TurnSource,
     parse_message,
 )
+from signaling.metronome_messages import HearMetronome, SetMetronome
 from signaling.recording_messages import ListRecordings, StartRecording, StopRecording
 from signaling.render_messages import HrtfUpload, SetRendering, SetRoomAcoustics
 from signaling.social_messages import MuteSelf, SendChat
@@ -111,6 +112,12 @@ VALID = [
     (message(type="chat", text="<b>Zoë</b> 🎻"), SendChat(text="<b>Zoë</b> 🎻")),
     (message(type="mute_self", muted=True), MuteSelf(muted=True)),
     (message(type="mute_self", muted=False), MuteSelf(muted=False)),
+    (message(type="set_metronome", on=True), SetMetronome(on=True)),
+    (message(type="set_metronome", on=True, bpm=92.5, beats_per_bar=3, accent=False,
+             count_in_bars=2, id="m"),
+     SetMetronome(on=True, bpm=92.5, beats_per_bar=3, accent=False, count_in_bars=2,
+                  msg_id="m")),
+    (message(type="hear_metronome", mode="stage"), HearMetronome(mode="stage")),
 ]
 
 
@@ -257,6 +264,14 @@ MALFORMED = [
     (message(type="chat", text="bar\n17"), ErrorCode.BAD_VALUE),
     (message(type="chat", text=17), ErrorCode.BAD_TYPE),
     (message(type="mute_self", muted="yes"), ErrorCode.BAD_TYPE),
+    (message(type="set_metronome"), ErrorCode.MISSING_FIELD),
+    (message(type="set_metronome", on=True, bpm=301), ErrorCode.OUT_OF_RANGE),
+    (message(type="set_metronome", on=True, bpm=29.9), ErrorCode.OUT_OF_RANGE),
+    (message(type="set_metronome", on=True, beats_per_bar=0), ErrorCode.OUT_OF_RANGE),
+    (message(type="set_metronome", on=True, beats_per_bar=3.5), ErrorCode.BAD_TYPE),
+    (message(type="set_metronome", on=True, count_in_bars=5), ErrorCode.OUT_OF_RANGE),
+    (message(type="hear_metronome", mode="left"), ErrorCode.BAD_VALUE),
+    (message(type="hear_metronome", mode="Centre!"), ErrorCode.BAD_VALUE),
     # SDP
     (message(type="offer", sdp="hello"), ErrorCode.BAD_SDP),
     (message(type="offer", sdp="v=0"), ErrorCode.BAD_SDP),
