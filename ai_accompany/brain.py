@@ -60,6 +60,9 @@ class BrainConfig:
     #: Beats it only listens (and clicks, with ``metronome``) before it plays, in fixed tempo:
     #: -1 for a bar with its own metronome and none without; the room's metronome sets it.
     count_in_beats: int = -1
+    #: The room sample of the room metronome's beat zero (a downbeat), -1 without: with a
+    #: fixed tempo the AI's beat grid is the room's.
+    beat_zero: int = -1
     seed: int = 0
 
     @classmethod
@@ -80,17 +83,27 @@ class BrainConfig:
         count_in = d.get("count_in_beats")
         if isinstance(count_in, int) and not isinstance(count_in, bool) and 0 <= count_in <= 64:
             config = replace(config, count_in_beats=count_in)
+        beat_zero = d.get("beat_zero")
+        if isinstance(beat_zero, int) and not isinstance(beat_zero, bool) and beat_zero >= 0:
+            config = replace(config, beat_zero=beat_zero)
         if isinstance(d.get("seed"), int):
             config = replace(config, seed=d["seed"])
         return config
 
 
+def _listener(config: BrainConfig):
+    """The listening half for ``config``: its tempo, and the room's beat grid if it has one."""
+    from ai_accompany.listen import Listener
+
+    beat_zero = config.beat_zero if config.bpm and config.beat_zero >= 0 else None
+    return Listener(ANALYSIS_RATE, fixed_bpm=config.bpm or None, beat_zero=beat_zero)
+
+
 class Brain:
     def __init__(self, config: BrainConfig) -> None:
-        from ai_accompany.listen import Listener
 
         self.config = config
-        self.listener = Listener(ANALYSIS_RATE, fixed_bpm=config.bpm or None)
+        self.listener = _listener(config)
         self.rng = np.random.default_rng(config.seed)
         self.models = _load_models()
         self.planned_through = -1  # room sample of the last beat planned
@@ -101,10 +114,8 @@ class Brain:
         self._last = None
 
     def configure(self, config: BrainConfig) -> None:
-        if config.bpm != self.config.bpm:
-            from ai_accompany.listen import Listener
-
-            self.listener = Listener(ANALYSIS_RATE, fixed_bpm=config.bpm or None)
+        if (config.bpm, config.beat_zero) != (self.config.bpm, self.config.beat_zero):
+            self.listener = _listener(config)
             self.planned_through = -1
             self.beats_planned = 0  # a new tempo: count in again
         if config.role != self.config.role:

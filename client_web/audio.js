@@ -106,6 +106,12 @@ export class AudioAnalysis {
       inputPeak: peak(this.input.meterSamples) };
   }
 
+  /** The last ~0.68 s of the received mix's left ear, as samples (for tests: timing). */
+  receivedLeft() {
+    this.left.long.getFloatTimeDomainData(this.left.samples);
+    return Array.from(this.left.samples);
+  }
+
   rmsDb(b) {
     b.long.getFloatTimeDomainData(b.samples);
     return toDb(meanSquare(b.samples));

@@ -14,6 +14,9 @@ export function installHandle(page) {
     },
     /** Received L/R and microphone RMS (dBFS) over the last ~0.68 s; optional band in Hz. */
     levels: (band) => page.analysis()?.levels(band) ?? null,
+    /** The last ~0.68 s of the received left ear, and the audio clock's sample rate. */
+    received: () => ({ samples: page.analysis()?.receivedLeft() ?? [],
+      rate: page.analysis()?.ctx.sampleRate ?? 0 }),
     latency: () => latency.snapshot(),
     /** Run "Test my latency": a promise of {round_trip_ms, clicks, breakdown, …}. */
     latencyTest: () => latencyTest.run(),

@@ -28,7 +28,8 @@ tracked one over the last 2 s twice running, the tracker relocks.
 
 **Fixed tempo.** With ``fixed_bpm`` the period never changes; the first onset sets the phase (a
 metronome runs from the start of the stream before it), the loop corrects the phase only, and
-the phase check above still applies.
+the phase check above still applies. With an ``anchor`` too (the room metronome's beat zero),
+tempo and phase are both given: the grid is the room's, and onsets do not move it.
 
 Delay: none on the prediction side — ``next_beat`` is always in the future. Measured by
 ``tests/unit/test_listen.py`` (click tracks, 16 kHz): locked 13–21 ms after the third click (the
@@ -218,10 +219,15 @@ class BeatTracker:
     ----------
     fixed_bpm : float or None
         Tempo to keep (the phase still follows the onsets); None to find and follow it.
+    anchor : int or None
+        With ``fixed_bpm``: the room sample of a downbeat (the room metronome's beat zero):
+        the grid is fixed there, whatever the onsets.
     """
 
-    def __init__(self, fixed_bpm: float | None = None) -> None:
+    def __init__(self, fixed_bpm: float | None = None, anchor: int | None = None) -> None:
         self.fixed = fixed_bpm is not None
+        #: The grid is the room metronome's: tempo and phase given, never moved.
+        self.anchored = self.fixed and anchor is not None
         #: Beat period in room samples, None before the tempo is known.
         self.period: float | None = 60.0 * ROOM_RATE / fixed_bpm if self.fixed else None
         #: Whether phase (and tempo) have been locked to the onsets heard.
@@ -233,6 +239,9 @@ class BeatTracker:
         self._next_check = -math.inf
         self._tempo_votes = 0
         self._phase_votes = 0
+        if self.anchored:
+            self._anchor = float(anchor)  # type: ignore[arg-type]
+            self.locked = True
 
     def start(self, room_sample: int) -> None:
         """The stream starts at ``room_sample``: a fixed tempo counts beats from here."""
@@ -245,6 +254,8 @@ class BeatTracker:
         while len(self._onsets) > MAX_ONSETS or time - self._onsets[0][0] > HISTORY_S * ROOM_RATE:
             self._onsets.popleft()
         self._strength_ref += 0.1 * (strength - self._strength_ref)
+        if self.anchored:
+            return  # the room's grid: the players follow it, not it them
         if not self.locked:
             if self.fixed:
                 self._anchor = time

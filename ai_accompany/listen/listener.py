@@ -127,9 +127,13 @@ class Listener:
     fixed_bpm : float or None
         Keep this tempo and lock only the phase (20–300 BPM); None to find and follow the tempo
         (60–180 BPM).
+    beat_zero : int or None
+        With ``fixed_bpm``: the room sample of a downbeat (the room metronome's): the beat grid
+        is fixed there.
     """
 
-    def __init__(self, sample_rate: int = ANALYSIS_RATE, fixed_bpm: float | None = None) -> None:
+    def __init__(self, sample_rate: int = ANALYSIS_RATE, fixed_bpm: float | None = None,
+                 beat_zero: int | None = None) -> None:
         self.sample_rate = check_sample_rate(sample_rate)
         if fixed_bpm is not None and not (
             isinstance(fixed_bpm, int | float) and MIN_FIXED_BPM <= fixed_bpm <= MAX_FIXED_BPM
@@ -142,7 +146,7 @@ class Listener:
         self.block = block_size(sample_rate)
         self._ratio = ROOM_RATE // sample_rate
         self._onsets = OnsetDetector(sample_rate)
-        self._beats = BeatTracker(fixed_bpm)
+        self._beats = BeatTracker(fixed_bpm, beat_zero)
         self._chroma = ChromaAnalyzer(sample_rate)
         self._chords = ChordDetector()
         self._key = KeyDetector(self.block / sample_rate)

@@ -6,8 +6,9 @@ and change its level in their own mix) and its clicks are made on the room clock
 (:class:`~server.tick.metronome.Metronome`), so they fall on exact room samples. Turning it on
 (or changing its tempo or metre) starts beat zero, a downbeat, a little ahead of the clock;
 ``room_state`` says where (``metronome.beat_zero_s``). An AI musician in the room plays at the
-metronome's tempo while it is on. The settings are saved with the room; a player's choice of
-how to hear it lives with their connection (a new join hears it centred, the page asks again).
+metronome's tempo and on its beat grid while it is on, after its count-in. The settings are
+saved with the room; a player's choice of how to hear it lives with their connection (a new
+join hears it centred, the page asks again).
 """
 
 from __future__ import annotations
@@ -91,13 +92,15 @@ def hear(live: LiveRoom, slot: int, mode: str) -> None:
 
 def ai_config(live: LiveRoom) -> dict:
     """The AI musician's settings as it plays them: at the metronome's tempo while it is on
-    (half of it above the AI's 240 bpm: half time), after the metronome's count-in (whole bars
-    of the room's metre), without a click of its own (the room's metronome clicks)."""
+    (half of it above the AI's 240 bpm: half time) and on its beat grid (from its beat zero),
+    after its count-in (whole bars of the room's metre), without a click of its own (the
+    room's metronome clicks)."""
     config = dict(live.ai_config or {})
     settings = live.room.metronome_settings
     if settings is not None and settings["on"]:
         bpm = float(settings["bpm"])
         config["bpm"] = bpm / 2 if bpm > AI_MAX_BPM else bpm
         config["count_in_beats"] = int(settings["count_in_bars"]) * int(settings["beats_per_bar"])
+        config["beat_zero"] = int(live.room.metronome_origin)  # its beat grid is the room's
         config["metronome"] = False
     return config

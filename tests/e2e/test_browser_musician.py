@@ -15,6 +15,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.serverproc import ServerProcess
@@ -196,6 +197,18 @@ def test_the_room_metronome_is_set_from_the_page_and_heard_as_each_player_choose
         if centred <= -60:
             skip_if_starved(b, starved, "B did not hear the metronome")
         assert centred > -60, centred
+        # In the page's own audio, at 240 bpm: clicks a beat apart, to the millisecond.
+        b.fill("[data-metro='bpm']", "240")
+        b.press("[data-metro='bpm']", "Enter")
+        b.wait_for_function("spatialjam.state.metronome?.bpm === 240", timeout=5_000)
+        time.sleep(SETTLE_S)
+        received = b.evaluate("spatialjam.received()")
+        y, rate = np.array(received["samples"]), received["rate"]
+        loud = np.flatnonzero(np.abs(y) > 0.05)
+        onsets = np.concatenate([loud[:1], loud[1:][np.diff(loud) > rate // 10]])
+        assert len(onsets) >= 2, onsets
+        beats_ms = 1e3 * np.diff(onsets) / rate
+        assert np.all(np.abs(beats_ms - 250.0) <= 1.0), beats_ms
         b.select_option("[data-metro='hear']", "off")
         off = settled_db(b, lambda db: db < centred - 30, click_band_db)
         assert off < centred - 30, (centred, off)

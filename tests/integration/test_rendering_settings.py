@@ -208,6 +208,8 @@ async def enter(url: str, room: str, seat: str | None = None):
         await ws.send(json.dumps(join))
         joined = json.loads(await ws.recv())
         assert joined["type"] == "joined", joined
+        rendering = json.loads(await ws.recv())  # how it hears: the defaults, unasked (no id)
+        assert rendering["type"] == "rendering" and "id" not in rendering, rendering
         yield ws, joined
 
 

@@ -59,3 +59,17 @@ def test_the_rooms_metronome_sets_its_count_in_without_clicks_of_its_own():
     # Six beats later than the same AI without a count-in.
     assert min(e.start for e in events) - min(e.start for e in at_once) == 6 * beat
     assert BrainConfig.from_dict({"count_in_beats": True}).count_in_beats == -1  # not a number
+
+
+def test_on_the_rooms_metronome_its_notes_fall_on_the_rooms_beat_grid():
+    """Given the room metronome's beat zero, the AI's 16th-note steps are on that grid from its
+    first note (silence in: no onset to lock to), not on one of its own."""
+    beat = 60 * 48_000 // 120
+    zero = 12_345
+    config = BrainConfig.from_dict({"bpm": 120.0, "count_in_beats": 0, "beat_zero": zero})
+    events = [e for _, batch in run(config, 4.0) for e in batch]
+    assert events
+    steps = np.array([e.start for e in events]) - zero
+    assert np.all(np.abs(steps / (beat / 4) - np.round(steps / (beat / 4))) < 1e-3), steps[:8]
+    plain = [e.start for _, batch in run(BrainConfig(bpm=120.0), 4.0) for e in batch]
+    assert (min(plain) - zero) % (beat // 4) != 0  # without it, a grid of its own

@@ -146,3 +146,19 @@ def test_error_code_table_lists_exactly_the_codes():
     section = PROTOCOL.split("## Error codes", 1)[1].split("\n## ", 1)[0]
     documented = re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE)
     assert sorted(documented) == sorted(ErrorCode)
+
+
+def test_the_numbers_the_page_states_are_the_codes():
+    """What a client relies on, stated in docs/PROTOCOL.md, is what the server does: the close
+    codes of a seat taken over and of a removal, the largest frame a connection reads, and how
+    an uploaded set's ``taps`` are trimmed."""
+    from hrtf.hrirset import ONSET_MARGIN, TAIL_THRESHOLD_DB
+    from signaling.limits import MAX_FRAME_BYTES
+    from signaling.session import CLOSE_KICKED, CLOSE_REPLACED
+
+    flat = " ".join(PROTOCOL.split())
+    assert f"older connection is closed with code {CLOSE_REPLACED}" in flat
+    assert f"its connection closes with code {CLOSE_KICKED}" in flat
+    assert f"A frame over {MAX_FRAME_BYTES:,} bytes" in flat
+    assert f"all but {ONSET_MARGIN} samples of it" in flat
+    assert f"the tail below {TAIL_THRESHOLD_DB:.0f} dB of the peak" in flat
