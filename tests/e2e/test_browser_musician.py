@@ -83,6 +83,11 @@ def test_players_are_shown_by_name_with_their_instrument_and_who_is_playing(jam)
     row = f"[data-source='{jam.a_id}']"
     assert b.text_content(f"{row} .mix-who") == "Ada"
     assert b.text_content(f"{row} .mix-what") == "Sine"
+    # Links take the theme's accent, not the browser's default blue on the dark page.
+    link_colour = b.evaluate(
+        "() => { const a = document.createElement('a'); a.href = '#x';"
+        " document.body.append(a); const c = getComputedStyle(a).color; a.remove(); return c; }")
+    assert link_colour == "rgb(255, 179, 71)", link_colour
     # The activity bar under A's name moves with A's tone.
     b.wait_for_function(f"parseFloat(document.querySelector(\"{row} .mix-level > span\")"
                         ".style.width) > 20", timeout=5_000)

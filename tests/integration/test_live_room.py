@@ -340,6 +340,8 @@ async def test_the_room_metronome_clicks_on_its_beat_grid_as_each_player_chooses
         beat = 60 * 48_000 / 150
         k = np.round((onsets - onsets[0]) / beat)
         off_grid_ms = 1e3 * np.abs(onsets - onsets[0] - np.round(k * beat)) / 48_000
+        print(f"\nmetronome: {len(onsets)} clicks, off the grid by at most "
+              f"{off_grid_ms.max():.3f} ms")
         assert off_grid_ms.max() <= 1.0, off_grid_ms
         assert np.allclose(heard_b[:, 0], heard_b[:, 1], atol=0.02)  # centred: both ears alike
         assert np.abs(heard_c).max() > 0.02  # C hears it, from its left:
