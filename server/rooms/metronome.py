@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from server.rooms.room import RoomFull
 from server.tick.metronome import Metronome
 from signaling.metronome_messages import HearMetronome, SetMetronome
 
@@ -64,12 +65,17 @@ class RoomMetronomes:
                 room.leave(member.id)
                 runner.detach(member.slot)
         else:
-            member = room.add_metronome()
+            try:
+                slot: int | None = room.add_metronome().slot
+            except RoomFull:  # no place on the stage: heard centred only, and said so
+                slot = None
+                log.warning("room %s is full: its metronome has no place on the stage",
+                            room.name)
             origin = runner.room_sample + LEAD_FRAMES * runner.frame
             room.metronome_origin = origin
             runner.metronome = Metronome(float(settings["bpm"]), int(settings["beats_per_bar"]),
                                          bool(settings["accent"]), origin)
-            runner.metronome_slot = member.slot
+            runner.metronome_slot = slot
         room.version += 1
         if live.ai_config is not None:
             self.hub.ai.configure(room.name, ai_config(live))
