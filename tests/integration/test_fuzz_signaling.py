@@ -179,8 +179,15 @@ RANGES = {"t_ms": (-limits.MAX_SAFE_INTEGER, limits.MAX_SAFE_INTEGER),
           "dims_m": (limits.MIN_ROOM_SIDE_M, limits.MAX_ROOM_SIDE_M),
           "rt60_s": (limits.MIN_RT60_S, limits.MAX_RT60_S), "wet": (0.0, 1.0),
           "max_order": (0, limits.MAX_REFLECTION_ORDER),
-          "size": (1, limits.MAX_HRTF_UPLOAD_BYTES)}
+          "size": (1, limits.MAX_HRTF_UPLOAD_BYTES), "beats_per_bar": (1, 16),
+          "count_in_bars": (0, 4)}
 VECTORS = {"position_m", "quaternion", "dims_m"}
+
+
+def range_of(message_type: str, field: str) -> tuple[float, float]:
+    """The numeric range ``field`` takes in ``message_type`` (the metronome's tempo is not the
+    AI musician's)."""
+    return (30.0, 300.0) if (message_type, field) == ("set_metronome", "bpm") else RANGES[field]
 
 
 def takes(field: str, value) -> bool:
@@ -248,8 +255,7 @@ def assert_within_limits(message) -> None:
             assert (isinstance(value, str) and 1 <= len(value) <= 64 and value.isprintable()) or \
                 abs(value) <= limits.MAX_SAFE_INTEGER
         elif name in RANGES:
-            lo, hi = (30.0, 300.0) if name == "bpm" and first["type"] == "set_metronome" \
-                else RANGES[name]
+            lo, hi = range_of(first["type"], name)
             for x in value if name in VECTORS else [value]:
                 assert math.isfinite(x) and lo <= x <= hi, (name, value)
         elif name == "role":
@@ -293,13 +299,13 @@ def mutated(draw):
         value = draw(st.sampled_from([v for v in WRONG_TYPES if not takes(field, v)]))
         body[field] = value
     elif how == "out_of_range" and field in RANGES:
-        lo, hi = RANGES[field]
+        lo, hi = range_of(body["type"], field)
         value = draw(st.sampled_from([*HUGE, hi + 1, lo - 1, hi * (1 + 1e-9) + 1e-9]))
-        if field == "bpm":
+        if field == "bpm" and body["type"] != "set_metronome":  # the AI's: 0, or 40 to 240
             value = draw(st.sampled_from([value, 20, 39.99, 1e-9]))
         if field in INTEGER_FIELDS:  # an integer field: 1e308 would be the wrong type
             value = draw(st.sampled_from([hi + 1, lo - 1, 10**400, 2**64]))
-        assume(not lo <= value <= hi or field == "bpm")
+        assume(not lo <= value <= hi or (field == "bpm" and body["type"] != "set_metronome"))
         if field in VECTORS:
             body[field][draw(st.integers(0, len(body[field]) - 1))] = value
         else:
