@@ -402,6 +402,18 @@ async def test_a_file_over_the_limit_is_refused_before_any_byte(room):
     assert (await a.request({"type": "ping", "t_ms": 2}, "pong"))["t_ms"] == 2
 
 
+async def answers_until_pong(ws) -> list[dict]:
+    """What the server answers a raw connection up to its ``pong`` (with it), less what it
+    sends a member by itself (room state, rendering, chat history, levels)."""
+    replies: list[dict] = []
+    async with asyncio.timeout(10):
+        while not replies or replies[-1]["type"] != "pong":
+            reply = json.loads(await ws.recv())
+            if reply["type"] not in ("room_state", "rendering", "chat_history", "levels"):
+                replies.append(reply)
+    return replies
+
+
 @live
 async def test_an_upload_started_twice_ends_both_and_the_connection_stays(server, files):
     data = (files / "swapped.sofa").read_bytes()
@@ -416,12 +428,7 @@ async def test_an_upload_started_twice_ends_both_and_the_connection_stays(server
         for start in range(0, len(data), MAX_UPLOAD_CHUNK_BYTES):  # b's bytes: dropped quietly
             await ws.send(data[start:start + MAX_UPLOAD_CHUNK_BYTES])
         await ws.send(json.dumps({"type": "ping", "t_ms": 3}))
-        replies = []
-        async with asyncio.timeout(10):
-            while not replies or replies[-1]["type"] != "pong":
-                reply = json.loads(await ws.recv())
-                if reply["type"] not in ("room_state", "rendering", "chat_history", "levels"):
-                    replies.append(reply)
+        replies = await answers_until_pong(ws)
         assert [(r.get("code"), r.get("id")) for r in replies] == [
             ("upload_failed", "first"), ("upload_failed", "second"), (None, None)]
         assert "'hrtf_upload' came again" in replies[0]["message"]
@@ -442,12 +449,7 @@ async def test_the_rest_of_an_upload_ended_early_is_dropped_quietly(server):
         for _ in range(1_000):
             await ws.send(bytes(100))
         await ws.send(json.dumps({"type": "ping", "t_ms": 4}))
-        replies = []
-        async with asyncio.timeout(10):
-            while not replies or replies[-1]["type"] != "pong":
-                reply = json.loads(await ws.recv())
-                if reply["type"] not in ("room_state", "rendering", "chat_history", "levels"):
-                    replies.append(reply)
+        replies = await answers_until_pong(ws)
         assert [(r.get("code"), r.get("id")) for r in replies] == [
             ("upload_failed", "crumbs"), (None, None)], replies
         assert "send chunks of" in replies[0]["message"]
