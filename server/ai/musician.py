@@ -97,9 +97,7 @@ class AiMusicians:
         if message == live.ai_hears_sent:
             return
         live.ai_hears_sent = message
-        for p in live.participants.values():
-            p.session.send_encoded(message)
-            p.flush()
+        live.send_all(message)
 
     def midi(self, room: str) -> bytes | None:
         """The room's AI notes so far as a Standard MIDI File (without notes while an AI

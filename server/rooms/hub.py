@@ -405,10 +405,7 @@ class Hub:
 
     def broadcast(self, live: LiveRoom, exclude: Participant | None = None) -> None:
         text = encode(live.room.describe())  # once for everyone
-        for other in live.participants.values():
-            if other is not exclude:
-                other.session.send_encoded(text)
-                other.flush()
+        live.send_all(text, exclude)
 
     async def _send_stats(self, p: Participant) -> None:
         while True:

@@ -57,6 +57,13 @@ class LiveRoom:
     #: The last ``ai_hears`` sent to the room (encoded), likewise.
     ai_hears_sent: str = ""
 
+    def send_all(self, text: str, exclude: Participant | None = None) -> None:
+        """One encoded message to every member (but ``exclude``), each through its queue."""
+        for p in self.participants.values():
+            if p is not exclude:
+                p.session.send_encoded(text)
+                p.flush()
+
 
 class Participant:
     """One signaling connection and, once joined, its member, peer and media."""

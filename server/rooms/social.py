@@ -6,7 +6,7 @@ to each joiner as ``chat_history``) and is paced per member: bursts of
 :data:`~signaling.limits.CHAT_BURST` lines, then one per
 :data:`~signaling.limits.CHAT_INTERVAL_S`. A line past that is refused in words
 (``rate_limited``) and is no strike: a person typing fast is not misbehaving. Muting yourself
-silences your sound at the room's clock (:meth:`~server.tick.runner.RoomRunner._apply_mutes`)
+silences your sound at the room's clock (:class:`~server.tick.mutes.MuteFades`)
 and shows in ``room_state``. The levels come from the clock (its ``on_levels``) and go to every
 member, one encoded message for all.
 """
@@ -65,10 +65,7 @@ class Social:
         line = ChatLine(member=member.id, name=member.name, text=message.text,
                         at_s=round(time.time(), 3))
         live.chat.append(line)
-        text = encode(line)
-        for other in live.participants.values():
-            other.session.send_encoded(text)
-            other.flush()
+        live.send_all(encode(line))
 
     def history(self, p: Participant) -> None:
         """Send ``p``, just joined, the room's chat so far."""
@@ -93,6 +90,4 @@ class Social:
         if text == live.levels_sent:
             return  # nothing new (a silent room): the pages still show the last
         live.levels_sent = text
-        for p in live.participants.values():
-            p.session.send_encoded(text)
-            p.flush()
+        live.send_all(text)
