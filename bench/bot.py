@@ -157,6 +157,8 @@ class Bot:
         self.levels: dict[str, float] = {}
         #: The last ``ai_hears``: what the room's AI musician hears, or None.
         self.ai_hears: dict | None = None
+        #: Times the room's frame changed and the bot made a new peer connection for it.
+        self.media_restarts = 0
         self.received: list[np.ndarray] = []  # stereo frames (n, 2) float32
         self.received_at: list[float] = []  # time.monotonic() when each frame arrived
         self._ws = None
@@ -184,7 +186,13 @@ class Bot:
         self.state = joined["state"]
         self.grants = joined.get("grants", [])
         self.ice_servers = joined.get("ice_servers", [])
-        self.frame_ms = joined.get("frame_ms", 20.0)
+        await self.start_media(joined.get("frame_ms", 20.0))
+
+    async def start_media(self, frame_ms: float) -> None:
+        """A peer connection to the room at its frame (``frame_ms``), offered and answered:
+        after ``joined``, and again after ``frame_changed``."""
+        loop = asyncio.get_running_loop()
+        self.frame_ms = frame_ms
         if self.transport == "datachannel" and isinstance(self.track, SignalTrack) \
                 and self.track.frame != frame_samples(self.frame_ms) \
                 and not self._frame_chosen:  # the channel carries the room's frame (a light
@@ -213,6 +221,17 @@ class Bot:
         if self.answer_filter is not None:
             answer = self.answer_filter(answer)
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    async def restart_media(self, frame_ms: float) -> None:
+        """The room's frame changed (``frame_changed``): the server closed this bot's peer
+        connection; a new one at ``frame_ms`` replaces it."""
+        old, self.pc = self.pc, None
+        if old is not None:
+            await old.close()
+        self.media_restarts += 1
+        if isinstance(self.track, SignalTrack):  # paced afresh: no burst to catch up the gap
+            self.track = SignalTrack(self.track.signal, self.track.frame)
+        await self.start_media(frame_ms)
 
     def _open_channel(self, loop: asyncio.AbstractEventLoop) -> None:
         """The ``audio`` data channel: the signal goes out on it once it opens, the mix
@@ -306,6 +325,9 @@ class Bot:
                     self.ai_hears = message
                 elif kind == "server_closing":
                     self.server_closing = message
+                elif kind == "frame_changed":
+                    self._tasks.append(asyncio.get_running_loop().create_task(
+                        self.restart_media(message["frame_ms"])))
                 future = self._replies.pop(kind, None)
                 if future is not None and not future.done():
                     future.set_result(message)

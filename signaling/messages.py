@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from signaling import limits
-from signaling.admin_messages import Kick, LockRoom
+from signaling.admin_messages import Kick, LockRoom, SetFrame
 from signaling.ai_messages import AiAdd, AiRemove, AiUpdate
 from signaling.errors import ErrorCode, MessageId, ProtocolError
 from signaling.fields import Reader, json_type
@@ -201,7 +201,7 @@ class Ping(WireMessage):
 ClientMessage = (Join | Offer | Answer | Ice | Leave | MoveSource | TurnSource | HeadPose
                  | MixOverride | MixReset | Ping | AiAdd | AiUpdate | AiRemove | Kick | LockRoom
                  | SetRendering | SetRoomAcoustics | HrtfUpload | StartRecording | StopRecording
-                 | ListRecordings | SendChat | MuteSelf | SetMetronome | HearMetronome)
+                 | ListRecordings | SendChat | MuteSelf | SetMetronome | HearMetronome | SetFrame)
 
 #: Every client→server message class by its ``type``.
 CLIENT_MESSAGES: dict[str, type[ClientMessage]] = {
@@ -209,11 +209,12 @@ CLIENT_MESSAGES: dict[str, type[ClientMessage]] = {
                               MixOverride, MixReset, Ping, AiAdd, AiUpdate, AiRemove, Kick,
                               LockRoom, SetRendering, SetRoomAcoustics, HrtfUpload,
                               StartRecording, StopRecording, ListRecordings, SendChat,
-                              MuteSelf, SetMetronome, HearMetronome)
+                              MuteSelf, SetMetronome, HearMetronome, SetFrame)
 }
 _SERVER_ONLY = frozenset({"joined", "room_state", "error", "pong", "stats",
                           "server_closing", "rendering", "hrtf_uploaded", "recording",
-                          "recordings", "chat_history", "levels", "ai_hears"})
+                          "recordings", "chat_history", "levels", "ai_hears",
+                          "frame_changed"})
 
 
 def _read_id(obj: dict[str, Any]) -> MessageId | None:

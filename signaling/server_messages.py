@@ -189,12 +189,25 @@ class ServerClosing(WireMessage):
     retry_after_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class FrameChanged(WireMessage):
+    """The room's admin (``by``: their member id) set the room's frame to ``frame_ms``: the
+    server has closed this member's media connection, and the member makes a new one (a new
+    ``offer``, as after ``joined``) at the new frame. Its seat, place and mix stay."""
+
+    TYPE: ClassVar[str] = "frame_changed"
+
+    frame_ms: float
+    by: str
+
+
 ServerMessage = (Joined | RoomState | Offer | Answer | Ice | ErrorMessage | Pong | Stats
-                 | ServerClosing | Rendering | HrtfUploaded | Recording | Recordings)
+                 | ServerClosing | Rendering | HrtfUploaded | Recording | Recordings
+                 | FrameChanged)
 
 #: Every server→client message type.
 SERVER_MESSAGE_TYPES: tuple[str, ...] = tuple(
     cls.TYPE for cls in (Joined, RoomState, Offer, Answer, Ice, ErrorMessage, Pong, Stats,
                          ServerClosing, Rendering, HrtfUploaded, Recording, Recordings,
-                         ChatLine, ChatHistory, Levels, AiHears)
+                         ChatLine, ChatHistory, Levels, AiHears, FrameChanged)
 )

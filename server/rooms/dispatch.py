@@ -7,7 +7,7 @@ the module of its concern: joining and leaving in :mod:`server.rooms.hub`, the p
 in :mod:`server.media.peers`, the stage in :mod:`server.rooms.stage`, the room's admin in
 :mod:`server.rooms.admin`, the AI musician in :mod:`server.ai.musician`, listening settings and
 HRTF uploads in :mod:`server.rooms.rendering` and :mod:`server.rooms.hrtf_uploads`, recordings
-in :mod:`server.recording.control`.
+in :mod:`server.recording.control`, the room's frame in :mod:`server.rooms.frame`.
 
 :func:`apply` runs one message's handler and turns what goes wrong into an answer to that
 client: a missing grant or an unknown source is refused in words (neither is a strike: the
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from server.rooms.live import Participant, RoomHost
 from server.rooms.room import UnknownMember
 from signaling.access import AccessError
-from signaling.admin_messages import Kick, LockRoom
+from signaling.admin_messages import Kick, LockRoom, SetFrame
 from signaling.ai_messages import AiAdd, AiRemove, AiUpdate
 from signaling.errors import ErrorCode
 from signaling.messages import Answer, Ice, Join, Leave, Offer, Ping
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from server.media.peers import Peers
     from server.recording.control import Recordings
     from server.rooms.admin import RoomAdmin
+    from server.rooms.frame import RoomFrames
     from server.rooms.hrtf_uploads import HrtfUploads
     from server.rooms.metronome import RoomMetronomes
     from server.rooms.social import Social
@@ -71,6 +72,7 @@ class Handlers(RoomHost, Protocol):
     recordings: Recordings
     social: Social
     metronomes: RoomMetronomes
+    frames: RoomFrames
 
     async def join(self, p: Participant, join: Join) -> None:
         """Enter the room ``join`` names (or be refused in words)."""
@@ -117,6 +119,7 @@ def routes(hub: Handlers) -> dict[type, Route]:
         MuteSelf: Route(hub.social.mute),
         SetMetronome: Route(hub.metronomes.set, "admin"),
         HearMetronome: Route(hub.metronomes.hear),
+        SetFrame: Route(hub.frames.set, "admin"),
     }
 
 

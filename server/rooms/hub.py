@@ -30,6 +30,7 @@ from server.media.peers import Peers
 from server.recording.control import Recordings
 from server.rooms.admin import RoomAdmin
 from server.rooms.dispatch import apply, routes
+from server.rooms.frame import RoomFrames
 from server.rooms.hrtf_registry import HrtfRegistry
 from server.rooms.hrtf_uploads import HrtfUploads
 from server.rooms.live import LiveRoom, Participant
@@ -98,7 +99,8 @@ class Hub:
         self.device = device
         self.capacity = capacity
         self.follow_phase = follow_phase
-        #: The frame every room of this process ticks at (ms; ``serve --frame-ms``).
+        #: The frame rooms of this process tick at (ms; ``serve --frame-ms``) unless their
+        #: admin set another (``set_frame``, kept with the room).
         self.frame_ms = frame_ms
         #: How long an empty room waits for its members before it closes (seconds).
         self.empty_room_grace_s = empty_room_grace_s
@@ -117,6 +119,7 @@ class Hub:
         self.admin = RoomAdmin(self)
         self.social = Social(self)
         self.metronomes = RoomMetronomes(self)
+        self.frames = RoomFrames(self)
         self.routes = routes(self)
 
     # the connection ----------------------------------------------------------------------
@@ -222,13 +225,8 @@ class Hub:
         if live is None:
             room = Room(join.room, self.capacity, frame_ms=self.frame_ms)
             self._restore(room)
-            live = LiveRoom(room, RoomRunner(room, self.hrirs, self.device,
-                                                    follow_phase=self.follow_phase))
-            live.runner.on_analysis = (
-                lambda sample, audio, name=join.room: self.ai.send_audio(name, sample, audio))
-            live.runner.on_failed = lambda exc, live=live: asyncio.get_running_loop().create_task(
-                self._fail_room(live, exc))
-            live.runner.on_levels = lambda peaks, live=live: self.social.send_levels(live, peaks)
+            live = LiveRoom(room, self.clock(room))
+            self.wire_clock(live)
             self.rooms[join.room] = live
             if room.metronome_settings is not None:  # a saved room's metronome plays on
                 self.metronomes.apply(live)
@@ -265,6 +263,20 @@ class Hub:
         self.broadcast(live, exclude=p)
         self.save_soon(live)
         log.info("%s joined %s as %s (slot %d)", join.name, join.room, member.id, member.slot)
+
+    def clock(self, room: Room, origin: int = 0) -> RoomRunner:
+        """A clock for ``room`` at its frame (``origin``: the room sample it goes on from)."""
+        return RoomRunner(room, self.hrirs, self.device, follow_phase=self.follow_phase,
+                          origin=origin)
+
+    def wire_clock(self, live: LiveRoom) -> None:
+        """Hand the room's clock (``live.runner``) what it reports to: the AI sidecar, the
+        room's failure, its levels."""
+        name, runner = live.room.name, live.runner
+        runner.on_analysis = lambda sample, audio: self.ai.send_audio(name, sample, audio)
+        runner.on_failed = lambda exc: asyncio.get_running_loop().create_task(
+            self._fail_room(live, exc))
+        runner.on_levels = lambda peaks: self.social.send_levels(live, peaks)
 
     async def evict(self, p: Participant, code: int, reason: str) -> None:
         """Take ``p`` out of its room now, and close its connection once its queue is sent."""

@@ -275,6 +275,17 @@ class Renderings:
         p.session.send(new.message(msg_id))
         p.flush()
 
+    async def warm(self, live, frame: int) -> None:
+        """Ready the sets ``live``'s listeners hear through for a clock of ``frame`` samples
+        (the room's frame is changing): their spectra at its FFT size, on a worker thread."""
+        sets = {(id(self.default_set), False): (self.default_set, False)}
+        for p in list(live.participants.values()):
+            if p.rendering is not None:
+                chosen = p.rendering.hrirs or self.default_set
+                sets[(id(chosen), p.rendering.reference)] = (chosen, p.rendering.reference)
+        for hrirs, reference in sets.values():
+            await asyncio.to_thread(_warm, hrirs, reference, frame)
+
     # rooms -------------------------------------------------------------------------------------
 
     async def open_room(self, live) -> bool:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsp.geometry import EAR_HEIGHT_M, Scene, forward_vectors, yaw_pitch_roll_matrix
-from hrtf.constants import FRAME_MS, SAMPLE_RATE
+from hrtf.constants import FRAME_CHOICES_MS, FRAME_MS, SAMPLE_RATE
 from signaling.metronome_messages import MetronomeState
 from signaling.recording_messages import RecordingNow
 from signaling.render_messages import RoomAcoustics
@@ -112,6 +112,8 @@ class SavedRoom:
     mixes: tuple[SavedMix, ...]
     acoustics: dict | None = None
     metronome: dict | None = None
+    #: The room's frame (ms) as its admin set it (``set_frame``); None: the server's default.
+    frame_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ class RoomSnapshot:
     personal_mute: np.ndarray
     acoustics: dict | None = None
     metronome: dict | None = None
+    frame_ms: float | None = None
 
     def saved(self) -> SavedRoom:
         """The snapshot as records: every seat, and every personal setting between seats that
@@ -155,7 +158,16 @@ class RoomSnapshot:
                      if self.override_mask[l, s] else None,
                      float(self.personal_gain[l, s]), bool(self.personal_mute[l, s]))
             for l, s in zip(*np.nonzero(personal), strict=True))
-        return SavedRoom(self.name, seats, mixes, self.acoustics, self.metronome)
+        return SavedRoom(self.name, seats, mixes, self.acoustics, self.metronome,
+                         self.frame_ms)
+
+
+def saved_frame(frame_ms) -> float | None:
+    """A saved frame (ms) as the room keeps it, or None when absent or not a frame a room
+    may tick at."""
+    if isinstance(frame_ms, bool) or not isinstance(frame_ms, int | float):
+        return None
+    return float(frame_ms) if float(frame_ms) in FRAME_CHOICES_MS else None
 
 
 def saved_metronome(settings) -> dict | None:
@@ -201,6 +213,9 @@ class Room:
         self.capacity = capacity
         #: The room's frame (ms, one of ``FRAME_CHOICES_MS``): its clock ticks at it.
         self.frame_ms = float(frame_ms)
+        #: Whether the room's admin chose its frame (``set_frame``): kept with the room, where
+        #: a frame taken from the server's default is not.
+        self.frame_chosen = False
         c = capacity
         self.members: dict[str, Member] = {}
         #: Seat tokens handed out, present or away: a seat keeps its slot and id across rejoins.
@@ -373,7 +388,8 @@ class Room:
             override_position=self.override_position.copy(),
             personal_gain=self.personal_gain.copy(), personal_mute=self.personal_mute.copy(),
             acoustics=self.acoustics_settings,
-            metronome=dict(self.metronome_settings) if self.metronome_settings else None)
+            metronome=dict(self.metronome_settings) if self.metronome_settings else None,
+            frame_ms=self.frame_ms if self.frame_chosen else None)
 
     def restore(self, saved: SavedRoom) -> list[str]:
         """Put saved seats and personal mixes back into this room before anyone has joined.
@@ -426,6 +442,8 @@ class Room:
             self.personal_mute[l, s] = mix.mute
         self.acoustics_settings = saved.acoustics
         self.metronome_settings = saved_metronome(saved.metronome)
+        if (frame_ms := saved_frame(saved.frame_ms)) is not None:
+            self.frame_ms, self.frame_chosen = frame_ms, True
         return skipped
 
     # stage edits (shared) -----------------------------------------------------------------

@@ -223,7 +223,7 @@ class RoomRunner:
     """
 
     def __init__(self, room: Room, hrirs: HrirSet, device: str = "cpu",
-                 follow_phase: bool = True, frame: int | None = None) -> None:
+                 follow_phase: bool = True, frame: int | None = None, origin: int = 0) -> None:
         self.room = room
         if frame is not None:  # given: the room ticks at it (and says so)
             room.frame_ms = 1e3 * frame / SAMPLE_RATE
@@ -258,8 +258,10 @@ class RoomRunner:
         self.metronome_slot: int | None = None
         self.click_slots: set[int] = set()
         self._analysis = AnalysisBlocks(self.frame)
-        #: The room clock: the sample (48 kHz) the current tick's frame starts at.
-        self.room_sample = 0
+        #: The room clock: the sample (48 kHz) the current tick's frame starts at. A clock
+        #: that takes over from another (the room's frame changed) goes on from ``origin``.
+        self.origin = origin
+        self.room_sample = origin
         self._tick_count = 0
         self.tracks: dict[int, ListenerTrack] = {}
         self.encoders: dict[int, MusicOpusEncoder] = {}
@@ -379,7 +381,7 @@ class RoomRunner:
         if tick is None:  # driven by hand (tests): count
             tick = self._tick_count
         self._tick_count = tick + 1
-        self.room_sample = tick * self.frame
+        self.room_sample = self.origin + tick * self.frame
         now = time.monotonic()  # the clock arrivals are stamped with
         playouts = {slot: (reframer.pop(now), self.decoders[slot])
                     for slot, reframer in self.reframers.items()}

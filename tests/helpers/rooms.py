@@ -6,8 +6,10 @@ from server.rooms.room import Room
 
 
 def a_band() -> tuple[Room, dict]:
-    """Three members with stage places, facing, self-monitoring and personal settings."""
+    """Three members with stage places, facing, self-monitoring and personal settings, in a
+    room whose admin set its frame to 5 ms."""
     room = Room("band", capacity=4)
+    room.frame_ms, room.frame_chosen = 5.0, True
     a, b, c = room.join("Ann", "violin"), room.join("Bo", "drums"), room.join("Cy")
     room.move_source(a.id, (0.0, -2.0, 1.2))
     room.turn_source(b.id, -90.0, 10.0)

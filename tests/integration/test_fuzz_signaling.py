@@ -155,6 +155,7 @@ SCHEMAS = {
                             {"bpm": number(30.0, 300.0), "beats_per_bar": st.integers(1, 16),
                              "accent": st.booleans(), "count_in_bars": st.integers(0, 4)}),
     "hear_metronome": fields({"mode": st.sampled_from(["off", "centre", "stage"])}),
+    "set_frame": fields({"frame_ms": st.sampled_from([2.5, 5, 10, 20.0])}),
 }
 VALID = st.sampled_from(sorted(SCHEMAS)).flatmap(
     lambda kind: SCHEMAS[kind].map(lambda body: {"type": kind, **body}))
@@ -180,7 +181,7 @@ RANGES = {"t_ms": (-limits.MAX_SAFE_INTEGER, limits.MAX_SAFE_INTEGER),
           "rt60_s": (limits.MIN_RT60_S, limits.MAX_RT60_S), "wet": (0.0, 1.0),
           "max_order": (0, limits.MAX_REFLECTION_ORDER),
           "size": (1, limits.MAX_HRTF_UPLOAD_BYTES), "beats_per_bar": (1, 16),
-          "count_in_bars": (0, 4)}
+          "count_in_bars": (0, 4), "frame_ms": (2.5, 20.0)}
 VECTORS = {"position_m", "quaternion", "dims_m"}
 
 

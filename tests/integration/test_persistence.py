@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -109,6 +110,21 @@ def test_restore_leaves_out_what_does_not_fit_and_says_why():
     assert len(skipped) == 3
     assert room.join("Ann", seat="s1").slot == 0
     assert room.join("Bo", seat="s2").seat != "s2"
+
+
+def test_a_frame_the_admin_chose_is_kept_and_the_servers_default_is_not():
+    room, _ = a_band()
+    again = restored(room)
+    assert (again.frame_ms, again.frame_chosen) == (5.0, True)
+    room.frame_ms, room.frame_chosen = 10.0, False  # the server's default, not the room's
+    assert room.snapshot().saved().frame_ms is None
+    fresh = restored(room)
+    assert (fresh.frame_ms, fresh.frame_chosen) == (20.0, False)
+    for unusable in (7.0, "5", True, None):  # an edited file, say: the default frame
+        saved = dataclasses.replace(again.snapshot().saved(), frame_ms=unusable)
+        other = Room("band", capacity=4)
+        other.restore(saved)
+        assert (other.frame_ms, other.frame_chosen) == (20.0, False)
 
 
 def test_restore_refuses_a_room_in_use():

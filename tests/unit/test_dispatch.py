@@ -29,7 +29,8 @@ def test_every_message_a_session_yields_has_a_row():
 def test_only_admins_edit_the_room_and_its_ai_musician():
     table = routes(Anything())
     admin = sorted(cls.TYPE for cls, route in table.items() if route.grant == "admin")
-    assert admin == ["ai_add", "ai_remove", "ai_update", "kick", "lock_room", "set_metronome",
+    assert admin == ["ai_add", "ai_remove", "ai_update", "kick", "lock_room", "set_frame",
+                     "set_metronome",
                      "set_room_acoustics", "start_recording", "stop_recording"]
     assert {route.grant for route in table.values()} == {None, "admin"}
 

@@ -17,6 +17,7 @@ from signaling.render_messages import HrtfUploaded, Rendering, RoomAcoustics
 from signaling.server_messages import (
     SERVER_MESSAGE_TYPES,
     ErrorMessage,
+    FrameChanged,
     IceServer,
     Joined,
     Member,
@@ -99,6 +100,8 @@ def server_message(d: dict):
         return Levels(d["levels"])
     if kind == "ai_hears":
         return AiHears(d["ai"], d["bpm"], d["key"], d["chord"], d["locked"])
+    if kind == "frame_changed":
+        return FrameChanged(d["frame_ms"], d["by"])
     assert kind == "pong"
     return Pong(d["t_ms"], msg_id)
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signaling.admin_messages import Kick, LockRoom
+from signaling.admin_messages import Kick, LockRoom, SetFrame
 from signaling.ai_messages import AiAdd, AiRemove, AiUpdate
 from signaling.errors import ErrorCode, ProtocolError
 from signaling.limits import MAX_DEPTH, MAX_MESSAGE_BYTES, MAX_SDP_BYTES
@@ -113,6 +113,7 @@ VALID = [
     (message(type="mute_self", muted=True), MuteSelf(muted=True)),
     (message(type="mute_self", muted=False), MuteSelf(muted=False)),
     (message(type="set_metronome", on=True), SetMetronome(on=True)),
+    (message(type="set_frame", frame_ms=2.5), SetFrame(2.5)),
     (message(type="set_metronome", on=True, bpm=92.5, beats_per_bar=3, accent=False,
              count_in_bars=2, id="m"),
      SetMetronome(on=True, bpm=92.5, beats_per_bar=3, accent=False, count_in_bars=2,
@@ -487,3 +488,18 @@ def test_depth_check_agrees_with_walking_the_values(value):
 ])
 def test_ai_settings_out_of_their_range_are_refused(fields, code):
     assert refused(json.dumps(fields)).code == code
+
+
+def test_the_frames_a_room_may_tick_at_are_the_engines():
+    """``set_frame`` offers exactly the engine's frames (repeated in the protocol's core)."""
+    from hrtf.constants import FRAME_CHOICES_MS as ENGINE
+    from signaling.admin_messages import FRAME_CHOICES_MS
+
+    assert FRAME_CHOICES_MS == ENGINE
+    for ms in ENGINE:
+        assert parse_message(json.dumps({"type": "set_frame", "frame_ms": ms})) == SetFrame(ms)
+    for bad, code in ((7, "bad_value"), (40, "out_of_range"), ("5", "bad_type"),
+                      (True, "bad_type")):
+        with pytest.raises(ProtocolError) as refused:
+            parse_message(json.dumps({"type": "set_frame", "frame_ms": bad}))
+        assert refused.value.code == code, bad

@@ -1,0 +1,113 @@
+"""The room's frame, set by its admin (``set_frame``): the room's clock is replaced by one at
+the new frame, and every member's media connection restarts at it.
+
+A frame is how often the room's clock ticks and how long each packet of its low-latency
+transport is (2.5, 5, 10 or 20 ms). Everything built for the old frame goes with the old
+clock (receive buffers, decoders, renderer, encoders); the room itself stays: its members,
+seats, stage, personal mixes, metronome, AI musician and acoustics. The new clock goes on from
+the old one's room sample, so the AI sidecar's clock and the metronome's beats keep counting.
+
+Each member is told ``frame_changed`` and its peer connection is closed; the member sends a new
+``offer`` (as after ``joined``) and is heard again from its first packet. A room being recorded
+keeps its frame until the recording stops: a take is one frame throughout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from hrtf.constants import frame_samples
+from server.tick.counts import clock_counts
+from signaling.admin_messages import SetFrame
+from signaling.errors import ErrorCode
+from signaling.server_messages import ErrorMessage, FrameChanged
+
+if TYPE_CHECKING:
+    from server.rooms.hub import Hub
+    from server.rooms.live import LiveRoom, Participant
+
+log = logging.getLogger(__name__)
+
+
+class RoomFrames:
+    """The ``set_frame`` handler of ``hub``'s rooms (the ``admin`` grant, checked by the
+    dispatch table)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._changing: set[str] = set()
+
+    async def set(self, p: Participant, message: SetFrame) -> None:
+        live = p.live
+        if live is None or p.member_id is None:
+            return
+        room = live.room
+        if message.frame_ms == room.frame_ms:  # kept as the room's own from now on
+            room.frame_chosen = True
+            self.hub.save_soon(live)
+            self.hub.broadcast(live)
+            return
+        if live.runner.recording is not None:
+            p.session.send(ErrorMessage(
+                ErrorCode.BAD_VALUE, f"room {room.name!r} is being recorded at "
+                f"{room.frame_ms:g} ms frames: stop the recording, then change the frame",
+                message.msg_id))
+            return
+        if room.name in self._changing:
+            p.session.send(ErrorMessage(
+                ErrorCode.RATE_LIMITED, "the room's frame is being changed already: wait for "
+                "'frame_changed', then try again", message.msg_id))
+            return
+        self._changing.add(room.name)
+        try:
+            await self.hub.renderings.warm(live, frame_samples(message.frame_ms))
+            if p.live is not live or self.hub.rooms.get(room.name) is not live:
+                return  # the admin left, or the room closed, meanwhile
+            await self.change(live, message.frame_ms, p.member_id)
+        finally:
+            self._changing.discard(room.name)
+        log.info("room %s: frame %g ms, set by %s", room.name, message.frame_ms, p.member_id)
+
+    async def change(self, live: LiveRoom, frame_ms: float, by: str) -> None:
+        """Give ``live`` a clock at ``frame_ms`` and restart its members' media at it."""
+        hub, room, old = self.hub, live.room, live.runner
+        # What the old clock holds of its listeners, taken before it lets them go.
+        settings = dict(old.listener_settings)
+        click_slots = set(old.click_slots)
+        voices = {slot: (voice.volume, live.ai_config) for slot, voice in old.ai_voices.items()}
+        origin = old.room_sample + old.frame
+        room.frame_ms, room.frame_chosen = float(frame_ms), True
+        room.version += 1
+        new = live.runner = hub.clock(room, origin)
+        hub.wire_clock(live)
+        new.ai_notes = old.ai_notes  # the session's MIDI file goes on
+        peers = []
+        for member_id, member_p in live.participants.items():
+            slot = room.member(member_id).slot
+            new.attach(slot)
+            if member_p.pc is not None:
+                peers.append(member_p.pc)
+                member_p.pc = None  # its next offer makes a connection to the new clock
+        for slot, (volume, config) in voices.items():
+            if not room.is_metronome[slot] and config is not None:
+                new.add_ai(slot, config["instrument"], volume)
+        for slot, listener in settings.items():
+            new.configure_listener(slot, **listener)
+        new.click_slots = click_slots & set(new.tracks)
+        hub.metronomes.apply(live)
+        notice = FrameChanged(frame_ms=float(frame_ms), by=by)
+        for member_p in live.participants.values():
+            member_p.session.send(notice)
+        hub.broadcast(live)
+        hub.save_soon(live)
+        hub.closed_clocks += clock_counts(old)
+        await old.stop()
+        await hub.renderings.open_room(live)
+        new.start()
+        for pc in peers:
+            with contextlib.suppress(Exception):  # gone already: nothing to close
+                await pc.close()
+        log.info("room %s now ticks at %g ms (from sample %d); %d media connections restart",
+                 room.name, frame_ms, origin, len(peers))
