@@ -19,9 +19,10 @@ import { loadWorklet } from "./looptest.js";
 import { Edits } from "./edits.js";
 import { DEFAULT_FRAME_MS, lowestLatencyContext } from "./lowlatency.js";
 import { MixPanel } from "./mix.js";
-import { notify, setStatus, showConnection, titleFor } from "./notices.js";
+import { joinErrorText, notify, setStatus, showConnection } from "./notices.js";
 import { Pacer } from "./pacer.js";
 import { RecordingPanel } from "./recording.js";
+import { FramePanel } from "./roomframe.js";
 import { leftSeat, saveSeat, savedSeat } from "./seat.js";
 import { SignalingClient } from "./signaling.js";
 import { SoundPanel } from "./sound.js";
@@ -54,7 +55,9 @@ const state = {
   rejoins: 0, // joins after a drop, with the seat token
   transport: null, // "datachannel" (low latency) or "media", chosen at each join
   transportWhy: "",
-  frameMs: DEFAULT_FRAME_MS, // the room's frame (`joined.frame_ms`)
+  frameMs: DEFAULT_FRAME_MS, // the frame of our audio connection (`joined`, `frame_changed`)
+  roomFrameMs: DEFAULT_FRAME_MS, // the room's frame as `room_state` says
+  iceServers: [], // `joined`'s, for a new audio connection after `frame_changed`
   seat: null, // the seat token `joined` gave (kept for a reload: seat.js)
   muted: false, // you muted yourself (`mute_self`; as room_state says)
   levels: {}, // each source's level now (dBFS, `levels`), by id
@@ -77,6 +80,7 @@ const latency = new LatencyPanel($("latency"));
 const aiPanel = new AiPanel($("ai-panel"), (message) => signaling?.send(message));
 const metronome = new MetronomePanel($("metronome-panel"),
   (message) => signaling?.send(message) ?? false);
+const framePanel = new FramePanel($("frame-panel"), (message) => signaling?.send(message) ?? false);
 const recordingPanel = new RecordingPanel($("recording-panel"), (message) => signaling?.send(message));
 const sound = new SoundPanel($("sound-panel"), {
   send: (message) => signaling?.send(message) ?? false,
@@ -290,10 +294,24 @@ function onJoined(message, rejoin) {
     pacer.offer("head", { type: "head_pose", yaw_deg: head.yawDeg }, HEAD_INTERVAL_MS);
   }
   state.frameMs = message.frame_ms ?? DEFAULT_FRAME_MS;
-  startPeer(message.ice_servers, state.frameMs).catch((error) => {
+  state.iceServers = message.ice_servers;
+  startAudio();
+  render();
+}
+
+/** The room's admin changed its frame: the server closed our connection; a new one at it. */
+function onFrameChanged({ frame_ms: frameMs, by }) {
+  const who = state.members.find((m) => m.id === by)?.name ?? "The room's admin";
+  notify("frame_changed", `${who} set the room's frame to ${frameMs} ms: your audio `
+    + "reconnects at it", { info: true });
+  state.frameMs = frameMs;
+  startAudio();
+}
+
+function startAudio() {
+  startPeer(state.iceServers, state.frameMs).catch((error) => {
     notify("webrtc", `could not start the audio connection: ${error.message}`);
   });
-  render();
 }
 
 /** A new audio connection, on the transport this browser supports at the room's frame. */
@@ -381,29 +399,6 @@ function showJoinError(error) {
   setStatus("error", "Not connected");
 }
 
-/** Why joining failed, in words, with what to do: a refused or missing microphone (a browser
- * error), or the server's refusal (its `code` as a title, never the code itself). */
-function joinErrorText(error) {
-  if (!window.isSecureContext || !navigator.mediaDevices) {
-    return "This page is not secure (plain http:// from another machine), and browsers open "
-      + "the microphone only on secure pages: use the server's https:// address.";
-  }
-  if (error.name === "NotAllowedError") {
-    return "Your browser refused the microphone. To allow it again: click the icon at the left "
-      + "of the address bar (a lock or sliders), set Microphone to Allow, then press Join.";
-  }
-  if (error.name === "NotFoundError" || error.name === "OverconstrainedError") {
-    return "No microphone was found: plug one in (or choose it in your system's sound "
-      + "settings), then press Join.";
-  }
-  if (error.name === "NotReadableError") {
-    return "The microphone is busy or blocked by your system: close other programs using it, "
-      + "then press Join.";
-  }
-  return typeof error.code === "string" ? `${titleFor(error.code)}: ${error.message}`
-    : error.message;
-}
-
 // ------------------------------------------------------------------------------------------
 // server messages
 
@@ -449,6 +444,9 @@ function onMessage(message) {
     case "error":
       if (!sound.onMessage(message)) onServerError(message);
       break;
+    case "frame_changed":
+      onFrameChanged(message);
+      break;
     case "server_closing":
       notify("server_closing", `${message.reason}: your seat and mix are kept; rejoining in `
         + `about ${message.retry_after_s} s`);
@@ -475,6 +473,7 @@ function applyRoomState(roomState) {
   state.acoustics = roomState.acoustics ?? null;
   state.recording = roomState.recording ?? null;
   state.metronome = roomState.metronome ?? null;
+  state.roomFrameMs = roomState.frame_ms ?? DEFAULT_FRAME_MS;
   edits.overEchoes(roomState.stage);
   state.stage = roomState.stage;
   state.muted = Boolean(roomState.members.find((m) => m.id === state.participant)?.muted);
@@ -535,6 +534,7 @@ function render() {
   aiPanel.update(state.room, state.members, state.connection === "joined", access.can("admin"));
   sound.update(state.acoustics, state.connection === "joined", access.can("admin"));
   metronome.update(state.metronome, state.connection === "joined", access.can("admin"));
+  framePanel.update(state.roomFrameMs, state.connection === "joined", access.can("admin"));
   recordingPanel.setMembers(state.members);
   recordingPanel.update(state.recording, state.connection === "joined", access.can("admin"));
   access.render({ locked, personalMode: state.personalMode });

@@ -34,7 +34,7 @@ const TITLES = {
   upload_failed: "Upload", bad_sofa: "HRTF file", unknown_hrtf: "HRTF set",
   recording_unavailable: "Recording", ai_exists: "AI musician", unknown_source: "Not here",
   media_ports_exhausted: "Server full", too_many_errors: "Disconnected",
-  invite: "Invite link",
+  invite: "Invite link", frame_changed: "Room frame changed",
 };
 
 /** Words for `code` (a server error code or a short word): never the code itself. */
@@ -61,4 +61,27 @@ export function notify(code, message, { info = false } = {}) {
   item.append(strong, ` ${message}`, close);
   document.getElementById("toasts").append(item);
   setTimeout(() => item.remove(), NOTICE_MS);
+}
+
+/** Why joining failed, in words, with what to do: a refused or missing microphone (a browser
+ * error), or the server's refusal (its `code` as a title, never the code itself). */
+export function joinErrorText(error) {
+  if (!window.isSecureContext || !navigator.mediaDevices) {
+    return "This page is not secure (plain http:// from another machine), and browsers open "
+      + "the microphone only on secure pages: use the server's https:// address.";
+  }
+  if (error.name === "NotAllowedError") {
+    return "Your browser refused the microphone. To allow it again: click the icon at the left "
+      + "of the address bar (a lock or sliders), set Microphone to Allow, then press Join.";
+  }
+  if (error.name === "NotFoundError" || error.name === "OverconstrainedError") {
+    return "No microphone was found: plug one in (or choose it in your system's sound "
+      + "settings), then press Join.";
+  }
+  if (error.name === "NotReadableError") {
+    return "The microphone is busy or blocked by your system: close other programs using it, "
+      + "then press Join.";
+  }
+  return typeof error.code === "string" ? `${titleFor(error.code)}: ${error.message}`
+    : error.message;
 }

@@ -225,6 +225,38 @@ def test_the_room_metronome_is_set_from_the_page_and_heard_as_each_player_choose
     a.wait_for_function("spatialjam.state.metronome?.on === false", timeout=5_000)
 
 
+def test_the_admin_sets_the_rooms_frame_and_both_pages_play_on_at_it(jam):
+    """Issue 17: the frame set from the page (``set_frame``); each page is told, makes a new
+    low-latency connection at 5 ms and is heard again; then back to the server's 20 ms."""
+    a, b = jam.a, jam.b
+    assert b.text_content("[data-frame='now']") == "20 ms"
+    before = settled_db(b, lambda db: db > -40)
+    try:
+        starved = skipped_ticks(b)
+        a.select_option("[data-frame='choice']", "5")
+        for page in (a, b):
+            page.wait_for_function("spatialjam.frameMs === 5 && spatialjam.transport"
+                                   " === 'datachannel' && spatialjam.peerState() === "
+                                   "'connected'", timeout=20_000)
+            assert page.text_content("[data-frame='now']") == "5 ms"
+            assert "set the room's frame to 5 ms" in page.text_content(
+                ".toast[data-code='frame_changed']")
+        assert b.text_content(".toast[data-code='frame_changed']").startswith(
+            "Room frame changed Ada set")
+        assert b.evaluate("spatialjam.latency().frame_ms") == 5
+        at_5 = settled_db(b, lambda db: abs(db - before) < 3)
+        if abs(at_5 - before) >= 3:
+            skip_if_starved(b, starved, "A was not heard as before at 5 ms frames")
+        assert abs(at_5 - before) < 3, f"at 5 ms frames {at_5:.1f} dB, before {before:.1f}"
+    finally:
+        a.select_option("[data-frame='choice']", "20")
+    for page in (a, b):
+        page.wait_for_function("spatialjam.frameMs === 20 && spatialjam.peerState() === "
+                               "'connected'", timeout=20_000)
+    again = settled_db(b, lambda db: abs(db - before) < 3)
+    assert abs(again - before) < 3, (before, again)
+
+
 def test_chat_arrives_as_text_for_everyone_and_joiners_get_it(jam):
     a, b = jam.a, jam.b
     text = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=1</script> bar 17"
