@@ -28,6 +28,7 @@ from server.cli.args import (
 from server.cli.ice_args import add_ice_args, ice_config
 from server.cli.token import add_token_parser
 from server.errors import CliError
+from server.tick.priority import MODES
 from server.web.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP
 from signaling.limits import HRTF_UPLOADS_BUDGET_BYTES, MAX_HRTF_SET_BYTES, ROOM_PRESETS
 
@@ -92,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_frame_arg(serve, "every room's frame: its clock ticks, and its audio packets last, "
                   "this long (ms): 20 (default, or SPATIALJAM_FRAME_MS), or 10, 5, 2.5 for "
                   "low-latency rooms")
+    serve.add_argument("--clock-priority", choices=MODES,
+                       default=os.environ.get("SPATIALJAM_CLOCK_PRIORITY", "auto"),
+                       help="auto: each room's clock runs at real-time priority where the "
+                       "system allows it, for as many rooms as leave a core to the network "
+                       "(default, or SPATIALJAM_CLOCK_PRIORITY); normal: as an ordinary thread")
     serve.add_argument("--state", metavar="PATH",
                        help="the SQLite file that keeps rooms' seats, stage and personal mixes "
                        "across restarts (default $SPATIALJAM_STATE_DIR/rooms.sqlite3 or "
@@ -275,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                               capacity=args.room_capacity,
                               follow_phase=args.clock_phase == "follow",
                               frame_ms=args.frame_ms,
+                              clock_priority=args.clock_priority,
                               secret_file=args.secret_file,
                               empty_room_grace_s=args.empty_room_grace,
                               state_path=args.state,

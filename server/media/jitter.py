@@ -37,6 +37,7 @@ buffer's size: at 20 ms they are the frame counts this buffer always had.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +128,8 @@ class JitterBuffer:
         self._calm = 0
         self._window_ticks = 0
         self._window_min = 1 << 30
+        #: Frames are pushed on the event loop and popped on the room clock's thread.
+        self._lock = threading.Lock()
 
     def _derive_limits(self) -> None:
         """The limits in frames of :attr:`frame` samples (those given in frames kept as given)."""
@@ -145,6 +148,10 @@ class JitterBuffer:
         counted) and the limits are counted in the new frames."""
         if frame == self.frame:
             return
+        with self._lock:
+            self._set_frame(frame)
+
+    def _set_frame(self, frame: int) -> None:
         if self._frames or self._playing:
             self._restart()
         self.frame = frame
@@ -176,6 +183,10 @@ class JitterBuffer:
         """A frame arrived: ``timestamp`` in samples (48 kHz), ``frame`` one frame of audio (an
         encoded packet or samples), ``arrival`` when (seconds, the clock :meth:`pop` is
         given)."""
+        with self._lock:
+            self._push(timestamp, frame, arrival)
+
+    def _push(self, timestamp: int, frame: Any, arrival: float | None) -> None:
         if self._playing and self._next is not None \
                 and abs(timestamp - self._next) > self.jump:
             self._restart()
@@ -203,6 +214,10 @@ class JitterBuffer:
 
         ``now``, on the clock of ``push``'s ``arrival``, times the played frame's wait.
         """
+        with self._lock:
+            return self._pop(now)
+
+    def _pop(self, now: float | None) -> Playout:
         self.last_wait_ms = None
         if not self._playing:
             if len(self._frames) < self.target:

@@ -391,7 +391,8 @@ class RoomRecording:
         self._listener_key: tuple | None = None
 
     def take(self, room: Room, tick: int) -> Take:
-        """On the loop, as tick ``tick`` starts: the slots recorded and their tracks' keys.
+        """On the room clock's thread, as tick ``tick`` starts: the slots recorded and their
+        tracks' keys.
 
         Recomputed when the room's revision moves (someone came, left or moved: the stage is
         journalled then), else the last answer is reused.
@@ -405,7 +406,7 @@ class RoomRecording:
         return Take(writer, tick, self._slots, self._keys, self._listener, self._listener_key)
 
     def _recast(self, room: Room, tick: int) -> None:
-        heard = sorted((m for m in room.members.values()
+        heard = sorted((m for m in list(room.members.values())
                         if not room.is_ai[m.slot] and not room.listen_only[m.slot]),
                        key=lambda m: m.slot)
         self._slots = np.array([m.slot for m in heard], np.intp)

@@ -41,6 +41,7 @@ from server.rooms.social import Social
 from server.rooms.stage import StageEdits
 from server.rooms.store import RoomStore
 from server.tick.counts import ClockCounts, clock_counts
+from server.tick.priority import ClockPriority
 from server.tick.runner import RoomRunner
 from server.web.access import AccessPolicy
 from signaling.access import Access, AccessError
@@ -81,7 +82,8 @@ class Hub:
                  empty_room_grace_s: float = EMPTY_ROOM_GRACE_S, hrtf_spec: str = "kemar",
                  acoustics: str = "off", recordings: Recordings | None = None,
                  ice: IceConfig | None = None,
-                 uploads: HrtfRegistry | None = None, frame_ms: float = FRAME_MS) -> None:
+                 uploads: HrtfRegistry | None = None, frame_ms: float = FRAME_MS,
+                 clock_priority: ClockPriority | None = None) -> None:
         self.hrirs = hrirs
         #: Session recordings (``serve --recordings``); by default recording is off.
         self.recordings = recordings or Recordings(None)
@@ -102,6 +104,8 @@ class Hub:
         #: The frame rooms of this process tick at (ms; ``serve --frame-ms``) unless their
         #: admin set another (``set_frame``, kept with the room).
         self.frame_ms = frame_ms
+        #: Which rooms' clocks run at real-time priority (``serve --clock-priority``).
+        self.clock_priority = clock_priority or ClockPriority("normal")
         #: How long an empty room waits for its members before it closes (seconds).
         self.empty_room_grace_s = empty_room_grace_s
         self.rooms: dict[str, LiveRoom] = {}
@@ -267,7 +271,7 @@ class Hub:
     def clock(self, room: Room, origin: int = 0) -> RoomRunner:
         """A clock for ``room`` at its frame (``origin``: the room sample it goes on from)."""
         return RoomRunner(room, self.hrirs, self.device, follow_phase=self.follow_phase,
-                          origin=origin)
+                          origin=origin, priority=self.clock_priority)
 
     def wire_clock(self, live: LiveRoom) -> None:
         """Hand the room's clock (``live.runner``) what it reports to: the AI sidecar, the

@@ -67,7 +67,7 @@ def worker_command(args: argparse.Namespace, index: int) -> list[str]:
                 "--front-pid", str(os.getpid()), "--host", "127.0.0.1", "--port", "0",
                 "--device", args.device, "--hrtf", args.hrtf, "--acoustics", args.acoustics,
                 "--room-capacity", str(args.room_capacity), "--clock-phase", args.clock_phase,
-                "--frame-ms", f"{args.frame_ms:g}",
+                "--frame-ms", f"{args.frame_ms:g}", "--clock-priority", args.clock_priority,
                 "--empty-room-grace", repr(args.empty_room_grace),
                 "--upload-set-mb", str(args.upload_set_mb),
                 "--upload-budget-mb", str(args.upload_budget_mb),

@@ -22,11 +22,12 @@ class Recent:
 
     def percentile(self, q: float) -> float:
         """The ``q``-th percentile of the window (0 when empty)."""
-        return float(np.percentile(self._values, q)) if self._values else 0.0
+        values = list(self._values)  # (a copy in one step: another thread may be adding)
+        return float(np.percentile(values, q)) if values else 0.0
 
     def values(self) -> np.ndarray:
         """The window, oldest first."""
-        return np.array(self._values, np.float64)
+        return np.array(list(self._values), np.float64)
 
     def __len__(self) -> int:
         return len(self._values)

@@ -59,6 +59,7 @@ from server.tick.metronome import Metronome
 from server.tick.mutes import MuteFades
 from server.tick.overload import OverloadGovernor
 from server.tick.phase import PhaseAligner
+from server.tick.priority import HEAVY_SHARE, ClockPriority
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +224,13 @@ class RoomRunner:
     """
 
     def __init__(self, room: Room, hrirs: HrirSet, device: str = "cpu",
-                 follow_phase: bool = True, frame: int | None = None, origin: int = 0) -> None:
+                 follow_phase: bool = True, frame: int | None = None, origin: int = 0,
+                 priority: ClockPriority | None = None) -> None:
         self.room = room
+        #: Whether the clock's thread may run at real-time priority (server.tick.priority).
+        self.priority = priority if priority is not None else ClockPriority("normal")
+        #: Whether this clock's thread holds real-time priority now.
+        self.realtime = False
         if frame is not None:  # given: the room ticks at it (and says so)
             room.frame_ms = 1e3 * frame / SAMPLE_RATE
         #: Samples per tick: the room's frame (``room.frame_ms``).
@@ -283,8 +289,10 @@ class RoomRunner:
         #: The room's recording while it is recorded (set by ``server.recording.control``).
         self.recording: RoomRecording | None = None
         #: Set while the room has media (members or an AI): an empty room's clock waits.
-        self._occupied = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._occupied = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # slots --------------------------------------------------------------------------------
 
@@ -331,100 +339,173 @@ class RoomRunner:
     # the clock ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.room.name)
+        """Start the clock's thread (on the event loop, which the tick's results go back to)."""
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._run, name=f"clock {self.room.name}",
+                                            daemon=True)
+            self._thread.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._thread is not None:
+            self._stopping.set()
+            self._occupied.set()  # (an empty room's clock is waiting for it)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
         for slot in list(self.tracks):
             self.detach(slot)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        # The schedule's clock: time.monotonic, not the loop's (uvloop's counts whole
-        # milliseconds, read once per loop iteration: a fifth of a 5 ms frame).
+    def _run(self) -> None:
+        """The clock's thread: each tick at its deadline, whatever the event loop is doing.
+
+        A tick takes its sources' frames, renders and encodes here, and hands the packets to
+        the loop, which sends them (:meth:`_finish`). The thread asks for real-time priority
+        (:mod:`server.tick.priority`): woken at its deadline, it runs at once.
+        """
+        self.realtime = self.priority.acquire()
+        heavy, heavy_limit = 0, self.priority.heavy_ticks(self.frame_ms)
+        # The schedule's clock: time.monotonic, as the arrivals are stamped with.
         clock = time.monotonic
-        self.schedule = TickSchedule.for_frame(clock(), self.frame_ms)
-        while True:
-            if not (self.buffers or self.tracks or self.ai_voices):
-                # Empty (its members left, for now): no ticks, so that rooms waiting out their
-                # grace cost the loop nothing; the clock resumes where it was, on time.
-                self._occupied.clear()
-                await self._occupied.wait()
-                self.schedule.shift(clock() - self.schedule.deadline(self.schedule.next_tick))
-            wait = self.schedule.seconds_until_next(clock())
-            if wait > 0:
-                await asyncio.sleep(wait)
-            tick = self.schedule.begin_tick(clock())
-            self.stats.lateness_ms.add(1e3 * self.schedule.last_lateness)
-            try:
-                await self._tick(loop, tick)
-            except Exception as exc:  # one bad tick must not end the room: it is skipped
-                if self.failures.failed():
-                    log.error("room %s: %d ticks failed in a row, the last with %r: its clock "
-                              "stops", self.room.name, self.failures.run, exc)
-                    self.gave_up = True
-                    if self.on_failed is not None:
-                        self.on_failed(exc)
-                    return
-                if self.failures.run == 1:  # one traceback per run of failures, not 50 a second
-                    log.exception("tick %d of room %s failed: skipped", tick, self.room.name)
-            else:
-                if run := self.failures.played():
-                    log.warning("room %s plays again after %d failed ticks", self.room.name, run)
+        self.schedule = schedule = TickSchedule.for_frame(clock(), self.frame_ms)
+        try:
+            while not self._stopping.is_set():
+                if not (self.buffers or self.tracks or self.ai_voices):
+                    # Empty (its members left, for now): no ticks, so that rooms waiting out
+                    # their grace cost nothing; the clock resumes where it was, on time.
+                    self._occupied.clear()
+                    if not (self.buffers or self.tracks or self.ai_voices):
+                        self._occupied.wait()
+                        schedule.shift(clock() - schedule.deadline(schedule.next_tick))
+                    continue
+                wait = schedule.seconds_until_next(clock())
+                if wait > 0:
+                    time.sleep(wait)
+                    continue
+                tick = schedule.begin_tick(clock())
+                self.stats.lateness_ms.add(1e3 * schedule.last_lateness)
+                try:
+                    work_ms = self._tick_here(tick)
+                except Exception as exc:  # one bad tick must not end the room: it is skipped
+                    if self._failed(exc, tick):
+                        return
+                    continue
+                if self.realtime:  # a room this busy shares the machine: no priority
+                    heavy = heavy + 1 if work_ms > HEAVY_SHARE * self.frame_ms else 0
+                    if heavy >= heavy_limit:
+                        self.priority.release()
+                        self.realtime = False
+                        log.warning("room %s: ticks take over %.0f%% of its %g ms frame; its "
+                                    "clock gives real-time priority back", self.room.name,
+                                    100 * HEAVY_SHARE, self.frame_ms)
+        finally:
+            if self.realtime:
+                self.priority.release()
+                self.realtime = False
+
+    def _failed(self, exc: Exception, tick: int) -> bool:
+        """A tick raised: counted, logged once per run; True once the clock gives up."""
+        if self.failures.failed():
+            log.error("room %s: %d ticks failed in a row, the last with %r: its clock stops",
+                      self.room.name, self.failures.run, exc)
+            self.gave_up = True
+            if self.on_failed is not None:
+                self._on_loop(self.on_failed, exc)
+            return True
+        if self.failures.run == 1:  # one traceback per run of failures, not 50 a second
+            log.error("tick %d of room %s failed: skipped", tick, self.room.name,
+                      exc_info=exc)
+        return False
+
+    def _on_loop(self, callback: Callable, *args) -> None:
+        """``callback(*args)`` on the event loop, soon (nothing, once the loop has closed)."""
+        with contextlib.suppress(RuntimeError):  # the loop closed: the server is gone
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(callback, *args)
+
+    def _tick_here(self, tick: int) -> float:
+        """One tick on the clock's thread; its work's time (ms)."""
+        captured = self._capture(tick)
+        if captured is None:
+            if run := self.failures.played():
+                log.warning("room %s plays again after %d failed ticks", self.room.name, run)
+            return 0.0
+        work, tracks = captured
+        done = self._render_and_encode(work)
+        if run := self.failures.played():
+            log.warning("room %s plays again after %d failed ticks", self.room.name, run)
+        self._on_loop(self._finish, work, done, tracks)
+        return done.work_ms
 
     async def _tick(self, loop: asyncio.AbstractEventLoop, tick: int | None = None) -> None:
-        if tick is None:  # driven by hand (tests): count
+        """One tick driven by hand (tests), its work on a tick thread, its end on the loop."""
+        if tick is None:
             tick = self._tick_count
+        captured = self._capture(tick)
+        if captured is None:
+            return
+        work, tracks = captured
+        done = await loop.run_in_executor(_TICK_POOL, self._render_and_encode, work)
+        self._finish(work, done, tracks)
+
+    def _capture(self, tick: int) -> tuple[TickWork, dict[int, ListenerTrack]] | None:
+        """What tick ``tick`` renders, taken as it starts (on the clock's thread, while the loop
+        goes on editing the room: every collection is copied whole before it is walked), and
+        the tracks its packets go to; None when there is nobody to render for."""
         self._tick_count = tick + 1
         self.room_sample = self.origin + tick * self.frame
         now = time.monotonic()  # the clock arrivals are stamped with
-        playouts = {slot: (reframer.pop(now), self.decoders[slot])
-                    for slot, reframer in self.reframers.items()}
+        decoders = dict(self.decoders)
+        playouts = {slot: (reframer.pop(now), decoders[slot])
+                    for slot, reframer in list(self.reframers.items()) if slot in decoders}
         self._align_phase()
         fresh = self.room.drain_fresh_slots()
-        listeners = [s for s in self.tracks if self.room.active[s]]
-        if not listeners and not fresh and not self.ai_voices:
-            return  # nobody to render for (an empty room waiting for its members)
-        # What this tick renders for, captured now: a slot may change hands meanwhile.
-        tracks = {s: self.tracks[s] for s in listeners}
-        encoders = {s: self.encoders[s] for s in listeners}
-        scene = self.room.scene()
-        cap = self.governor.max_sources
+        all_tracks = dict(self.tracks)
+        listeners = [s for s in all_tracks if self.room.active[s]]
         voices = dict(self.ai_voices)
-        take = self.recording.take(self.room, tick) if self.recording is not None else None
-        work = TickWork(scene, playouts, voices, cap, fresh, encoders, self.room_sample, take,
-                        self.room.muted.copy(), self.metronome, self.metronome_slot,
-                        tuple(s for s in self.click_slots if s in encoders))
-        done = await loop.run_in_executor(_TICK_POOL, self._render_and_encode, work)
-        self._note_levels(loop, done.peaks)
+        if not listeners and not fresh and not voices:
+            return None  # nobody to render for (an empty room waiting for its members)
+        encoders = dict(self.encoders)
+        listeners = [s for s in listeners if s in encoders]
+        # What this tick renders for, captured now: a slot may change hands meanwhile.
+        tracks = {s: all_tracks[s] for s in listeners}
+        scene = self.room.scene()
+        recording = self.recording
+        take = recording.take(self.room, tick) if recording is not None else None
+        metronome, metronome_slot = self.metronome, self.metronome_slot
+        work = TickWork(scene, playouts, voices, self.governor.max_sources, fresh,
+                        {s: encoders[s] for s in listeners}, self.room_sample, take,
+                        self.room.muted.copy(), metronome, metronome_slot,
+                        tuple(s for s in tuple(self.click_slots) if s in tracks))
+        return work, tracks
+
+    def _finish(self, work: TickWork, done: TickDone, tracks: dict[int, ListenerTrack]) -> None:
+        """On the loop: a tick's packets to its listeners, its levels, the AI's ears, its
+        times."""
+        self._note_levels(done.peaks)
         if done.analysis is not None and self.on_analysis is not None:
             block = self._analysis.add(work.start, done.analysis)
             if block is not None:
                 self.on_analysis(*block)
         self.stats.record(done.work_ms, done.parts_ms)
         new_cap = self.governor.observe(done.work_ms, int(self.room.active.sum()))
-        if new_cap != cap:
+        if new_cap != work.cap:
             log.warning("room %s: tick took %.1f ms; mixes now hold %s sources", self.room.name,
                         done.work_ms, "all" if new_cap is None else f"at most {new_cap}")
         for slot, slot_packets in done.packets.items():
             if self.tracks.get(slot) is tracks[slot]:
                 tracks[slot].deliver(slot_packets, work.start)
 
-    def _note_levels(self, loop: asyncio.AbstractEventLoop, peaks: np.ndarray | None) -> None:
+    def _note_levels(self, peaks: np.ndarray | None) -> None:
         """Keep each slot's peak; every :data:`LEVELS_INTERVAL_S` hand them to
-        :attr:`on_levels` (soon, not in the tick)."""
+        :attr:`on_levels` (on the loop)."""
         if peaks is None:
             return
         np.maximum(self._peaks, peaks, out=self._peaks)
         self._peak_ticks += 1
         if self._peak_ticks * self.frame_ms >= 1e3 * LEVELS_INTERVAL_S:
             if self.on_levels is not None:
-                loop.call_soon(self.on_levels, self._peaks.copy())
+                self.on_levels(self._peaks.copy())
             self._peaks[:] = 0.0
             self._peak_ticks = 0
 
@@ -432,11 +513,11 @@ class RoomRunner:
         """Move the clock's phase to just after the frames' arrivals (:mod:`server.tick.phase`)."""
         if self.aligner is None:
             return
-        underruns = sum(b.stats.underruns for b in self.buffers.values())
+        underruns = sum(b.stats.underruns for b in list(self.buffers.values()))
         new = max(0, underruns - self._underruns_seen)
         self._underruns_seen = underruns
-        step_ms = self.aligner.observe({s: r.last_wait_ms for s, r in self.reframers.items()},
-                                       new)
+        step_ms = self.aligner.observe(
+            {s: r.last_wait_ms for s, r in list(self.reframers.items())}, new)
         if step_ms and self.schedule is not None:
             self.schedule.shift(step_ms / 1e3)
             log.debug("room %s: clock phase moved %+.1f ms", self.room.name, step_ms)

@@ -52,6 +52,7 @@ from server.rooms.store import open_store
 from server.telemetry import metrics as m
 from server.telemetry.collect import collect, process_gauges
 from server.tick.load import room_loads, tick_load
+from server.tick.priority import ClockPriority
 from server.web.access import AccessPolicy, SecretError, load_secret
 from server.web.admission import (
     MAX_CONNECTIONS,
@@ -109,7 +110,7 @@ class ServerState:
 
     def health(self) -> dict:
         health = {"status": "ok", "hrtf": self.hrirs.name, "device": self.device,
-                  "frame_ms": self.hub.frame_ms,
+                  "frame_ms": self.hub.frame_ms, "clock": self.hub.clock_priority.describe(),
                   "rooms": len(self.hub.rooms), "load": tick_load(self.hub.rooms),
                   "uptime_s": round(time.monotonic() - self.started, 3), "tls": self.tls}
         if self.warnings:
@@ -303,7 +304,7 @@ async def serve_forever(host: str, port: int, state: ServerState,
 
 def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar",
                capacity: int = 16, follow_phase: bool = True, frame_ms: float = FRAME_MS,
-               secret_file: str | None = None,
+               clock_priority: str = "auto", secret_file: str | None = None,
                empty_room_grace_s: float = EMPTY_ROOM_GRACE_S,
                state_path: str | None = None,
                max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP,
@@ -319,7 +320,9 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
     HTTPS and WSS (:mod:`server.web.tls`). ``ice``: the operator's ICE options
     (``--public-ip``, ``--udp-ports``, ``--ice-server``; by default host candidates on any
     port). ``upload_set_mb`` and ``upload_budget_mb`` bound uploaded HRTF sets' memory.
-    Every room ticks at ``frame_ms`` (``serve --frame-ms``)."""
+    Every room ticks at ``frame_ms`` (``serve --frame-ms``) unless its admin sets another; its
+    clock asks for real-time priority unless ``clock_priority`` is ``normal``
+    (:mod:`server.tick.priority`)."""
     if upload_set_mb > upload_budget_mb:
         raise CliError(f"--upload-set-mb {upload_set_mb} is more than --upload-budget-mb "
                        f"{upload_budget_mb}: one set cannot take more than all of them")
@@ -337,6 +340,8 @@ def run_server(host: str, port: int, *, device: str = "cpu", hrtf: str = "kemar"
     state = ServerState(hrirs, device, warmup_ms, Hub(hrirs, device, capacity,
                                                          follow_phase=follow_phase,
                                                          frame_ms=frame_ms,
+                                                         clock_priority=ClockPriority(
+                                                             clock_priority),
                                                          policy=policy,
                                                          empty_room_grace_s=empty_room_grace_s,
                                                          store=open_store(state_path),
