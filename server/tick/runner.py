@@ -1,25 +1,27 @@
 """A live room: its clock, its renderer and the media of its members (the asyncio shell).
 
 Every frame of the room (:attr:`RoomRunner.frame`: 20 ms by default; 10, 5 or 2.5 ms in
-low-latency rooms, ``serve --frame-ms``), on a deadline schedule
-(:class:`~server.tick.clock.TickSchedule`):
+low-latency rooms), on a deadline schedule (:class:`~server.tick.clock.TickSchedule`), on the
+room clock's own thread (at real-time priority where the system allows it:
+:mod:`server.tick.priority`), whatever the event loop is doing:
 
-1. on the loop: each source's frame is taken from its :class:`~server.media.jitter.JitterBuffer`
-   (through its :class:`~server.media.reframe.Reframer`: a sender's 20 ms packet plays over
-   four ticks of a 5 ms room);
-2. off the loop, on the process's tick threads (one per core, shared by the rooms): each
-   source's frame is decoded, or concealed if it is missing
-   (:class:`~server.media.uplink.UplinkDecoder`), the renderer renders every listener's mix and the
-   mixes are Opus-encoded (:class:`~server.media.downlink.MusicOpusEncoder`);
-3. on the loop: each listener's packets go to its :class:`~server.media.downlink.ListenerTrack`
-   (RTP, or its audio data channel).
+1. each source's frame is taken from its :class:`~server.media.jitter.JitterBuffer` (which the
+   loop fills, under the buffer's lock), through its :class:`~server.media.reframe.Reframer`
+   (a sender's 20 ms packet plays over four ticks of a 5 ms room);
+2. each source's frame is decoded, or concealed if it is missing
+   (:class:`~server.media.uplink.UplinkDecoder`), the renderer renders every listener's mix and
+   the mixes are Opus-encoded (:class:`~server.media.downlink.MusicOpusEncoder`);
+3. on the loop (:meth:`RoomRunner._finish`): each listener's packets go to its
+   :class:`~server.media.downlink.ListenerTrack` (RTP, or its audio data channel).
 
 The tick never awaits network I/O; a tick that overruns is counted, and the clock skips rather
 than drifting (see :mod:`server.tick.clock`). The clock's phase follows the sources: the tick moves
 to just after their frames arrive (:mod:`server.tick.phase`). A tick that raises is skipped and
 counted, and the next one plays; a room whose ticks keep failing is given up
-(:data:`MAX_FAILED_TICKS`), and the hub closes it. Other rooms' clocks are their own tasks:
-they tick on.
+(:data:`MAX_FAILED_TICKS`), and the hub closes it. Other rooms' clocks are their own threads:
+they tick on. What the tick reads of the room while the loop edits it is copied whole first
+(a dict, a set, the room's arrays); the room's scene is rebuilt when it changed
+(:meth:`~server.rooms.room.Room.scene`).
 """
 
 from __future__ import annotations
@@ -65,9 +67,8 @@ log = logging.getLogger(__name__)
 
 _SERIAL = threading.Lock()
 
-#: Where every room's tick work runs: one thread per core, shared by the rooms (a thread per
-#: room would have many rooms' ticks time-slice one another, each stretched past its frame).
-#: A room's ticks never overlap: each awaits the one before.
+#: Where a tick driven by hand (:meth:`RoomRunner._tick`, in tests) does its work; a running
+#: clock works on its own thread. A room's ticks never overlap.
 _TICK_POOL = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="tick")
 #: Helps the rooms' threads encode their listeners' mixes (libopus runs without the GIL).
 _ENCODE_HELPERS = max(1, (os.cpu_count() or 1) - 1)
