@@ -35,7 +35,8 @@ from bench.clicks import (
 )
 from bench.report import run_bench
 from bench.serverproc import ServerProcess
-from server.cli.args import count, finite
+from hrtf.constants import FRAME_MS
+from server.cli.args import add_frame_arg, count, finite
 
 
 def one_way_delays_ms(sender: Bot, receiver: Bot, first_frame: int = 0) -> list[float]:
@@ -69,8 +70,10 @@ async def run_room(url: str, bots: int, seconds: float) -> dict:
     return {"stats": stats, "delays_ms": delays}
 
 
-def room_benchmark(bots: int, seconds: float) -> dict:
-    with ServerProcess() as server:
+def room_benchmark(bots: int, seconds: float, frame_ms: float = FRAME_MS) -> dict:
+    """Bots in one room of a server ticking at ``frame_ms`` (the bots' media tracks send 20 ms
+    packets, which the server splits into the room's frames)."""
+    with ServerProcess("--frame-ms", f"{frame_ms:g}") as server:
         result = asyncio.run(run_room(server.ws, bots, seconds))
     delays = np.array(result["delays_ms"])
     stats = result["stats"]
@@ -78,6 +81,7 @@ def room_benchmark(bots: int, seconds: float) -> dict:
         "benchmark": "room",
         "bots": bots,
         "seconds": seconds,
+        "frame_ms": frame_ms,
         "tick_ms_p50": stats.get("tick_ms_p50"),
         "tick_ms_p95": stats.get("tick_ms_p95"),
         "late_ticks": stats.get("late_ticks"),
@@ -99,7 +103,8 @@ def room_benchmark(bots: int, seconds: float) -> dict:
 
 def report_lines(report: dict) -> list[str]:
     delay = report.get("one_way_delay_ms", {})
-    return [f"room with {report['bots']} bots for {report['seconds']} s: tick "
+    return [f"room with {report['bots']} bots for {report['seconds']} s at "
+            f"{report['frame_ms']:g} ms frames: tick "
             f"p50 {report['tick_ms_p50']} ms, p95 {report['tick_ms_p95']} ms, late "
             f"{report['late_ticks']}, skipped {report['skipped_ticks']}; one-way delay "
             f"bot→server→bot p50 {delay.get('p50')} ms, p95 {delay.get('p95')} ms "
@@ -111,9 +116,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bots", type=count("bots", 2, 64), default=2)
     parser.add_argument("--seconds", type=finite("seconds", 1, 3600), default=10.0)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_frame_arg(parser, "the room's frame (ms): 20 (default, or SPATIALJAM_FRAME_MS), 10, "
+                  "5 or 2.5")
     parser.set_defaults(run=run_room_bench)
 
 
 def run_room_bench(args: argparse.Namespace) -> int:
-    run_bench(lambda: room_benchmark(args.bots, args.seconds), report_lines, args.json)
+    run_bench(lambda: room_benchmark(args.bots, args.seconds, args.frame_ms), report_lines,
+              args.json)
     return 0

@@ -124,14 +124,15 @@ async def test_a_room_keeps_playing_through_a_flood_of_stage_edits(server):
 
 def test_bench_room_measures_ticks_and_the_delay_of_clicks():
     done = subprocess.run([sys.executable, "-m", "server.cli", "bench", "room", "--bots", "2",
-                           "--seconds", "3", "--json"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=180)
+                           "--seconds", "3", "--frame-ms", "5", "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip(), done.stderr[-2000:]
     import json
 
     report = json.loads(done.stdout)
     assert report["bots"] == 2 and report["tick_ms_p50"] > 0
+    assert report["frame_ms"] == 5.0  # a 5 ms room: the bots' 20 ms packets split in four
     assert report["clicks_heard"] >= 2, report  # of 6 sent
     assert 0 < report["one_way_delay_ms"]["p50"] < 500
 
