@@ -123,6 +123,10 @@ class Recordings:
         self._closing: set[RecordingWriter] = set()
         self._closed_dropped = 0
 
+    def starting(self, live: LiveRoom) -> bool:
+        """Whether ``live``'s recording is starting or stopping now (awaiting the disk)."""
+        return live.room.name in self._busy
+
     @property
     def active(self) -> int:
         return len(self._active)
@@ -148,10 +152,11 @@ class Recordings:
             infos = await asyncio.to_thread(self.list, name, active.now.id if active else None)
             p.session.send(RecordingList(name, tuple(infos), message.msg_id))
             return
-        if name in self._busy:
-            p.session.send(ErrorMessage(ErrorCode.RECORDING_UNAVAILABLE, "this room's recording "
-                                        "is starting or stopping: try again in a moment",
-                                        message.msg_id))
+        if name in self._busy or live.changing_frame:
+            what = ("frame is changing" if live.changing_frame
+                    else "recording is starting or stopping")
+            p.session.send(ErrorMessage(ErrorCode.RECORDING_UNAVAILABLE, f"this room's {what}: "
+                                        "try again in a moment", message.msg_id))
             return
         try:
             if isinstance(message, StartRecording):

@@ -5,7 +5,8 @@ A frame is how often the room's clock ticks and how long each packet of its low-
 transport is (2.5, 5, 10 or 20 ms). Everything built for the old frame goes with the old
 clock (receive buffers, decoders, renderer, encoders); the room itself stays: its members,
 seats, stage, personal mixes, metronome, AI musician and acoustics. The new clock goes on from
-the old one's room sample, so the AI sidecar's clock and the metronome's beats keep counting.
+where the old one stopped (to a whole 20 ms), so the AI sidecar's clock and the metronome's
+beats keep counting.
 
 Each member is told ``frame_changed`` and its peer connection is closed; the member sends a new
 ``offer`` (as after ``joined``) and is heard again from its first packet. A room being recorded
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The room's time after a change of frame starts at a multiple of this many samples (20 ms: a
+#: whole number of every frame's).
+ROOM_TIME_GRAIN = 960
+
 
 class RoomFrames:
     """The ``set_frame`` handler of ``hub``'s rooms (the ``admin`` grant, checked by the
@@ -37,7 +42,6 @@ class RoomFrames:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self._changing: set[str] = set()
 
     async def set(self, p: Participant, message: SetFrame) -> None:
         live = p.live
@@ -49,25 +53,30 @@ class RoomFrames:
             self.hub.save_soon(live)
             self.hub.broadcast(live)
             return
-        if live.runner.recording is not None:
+        if live.runner.recording is not None or self.hub.recordings.starting(live):
             p.session.send(ErrorMessage(
                 ErrorCode.BAD_VALUE, f"room {room.name!r} is being recorded at "
                 f"{room.frame_ms:g} ms frames: stop the recording, then change the frame",
                 message.msg_id))
             return
-        if room.name in self._changing:
+        if live.changing_frame:
             p.session.send(ErrorMessage(
                 ErrorCode.RATE_LIMITED, "the room's frame is being changed already: wait for "
                 "'frame_changed', then try again", message.msg_id))
             return
-        self._changing.add(room.name)
+        live.changing_frame = True
         try:
             await self.hub.renderings.warm(live, frame_samples(message.frame_ms))
             if p.live is not live or self.hub.rooms.get(room.name) is not live:
                 return  # the admin left, or the room closed, meanwhile
+            if live.runner.recording is not None or self.hub.recordings.starting(live):
+                p.session.send(ErrorMessage(
+                    ErrorCode.BAD_VALUE, f"a recording of room {room.name!r} started just "
+                    "now: stop it, then change the frame", message.msg_id))
+                return
             await self.change(live, message.frame_ms, p.member_id)
         finally:
-            self._changing.discard(room.name)
+            live.changing_frame = False
         log.info("room %s: frame %g ms, set by %s", room.name, message.frame_ms, p.member_id)
 
     async def change(self, live: LiveRoom, frame_ms: float, by: str) -> None:
@@ -76,34 +85,38 @@ class RoomFrames:
         # What the old clock holds of its listeners, taken before it lets them go.
         settings = dict(old.listener_settings)
         click_slots = set(old.click_slots)
-        voices = {slot: (voice.volume, live.ai_config) for slot, voice in old.ai_voices.items()}
-        origin = old.room_sample + old.frame
+        voices = {slot: voice.volume for slot, voice in old.ai_voices.items()}
+        metronome, metronome_slot = old.metronome, old.metronome_slot
+        peers = []
+        for member_p in live.participants.values():
+            if member_p.pc is not None:
+                peers.append(member_p.pc)
+                member_p.pc = None  # its next offer makes a connection to the new clock
+        hub.closed_clocks += clock_counts(old)
+        await old.stop()
+        # The room's time goes on from where the old clock stopped, to a whole number of
+        # every frame's samples (20 ms): the AI sidecar's clock, the metronome's beats and a
+        # later recording's ticks all count on.
+        origin = -(-(old.room_sample + old.frame) // ROOM_TIME_GRAIN) * ROOM_TIME_GRAIN
         room.frame_ms, room.frame_chosen = float(frame_ms), True
         room.version += 1
         new = live.runner = hub.clock(room, origin)
         hub.wire_clock(live)
         new.ai_notes = old.ai_notes  # the session's MIDI file goes on
-        peers = []
-        for member_id, member_p in live.participants.items():
-            slot = room.member(member_id).slot
-            new.attach(slot)
-            if member_p.pc is not None:
-                peers.append(member_p.pc)
-                member_p.pc = None  # its next offer makes a connection to the new clock
-        for slot, (volume, config) in voices.items():
-            if not room.is_metronome[slot] and config is not None:
-                new.add_ai(slot, config["instrument"], volume)
+        for member_id in live.participants:
+            new.attach(room.member(member_id).slot)
+        for slot, volume in voices.items():
+            if live.ai_config is not None and not room.is_metronome[slot]:
+                new.add_ai(slot, live.ai_config["instrument"], volume)
         for slot, listener in settings.items():
             new.configure_listener(slot, **listener)
         new.click_slots = click_slots & set(new.tracks)
-        hub.metronomes.apply(live)
+        new.metronome, new.metronome_slot = metronome, metronome_slot  # on the same beats
         notice = FrameChanged(frame_ms=float(frame_ms), by=by)
         for member_p in live.participants.values():
             member_p.session.send(notice)
         hub.broadcast(live)
         hub.save_soon(live)
-        hub.closed_clocks += clock_counts(old)
-        await old.stop()
         await hub.renderings.open_room(live)
         new.start()
         for pc in peers:

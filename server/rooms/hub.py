@@ -278,8 +278,8 @@ class Hub:
         room's failure, its levels."""
         name, runner = live.room.name, live.runner
         runner.on_analysis = lambda sample, audio: self.ai.send_audio(name, sample, audio)
-        runner.on_failed = lambda exc: asyncio.get_running_loop().create_task(
-            self._fail_room(live, exc))
+        runner.on_failed = lambda exc: None if live.runner is not runner else (
+            asyncio.get_running_loop().create_task(self._fail_room(live, exc)))
         runner.on_levels = lambda peaks: self.social.send_levels(live, peaks)
 
     async def evict(self, p: Participant, code: int, reason: str) -> None:

@@ -56,6 +56,8 @@ class LiveRoom:
     levels_sent: str = ""
     #: The last ``ai_hears`` sent to the room (encoded), likewise.
     ai_hears_sent: str = ""
+    #: An admin's change of the room's frame is under way (server.rooms.frame).
+    changing_frame: bool = False
 
     def send_all(self, text: str, exclude: Participant | None = None) -> None:
         """One encoded message to every member (but ``exclude``), each through its queue."""

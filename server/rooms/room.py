@@ -162,6 +162,26 @@ class RoomSnapshot:
                          self.frame_ms)
 
 
+def _build_scene(active, is_ai, is_metronome, hears_stage_metronome, listen_only, personal_mute,
+                 self_monitor, personal_gain, override_mask, override_position, position, facing,
+                 head, *, rotation: bool) -> Scene:
+    """The renderer's scene from :meth:`Room._scene_inputs` (copies, owned by the scene):
+    ``head`` is each listener's yaw, pitch and roll, or (``rotation``) their rotation matrices."""
+    c = len(active)
+    listening = active & ~is_ai
+    sounding = active & ~listen_only
+    heard = listening[:, None] & sounding[None, :] & ~personal_mute
+    own = np.eye(c, dtype=np.bool_) & ~self_monitor[:, None]
+    gain = np.where(heard & ~own, personal_gain, 0.0)
+    # The metronome's place on the stage is heard only by those who chose to hear it there.
+    gain[:, is_metronome] *= hears_stage_metronome[:, None]
+    positions = np.where(override_mask[..., None], override_position, position[None, :, :])
+    forward = forward_vectors(facing[:, 0], facing[:, 1])
+    scene = Scene.create(position.copy(), positions, pair_gain=gain, source_forward=forward)
+    scene.listener_rotation = head.copy() if rotation else yaw_pitch_roll_matrix(*head.T)
+    return scene
+
+
 def saved_frame(frame_ms) -> float | None:
     """A saved frame (ms) as the room keeps it, or None when absent or not a frame a room
     may tick at."""
@@ -270,6 +290,7 @@ class Room:
         member.id = f"ai-{secrets.token_hex(3)}"
         self.members[member.id] = member
         self.is_ai[member.slot] = True
+        self.version += 1  # (a recording's take, on the clock's thread, re-reads who is AI)
         return member
 
     @property
@@ -286,6 +307,7 @@ class Room:
         member.id, member.name = METRONOME_ID, "Metronome"
         self.members[member.id] = member
         self.is_metronome[member.slot] = True
+        self.version += 1
         return member
 
     def join(self, name: str, instrument: str = "", seat: str | None = None) -> Member:
@@ -522,28 +544,15 @@ class Room:
             if all(a.shape == b.shape and np.array_equal(a, b)
                    for a, b in zip(seen, inputs, strict=True)):
                 return scene
-        scene = self._build_scene()
-        self._scene_cache = (tuple(a.copy() for a in inputs), scene)
-        return scene
+        self._scene_cache = self._fresh_scene()
+        return self._scene_cache[1]
 
-    def _build_scene(self) -> Scene:
-        c = self.capacity
-        listening = self.active & ~self.is_ai
-        sounding = self.active & ~self.listen_only
-        heard = listening[:, None] & sounding[None, :] & ~self.personal_mute
-        own = np.eye(c, dtype=np.bool_) & ~self.self_monitor[:, None]
-        gain = np.where(heard & ~own, self.personal_gain, 0.0)
-        # The metronome's place on the stage is heard only by those who chose to hear it there.
-        gain[:, self.is_metronome] *= self.hears_stage_metronome[:, None]
-        positions = np.where(self.override_mask[..., None], self.override_position,
-                             self.position[None, :, :])
-        forward = forward_vectors(self.facing[:, 0], self.facing[:, 1])
-        # Copies: the tick renders on another thread while the loop keeps editing the room.
-        scene = Scene.create(self.position.copy(), positions, pair_gain=gain,
-                             source_forward=forward)
-        scene.listener_rotation = (self.head_rotation.copy() if self.head_rotation is not None
-                                   else yaw_pitch_roll_matrix(*self.head.T))
-        return scene
+    def _fresh_scene(self) -> tuple[tuple[np.ndarray, ...], Scene]:
+        """The scene built anew, and the copies of its inputs it was built from: taken first,
+        because the clock's thread calls this while the loop edits the room, and the cache
+        must hold the inputs its scene describes."""
+        copies = tuple(a.copy() for a in self._scene_inputs())
+        return copies, _build_scene(*copies, rotation=copies[-1].ndim == 3)
 
     def describe(self) -> RoomState:
         """The shared room state, as broadcast to members."""

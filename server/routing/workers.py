@@ -33,6 +33,7 @@ from pathlib import Path
 from server.cli.ice_args import ice_worker_args
 from server.errors import CliError
 from server.routing.placement import RoomPlacement
+from server.tick.priority import CLOCK_SLOTS_ENV, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,14 @@ def worker_env(workers: int, environ: dict[str, str] | None = None,
                state: str | None = None) -> dict[str, str]:
     """A worker's environment: the front's, with numba's threads shared out among the workers
     (``cores // workers`` each, unless ``NUMBA_NUM_THREADS`` is set): rooms are spread over
-    processes, one per core, rather than each process's kernels over every core."""
+    processes, one per core, rather than each process's kernels over every core. The
+    real-time room clocks are shared out likewise (``SPATIALJAM_CLOCK_SLOTS``)."""
     env = dict(os.environ if environ is None else environ)
     if state is not None and "://" in state:
         env[STATE_URL_ENV] = state
     env.setdefault("NUMBA_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    # The real-time room clocks too: cores - 1 in all (server.tick.priority), shared out.
+    env.setdefault(CLOCK_SLOTS_ENV, str(max(0, usable_cores() - 1) // workers))
     return env
 
 

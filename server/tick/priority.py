@@ -10,8 +10,11 @@ servers (JACK, PipeWire) run their processing threads.
 Two limits keep a real-time clock from starving the rest of the process (the event loop reads
 every player's packets and sends every mix):
 
-- at most ``cores - 1`` clocks hold it at once (none on one core); the others run as ordinary
-  threads;
+- at most ``cores - 1`` clocks hold it at once (none on one core; the cores this process may
+  run on; shared out among ``serve --workers``' processes by ``SPATIALJAM_CLOCK_SLOTS``); the
+  others run as ordinary threads, and an idle room's clock gives its slot back while it waits;
+- threads a real-time clock starts (numba's OpenMP team, the encode helpers) start as ordinary
+  threads (``SCHED_RESET_ON_FORK``): only the clock itself jumps the queue;
 - a clock whose ticks keep taking more than :data:`HEAVY_SHARE` of its frame gives it back
   (:meth:`ClockPriority.heavy`): a room that busy is a load to share, not an emergency.
 
@@ -38,6 +41,25 @@ REALTIME_PRIORITY = 20
 HEAVY_SHARE = 0.6
 HEAVY_TICKS_S = 2.0
 MODES = ("auto", "normal")
+#: How many room clocks of this process may run at real-time priority (set by the front of
+#: ``serve --workers N`` for its workers; by default the cores less one).
+CLOCK_SLOTS_ENV = "SPATIALJAM_CLOCK_SLOTS"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_slots() -> int:
+    """:data:`CLOCK_SLOTS_ENV` if set (a worker's share), else the usable cores less one."""
+    try:
+        return max(0, int(os.environ[CLOCK_SLOTS_ENV]))
+    except (KeyError, ValueError):
+        return usable_cores() - 1
 
 
 class ClockPriority:
@@ -55,7 +77,7 @@ class ClockPriority:
         if mode not in MODES:
             raise ValueError(f"clock priority {mode!r}: one of {', '.join(MODES)}")
         self.mode = mode
-        self.slots = max(0, (os.cpu_count() or 1) - 1) if slots is None else slots
+        self.slots = default_slots() if slots is None else slots
         self._lock = threading.Lock()
         self.held = 0
         #: Why clocks run as ordinary threads (None: they may hold real-time priority).
@@ -69,7 +91,8 @@ class ClockPriority:
             if self.refused is not None or self.held >= self.slots:
                 return False
             try:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
+                os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                                      os.sched_param(REALTIME_PRIORITY))
             except (PermissionError, OSError, AttributeError) as exc:
                 self.refused = (f"not permitted ({exc.__class__.__name__}: give the server "
                                 f"CAP_SYS_NICE or an RLIMIT_RTPRIO of {REALTIME_PRIORITY})")

@@ -373,10 +373,15 @@ class RoomRunner:
             while not self._stopping.is_set():
                 if not (self.buffers or self.tracks or self.ai_voices):
                     # Empty (its members left, for now): no ticks, so that rooms waiting out
-                    # their grace cost nothing; the clock resumes where it was, on time.
+                    # their grace cost nothing (and give a real-time slot to a room that
+                    # plays); the clock resumes where it was, on time.
                     self._occupied.clear()
-                    if not (self.buffers or self.tracks or self.ai_voices):
+                    if not (self.buffers or self.tracks or self.ai_voices
+                            or self._stopping.is_set()):
+                        if self.realtime:
+                            self.priority.release()
                         self._occupied.wait()
+                        self.realtime = self.priority.acquire()
                         schedule.shift(clock() - schedule.deadline(schedule.next_tick))
                     continue
                 wait = schedule.seconds_until_next(clock())
@@ -399,6 +404,11 @@ class RoomRunner:
                         log.warning("room %s: ticks take over %.0f%% of its %g ms frame; its "
                                     "clock gives real-time priority back", self.room.name,
                                     100 * HEAVY_SHARE, self.frame_ms)
+        except Exception as exc:  # the clock itself failed (not a tick): the room is given up
+            log.error("room %s: its clock failed: %r", self.room.name, exc, exc_info=exc)
+            self.gave_up = True
+            if self.on_failed is not None:
+                self._on_loop(self.on_failed, exc)
         finally:
             if self.realtime:
                 self.priority.release()
@@ -472,7 +482,10 @@ class RoomRunner:
         tracks = {s: all_tracks[s] for s in listeners}
         scene = self.room.scene()
         recording = self.recording
-        take = recording.take(self.room, tick) if recording is not None else None
+        # (tick numbers from the room clock's origin: a clock that took over from another,
+        # the room's frame having changed, starts at a whole number of its ticks)
+        take = (recording.take(self.room, self.origin // self.frame + tick)
+                if recording is not None else None)
         metronome, metronome_slot = self.metronome, self.metronome_slot
         work = TickWork(scene, playouts, voices, self.governor.max_sources, fresh,
                         {s: encoders[s] for s in listeners}, self.room_sample, take,

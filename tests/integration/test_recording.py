@@ -280,7 +280,7 @@ def a_live_room() -> tuple[SimpleNamespace, SimpleNamespace]:
     room = Room("band", 4)
     member = room.join("Ada")
     live = SimpleNamespace(room=room, runner=SimpleNamespace(recording=None, ai_notes=NoteLog()),
-                           ai_config=None)
+                           ai_config=None, changing_frame=False)
     return live, SimpleNamespace(live=live, member_id=member.id, session=SignalingSession())
 
 

@@ -4,7 +4,8 @@
 A (admin) sends its tone in its room's frame on the data channel; B sends another tone on a
 browser-like media track (20 ms packets). Only an admin may change the frame, and not while
 the room is recorded. After ``set_frame`` 5 ms both are told ``frame_changed``, make new peer
-connections and hear each other again: A's mix comes in 5 ms packets. The room keeps its
+connections and hear each other again: A's mix comes in 5 ms packets; the metronome keeps its
+beats. The room keeps its
 frame: a server restarted on the same state file opens the room at 5 ms again, although its
 own default is 20.
 """
@@ -65,11 +66,16 @@ async def test_an_admin_sets_the_rooms_frame_and_everyone_plays_on_at_it(tmp_pat
             await a.request({"type": "stop_recording"}, "recording")
             assert a.media_restarts == b.media_restarts == 0
 
+            await a.send({"type": "set_metronome", "on": True, "bpm": 120})
+            assert await wait_for(lambda: (b.state.get("metronome") or {}).get("on"), 5.0)
+            beat_zero = b.state["metronome"]["beat_zero_s"]
             changed = await a.request({"type": "set_frame", "frame_ms": 5}, "frame_changed")
             assert changed == {"type": "frame_changed", "frame_ms": 5.0, "by": a.participant}
             assert await wait_for(lambda: a.media_restarts == b.media_restarts == 1
                                   and a.frame_ms == b.frame_ms == 5.0, 10.0)
             assert await wait_for(lambda: b.state["frame_ms"] == 5.0, 5.0), b.state
+            # The metronome plays on, on the same beats (the room's time went on).
+            assert b.state["metronome"]["on"] and b.state["metronome"]["beat_zero_s"] == beat_zero
             # Both are heard again on their new connections, A's mix in 5 ms packets.
             assert await hears(b, A_HZ), "B does not hear A at 5 ms frames"
             assert await hears(a, B_HZ), "A does not hear B at 5 ms frames"

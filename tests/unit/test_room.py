@@ -163,5 +163,5 @@ def test_rendering_a_standing_scene_again_sounds_as_a_rebuilt_one(two_players, k
             cached.reset_source(b.slot)
             rebuilt.reset_source(b.slot)
         np.testing.assert_allclose(cached.render(room.scene(), frame),
-                                   rebuilt.render(room._build_scene(), frame), atol=1e-6)
+                                   rebuilt.render(room._fresh_scene()[1], frame), atol=1e-6)
     assert cached.pairs.settled is room.scene()  # the last ticks skipped the filter look-up
