@@ -53,7 +53,7 @@ class RoomFrames:
             self.hub.save_soon(live)
             self.hub.broadcast(live)
             return
-        if live.runner.recording is not None or self.hub.recordings.starting(live):
+        if self._recorded(live):
             p.session.send(ErrorMessage(
                 ErrorCode.BAD_VALUE, f"room {room.name!r} is being recorded at "
                 f"{room.frame_ms:g} ms frames: stop the recording, then change the frame",
@@ -69,7 +69,7 @@ class RoomFrames:
             await self.hub.renderings.warm(live, frame_samples(message.frame_ms))
             if p.live is not live or self.hub.rooms.get(room.name) is not live:
                 return  # the admin left, or the room closed, meanwhile
-            if live.runner.recording is not None or self.hub.recordings.starting(live):
+            if self._recorded(live):  # (one may have started while the sets warmed)
                 p.session.send(ErrorMessage(
                     ErrorCode.BAD_VALUE, f"a recording of room {room.name!r} started just "
                     "now: stop it, then change the frame", message.msg_id))
@@ -78,6 +78,10 @@ class RoomFrames:
         finally:
             live.changing_frame = False
         log.info("room %s: frame %g ms, set by %s", room.name, message.frame_ms, p.member_id)
+
+    def _recorded(self, live: LiveRoom) -> bool:
+        """Whether ``live`` is being recorded, or its recording is starting or stopping."""
+        return live.runner.recording is not None or self.hub.recordings.starting(live)
 
     async def change(self, live: LiveRoom, frame_ms: float, by: str) -> None:
         """Give ``live`` a clock at ``frame_ms`` and restart its members' media at it."""

@@ -396,6 +396,8 @@ class RoomRunner:
                     if self._failed(exc, tick):
                         return
                     continue
+                if run := self.failures.played():
+                    log.warning("room %s plays again after %d failed ticks", self.room.name, run)
                 if self.realtime:  # a room this busy shares the machine: no priority
                     heavy = heavy + 1 if work_ms > HEAVY_SHARE * self.frame_ms else 0
                     if heavy >= heavy_limit:
@@ -438,13 +440,9 @@ class RoomRunner:
         """One tick on the clock's thread; its work's time (ms)."""
         captured = self._capture(tick)
         if captured is None:
-            if run := self.failures.played():
-                log.warning("room %s plays again after %d failed ticks", self.room.name, run)
             return 0.0
         work, tracks = captured
         done = self._render_and_encode(work)
-        if run := self.failures.played():
-            log.warning("room %s plays again after %d failed ticks", self.room.name, run)
         self._on_loop(self._finish, work, done, tracks)
         return done.work_ms
 
