@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from hrtf.constants import frame_samples
-from server.tick.counts import clock_counts
+from server.rooms.live import RoomHost
+from server.tick.counts import ClockCounts, clock_counts
 from signaling.admin_messages import SetFrame
 from signaling.errors import ErrorCode
 from signaling.server_messages import ErrorMessage, FrameChanged
 
 if TYPE_CHECKING:
-    from server.rooms.hub import Hub
+    from server.recording.control import Recordings
     from server.rooms.live import LiveRoom, Participant
+    from server.rooms.room import Room
+    from server.tick.runner import RoomRunner
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +39,24 @@ log = logging.getLogger(__name__)
 ROOM_TIME_GRAIN = 960
 
 
+class FrameHost(RoomHost, Protocol):
+    """What a change of frame needs of the process's rooms (:class:`~server.rooms.hub.Hub`)."""
+
+    recordings: Recordings
+    closed_clocks: ClockCounts
+
+    def clock(self, room: Room, origin: int = 0) -> RoomRunner:
+        """A clock for ``room`` at its frame, going on from room sample ``origin``."""
+
+    def wire_clock(self, live: LiveRoom) -> None:
+        """Hand ``live``'s clock what it reports to."""
+
+
 class RoomFrames:
     """The ``set_frame`` handler of ``hub``'s rooms (the ``admin`` grant, checked by the
     dispatch table)."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: FrameHost) -> None:
         self.hub = hub
 
     async def set(self, p: Participant, message: SetFrame) -> None:
