@@ -40,7 +40,9 @@ def band_envelope(x: np.ndarray, freq: float) -> np.ndarray:
     sos = butter(4, [freq / 1.15, freq * 1.15], btype="band", fs=SAMPLE_RATE, output="sos")
     y = sosfiltfilt(sos, np.asarray(x, np.float64), axis=0)
     power = y**2 if y.ndim == 1 else (y**2).sum(axis=1)
-    return np.sqrt(uniform_filter1d(power, 96))
+    # the filter's running sum can leave a value a rounding error below zero after a loud
+    # stretch: a square root of that is nan, and one nan makes a median nan
+    return np.sqrt(np.maximum(uniform_filter1d(power, 96), 0.0))
 
 
 # five tones at once: how an HRTF set shows in a mix, band by band ------------------------------
