@@ -1,16 +1,24 @@
-"""One room's AI musician: hears the room, decides a beat ahead, says what to play (no I/O).
+"""One room's AI musician: hears the room, decides as late as it can, says what to play (no I/O).
 
 Every block of analysis audio goes through the :class:`~ai_accompany.listen.Listener` (tempo
-and beat phase, key and chord, the lead's pitch). Once the beat is known, each beat that
-starts between :data:`MIN_LEAD_BEATS` and :data:`PLAN_BEATS` beats from now is planned once,
-as four 16th-note steps of the chosen model, and sent as note events on the room clock — so
-they reach the server a beat or so before they sound:
+and beat phase, key and chord, the lead's pitch). Once the beat is known, the beat grid is cut
+into 16th-note steps, and each step is decided once, by the block that is the last to hear the
+room before the step is due: :attr:`BrainConfig.lead_ms` before it sounds (the room's tick and
+the round trip to the server), from the newest melody heard. Decided earlier, the AI would
+harmonise the melody of a beat ago: at 120 BPM a beat is 500 ms, and a melody changes note in
+less. So:
 
-- ``accompany``: the harmoniser, fed the lead's pitch as the melody, gives alto, tenor and
-  bass for each step (a ``bass`` instrument plays the bass line alone);
-- ``improvise``: the improviser plays a line over the chord and key it hears;
+- ``accompany``: the harmoniser, fed the lead's pitch as the melody, moves its alto, tenor and
+  bass every step; the ``style``'s texture (:mod:`ai_accompany.texture`) says which of them
+  strike at that step and for how long (a ``bass`` instrument plays the bass line alone). It
+  rests while the players rest;
+- ``improvise``: the improviser plays a line over the chord and key it hears, a beat at a time
+  (decided as that beat is due);
 - ``call_response``: the improviser answers while the players rest (a beat with no onset),
   and keeps quiet while they play.
+
+No pitched note sounds before the key is known: the AI listens first (with a fixed tempo and
+the metronome, it counts in and clicks meanwhile).
 
 With ``metronome`` on, every beat also gets a click (voice ``metronome``, accented on the
 downbeat); with a fixed tempo the first bar is a count-in: clicks alone. With the room's
@@ -28,17 +36,26 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ai_accompany.ipc import ANALYSIS_RATE
+from ai_accompany.texture import (
+    BEATS_PER_BAR,
+    DEFAULT_STYLE,
+    STEPS_PER_BEAT,
+    STYLE_NAMES,
+    STYLES,
+    step_offset,
+)
 from dsp.notes import NoteEvent
 
 log = logging.getLogger(__name__)
 
 ROOM_RATE = 48_000
-#: Beats are planned when they start at least this many beats ahead…
-MIN_LEAD_BEATS = 0.25
-#: …and at most this many.
-PLAN_BEATS = 1.0
-STEPS_PER_BEAT = 4
-BEATS_PER_BAR = 4
+#: How long before a step sounds it is decided (ms), by default: one 20 ms tick of the room,
+#: the sidecar's round trip and a margin for a busy machine.
+DEFAULT_LEAD_MS = 40.0
+MIN_LEAD_MS, MAX_LEAD_MS = 5.0, 1000.0
+#: The players rest when nothing voiced was heard for this long (beats; at least REST_MIN_S).
+REST_AFTER_BEATS = 0.2
+REST_MIN_S = 0.08
 #: Status to the server about once a second (blocks of 20 ms).
 STATUS_EVERY = 50
 #: The lead's pitch counts as a melody note above this confidence.
@@ -54,6 +71,10 @@ CLICK_SAMPLES = 1440
 class BrainConfig:
     role: str = "accompany"
     instrument: str = "epiano"
+    #: The accompaniment's texture (:data:`ai_accompany.texture.STYLES`).
+    style: str = DEFAULT_STYLE
+    #: How long before a step sounds it is decided (ms): the room's tick and the round trip.
+    lead_ms: float = DEFAULT_LEAD_MS
     temperature: float = 0.8
     bpm: float = 0.0  # 0: follow the players
     metronome: bool = False
@@ -74,9 +95,12 @@ class BrainConfig:
             config = replace(config, role=role)
         if isinstance(d.get("instrument"), str):
             config = replace(config, instrument=d["instrument"])
-        for field, lo, hi in (("temperature", 0.1, 2.0), ("bpm", 0.0, 240.0)):
+        if d.get("style") in STYLE_NAMES:
+            config = replace(config, style=d["style"])
+        for field, lo, hi in (("temperature", 0.1, 2.0), ("bpm", 0.0, 240.0),
+                              ("lead_ms", MIN_LEAD_MS, MAX_LEAD_MS)):
             value = d.get(field)
-            if isinstance(value, int | float) and lo <= value <= hi:
+            if isinstance(value, int | float) and not isinstance(value, bool) and lo <= value <= hi:
                 config = replace(config, **{field: float(value)})
         if isinstance(d.get("metronome"), bool):
             config = replace(config, metronome=d["metronome"])
@@ -100,23 +124,28 @@ def _listener(config: BrainConfig):
 
 
 class Brain:
-    def __init__(self, config: BrainConfig) -> None:
-
+    def __init__(self, config: BrainConfig, models: Models | None = None) -> None:
         self.config = config
         self.listener = _listener(config)
         self.rng = np.random.default_rng(config.seed)
-        self.models = _load_models()
-        self.planned_through = -1  # room sample of the last beat planned
+        self.models = models or load_models()
+        self.decided_through = -(10**12)  # room sample of the last step decided
         self.beats_planned = 0
+        #: Steps that came due between two blocks' decisions (a block late or dropped): the
+        #: models moved on, nothing sounded.
+        self.missed_steps = 0
         self.blocks = 0
         self.now = 0
         self._heard_onset_at = -(10**12)
+        self._voiced_at = -(10**12)
         self._last = None
+        #: What each accompanying voice sounds: (pitch, room sample its note ends).
+        self._sounding: dict[str, tuple[int, int]] = {}
 
     def configure(self, config: BrainConfig) -> None:
         if (config.bpm, config.beat_zero) != (self.config.bpm, self.config.beat_zero):
             self.listener = _listener(config)
-            self.planned_through = -1
+            self.decided_through = -(10**12)
             self.beats_planned = 0  # a new tempo: count in again
         if config.role != self.config.role:
             self.models.reset()
@@ -133,7 +162,9 @@ class Brain:
         self.now = sample + len(block) * ROOM_RATE // ANALYSIS_RATE
         if analysis.onsets:
             self._heard_onset_at = max(analysis.onsets)
-        events = self._plan(analysis) if plan else []
+        if analysis.onsets or self._melody(analysis) is not None:
+            self._voiced_at = self.now
+        events = self._plan(analysis, self.now - sample) if plan else []
         self.blocks += 1
         status = self.status() if self.blocks % STATUS_EVERY == 0 else None
         return events, status
@@ -142,6 +173,7 @@ class Brain:
         a = self._last
         return {
             "role": self.config.role,
+            "style": self.config.style,
             "models": self.models.kind,
             "locked": bool(a and a.locked),
             "bpm": round(a.bpm, 1) if a and a.bpm else None,
@@ -149,37 +181,95 @@ class Brain:
             "chord": (_chord_name(a.chord_root, a.chord_quality)
                       if a and a.chord_root is not None else None),
             "beats_planned": self.beats_planned,
+            "lead_ms": self.config.lead_ms,
+            "waiting": self._waiting(a),
         }
+
+    def _waiting(self, a) -> str | None:
+        """What it waits for before it plays: ``"beat"``, ``"key"``, ``"players"`` or None."""
+        if a is None or not (a.locked or self.config.bpm > 0):
+            return "beat"
+        if a.key_tonic is None:
+            return "key"
+        if self.config.role == "accompany" and self._resting(a.beat_period):
+            return "players"
+        return None
 
     # deciding ---------------------------------------------------------------------------------
 
-    def _plan(self, a) -> list[NoteEvent]:
+    @staticmethod
+    def _melody(a) -> int | None:
+        if a.lead_pitch is None or a.lead_confidence < MIN_PITCH_CONFIDENCE:
+            return None
+        return round(a.lead_pitch)
+
+    def _resting(self, period: float | None) -> bool:
+        """Whether the players have rested long enough for the accompaniment to rest too."""
+        after = max(REST_AFTER_BEATS * (period or 0.0), REST_MIN_S * ROOM_RATE)
+        return self.now - self._voiced_at > after
+
+    def _plan(self, a, block_samples: int) -> list[NoteEvent]:
+        """Decide every step due before the next block could: those that sound from
+        ``now + lead`` up to one block later. Steps already past that point are missed."""
         # With a fixed tempo the grid is known from the start: play before anyone does.
         known = a.locked or self.config.bpm > 0
         if not known or a.next_beat is None or not a.beat_period:
             return []
         period = float(a.beat_period)
+        swing = STYLES[self.config.style].swing
+        lead = self.config.lead_ms * 1e-3 * ROOM_RATE
+        earliest = self.now + lead
+        horizon = earliest + block_samples
         events: list[NoteEvent] = []
-        beat, index = float(a.next_beat), int(a.beat_index)
-        while beat <= self.now + PLAN_BEATS * period:
-            ahead = beat >= self.now + MIN_LEAD_BEATS * period
-            if ahead and beat > self.planned_through + period / 2:
-                events += self._play_beat(round(beat), period, index, a)
-                self.planned_through = round(beat)
-                self.beats_planned += 1
+        if self.config.role == "accompany" and self._sounding and self._resting(period):
+            events += self._rest(round(earliest))  # at once, not at the next step
+        beat, index = float(a.next_beat) - period, int(a.beat_index) - 1
+        while beat < horizon:
+            for k in range(STEPS_PER_BEAT):
+                at = beat + step_offset(k, swing) * period
+                if at >= horizon:
+                    break
+                if at <= self.decided_through + period / 8:
+                    continue  # decided already (the beat estimate may wobble a little)
+                self.decided_through = round(at)
+                if at < earliest:
+                    self.missed_steps += 1
+                events += self._step(round(at), period, index, k, a, sounds=at >= earliest)
             beat += period
             index += 1
         return events
 
-    def _play_beat(self, start: int, period: float, beat_index: int, a) -> list[NoteEvent]:
-        clicks = []
-        if self.config.metronome:
-            downbeat = beat_index % BEATS_PER_BAR == 0
-            clicks = [NoteEvent(start, CLICK_SAMPLES, 96 if downbeat else 84,
-                                0.7 if downbeat else 0.5, "metronome")]
-        if self.config.bpm > 0 and self.beats_planned < self.count_in_beats:
-            return clicks  # the count-in: it listens (and clicks) before it plays
-        return clicks + self._play_notes(start, period, beat_index, a)
+    def _step(self, at: int, period: float, beat_index: int, k: int, a, sounds: bool
+              ) -> list[NoteEvent]:
+        """Step ``k`` of beat ``beat_index``, at room sample ``at``: the models move on; what
+        sounds (when ``sounds``) is the texture's hits, or the improviser's beat."""
+        bar_step = (beat_index % BEATS_PER_BAR) * STEPS_PER_BEAT + k
+        events = self._beat(at, beat_index) if k == 0 and sounds else []
+        # The count-in: the first beats (this one is number ``beats_planned``) only listen.
+        counting_in = self.config.bpm > 0 and self.beats_planned <= self.count_in_beats
+        if self.config.role == "accompany":
+            key = (a.key_tonic, a.key_mode) if a.key_tonic is not None else None
+            chord = (a.chord_root, a.chord_quality or "none")
+            voices = dict(zip(("alto", "tenor", "bass"),
+                              self.models.harmonise(self._melody(a), bar_step, key, chord),
+                              strict=True))
+            waiting = self._waiting(a)
+            if sounds and not counting_in and waiting is None:
+                events += self._hits(at, period, bar_step, voices)
+            elif sounds and waiting == "players":
+                events += self._rest(at)
+        elif k == 0 and sounds and not counting_in and self._waiting(a) is None:
+            events += self._improvise(at, period, bar_step, a)
+        return events
+
+    def _beat(self, at: int, beat_index: int) -> list[NoteEvent]:
+        """A beat begins: counted (the count-in), and clicked with ``metronome``."""
+        self.beats_planned += 1
+        if not self.config.metronome:
+            return []
+        downbeat = beat_index % BEATS_PER_BAR == 0
+        return [NoteEvent(at, CLICK_SAMPLES, 96 if downbeat else 84, 0.7 if downbeat else 0.5,
+                          "metronome")]
 
     @property
     def count_in_beats(self) -> int:
@@ -188,32 +278,46 @@ class Brain:
             return self.config.count_in_beats
         return BEATS_PER_BAR if self.config.metronome else 0
 
-    def _play_notes(self, start: int, period: float, beat_index: int, a) -> list[NoteEvent]:
+    def _hits(self, at: int, period: float, bar_step: int, voices: dict) -> list[NoteEvent]:
+        """The texture's hits at this step; and a voice still sounding from an earlier hit
+        whose pitch the harmoniser has moved (the melody went elsewhere) moves with it, for
+        the rest of its hit: the line's new note ends the old one (:data:`LINE_VOICES`)."""
+        texture = STYLES[self.config.style]
         step = period / STEPS_PER_BEAT
-        bar_step = (beat_index % BEATS_PER_BAR) * STEPS_PER_BEAT
-        role = self.config.role
-        if role == "call_response" and self.now - self._heard_onset_at < period:
+        struck: dict[str, tuple[int, int]] = {}
+        for hit in texture.hits_at(bar_step):
+            for voice in hit.voices:
+                struck[voice] = (voices[voice], at + max(1, round(hit.steps * step * hit.legato)))
+        for voice, (pitch, end) in self._sounding.items():
+            if voice not in struck and end - at >= step / 2 and voices[voice] != pitch:
+                struck[voice] = (voices[voice], end)
+        out = []
+        for voice, (pitch, end) in struck.items():
+            if self.config.instrument == "bass" and voice != "bass":
+                continue  # a bass plays the bass line alone
+            if pitch is not None and 0 <= pitch <= 127:
+                out.append(NoteEvent(at, end - at, int(pitch), VELOCITY.get(voice, 0.7), voice))
+                self._sounding[voice] = (int(pitch), end)
+        return out
+
+    def _rest(self, at: int) -> list[NoteEvent]:
+        """The players rest: end what still rings (a note of velocity 0 ends its line)."""
+        out = [NoteEvent(at, 1, pitch, 0.0, voice)
+               for voice, (pitch, end) in self._sounding.items() if end > at]
+        self._sounding.clear()
+        return out
+
+    def _improvise(self, start: int, period: float, bar_step: int, a) -> list[NoteEvent]:
+        """The improviser's line for the beat starting at ``start`` (four 16th steps)."""
+        if self.config.role == "call_response" and self.now - self._heard_onset_at < period:
             self.models.rest()
             return []  # the players are playing: listen
-        melody = (round(a.lead_pitch)
-                  if a.lead_pitch is not None and a.lead_confidence >= MIN_PITCH_CONFIDENCE
-                  else None)
-        lines: dict[str, list[int | None]] = {}
-        for k in range(STEPS_PER_BEAT):
-            if role == "accompany":
-                key = (a.key_tonic, a.key_mode) if a.key_tonic is not None else None
-                alto, tenor, bass = self.models.harmonise(melody, bar_step + k, key)
-                voices = {"bass": bass} if self.config.instrument == "bass" else {
-                    "alto": alto, "tenor": tenor, "bass": bass}
-            else:
-                voices = {"lead": self.models.improvise(
-                    a.chord_root if a.chord_root is not None else (a.key_tonic or 0),
-                    a.chord_quality or "maj", a.key_tonic or 0, a.key_mode or "major",
-                    bar_step + k, self.config.temperature, TOP_P, self.rng)}
-            for voice, pitch in voices.items():
-                lines.setdefault(voice, []).append(pitch)
-        return [e for voice, pitches in lines.items()
-                for e in _notes(voice, pitches, start, step)]
+        pitches = [self.models.improvise(
+            a.chord_root if a.chord_root is not None else (a.key_tonic or 0),
+            a.chord_quality or "maj", a.key_tonic or 0, a.key_mode or "major",
+            bar_step + k, self.config.temperature, TOP_P, self.rng)
+            for k in range(STEPS_PER_BEAT)]
+        return _notes("lead", pitches, start, period / STEPS_PER_BEAT)
 
 
 def _notes(voice: str, pitches: list[int | None], start: int, step: float) -> list[NoteEvent]:
@@ -232,21 +336,34 @@ def _notes(voice: str, pitches: list[int | None], start: int, step: float) -> li
     return out
 
 
-class _Models:
+class Models:
     """The networks (or the baseline) behind one interface, with their running state."""
 
-    def __init__(self, harmoniser, improviser, kind: str) -> None:
+    def __init__(self, harmoniser, improviser, kind: str, forecast=None) -> None:
         self.harmoniser, self.improviser, self.kind = harmoniser, improviser, kind
+        #: A :class:`~ai_accompany.models.MelodyForecast`, or None: the harmoniser then
+        #: avoids clashes with the melody heard, not the melody to come.
+        self.forecast = forecast
 
     def reset(self) -> None:
         self.harmoniser.reset()
         self.improviser.reset()
+        if self.forecast is not None:
+            self.forecast.reset()
 
     def rest(self) -> None:
         self.improviser.reset()
 
-    def harmonise(self, melody: int | None, bar_step: int, key) -> tuple[int | None, ...]:
-        return self.harmoniser.step(melody, [melody], bar_step, key=key)
+    def harmonise(self, melody: int | None, bar_step: int, key, chord=(None, "none")
+                  ) -> tuple[int | None, ...]:
+        """The voices at this step; ``melody`` is the newest heard (the step before's)."""
+        forecast = None
+        if self.forecast is not None:
+            tonic, mode = key if key is not None else (0, "major")
+            root, quality = chord
+            forecast = self.forecast.step(melody, root, _QUALITIES.get(quality, quality),
+                                          tonic, mode, bar_step)
+        return self.harmoniser.step(melody, [melody], bar_step, key=key, forecast=forecast)
 
     def improvise(self, root, quality, tonic, mode, bar_step, temperature, top_p, rng):
         """The pitch sounding at this step (None: a rest)."""
@@ -255,15 +372,32 @@ class _Models:
         return self.improviser.sounding
 
 
-def _load_models() -> _Models:
+#: The brains :func:`load_models` knows: the shipped networks, the n-gram baseline, and the
+#: rule-based harmoniser (:class:`~ai_accompany.rules.TriadRule`, with the n-gram improviser).
+MODEL_KINDS = ("onnx", "baseline", "rule")
+
+
+def load_models(kind: str = "onnx") -> Models:
     from ai_accompany import models
 
-    try:
-        return _Models(models.load_harmoniser(), models.load_improviser(), "onnx")
-    except Exception as exc:  # a broken model file must not silence the musician
-        log.error("the ONNX models cannot be loaded (%s): playing the n-gram baseline", exc)
-        baseline = models.load_baseline()
-        return _Models(baseline.harmoniser, baseline.improviser, "baseline")
+    if kind == "rule":
+        from ai_accompany.rules import TriadRule
+
+        return Models(TriadRule(), models.load_baseline().improviser, "rule")
+    if kind == "onnx":
+        try:
+            harmoniser = models.load_harmoniser()
+            harmoniser.consonant = True  # an accompanist: no clash with the melody
+            return Models(harmoniser, models.load_improviser(), "onnx",
+                          models.MelodyForecast(models.load_improviser()))
+        except Exception as exc:  # a broken model file must not silence the musician
+            log.error("the ONNX models cannot be loaded (%s): playing the n-gram baseline", exc)
+    elif kind != "baseline":
+        raise ValueError(f"no models {kind!r}: one of {', '.join(MODEL_KINDS)}")
+    baseline = models.load_baseline()
+    baseline.harmoniser.consonant = True
+    return Models(baseline.harmoniser, baseline.improviser, "baseline",
+                  models.MelodyForecast(models.load_baseline().improviser))
 
 
 #: The listener's chord qualities in the models' vocabulary (ai_accompany/vocab.py).

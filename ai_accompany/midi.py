@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsp.notes import NoteEvent
+from dsp.notes import NoteEvent, cut_lines
 from hrtf.constants import SAMPLE_RATE
 
 #: Ticks per quarter note (raised for tempi below 62.5 BPM, keeping a tick ≤ 1 ms).
@@ -309,5 +309,6 @@ class NoteLog:
 
     def write(self, path: str | os.PathLike, bpm: float = 120.0,
               origin: int | None = None) -> Path:
-        """:func:`write_midi` of everything kept."""
-        return write_midi(path, self.events, bpm, origin)
+        """:func:`write_midi` of everything kept, each line's notes as they sounded
+        (:func:`dsp.notes.cut_lines`)."""
+        return write_midi(path, cut_lines(self.events), bpm, origin)

@@ -48,6 +48,7 @@ from ai_accompany.vocab import (
     VOICE_RANGES,
     harmoniser_row,
     improviser_rows,
+    key_scale_mask,
     pitch_token,
     token_pitch,
 )
@@ -183,6 +184,48 @@ def parallel_mask(before: int, others: Sequence[tuple[int | None, int | None]]) 
     return bad
 
 
+#: Intervals (semitones mod 12) that sound consonant above or below a melody note: unisons and
+#: octaves, thirds, fourths, fifths and sixths.
+CONSONANT_INTERVALS = (0, 3, 4, 5, 7, 8, 9)
+
+
+def dissonant_mask(melody: int, holding: int | None) -> np.ndarray:
+    """Tokens that would sound a second, a seventh or a tritone against ``melody`` (bool
+    ``(NUM_TOKENS,)``); HOLD when the voice holds such a pitch (``holding``)."""
+    bad = np.zeros(NUM_TOKENS, dtype=bool)
+    bad[FIRST_PITCH_TOKEN:] = ~np.isin((_PITCHES - melody) % 12, CONSONANT_INTERVALS)
+    bad[HOLD] = holding is not None and (holding - melody) % 12 not in CONSONANT_INTERVALS
+    return bad
+
+
+#: How much a voice's expected clash with the coming melody note weighs against the model's
+#: own choice: log-probability added per unit of log(chance of consonance).
+CONSONANCE_WEIGHT = 16.0
+
+
+def consonance_bias(forecast: np.ndarray, holding: int | None) -> np.ndarray:
+    """``CONSONANCE_WEIGHT · log P(consonant)`` of each token (``(NUM_TOKENS,)``) against a
+    melody whose coming pitch class has the probabilities ``forecast`` ``(12,)``."""
+    intervals = (_PITCHES[:, None] - np.arange(12)[None, :]) % 12
+    good = np.isin(intervals, CONSONANT_INTERVALS) @ forecast  # P(consonant) per pitch
+    bias = np.zeros(NUM_TOKENS)
+    bias[FIRST_PITCH_TOKEN:] = CONSONANCE_WEIGHT * np.log(good + 1e-3)
+    if holding is not None:
+        bias[HOLD] = bias[pitch_token(holding)]
+    return bias
+
+
+#: With ``consonant``, what a note outside the key costs (log-probability).
+OUT_OF_KEY = 2.0
+
+
+def key_bias(key: tuple[int, str]) -> np.ndarray:
+    """``−OUT_OF_KEY`` for each pitch token outside ``key`` (:data:`SCALES`), else 0."""
+    bias = np.zeros(NUM_TOKENS)
+    bias[FIRST_PITCH_TOKEN:] = np.where(key_scale_mask(*key)[_PITCHES % 12], 0.0, -OUT_OF_KEY)
+    return bias
+
+
 class Harmoniser:
     """Alto, tenor and bass under a melody, one 16th-note step per call.
 
@@ -196,12 +239,17 @@ class Harmoniser:
         interval — unless every note in range would; see :func:`parallel_mask`. Left to
         themselves the models make such consecutives far more often than Bach (eval's
         ``parallels_per_100_steps_raw``).
+    consonant : a second rule, for accompanying (off by default, as Bach wrote passing
+        dissonances): no voice sounds a second, seventh or tritone against the melody note
+        (:func:`dissonant_mask`), unless every note in range would.
     """
 
-    def __init__(self, stepper, name: str = "harmoniser", avoid_parallels: bool = True):
+    def __init__(self, stepper, name: str = "harmoniser", avoid_parallels: bool = True,
+                 consonant: bool = False):
         self.stepper = stepper
         self.name = name
         self.avoid_parallels = avoid_parallels
+        self.consonant = consonant
         self._range_masks = [_range_mask(*VOICE_RANGES[v]) for v in ACCOMPANY_VOICES]
         self.reset()
 
@@ -217,7 +265,7 @@ class Harmoniser:
     def step(self, melody: int | None, lookahead: Sequence[int | None] = (), beat_pos: int = 0,
              *, onset: bool | None = None, key: tuple[int, str] | None = None,
              temperature: float = 0.0, rng: np.random.Generator | None = None,
-             ) -> tuple[int, int, int]:
+             forecast: np.ndarray | None = None) -> tuple[int, int, int]:
         """Advance one 16th note; return the (alto, tenor, bass) MIDI pitches now sounding.
 
         Parameters
@@ -232,6 +280,10 @@ class Harmoniser:
         key : (tonic pitch class, ``"major"`` or ``"minor"``) when the listener knows it;
             ``None``: the network infers it from the melody (trained both ways).
         temperature : 0 (default) takes each voice's most likely note; above 0, samples.
+        forecast : with ``consonant``, the chances of each pitch class for the melody at this
+            step, when it is not heard yet (:class:`MelodyForecast`): each voice leans to
+            notes that will sound consonant with it (:func:`consonance_bias`) instead of
+            avoiding clashes with ``melody`` alone.
 
         Each voice stays in its range; it holds or moves, it never rests. ``last_onsets`` tells
         which voices started a new note at this step. The bass is chosen first, then the tenor
@@ -260,7 +312,15 @@ class Harmoniser:
             if self.avoid_parallels and self.sounding[v] is not None:
                 keep = allowed & ~parallel_mask(self.sounding[v], moving)
                 allowed = keep if keep.any() else allowed
-            tokens[v] = sample(log_probs[0, v], allowed, temperature, 1.0, rng)
+            scores = log_probs[0, v]
+            if self.consonant and key is not None:
+                scores = scores + key_bias(key)
+            if self.consonant and forecast is not None:
+                scores = scores + consonance_bias(forecast, self.sounding[v])
+            elif self.consonant and mel is not None:
+                keep = allowed & ~dissonant_mask(mel, self.sounding[v])
+                allowed = keep if keep.any() else allowed
+            tokens[v] = sample(scores, allowed, temperature, 1.0, rng)
             pitches[v] = self.sounding[v] if tokens[v] == HOLD else token_pitch(tokens[v])
             if column is not None:
                 x[0, column:column + 2] = tokens[v], pitch_token(pitches[v])
@@ -376,6 +436,44 @@ class Improviser:
         if onset is None:
             onset = pitch != self.sounding
         self._commit(pitch_token(pitch) if onset or self.sounding is None else HOLD)
+
+
+class MelodyForecast:
+    """What the melody will sound at the coming 16th step, from what has been heard: a melody
+    model (an :class:`Improviser`'s network, over the chord and key heard) fed the heard
+    melody step by step, read as chances per pitch class.
+
+    Call :meth:`step` once per step with the melody heard at the step before; it returns the
+    chances ``(12,)`` for this step (all zero when the model expects a rest).
+    """
+
+    def __init__(self, improviser: Improviser) -> None:
+        self.model = improviser
+        self._advanced = False
+
+    def reset(self) -> None:
+        self.model.reset()
+        self._advanced = False
+
+    def step(self, heard: int | None, chord_root_pc: int | None, chord_quality: str,
+             key_tonic_pc: int, key_mode: str, beat_pos: int) -> np.ndarray:
+        m = self.model
+        if self._advanced:  # what the last step turned out to be
+            if heard is None:
+                m._commit(REST)
+            else:
+                pitch = fold_into(heard, *m.pitch_range)
+                m._commit(HOLD if pitch == m.sounding else pitch_token(pitch))
+        log_probs = m._advance(chord_root_pc, chord_quality, key_tonic_pc, key_mode, beat_pos)
+        self._advanced = True
+        p = np.exp(log_probs - log_probs.max())
+        p /= p.sum()
+        out = np.zeros(12)
+        np.add.at(out, (_PITCHES % 12), p[FIRST_PITCH_TOKEN:])
+        if m.sounding is not None:
+            out[m.sounding % 12] += p[HOLD]
+        total = out.sum()
+        return out / total if total > 0 else out
 
 
 @dataclass

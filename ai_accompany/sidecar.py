@@ -2,7 +2,8 @@
 
 It reads frames (:mod:`ai_accompany.ipc`) on stdin and writes frames on stdout; stderr is its
 log. Per room with an AI musician it keeps a :class:`~ai_accompany.brain.Brain` that listens
-to the room's analysis audio and sends note events one beat or more ahead on the room's clock.
+to the room's analysis audio and sends note events on the room's clock, each decided just
+before it sounds (:data:`~ai_accompany.brain.DEFAULT_LEAD_MS`).
 It never talks to anyone but the server, and the server never waits for it: if it dies or
 stops answering, the server starts another one and sends it the rooms' settings again.
 
@@ -109,7 +110,7 @@ def main() -> int:
                         format="%(asctime)s sidecar %(levelname)s: %(message)s", stream=sys.stderr)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     # The room clocks come first: warming up (and each decision) may wait for a core, a tick
-    # may not. The AI decides a beat ahead, so a few milliseconds' wait costs it nothing.
+    # may not. The AI decides its lead (40 ms) ahead: it has a few milliseconds to wait.
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
     try:

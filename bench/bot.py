@@ -103,6 +103,16 @@ def silence(start: int, n: int) -> np.ndarray:
     return np.zeros(n, np.float32)
 
 
+def looped(audio: np.ndarray):
+    """A signal that plays ``audio`` (mono float32 at 48 kHz) over and over."""
+    audio = np.asarray(audio, np.float32)
+
+    def signal(start: int, n: int) -> np.ndarray:
+        return audio[(start + np.arange(n)) % len(audio)]
+
+    return signal
+
+
 class Bot:
     """One participant. ``async with Bot(url, room, name, signal) as bot: ...``"""
 

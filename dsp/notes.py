@@ -9,6 +9,12 @@ Times are integers on the room clock: 48 kHz samples since the room started
 (:data:`hrtf.constants.SAMPLE_RATE`). A note sounds on samples ``start … start + duration − 1``
 and is released at ``start + duration``.
 
+Lines: in a voice of :data:`LINE_VOICES` (the AI's alto, tenor, bass and lead), a note ends
+where the same voice's next note starts, if it has not ended before. So a note can be sent
+long and cut when its line moves on (:func:`cut_lines`), which lets the AI decide each note
+just before it sounds without knowing how long it will hold. A note of velocity 0 in such a
+voice only ends the one before (MIDI's note-on at velocity 0): the line rests.
+
 Wire form: :meth:`NoteEvent.to_tuple` gives ``(start, duration, pitch, velocity, voice)``, plain
 Python scalars that pickle, msgpack or JSON-encode compactly; :meth:`NoteEvent.from_tuple`
 validates on the way back in, since the other side of an IPC channel is outside input.
@@ -22,6 +28,8 @@ from numbers import Integral, Real
 
 #: Longest accepted voice name (a MIDI track name, a key for per-voice instruments).
 MAX_VOICE_LEN = 32
+#: Voices that are one line each: a voice's next note ends the one before.
+LINE_VOICES = frozenset({"alto", "tenor", "bass", "lead"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +87,24 @@ class NoteEvent:
                 "a note event on the wire is (start, duration, pitch, velocity[, voice]), "
                 f"got {data!r}")
         return cls(*data)
+
+
+def cut_lines(events: list[NoteEvent], voices=LINE_VOICES) -> list[NoteEvent]:
+    """``events`` as they sound: in each of ``voices``, a note cut where the voice's next note
+    starts (a later note at the same start replaces it)."""
+    out: list[NoteEvent] = []
+    last: dict[str, int] = {}  # voice → index in out of its sounding note
+    for e in sorted(events, key=lambda e: e.start):
+        if e.voice in voices and e.voice in last:
+            k = last[e.voice]
+            before = out[k]
+            if before.end > e.start:
+                if before.start >= e.start:
+                    out[k] = None  # replaced at the same start
+                else:
+                    out[k] = NoteEvent(before.start, e.start - before.start, before.pitch,
+                                       before.velocity, before.voice)
+        if e.voice in voices:
+            last[e.voice] = len(out)
+        out.append(e)
+    return [e for e in out if e is not None and not (e.voice in voices and e.velocity == 0)]

@@ -281,9 +281,14 @@ class Synth:
         self.max_voices = max_voices
         self._instrument = self._lookup(instrument)
         self._per_voice: dict[str, Instrument] = {}
+        #: Voices played as lines (:data:`dsp.notes.LINE_VOICES`): a voice's next note ends
+        #: the one it holds. Empty by default: every note keeps its duration.
+        self.line_voices: frozenset[str] = frozenset()
+        self._voice_ids: dict[str, int] = {}
         slots = 2 * max_voices  # room for release tails beside the held notes
         self._active = np.zeros(slots, np.bool_)
         self._inst = np.zeros(slots, np.int32)
+        self._voice = np.full(slots, -1, np.int32)  # the line each slot plays, -1 none
         self._times = np.zeros((slots, 4), np.int64)
         self._params = np.zeros((slots, 7), np.float64)
         self._state = np.zeros((slots, 4), np.float64)
@@ -406,6 +411,13 @@ class Synth:
 
     def _note_on(self, ev: NoteEvent) -> None:
         s = ev.start
+        line = -1
+        if ev.voice in self.line_voices:
+            line = self._voice_ids.setdefault(ev.voice, len(self._voice_ids))
+            before = self._active & (self._voice == line) & (self._times[:, T_OFF] > s)
+            self._release(np.flatnonzero(before), s)
+            if ev.velocity == 0.0:
+                return  # the line rests
         held = np.flatnonzero(self._active & (self._times[:, T_OFF] > s))
         if held.size >= self.max_voices:
             oldest = held[np.argmin(self._times[held, T_ON])]
@@ -437,4 +449,5 @@ class Synth:
         self._state[slot] = (0.0, 0.0, 0.0, 0.0) if inst.code in (ORGAN, EPIANO) else (
             0.25, 0.6, 0.0, 0.0)
         self._inst[slot] = inst.code
+        self._voice[slot] = line
         self._active[slot] = True

@@ -20,12 +20,16 @@ from signaling.wire import WireMessage, describe
 AI_ROLES = ("accompany", "improvise", "call_response")
 #: The synthesiser's instruments (dsp/synth.py).
 AI_INSTRUMENTS = ("epiano", "organ", "bass")
+#: The accompaniment's textures (ai_accompany/texture.py, kept equal by a unit test).
+AI_STYLES = ("chorale", "folk", "pop", "blues")
+#: What an AI musician may be waiting for before it plays (``ai_hears.waiting``).
+AI_WAITING = ("beat", "key", "players")
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 2.0
 #: A fixed tempo, or 0 to follow the players.
 MIN_BPM, MAX_BPM = 40.0, 240.0
 MAX_AI_VOLUME = 4.0
 _CHOICE_RE = re.compile(r"[a-z_]{1,32}")
-_SETTINGS = ("role", "instrument", "temperature", "bpm", "volume", "metronome")
+_SETTINGS = ("role", "instrument", "style", "temperature", "bpm", "volume", "metronome")
 
 
 class AiSettings(TypedDict, total=False):
@@ -33,6 +37,7 @@ class AiSettings(TypedDict, total=False):
 
     role: str
     instrument: str
+    style: str
     temperature: float
     bpm: float
     volume: float
@@ -55,6 +60,8 @@ def read_settings(r: Reader) -> AiSettings:
         settings["role"] = choice("role", AI_ROLES)
     if r.present("instrument"):
         settings["instrument"] = choice("instrument", AI_INSTRUMENTS)
+    if r.present("style"):
+        settings["style"] = choice("style", AI_STYLES)
     if r.present("temperature"):
         settings["temperature"] = r.number("temperature", MIN_TEMPERATURE, MAX_TEMPERATURE)
     if r.present("bpm"):
@@ -97,6 +104,7 @@ class AiAdd(_Settings, WireMessage):
 
     role: str | None = None
     instrument: str | None = None
+    style: str | None = None
     temperature: float | None = None
     bpm: float | None = None
     volume: float | None = None
@@ -119,6 +127,7 @@ class AiUpdate(_Settings, WireMessage):
     ai: str
     role: str | None = None
     instrument: str | None = None
+    style: str | None = None
     temperature: float | None = None
     bpm: float | None = None
     volume: float | None = None
@@ -151,13 +160,19 @@ class AiHears(WireMessage):
     """What the room's AI musician ``ai`` hears now, to everyone in the room (when it changes,
     every second or so): the tempo it plays at (``bpm``), the key and the chord it hears
     (``key``: "D major"; ``chord``: "A7"), each ``null`` until it knows; ``locked`` once it
-    follows the players' beat."""
+    follows the players' beat; ``waiting`` what it waits for before it plays (``beat``,
+    ``key``, ``players`` while they rest; ``null``: it plays); ``lead_ms`` how long before a
+    note sounds it decides it; ``style`` its texture."""
 
     TYPE: ClassVar[str] = "ai_hears"
-    NULLABLE: ClassVar[frozenset[str]] = frozenset({"bpm", "key", "chord"})
+    NULLABLE: ClassVar[frozenset[str]] = frozenset({"bpm", "key", "chord", "waiting",
+                                                     "lead_ms", "style"})
 
     ai: str
     bpm: float | None
     key: str | None
     chord: str | None
     locked: bool
+    waiting: str | None = None
+    lead_ms: float | None = None
+    style: str | None = None

@@ -29,7 +29,7 @@ import numpy as np
 
 from ai_accompany.ipc import ChannelError, FrameReader, encode, encode_audio
 from ai_accompany.midi import NoteLog
-from dsp.notes import NoteEvent
+from dsp.notes import LINE_VOICES, NoteEvent
 from hrtf.constants import FRAME, SAMPLE_RATE
 from server.telemetry.recent import Recent
 
@@ -247,11 +247,13 @@ class AiVoice:
         self.frame = frame
         self.synth = Synth(instrument)
         self.synth.set_instrument(METRONOME_INSTRUMENT, voice=METRONOME_VOICE)
+        self.synth.line_voices = LINE_VOICES  # each of its voices is one line
         self.volume = volume
         #: What it played, for the session's MIDI file.
         self.notes = notes if notes is not None else NoteLog()
         self._pending: deque[list[NoteEvent]] = deque()  # appended on the loop, taken on ticks
         self._instrument: str | None = None
+        self._bass_on_bass = False
         #: How far ahead of the room's clock events arrived (ms; negative: too late).
         self.lead_ms = Recent()
         self.events = 0
@@ -261,6 +263,12 @@ class AiVoice:
 
     def set_instrument(self, name: str) -> None:
         self._instrument = name  # taken up by the next render, on the tick thread
+
+    def set_style(self, style: str) -> None:
+        """Outside the chorale, the bass line plays on the bass and the voices above on the
+        AI's instrument (taken up by the next render)."""
+        self._bass_on_bass = style != "chorale"
+        self._instrument = self._instrument or self.synth.instrument
 
     def deliver(self, events: list, now_sample: int) -> None:
         """Raw events from the sidecar, ``now_sample`` the room clock's latest tick."""
@@ -285,6 +293,8 @@ class AiVoice:
     def render(self, start: int) -> np.ndarray:
         if self._instrument is not None:
             self.synth.set_instrument(self._instrument)
+            self.synth.set_instrument("bass" if self._bass_on_bass else self._instrument,
+                                      voice="bass")
             self._instrument = None
         while self._pending:
             self.synth.schedule(self._pending.popleft())

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from server.rooms.metronome import ai_config
 from server.rooms.room import UnknownMember
-from signaling.ai_messages import AiAdd, AiHears, AiRemove
+from signaling.ai_messages import AI_WAITING, AiAdd, AiHears, AiRemove
 from signaling.errors import ErrorCode
 from signaling.wire import encode
 
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: An AI musician's settings unless ``ai_add`` says otherwise (signaling/ai_messages.py).
-AI_DEFAULTS = {"role": "accompany", "instrument": "epiano", "temperature": 0.8, "bpm": 0.0,
-               "volume": 1.0, "metronome": False}
+AI_DEFAULTS = {"role": "accompany", "instrument": "epiano", "style": "chorale",
+               "temperature": 0.8, "bpm": 0.0, "volume": 1.0, "metronome": False}
 
 
 def ai_label(config: dict) -> str:
@@ -56,6 +57,7 @@ class AiMusicians:
             member = room.add_ai(ai_label(config))
             live.ai_config = config
             runner.add_ai(member.slot, config["instrument"], config["volume"])
+            runner.ai_voices[member.slot].set_style(config["style"])
             bridge.configure(room.name, ai_config(live))  # (at the metronome's tempo, if on)
             log.info("room %s: AI musician %s added (%s)", room.name, member.id, config)
         else:
@@ -74,6 +76,7 @@ class AiMusicians:
                 voice = runner.ai_voices[member.slot]
                 voice.volume = config["volume"]
                 voice.set_instrument(config["instrument"])
+                voice.set_style(config["style"])
                 bridge.configure(room.name, ai_config(live))
         self.hub.broadcast(live)
 
@@ -89,11 +92,17 @@ class AiMusicians:
             value = status.get(field)
             return value[:32] if isinstance(value, str) else None
 
-        bpm = status.get("bpm")
-        message = encode(AiHears(ai=present[0].id,
-                                 bpm=float(bpm) if isinstance(bpm, int | float) else None,
+        def number(field: str) -> float | None:
+            value = status.get(field)
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            return float(value) if ok and math.isfinite(value) else None
+
+        waiting = text("waiting")
+        message = encode(AiHears(ai=present[0].id, bpm=number("bpm"),
                                  key=text("key"), chord=text("chord"),
-                                 locked=bool(status.get("locked"))))
+                                 locked=bool(status.get("locked")),
+                                 waiting=waiting if waiting in AI_WAITING else None,
+                                 lead_ms=number("lead_ms"), style=text("style")))
         if message == live.ai_hears_sent:
             return
         live.ai_hears_sent = message

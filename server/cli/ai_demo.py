@@ -4,7 +4,7 @@ A player's melody (a short tune in C major on the electric piano, at ``--bpm``) 
 by frame through what a room does with it: the humans' 16 kHz downmix
 (:class:`~dsp.downmix.AnalysisDownmix`), the sidecar's frames (:mod:`ai_accompany.ipc`) to the
 sidecar's own message handler (:class:`~ai_accompany.sidecar.Sidecar`: listening, the models,
-a beat ahead), its note events back to the AI's voice (:class:`~server.ai.bridge.AiVoice`: the
+each note decided just before it sounds), its note events back to the AI's voice (:class:`~server.ai.bridge.AiVoice`: the
 synthesiser on the room clock). The melody sounds 30° to the listener's left, the AI 30° to
 the right, through the binaural engine (KEMAR by default). Only the process boundary and the
 network are left out: the sidecar answers at once here, where in a room it answers a few
@@ -94,7 +94,8 @@ def run_ai_demo(args: argparse.Namespace) -> int:
     melody, ai, report = run_demo_path(args.bpm, args.role, args.instrument, args.seconds,
                                        args.follow)
     if report["events"] == 0:
-        raise CliError("the AI played nothing (no beat was found in the melody)")
+        raise CliError("the AI played nothing: it plays once it has found the beat and heard "
+                       "the key (a few seconds of the tune); give it more --seconds")
     hrirs = load_hrtf(hrtf_spec(args))
     left = render_mono(melody, hrirs, azimuth_deg=30.0, distance_m=1.5, limit=False)
     right = render_mono(ai, hrirs, azimuth_deg=-30.0, distance_m=1.5, limit=False)

@@ -203,16 +203,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     ai = sub.add_parser("ai", help="the AI accompanist's models")
     ai_sub = ai.add_subparsers(dest="ai", required=True, metavar="AI_COMMAND")
+    from ai_accompany.brain import MODEL_KINDS, ROLES
     from ai_accompany.models import MODEL_NAMES
+    from ai_accompany.tunes import SETS
 
     ai_eval = ai_sub.add_parser(
-        "eval", help="score the shipped models and the n-gram baseline on held-out chorales",
-        description="Per model: teacher-forced accuracy and NLL per step, in-key rate and "
-                    "parallel fifths/octaves per 100 steps of generated music (beside Bach's "
-                    "own), step latency p50/p99 in onnxruntime.")
+        "eval", help="score the shipped models and the n-gram baseline on held-out music",
+        description="Offline (the default), per model: teacher-forced accuracy and NLL per "
+                    "step, in-key rate and parallel fifths/octaves per 100 steps of generated "
+                    "music (beside Bach's own), step latency p50/p99 in onnxruntime. With "
+                    "--online: held-out tunes of four styles played through the live listening "
+                    "path into the AI, which knows only what it has heard; scored on what "
+                    "sounds against the melody at that moment (harmony beside a chance "
+                    "control, how far it trails, in key, rests filled, notes per second).")
     ai_eval.add_argument("--models", nargs="+", choices=MODEL_NAMES, metavar="MODEL",
                          help=f"any of {', '.join(MODEL_NAMES)} (default: all)")
     ai_eval.add_argument("--json", action="store_true", help="print the results as JSON")
+    ai_eval.add_argument("--online", action="store_true",
+                         help="score the AI as players hear it (see above)")
+    ai_eval.add_argument("--sets", nargs="+", choices=SETS, metavar="SET",
+                         help=f"with --online: any of {', '.join(SETS)} (default: all)")
+    ai_eval.add_argument("--brains", dest="models_online", nargs="+", choices=MODEL_KINDS,
+                         metavar="BRAIN", help="with --online: any of "
+                         f"{', '.join(MODEL_KINDS)} (networks, n-gram, rule; default: all)")
+    ai_eval.add_argument("--tunes", type=count("tunes", 1, 1000), metavar="N",
+                         help="with --online: the first N tunes of each set (default: all)")
+    ai_eval.add_argument("--role", choices=ROLES, default="accompany",
+                         help="with --online: the AI's role (default accompany)")
+    ai_eval.add_argument("--lead-ms", type=finite("lead-ms", 5, 1000), metavar="MS",
+                         help="with --online: decide each note this long before it sounds "
+                              "(default: the sidecar's, 40)")
     ai_demo = ai_sub.add_parser(
         "demo", help="render a melody accompanied by the AI through the whole path to a WAV file",
         description="A tune on the electric piano goes through listening, the models (a beat "
@@ -300,9 +320,10 @@ def main(argv: list[str] | None = None) -> int:
             return getattr(importlib.import_module(module), function)(args)
         if args.command == "ai" and args.ai == "eval":
             from ai_accompany.evaluate import run_eval
+            from ai_accompany.online import run_online
 
             try:
-                return run_eval(args)
+                return run_online(args) if args.online else run_eval(args)
             except (OSError, ValueError) as exc:
                 raise CliError(str(exc)) from exc
     except (CliError, _hrtf_error()) as exc:

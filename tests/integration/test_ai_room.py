@@ -1,8 +1,9 @@
 """The AI musician in a live room: a real server, real aiortc bots, the real sidecar process.
 
-B adds an AI musician at a fixed 100 BPM (so it plays from the first beat without waiting to
-lock onto anyone) and hears it; the sidecar is then killed mid-session: the server starts a
-new one, the AI plays again, and B's mix never misses a frame meanwhile.
+A plays a tune in C major, four bars on and four bars of rest, over and over. B adds an AI
+musician at a fixed 100 BPM (so it needs no onsets to lock onto) and hears it once it has
+heard the key; it rests while A rests. The sidecar is then killed mid-session: the server
+starts a new one, the AI plays again, and B's mix never misses a frame meanwhile.
 """
 
 from __future__ import annotations
@@ -12,12 +13,18 @@ import os
 import signal
 import time
 import urllib.request
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
-from bench.bot import Bot
+from ai_accompany.online import BEAT_ZERO, melody_events, step_samples
+from ai_accompany.tunes import Tune
+from bench.bot import Bot, looped
 from bench.gaps import CpuStall
 from bench.serverproc import ServerProcess
+from dsp.synth import Synth
+from hrtf.constants import FRAME
 from tests.helpers.audio import rms_db
 from tests.helpers.hostile import ticks_the_machine_took
 from tests.helpers.live import metrics, metrics_off_loop, sidecar_pids, wait_for
@@ -31,8 +38,29 @@ def server():
         yield srv
 
 
-async def test_an_ai_musician_plays_survives_its_sidecar_dying_and_leaves(server):
-    async with Bot(server.ws, "ai", "A") as a, Bot(server.ws, "ai", "B") as b:
+BPM = 100.0
+BAR_S = 4 * 60.0 / BPM
+PLAYS_BARS = RESTS_BARS = 4
+
+
+def tune_with_rests() -> np.ndarray:
+    """Four bars of a tune in C major in quarter notes, then four bars of silence (48 kHz)."""
+    line = [60, 62, 64, 65, 67, 69, 71, 72, 71, 69, 67, 65, 64, 62, 60, 67]
+    steps = 16 * (PLAYS_BARS + RESTS_BARS)
+    pitch, onset = np.full(steps, -1), np.zeros(steps, bool)
+    for beat in range(4 * PLAYS_BARS):
+        pitch[4 * beat:4 * beat + 4] = line[beat]
+        onset[4 * beat] = True
+    synth = Synth("epiano")
+    tune = Tune("scale", "chorale", BPM, pitch, onset, 0, "major")
+    synth.schedule([replace(e, start=e.start - BEAT_ZERO) for e in melody_events(tune)])
+    n = round(steps * step_samples(tune) / FRAME) * FRAME  # whole frames: it loops in time
+    return np.concatenate([synth.render(k, FRAME) for k in range(0, n, FRAME)])
+
+
+async def test_an_ai_musician_plays_rests_with_the_player_survives_its_sidecar_dying(server):
+    async with Bot(server.ws, "ai", "A", looped(tune_with_rests())) as a, \
+            Bot(server.ws, "ai", "B") as b:
         await b.send({"type": "ai_add", "role": "accompany", "instrument": "organ", "bpm": 100})
         ai = await wait_for(lambda: next((m["id"] for m in b.state["members"]
                                           if m["id"].startswith("ai-")), None), 5.0)
@@ -46,22 +74,32 @@ async def test_an_ai_musician_plays_survives_its_sidecar_dying_and_leaves(server
             lambda: urllib.request.urlopen(f"{server.http}/ai/ai.mid", timeout=5).read())
         assert midi[:4] == b"MThd"
 
-        # It plays: its notes arrive ahead of their time, and B hears them. Judged over a few
-        # bars (40 events), not its first chord: a new sidecar's first decision may come late
-        # (one three-note chord: 3 of the first 18 events, seen here, the pre-session code too), a
-        # missed chord to a musician; a sidecar that is late all along still fails.
-        assert await wait_for(lambda: metrics(server).get("ai_events_total", 0) > 40, 30.0), \
+        # It plays once it has heard the key: its notes arrive ahead of their time, and B hears
+        # them. Judged over a few bars (40 events), not its first chord: a new sidecar's first
+        # decision may come late (one three-note chord: 3 of the first 18 events, seen here,
+        # the pre-session code too), a missed chord to a musician; a sidecar that is late all
+        # along still fails.
+        assert await wait_for(lambda: metrics(server).get("ai_events_total", 0) > 40, 40.0), \
             metrics(server)
-        heard = await b.listen(2.0)
-        assert rms_db(heard) > -45, "B does not hear the AI musician"
-        # Everyone is told what it hears: its tempo (fixed here), and the key and chord once
-        # it knows them (null until then: the players here are silent).
-        assert await wait_for(lambda: b.ai_hears is not None, 10.0)
+        # B hears the AI alone (A muted in its mix), over a rest and some playing.
+        await b.send({"type": "mix_override", "source": a.participant, "mute": True})
+        heard = await b.listen(BAR_S * (PLAYS_BARS + RESTS_BARS))
+        levels = np.array([rms_db(heard[k:k + 4800]) for k in range(0, len(heard), 4800)])
+        assert np.percentile(levels, 75) > -45, "B does not hear the AI musician"
+        # Everyone is told what it hears: its tempo (fixed here), the key and the chord.
+        assert await wait_for(lambda: (b.ai_hears or {}).get("key") == "C major", 10.0), \
+            b.ai_hears
         assert b.ai_hears["ai"] == ai and b.ai_hears["bpm"] == 100.0, b.ai_hears
-        assert {"key", "chord", "locked"} <= b.ai_hears.keys()
+        assert {"key", "chord", "locked", "waiting", "lead_ms"} <= b.ai_hears.keys()
         m = metrics(server)
         assert m["ai_events_late_total"] <= 0.1 * m["ai_events_total"], m
         assert m["ai_event_lead_ms_p50_min"] > 0, m
+        # It rests when A rests: B's mix (A muted) falls silent for most of each rest.
+        quiet = levels < -60  # 100 ms windows
+        longest = max(len(run) for run in "".join("q" if q else "." for q in quiet).split("."))
+        assert longest * 0.1 > 0.6 * RESTS_BARS * BAR_S, (longest, levels.round())
+        assert (~quiet).sum() * 0.1 > 0.3 * PLAYS_BARS * BAR_S, levels.round()
+        await b.send({"type": "mix_reset", "source": a.participant})
 
         # A second one is refused: one per room.
         await a.send({"type": "ai_add"})

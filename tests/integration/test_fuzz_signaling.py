@@ -31,7 +31,7 @@ from bench.gaps import CpuStall
 from bench.procstat import cpu_seconds
 from bench.serverproc import ServerProcess
 from signaling import limits
-from signaling.ai_messages import AI_INSTRUMENTS, AI_ROLES
+from signaling.ai_messages import AI_INSTRUMENTS, AI_ROLES, AI_STYLES
 from signaling.errors import ErrorCode, ProtocolError
 from signaling.messages import CLIENT_MESSAGES, AiAdd, Join, Leave, Ping, parse_message
 from signaling.server_messages import Member, Placement, RoomState
@@ -83,6 +83,7 @@ POSITION = st.lists(number(-limits.MAX_COORDINATE_M, limits.MAX_COORDINATE_M), m
 QUATERNION = st.lists(st.floats(-1, 1), min_size=4, max_size=4).filter(
     lambda q: math.hypot(*q) > 0.1).map(lambda q: [c / math.hypot(*q) for c in q])
 AI_SETTINGS = {"role": st.sampled_from(AI_ROLES), "instrument": st.sampled_from(AI_INSTRUMENTS),
+               "style": st.sampled_from(AI_STYLES),
                "temperature": number(0.1, 2.0), "bpm": st.just(0) | number(40, 240),
                "volume": number(0, 4), "metronome": st.booleans()}
 ICE_FIELDS = {"sdpMid": st.text(ASCII_PRINTABLE, min_size=1, max_size=limits.MAX_SDP_MID_CHARS),

@@ -1,75 +1,131 @@
-"""The AI's decisions: a beat ahead on the room clock, a count-in and clicks on the beat."""
+"""The AI's decisions: each step decided just before it sounds, a count-in and clicks on the
+beat, no pitched note before the key is known, rests when the players rest."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ai_accompany.brain import BEATS_PER_BAR, MIN_LEAD_BEATS, Brain, BrainConfig
+from ai_accompany.brain import BEATS_PER_BAR, DEFAULT_LEAD_MS, Brain, BrainConfig
 from ai_accompany.ipc import ANALYSIS_RATE
+from ai_accompany.online import BEAT_ZERO, melody_events, step_samples
+from ai_accompany.tunes import Tune
+from dsp.downmix import AnalysisDownmix
+from dsp.notes import cut_lines
+from dsp.synth import Synth
 
 BLOCK = ANALYSIS_RATE // 50  # 20 ms
 ROOM_PER_BLOCK = 960
+BPM = 120.0
+BEAT = 60 * 48_000 // 120
 
 
-def run(config: BrainConfig, seconds: float) -> list[tuple[int, list]]:
-    """Silence for ``seconds``: (the room sample when decided, events) per block."""
+def scale_tune(bars: int = 4, rest_bars: tuple[int, ...] = ()) -> Tune:
+    """C major up and down in quarter notes, ``bars`` bars; the bars in ``rest_bars`` silent."""
+    line = [60, 62, 64, 65, 67, 69, 71, 72, 71, 69, 67, 65, 64, 62, 60, 67]
+    pitch, onset = np.full(bars * 16, -1), np.zeros(bars * 16, bool)
+    for beat in range(bars * 4):
+        if beat // 4 in rest_bars:
+            continue
+        pitch[beat * 4:beat * 4 + 4] = line[beat % len(line)]
+        onset[beat * 4] = True
+    return Tune("scale", "chorale", BPM, pitch, onset, 0, "major")
+
+
+def run(config: BrainConfig, seconds: float, tune: Tune | None = None
+        ) -> list[tuple[int, list]]:
+    """The room plays ``tune`` (silence without one) into a brain for ``seconds``: (the room
+    sample each block ends at, the events decided from it) per block."""
     brain, out = Brain(config), []
+    player, downmix = Synth("epiano"), AnalysisDownmix(ANALYSIS_RATE)
+    if tune is not None:
+        player.schedule(melody_events(tune))
     for k in range(int(seconds * 50)):
-        events, _ = brain.hear(k * ROOM_PER_BLOCK, np.zeros(BLOCK, np.float32))
+        block = downmix.process(player.render(k * ROOM_PER_BLOCK, ROOM_PER_BLOCK))
+        events, _ = brain.hear(k * ROOM_PER_BLOCK, block)
         if events:
             out.append(((k + 1) * ROOM_PER_BLOCK, events))
     return out
 
 
-def test_with_a_fixed_tempo_it_counts_in_a_bar_then_plays_on_the_beat_ahead_of_time():
-    beat = 60 * 48_000 // 120  # 120 BPM
-    decided = run(BrainConfig(bpm=120.0, metronome=True, instrument="organ"), 6.0)
+def pitched(decided) -> list:
+    return [e for _, batch in decided for e in batch if e.voice != "metronome"]
+
+
+def on_the_grid(config: BrainConfig) -> BrainConfig:
+    return BrainConfig.from_dict({**config.__dict__, "beat_zero": BEAT_ZERO})
+
+
+def test_in_silence_it_counts_in_and_clicks_but_plays_no_note_before_it_knows_the_key():
+    decided = run(BrainConfig(bpm=BPM, metronome=True, instrument="organ"), 6.0)
     events = [e for _, batch in decided for e in batch]
     clicks = [e for e in events if e.voice == "metronome"]
-    notes = [e for e in events if e.voice != "metronome"]
-    assert len(clicks) >= 10
+    assert len(clicks) >= 10 and not pitched(decided)  # nothing heard: no key, no note
     starts = np.array([c.start for c in clicks])
-    assert np.all(np.diff(starts) == beat)  # on the beat grid, every beat
+    assert np.all(np.diff(starts) == BEAT)  # on the beat grid, every beat
     pitches = [c.pitch for c in clicks[:8]]  # one accented downbeat in every four
     first = pitches.index(96)
     assert first < 4 and all(p == (96 if (k - first) % 4 == 0 else 84)
                              for k, p in enumerate(pitches))
-    assert notes and min(n.start for n in notes) >= clicks[BEATS_PER_BAR].start  # count-in
-    for when, batch in decided:  # decided ahead: never for a beat already under way
-        assert min(e.start for e in batch) >= when + MIN_LEAD_BEATS * beat - ROOM_PER_BLOCK
 
 
-def test_without_the_metronome_no_clicks_and_no_count_in():
-    events = [e for _, batch in run(BrainConfig(bpm=120.0), 3.0) for e in batch]
-    assert events and all(e.voice in ("alto", "tenor", "bass") for e in events)
-    assert min(e.start for e in events) < 48_000  # plays within its first second
+def test_it_plays_once_it_knows_the_key_and_decides_each_step_just_before_it_sounds():
+    config = on_the_grid(BrainConfig(bpm=BPM, metronome=True, instrument="organ"))
+    decided = run(config, 9.0, scale_tune())
+    notes = pitched(decided)
+    assert len(notes) > 20
+    clicks = [e for _, batch in decided for e in batch if e.voice == "metronome"]
+    melody_starts = BEAT_ZERO + 4 * BEAT  # after the count-in bar
+    assert min(n.start for n in notes) >= max(clicks[BEATS_PER_BAR].start, melody_starts)
+    lead = DEFAULT_LEAD_MS * 48
+    for when, batch in decided:
+        for e in batch:  # never for a step already under way, never a block earlier than need be
+            assert when + lead - 1 <= e.start < when + lead + ROOM_PER_BLOCK + 1, (when, e)
+    # In C major, on the room's grid of 16ths.
+    assert all(n.pitch % 12 in (0, 2, 4, 5, 7, 9, 11) for n in notes)
+    steps = (np.array([n.start for n in notes]) - BEAT_ZERO) / (BEAT / 4)
+    assert np.allclose(steps, np.round(steps), atol=1e-3)
 
 
 def test_the_rooms_metronome_sets_its_count_in_without_clicks_of_its_own():
-    """With the room's metronome on, the server sets count_in_beats (2 bars of 3 here): the AI
+    """With the room's metronome on, the server sets count_in_beats (three bars here): the AI
     only listens that many beats, then plays; no click of its own."""
-    config = BrainConfig.from_dict({"bpm": 120.0, "metronome": False, "count_in_beats": 6})
-    assert config.count_in_beats == 6
-    decided = run(config, 8.0)
+    config = BrainConfig.from_dict({"bpm": BPM, "metronome": False, "count_in_beats": 12,
+                                    "beat_zero": BEAT_ZERO})
+    assert config.count_in_beats == 12
+    decided = run(config, 10.0, scale_tune(6))
     events = [e for _, batch in decided for e in batch]
     assert events and all(e.voice != "metronome" for e in events)
-    beat = 60 * 48_000 // 120
-    at_once = [e for _, batch in run(BrainConfig(bpm=120.0, count_in_beats=0), 8.0)
-               for e in batch]
-    # Six beats later than the same AI without a count-in.
-    assert min(e.start for e in events) - min(e.start for e in at_once) == 6 * beat
+    assert min(e.start for e in events) >= BEAT_ZERO + 12 * BEAT
+    early = pitched(run(BrainConfig.from_dict({**config.__dict__, "count_in_beats": 4}), 10.0,
+                        scale_tune(6)))
+    assert min(e.start for e in early) < BEAT_ZERO + 12 * BEAT  # the count-in held it back
     assert BrainConfig.from_dict({"count_in_beats": True}).count_in_beats == -1  # not a number
 
 
-def test_on_the_rooms_metronome_its_notes_fall_on_the_rooms_beat_grid():
-    """Given the room metronome's beat zero, the AI's 16th-note steps are on that grid from its
-    first note (silence in: no onset to lock to), not on one of its own."""
-    beat = 60 * 48_000 // 120
-    zero = 12_345
-    config = BrainConfig.from_dict({"bpm": 120.0, "count_in_beats": 0, "beat_zero": zero})
-    events = [e for _, batch in run(config, 4.0) for e in batch]
-    assert events
-    steps = np.array([e.start for e in events]) - zero
-    assert np.all(np.abs(steps / (beat / 4) - np.round(steps / (beat / 4))) < 1e-3), steps[:8]
-    plain = [e.start for _, batch in run(BrainConfig(bpm=120.0), 4.0) for e in batch]
-    assert (min(plain) - zero) % (beat // 4) != 0  # without it, a grid of its own
+def test_the_accompaniment_rests_when_the_player_rests_and_comes_back_after():
+    tune = scale_tune(8, rest_bars=(4, 5))
+    config = on_the_grid(BrainConfig(bpm=BPM, count_in_beats=4))
+    notes = cut_lines(pitched(run(config, 20.0, tune)))
+    bar = 16 * step_samples(tune)
+    rest_from, rest_to = BEAT_ZERO + 5 * bar, BEAT_ZERO + 7 * bar  # the count-in bar, then 4
+    ringing = sum(max(0, min(n.end, rest_to) - max(n.start, rest_from)) for n in notes
+                  if n.velocity > 0)
+    # Sounding in the rest: at most the first half beat, while it hears the last note fade.
+    voices = len({n.voice for n in notes})
+    assert ringing <= voices * 0.5 * BEAT, ringing / BEAT
+    assert any(n.start >= rest_to for n in notes)  # and it plays again with the player
+    assert any(rest_from - bar < n.start < rest_from for n in notes)
+
+
+def test_a_style_sets_the_texture_and_a_bass_plays_the_bass_line_alone():
+    tune = scale_tune(6)
+    folk = pitched(run(on_the_grid(BrainConfig(bpm=BPM, style="folk")), 12.0, tune))
+    bass = [n for n in folk if n.voice == "bass"]
+    upper = [n for n in folk if n.voice in ("alto", "tenor")]
+    beat_of = lambda n: round((n.start - BEAT_ZERO) / BEAT) % 4  # noqa: E731
+    struck = lambda ns: [n for n in ns if (n.start - BEAT_ZERO) % BEAT == 0]  # noqa: E731
+    assert {beat_of(n) for n in struck(bass)} == {0, 2}  # oom (beats 1 and 3) …
+    assert {beat_of(n) for n in struck(upper)} == {1, 3}  # … pah (2 and 4)
+    alone = pitched(run(on_the_grid(BrainConfig(bpm=BPM, instrument="bass")), 12.0, tune))
+    assert alone and {n.voice for n in alone} == {"bass"}
+    assert BrainConfig.from_dict({"style": "polka"}).style == "chorale"  # unknown: the default

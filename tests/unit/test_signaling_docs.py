@@ -99,7 +99,8 @@ def server_message(d: dict):
     if kind == "levels":
         return Levels(d["levels"])
     if kind == "ai_hears":
-        return AiHears(d["ai"], d["bpm"], d["key"], d["chord"], d["locked"])
+        return AiHears(d["ai"], d["bpm"], d["key"], d["chord"], d["locked"], d["waiting"],
+                       d["lead_ms"], d["style"])
     if kind == "frame_changed":
         return FrameChanged(d["frame_ms"], d["by"])
     assert kind == "pong"

@@ -479,6 +479,7 @@ def test_depth_check_agrees_with_walking_the_values(value):
 @pytest.mark.parametrize(("fields", "code"), [
     ({"type": "ai_add", "role": "drummer"}, ErrorCode.BAD_VALUE),
     ({"type": "ai_add", "instrument": "kazoo"}, ErrorCode.BAD_VALUE),
+    ({"type": "ai_add", "style": "polka"}, ErrorCode.BAD_VALUE),
     ({"type": "ai_add", "bpm": 20}, ErrorCode.OUT_OF_RANGE),  # 0 follows; else 40 to 240
     ({"type": "ai_add", "temperature": 0}, ErrorCode.OUT_OF_RANGE),
     ({"type": "ai_add", "volume": True}, ErrorCode.BAD_TYPE),
@@ -488,6 +489,15 @@ def test_depth_check_agrees_with_walking_the_values(value):
 ])
 def test_ai_settings_out_of_their_range_are_refused(fields, code):
     assert refused(json.dumps(fields)).code == code
+
+
+def test_the_ai_styles_are_the_textures_the_sidecar_plays():
+    from ai_accompany.texture import STYLE_NAMES
+    from signaling.ai_messages import AI_STYLES
+
+    assert AI_STYLES == STYLE_NAMES
+    for style in AI_STYLES:
+        assert parse_message(json.dumps({"type": "ai_add", "style": style})) == AiAdd(style=style)
 
 
 def test_the_frames_a_room_may_tick_at_are_the_engines():

@@ -186,6 +186,30 @@ def test_stolen_note_is_released_without_a_click():
     assert step[3 * FRAME:4 * FRAME].max() <= step[FRAME:3 * FRAME].max()
 
 
+def test_a_lines_next_note_ends_the_one_it_holds_and_velocity_zero_rests_it():
+    """In a line voice (the AI's), a note sent long is cut, without a click, where the line's
+    next note starts; a note of velocity 0 only ends it. Other voices keep their lengths."""
+    def line(events, voices=frozenset({"bass"})):
+        synth = Synth("organ")
+        synth.line_voices = voices
+        return play(synth, events, 12 * FRAME)
+
+    cut = 4 * FRAME + 7
+    after = cut + round(0.011 * SAMPLE_RATE)  # the cut note's 10 ms release is over
+    held = NoteEvent(0, 20 * FRAME, 45, 0.5, "bass")
+    rested = line([held, NoteEvent(cut, 1, 45, 0.0, "bass")])
+    assert np.abs(rested[FRAME:cut]).max() > 0.01 and np.abs(rested[after:]).max() == 0
+    nxt = NoteEvent(cut, 20 * FRAME, 52, 0.5, "bass")
+    moved = line([held, nxt])
+    np.testing.assert_allclose(moved[after:], line([nxt])[after:], atol=1e-6)
+    step = np.abs(np.diff(moved))  # no click: no steeper than either note on its own
+    alone = max(step[FRAME:3 * FRAME].max(), np.abs(np.diff(line([nxt])))[cut:].max())
+    assert step[cut - 50:cut + 500].max() < 1.5 * alone
+    melody = [NoteEvent(0, 20 * FRAME, 45, 0.5, "melody"), NoteEvent(cut, 20 * FRAME, 52, 0.5,
+                                                                     "melody")]
+    np.testing.assert_array_equal(line(melody), line(melody, frozenset()))  # not a line
+
+
 def test_instrument_per_voice():
     events = [NoteEvent(100, 5 * FRAME, 40, 0.8, "bass")]
     mixed = Synth("organ")

@@ -1,0 +1,113 @@
+"""The held-out folk tunes of the online evaluation: ``python -m ai_accompany.train.folk``.
+
+Reels and hornpipes in 2/2, 2/4 and 4/4 from Ryan's Mammoth Collection (1883), as music21's
+corpus ships it (``ryansMammoth``): every :data:`EVERY`-th such tune by file name, up to
+:data:`COUNT`, melody only, quantised to 16ths (the top note of a chord; repeats not
+expanded). None of them is trained on. The corpus here has no chord symbols for these tunes,
+so the set is scored against its melodies alone. Writes ``models/heldout_folk.npz``, read by
+:func:`ai_accompany.tunes.folk` (which needs neither music21 nor torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ai_accompany.models import MODELS_DIR
+from ai_accompany.tunes import FOLK_FILE
+from ai_accompany.vocab import HOLD, MODES, PITCH_HI, PITCH_LO, REST, pitch_token
+
+log = logging.getLogger(__name__)
+
+COUNT = 24
+EVERY = 9
+METERS = ("2/2", "2/4", "4/4")
+#: Quarter notes per minute: a reel or hornpipe at a comfortable session pace.
+BPM = 100.0
+MAX_STEPS = 512
+
+
+def melody_tokens(score) -> tuple[np.ndarray, int] | None:
+    """(tokens of the top line on the 16th grid, 16ths from the downbeat to the first step);
+    None for a tune that does not sit on that grid."""
+    part = score.parts[0] if score.parts else score
+    notes = part.flatten().notesAndRests
+    if not notes:
+        return None
+    first_measure = part.getElementsByClass("Measure")
+    first = 0  # a pickup: the first note lies this far into its (incomplete) bar
+    if first_measure and first_measure[0].paddingLeft:
+        first = round(float(first_measure[0].paddingLeft) * 4) % 16
+    end = round(float(part.highestTime) * 4)
+    tokens = np.full(min(end, MAX_STEPS), REST, np.int64)
+    for n in notes:
+        start = float(n.offset) * 4
+        length = float(n.quarterLength) * 4
+        if abs(start - round(start)) > 1e-6 or abs(length - round(length)) > 1e-6:
+            return None  # triplets or grace notes: off the grid
+        a, b = round(start), round(start + length)
+        if a >= len(tokens) or b <= a or n.isRest:
+            continue
+        pitch = max(p.midi for p in n.pitches)
+        if not PITCH_LO <= pitch <= PITCH_HI:
+            return None
+        tie = n.tie is not None and n.tie.type in ("stop", "continue")
+        tokens[a] = HOLD if tie and a > 0 and tokens[a - 1] != REST else pitch_token(pitch)
+        tokens[a + 1:b] = HOLD
+    return tokens, first
+
+
+def build(out: Path = MODELS_DIR, count: int = COUNT, every: int = EVERY) -> Path:
+    from music21 import corpus
+
+    ids, pieces, keys, firsts = [], [], [], []
+    eligible = 0
+    for path in sorted(corpus.getComposer("ryansMammoth")):
+        if len(ids) >= count:
+            break
+        try:
+            score = corpus.parse(path)
+        except Exception as exc:  # a file music21 cannot read is left out, and said
+            log.warning("%s: %s", path.name, exc)
+            continue
+        meters = score.recurse().getElementsByClass("TimeSignature")
+        if not meters or meters[0].ratioString not in METERS:
+            continue
+        eligible += 1
+        if (eligible - 1) % every:
+            continue
+        line = melody_tokens(score)
+        if line is None:
+            continue
+        key = score.analyze("key")
+        ids.append(f"ryansMammoth/{path.stem}")
+        pieces.append(line[0])
+        firsts.append(line[1])
+        keys.append((key.tonic.pitchClass, MODES.index(key.mode if key.mode in MODES
+                                                       else "major")))
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(np.int64)
+    target = out / FOLK_FILE
+    np.savez_compressed(target, ids=np.array(ids), tokens=np.concatenate(pieces).astype(np.int16),
+                        offsets=offsets, key_tonic=np.array([k[0] for k in keys], np.int16),
+                        key_mode=np.array([k[1] for k in keys], np.int16),
+                        first_step=np.array(firsts, np.int16),
+                        bpm=np.full(len(ids), BPM), chords=np.full((offsets[-1], 2), -1, np.int16))
+    log.info("%d folk tunes (%d steps) to %s", len(ids), offsets[-1], target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ai_accompany.train.folk", description=__doc__)
+    p.add_argument("--out", type=Path, default=MODELS_DIR, metavar="DIR")
+    p.add_argument("--count", type=int, default=COUNT)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    build(args.out, args.count)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
