@@ -53,7 +53,9 @@ ROOM_RATE = 48_000
 #: the sidecar's round trip and a margin for a busy machine.
 DEFAULT_LEAD_MS = 40.0
 MIN_LEAD_MS, MAX_LEAD_MS = 5.0, 1000.0
-#: The players rest when nothing voiced was heard for this long (beats; at least REST_MIN_S).
+#: A block louder than this (RMS, dBFS) is someone playing.
+SOUND_DB = -45.0
+#: The players rest when nothing was heard for this long (beats; at least REST_MIN_S).
 REST_AFTER_BEATS = 0.2
 REST_MIN_S = 0.08
 #: Status to the server about once a second (blocks of 20 ms).
@@ -162,8 +164,8 @@ class Brain:
         self.now = sample + len(block) * ROOM_RATE // ANALYSIS_RATE
         if analysis.onsets:
             self._heard_onset_at = max(analysis.onsets)
-        if analysis.onsets or self._melody(analysis) is not None:
-            self._voiced_at = self.now
+        if analysis.onsets or analysis.level_db > SOUND_DB or self._melody(analysis) is not None:
+            self._voiced_at = self.now  # someone plays (a chord, a drum or a tone counts too)
         events = self._plan(analysis, self.now - sample) if plan else []
         self.blocks += 1
         status = self.status() if self.blocks % STATUS_EVERY == 0 else None

@@ -5,7 +5,13 @@
 
 import { pageToken, withToken } from "./access.js";
 
-const SETTINGS = ["role", "instrument", "temperature", "bpm", "volume", "metronome"];
+const SETTINGS = ["role", "instrument", "style", "temperature", "bpm", "volume", "metronome"];
+/** What `ai_hears.waiting` means, in words. */
+const WAITING = {
+  beat: "Listening for the beat: it plays once it has found it.",
+  key: "Listening for the key: it plays no note before it has heard it.",
+  players: "Resting while you rest.",
+};
 
 export class AiPanel {
   /**
@@ -38,6 +44,7 @@ export class AiPanel {
     return {
       role: this.el("role").value,
       instrument: this.el("instrument").value,
+      style: this.el("style").value,
       temperature: Number(this.el("temperature").value),
       bpm: Number.isFinite(bpm) && bpm >= 40 && bpm <= 240 ? bpm : 0,
       volume: Number(this.el("volume").value),
@@ -71,11 +78,14 @@ export class AiPanel {
 
   renderState() {
     const h = this.hears;
-    const heard = h ? [h.key, h.chord && `chord ${h.chord}`, h.bpm && `${h.bpm} bpm`]
-      .filter(Boolean).join(" · ") : "";
+    const heard = h ? [h.key, h.chord && `chord ${h.chord}`, h.bpm && `${h.bpm} bpm`,
+      h.style && `plays ${h.style} style`].filter(Boolean).join(" · ") : "";
+    const waiting = h && WAITING[h.waiting];
+    const lead = h && h.lead_ms ? ` It decides each note ${Math.round(h.lead_ms)} ms before it sounds.` : "";
     this.el("state").textContent = !this.ai ? "No AI musician in this room."
-      : heard ? `Hears ${heard}. Drag its marker on the stage to move it.`
-        : "Playing: drag its marker on the stage to move it.";
+      : (waiting ? `${waiting} ` : "")
+        + (heard ? `Hears ${heard}.${lead} Drag its marker on the stage to move it.`
+          : "Drag its marker on the stage to move it.");
   }
 
   renderValues() {

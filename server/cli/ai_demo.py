@@ -1,14 +1,14 @@
 """``spatialjam ai demo --out demo.wav``: a melody accompanied by the AI, through the whole path.
 
-A player's melody (a short tune in C major on the electric piano, at ``--bpm``) goes frame
-by frame through what a room does with it: the humans' 16 kHz downmix
+A player's melody (a short tune in C major on the electric piano, at ``--bpm``) goes frame by
+frame through what a room does with it: the humans' 16 kHz downmix
 (:class:`~dsp.downmix.AnalysisDownmix`), the sidecar's frames (:mod:`ai_accompany.ipc`) to the
 sidecar's own message handler (:class:`~ai_accompany.sidecar.Sidecar`: listening, the models,
-each note decided just before it sounds), its note events back to the AI's voice (:class:`~server.ai.bridge.AiVoice`: the
-synthesiser on the room clock). The melody sounds 30° to the listener's left, the AI 30° to
-the right, through the binaural engine (KEMAR by default). Only the process boundary and the
-network are left out: the sidecar answers at once here, where in a room it answers a few
-milliseconds later.
+each note decided just before it sounds), its note events back to the AI's voice
+(:class:`~server.ai.bridge.AiVoice`: the synthesiser on the room clock). The melody sounds 30°
+to the listener's left, the AI 30° to the right, through the binaural engine (KEMAR by default).
+Only the process boundary and the network are left out: the sidecar answers at once here, where
+in a room it answers a few milliseconds later.
 """
 
 from __future__ import annotations

@@ -267,7 +267,8 @@ def test_an_ai_musician_added_from_the_page_is_heard_and_removed(jam):
     b.evaluate("a => spatialjam.send({type: 'mix_override', source: a, mute: true})", jam.a_id)
     b.select_option("[data-ai='role']", "accompany")
     b.select_option("[data-ai='instrument']", "organ")
-    b.fill("[data-ai='bpm']", "100")  # a fixed tempo: it plays from the first beat
+    b.select_option("[data-ai='style']", "folk")
+    b.fill("[data-ai='bpm']", "100")  # a fixed tempo: it plays once it has heard the key
     b.fill("[data-ai='volume']", "2")  # 200 %
     b.click("[data-ai='add']")
     b.wait_for_function("!document.querySelector(\"[data-ai='remove']\").disabled",
@@ -277,6 +278,10 @@ def test_an_ai_musician_added_from_the_page_is_heard_and_removed(jam):
     heard, levels = settle(b, lambda lv: max(lv["left_db"], lv["right_db"]) > -45,
                            AI_BAND_HZ, wait_s=25.0, settle_s=0)
     assert heard, f"B does not hear the AI musician: {levels}"
+    # The panel says how far ahead it decides (ai_hears), in the style chosen.
+    b.wait_for_function("document.querySelector(\"[data-ai='state']\").textContent"
+                        ".includes('ms before it sounds')", timeout=5_000)
+    assert "plays folk style" in b.text_content("[data-ai='state']")
     b.click("[data-ai='remove']")
     b.wait_for_function("!document.querySelector(\"[data-ai='add']\").disabled",
                         timeout=5_000)
