@@ -391,7 +391,7 @@ def load_models(kind: str = "onnx") -> Models:
             harmoniser = models.load_harmoniser()
             harmoniser.consonant = True  # an accompanist: no clash with the melody
             return Models(harmoniser, models.load_improviser(), "onnx",
-                          models.MelodyForecast(models.load_improviser()))
+                          models.load_forecast()[0])
         except Exception as exc:  # a broken model file must not silence the musician
             log.error("the ONNX models cannot be loaded (%s): playing the n-gram baseline", exc)
     elif kind != "baseline":

@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 HARMONISER_FILE = "harmoniser.onnx"
 IMPROVISER_FILE = "improviser.onnx"
+#: The melody forecaster: the improviser's network trained on folk tunes and chorale melodies
+#: without chords, read by :class:`MelodyForecast` (optional: the improviser stands in).
+FORECASTER_FILE = "forecaster.onnx"
 BASELINE_FILE = "baseline.npz"
 HELDOUT_FILE = "heldout.npz"
 CARD_FILE = "card.json"
@@ -447,8 +450,11 @@ class MelodyForecast:
     chances ``(12,)`` for this step (all zero when the model expects a rest).
     """
 
-    def __init__(self, improviser: Improviser) -> None:
+    def __init__(self, improviser: Improviser, chords: bool = True) -> None:
         self.model = improviser
+        #: Whether the model takes the chord heard (the improviser) or was trained without
+        #: chords (the forecaster: a monophonic melody tells little of its chord).
+        self.chords = chords
         self._advanced = False
 
     def reset(self) -> None:
@@ -464,6 +470,8 @@ class MelodyForecast:
             else:
                 pitch = fold_into(heard, *m.pitch_range)
                 m._commit(HOLD if pitch == m.sounding else pitch_token(pitch))
+        if not self.chords:
+            chord_root_pc, chord_quality = None, "none"
         log_probs = m._advance(chord_root_pc, chord_quality, key_tonic_pc, key_mode, beat_pos)
         self._advanced = True
         p = np.exp(log_probs - log_probs.max())
@@ -494,6 +502,16 @@ def load_improviser(path: Path | None = None, providers: Sequence[str] | None = 
                     ) -> Improviser:
     """The shipped improviser (or the ``.onnx`` file at ``path``)."""
     return Improviser(OnnxStepper(path or MODELS_DIR / IMPROVISER_FILE, providers))
+
+
+def load_forecast(providers: Sequence[str] | None = None) -> tuple[MelodyForecast, str]:
+    """The melody forecast of the shipped forecaster, or of the improviser where there is no
+    forecaster file; and which it is."""
+    path = MODELS_DIR / FORECASTER_FILE
+    if path.is_file():
+        return MelodyForecast(Improviser(OnnxStepper(path, providers), "forecaster"),
+                              chords=False), "forecaster"
+    return MelodyForecast(load_improviser(providers=providers)), "improviser"
 
 
 def load_baseline(path: Path | None = None) -> Baseline:

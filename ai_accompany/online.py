@@ -123,18 +123,30 @@ def perform(tune: Tune, models: str = "onnx", *, role: str = "accompany",
                          instrument="epiano", seed=SEED)
     if lead_ms is not None:
         config = replace(config, lead_ms=lead_ms)
-    brain = Brain(config, load_models(models))
-    hearer = Delayed(brain, delay_blocks) if delay_blocks else brain
     melody = melody_events(tune)
     player = Synth("epiano")
     player.schedule(melody)
-    downmix = AnalysisDownmix(ANALYSIS_RATE)
     end = step_time(tune, tune.steps) + tail_bars * STEPS_PER_BAR * step_samples(tune)
+    blocks = int(end // BLOCK) + 1
+    ai, late, brain = listen_along((player.render(k * BLOCK, BLOCK) for k in range(blocks)),
+                                   config, models, delay_blocks)
+    return Performance(tune, melody, ai, late, brain.missed_steps,
+                       time.perf_counter() - started)
+
+
+def listen_along(blocks, config: BrainConfig, models: str = "onnx", delay_blocks: int = 0
+                 ) -> tuple[list[NoteEvent], int, Brain]:
+    """The room's path for a player's audio (``blocks``: 20 ms of mono 48 kHz each, from room
+    sample 0): the notes the AI plays with it, as they sound (:func:`~dsp.notes.cut_lines`,
+    without metronome clicks), how many came too late for the server, and the brain."""
+    brain = Brain(config, load_models(models))
+    hearer = Delayed(brain, delay_blocks) if delay_blocks else brain
+    downmix = AnalysisDownmix(ANALYSIS_RATE)
     answer = round(ANSWER_MS * 1e-3 * RATE)
     ai, late = [], 0
-    for k in range(int(end // BLOCK) + 1):
+    for k, audio in enumerate(blocks):
         start = k * BLOCK
-        events, _ = hearer.hear(start, downmix.process(player.render(start, BLOCK)))
+        events, _ = hearer.hear(start, downmix.process(audio))
         for e in events:
             if e.voice == "metronome":
                 continue
@@ -142,8 +154,7 @@ def perform(tune: Tune, models: str = "onnx", *, role: str = "accompany",
                 late += 1
             else:
                 ai.append(e)
-    return Performance(tune, melody, cut_lines(ai), late, brain.missed_steps,
-                       time.perf_counter() - started)
+    return cut_lines(ai), late, brain
 
 
 # scoring ----------------------------------------------------------------------------------

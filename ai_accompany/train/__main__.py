@@ -17,9 +17,12 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 from ai_accompany.models import (
     BASELINE_FILE,
     CARD_FILE,
+    FORECASTER_FILE,
     HARMONISER_FILE,
     HELDOUT_FILE,
     IMPROVISER_FILE,
@@ -42,8 +45,12 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ai_accompany.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=("harmoniser", "improviser", "baseline", "all"),
-                   default="all")
+    p.add_argument("--model", choices=("harmoniser", "improviser", "baseline", "forecaster",
+                                        "all"), default="all",
+                   help="forecaster: the melody forecaster, on folk tunes (Ryan's Mammoth, "
+                        "the held-out ones left out) and the training chorales' melodies")
+    p.add_argument("--folk-tunes", type=_positive, metavar="N",
+                   help="the forecaster: the first N folk tunes only (smoke tests)")
     p.add_argument("--epochs", type=_positive, default=DEFAULT_EPOCHS,
                    help=f"passes over the training chorales in all keys (default "
                         f"{DEFAULT_EPOCHS})")
@@ -103,13 +110,17 @@ def _train_one(name: str, args, pieces: list[dict], out: Path) -> dict:
     torch.manual_seed(args.seed)
     if name == "harmoniser":
         seqs, net = fit.harmoniser_sequences(pieces), nets.harmoniser_net(args.hidden)
+    elif name == "forecaster":
+        pieces = forecaster_pieces(args, pieces)
+        seqs, net = fit.improviser_sequences(pieces), nets.improviser_net(args.hidden)
     else:
         seqs, net = fit.improviser_sequences(pieces), nets.improviser_net(args.hidden)
     log.info("%s: %d sequences, %d steps", name, len(seqs.xs), seqs.steps)
     history = fit.train_net(net, seqs, epochs=args.epochs, seed=args.seed, batch=args.batch,
                             lr=args.lr, max_batches=args.max_batches,
                             hide=name == "harmoniser")
-    path = out / (HARMONISER_FILE if name == "harmoniser" else IMPROVISER_FILE)
+    path = out / {"harmoniser": HARMONISER_FILE, "forecaster": FORECASTER_FILE}.get(
+        name, IMPROVISER_FILE)
     diff = fit.export_onnx(net, path, seqs.xs[0][:32])
     log.info("%s: exported %s (%.0f kB), ONNX vs torch max |diff| %.2e", name, path,
              path.stat().st_size / 1e3, diff)
@@ -129,6 +140,31 @@ def _train_one(name: str, args, pieces: list[dict], out: Path) -> dict:
             "onnx": {"opset": fit.OPSET, "inputs": "x (batch, columns) int64, state "
                      "(1, batch, hidden) float32", "outputs": "log_probs, state_out",
                      "max_abs_diff_vs_torch": diff, "checked_steps": 32}}
+
+
+def forecaster_pieces(args, chorales: list[dict]) -> list[dict]:
+    """The forecaster's data: the training chorales' melodies (already in their keys) and the
+    folk tunes but the held-out ones, each in up to ``args.keys`` keys, none with chords."""
+    from ai_accompany.train.data import shift_to_key, transpose
+    from ai_accompany.train.folk import training_pieces
+    from ai_accompany.tunes import folk
+    from ai_accompany.vocab import CHORD_QUALITIES, NO_CHORD_ROOT
+
+    held = {t.name for t in folk()}
+    tunes = training_pieces(held, args.folk_tunes)
+    moved = []
+    for p in tunes:
+        for k in range(args.keys):
+            try:
+                moved.append(transpose(p, shift_to_key(p["key_tonic"], k)))
+            except ValueError:  # a transposition that leaves the vocabulary's range
+                continue
+    none = CHORD_QUALITIES.index("none")
+    melodies = [{**p, "chord_root": np.full(len(p["tokens"]), NO_CHORD_ROOT),
+                 "chord_quality": np.full(len(p["tokens"]), none)} for p in chorales]
+    log.info("forecaster: %d folk tunes (%d in their keys), %d chorale melodies", len(tunes),
+             len(moved), len(melodies))
+    return moved + melodies
 
 
 def _fit_baseline(pieces: list[dict], out: Path) -> dict:

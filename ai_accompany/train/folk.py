@@ -99,6 +99,56 @@ def build(out: Path = MODELS_DIR, count: int = COUNT, every: int = EVERY) -> Pat
     return target
 
 
+def _eligible(exclude: set[str]):
+    """(id, score) of every tune in a duple metre of Ryan's Mammoth not in ``exclude``."""
+    from music21 import corpus
+
+    for path in sorted(corpus.getComposer("ryansMammoth")):
+        name = f"ryansMammoth/{path.stem}"
+        if name in exclude:
+            continue
+        try:
+            score = corpus.parse(path)
+        except Exception:  # unreadable by music21: left out
+            continue
+        meters = score.recurse().getElementsByClass("TimeSignature")
+        if meters and meters[0].ratioString in METERS:
+            yield name, score
+
+
+def training_pieces(exclude: set[str], limit: int | None = None) -> list[dict]:
+    """Every other such tune as a piece for :mod:`ai_accompany.train.fit` (the melody in the
+    soprano column, no chords), cached beside the chorales (``cache_dir()``)."""
+    from ai_accompany.train.data import Chorales, cache_dir, concat, load_npz
+    from ai_accompany.vocab import CHORD_QUALITIES, NO_CHORD_ROOT
+
+    cache = cache_dir() / f"folk-train-{len(exclude)}-{limit or 'all'}.npz"
+    if cache.is_file():
+        data = load_npz(cache)
+    else:
+        pieces = []
+        for name, score in _eligible(exclude):
+            if limit and len(pieces) >= limit:
+                break
+            line = melody_tokens(score)
+            if line is None:
+                continue
+            tokens, first = line
+            key = score.analyze("key")
+            steps = len(tokens)
+            column = np.full((steps, 4), REST, np.int64)
+            column[:, 0] = tokens
+            pieces.append({"id": name, "tokens": column,
+                           "beat_pos": (first + np.arange(steps)) % 16,
+                           "chord_root": np.full(steps, NO_CHORD_ROOT),
+                           "chord_quality": np.full(steps, CHORD_QUALITIES.index("none")),
+                           "key_tonic": key.tonic.pitchClass,
+                           "key_mode": MODES.index(key.mode if key.mode in MODES else "major")})
+        data: Chorales = concat(pieces)
+        data.save(cache)
+    return [data.chorale(i) for i in range(len(data))]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ai_accompany.train.folk", description=__doc__)
     p.add_argument("--out", type=Path, default=MODELS_DIR, metavar="DIR")

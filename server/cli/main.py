@@ -247,7 +247,38 @@ def build_parser() -> argparse.ArgumentParser:
     ai_demo.add_argument("--follow", action="store_true",
                          help="let the AI find the tempo by listening (default: it is told)")
     add_hrtf_args(ai_demo)
+    from ai_accompany.texture import STYLE_NAMES
+
+    accompany = ai_sub.add_parser(
+        "accompany", help="practise offline: your recording with the AI playing along, "
+                          "rendered binaurally to a WAV file",
+        description="Your recording goes through the path a room takes (listening, the models, "
+                    "each note decided just before it sounds, from what was played so far), "
+                    "the AI's notes through the synthesiser; you sound 30° left, the AI 30° "
+                    "right, through the binaural engine.")
+    accompany.add_argument("--in", dest="input", required=True, metavar="MELODY.wav",
+                           help="your recording (WAV, FLAC or Ogg; any rate; up to 10 minutes)")
+    accompany.add_argument("--out", required=True, metavar="WITH_AI.wav",
+                           help="the stereo file to write")
+    accompany.add_argument("--role", choices=ROLES, default="accompany")
+    accompany.add_argument("--style", choices=STYLE_NAMES, default="chorale",
+                           help="the accompaniment's texture (default chorale)")
+    accompany.add_argument("--instrument", choices=("epiano", "organ", "bass"),
+                           default="epiano")
+    accompany.add_argument("--bpm", type=tempo_or_follow, default=0.0,
+                           help="your tempo (40-240), or 0 to let the AI find it (default)")
+    accompany.add_argument("--ai-gain", type=finite("ai-gain", 0, 4), default=1.0,
+                           metavar="GAIN", help="the AI's level against yours (default 1)")
+    add_hrtf_args(accompany)
     return parser
+
+
+def tempo_or_follow(text: str) -> float:
+    """A fixed tempo (40-240 BPM), or 0: find the players' tempo by listening."""
+    value = finite("bpm", 0, 240)(text)
+    if 0 < value < 40:
+        raise argparse.ArgumentTypeError(f"bpm must be 0 (follow) or 40 to 240, got {text}")
+    return value
 
 
 #: Commands run by a function of their own module, imported only when the command runs.
@@ -255,6 +286,7 @@ COMMANDS = {
     ("token", None): "server.cli.token:run_token",
     ("render", None): "server.cli.render:run_render",
     ("ai", "demo"): "server.cli.ai_demo:run_ai_demo",
+    ("ai", "accompany"): "server.cli.ai_accompany:run_ai_accompany",
 }
 
 

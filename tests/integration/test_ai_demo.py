@@ -8,8 +8,13 @@ import sys
 
 import numpy as np
 import scipy.io.wavfile
+import scipy.signal
+import soundfile
 
+from ai_accompany import online
 from ai_accompany.brain import DEFAULT_LEAD_MS
+from ai_accompany.tunes import generated
+from dsp.synth import Synth
 from server.cli.ai_demo import melody_events, run_demo_path
 
 
@@ -42,3 +47,29 @@ def test_the_demo_command_writes_a_binaural_file(tmp_path):
                           str(tmp_path / "missing" / "x.wav"), "--seconds", "8"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "cannot write" in bad.stderr
+
+
+def test_ai_accompany_plays_along_with_a_players_recording(tmp_path):
+    """A player's recording (a pop tune at 44.1 kHz) in; the AI finds the tempo and key by
+    listening and plays along; the two out, binaurally, at 48 kHz."""
+    tune = generated("pop", 1)[0]
+    synth = Synth("organ")
+    synth.schedule(online.melody_events(tune))
+    played = np.concatenate([synth.render(k, 960) for k in range(0, 20 * 48_000, 960)])
+    recording = tmp_path / "me.wav"
+    soundfile.write(recording, scipy.signal.resample_poly(played, 147, 160), 44_100)
+    out = tmp_path / "with_ai.wav"
+    done = subprocess.run([sys.executable, "-m", "server.cli", "ai", "accompany", "--in",
+                           str(recording), "--out", str(out), "--style", "folk"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    notes = int(done.stdout.split(" AI notes")[0].rsplit(" ", 1)[1])
+    assert notes > 20 and "(0 too late" in done.stdout and "key G major" in done.stdout, \
+        done.stdout
+    data, rate = soundfile.read(out)
+    assert rate == 48_000 and data.shape[1] == 2 and len(data) >= 20 * 48_000
+    alone = subprocess.run([sys.executable, "-m", "server.cli", "ai", "accompany", "--in",
+                            str(tmp_path / "missing.wav"), "--out", str(out)],
+                           capture_output=True, text=True, timeout=300)
+    assert alone.returncode != 0 and "cannot read" in alone.stderr
+    assert alone.stderr.count("\n") == 1
