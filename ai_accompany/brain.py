@@ -213,7 +213,8 @@ class Brain:
     def _plan(self, a, block_samples: int) -> list[NoteEvent]:
         """Decide every step due before the next block could: those that sound from
         ``now + lead`` up to one block later. Steps already past that point are missed."""
-        # With a fixed tempo the grid is known from the start: play before anyone does.
+        # With a fixed tempo the grid is known from the start: the steps (and the metronome's
+        # clicks) run from there, the notes wait for the key.
         known = a.locked or self.config.bpm > 0
         if not known or a.next_beat is None or not a.beat_period:
             return []
