@@ -30,6 +30,7 @@ instead (and the status says so).
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, replace
 
@@ -143,6 +144,7 @@ class Brain:
         self._last = None
         #: What each accompanying voice sounds: (pitch, room sample its note ends).
         self._sounding: dict[str, tuple[int, int]] = {}
+        self._bar_step = 0  # of the last step decided
 
     def configure(self, config: BrainConfig) -> None:
         if (config.bpm, config.beat_zero) != (self.config.bpm, self.config.beat_zero):
@@ -185,7 +187,21 @@ class Brain:
             "beats_planned": self.beats_planned,
             "lead_ms": self.config.lead_ms,
             "waiting": self._waiting(a),
+            **self._chords(a),
         }
+
+    def _chords(self, a) -> dict:
+        """What it plays, and the plan: the chord its voices sound now (``playing``) and the
+        one it expects to play on the next beat (``coming``), from the melody it forecasts.
+        An accompanist's only; None while it waits."""
+        if self.config.role != "accompany" or a is None or self._waiting(a) is not None:
+            return {"playing": None, "coming": None}
+        key = (a.key_tonic, a.key_mode)
+        steps = STEPS_PER_BEAT - self._bar_step % STEPS_PER_BEAT
+        coming = self.models.ahead(self._melody(a), (self._bar_step + 1) % 16, steps, key,
+                                   (a.chord_root, a.chord_quality or "none"))
+        return {"playing": name_chord(self.models.harmoniser.sounding),
+                "coming": name_chord(coming)}
 
     def _waiting(self, a) -> str | None:
         """What it waits for before it plays: ``"beat"``, ``"key"``, ``"players"`` or None."""
@@ -246,7 +262,7 @@ class Brain:
               ) -> list[NoteEvent]:
         """Step ``k`` of beat ``beat_index``, at room sample ``at``: the models move on; what
         sounds (when ``sounds``) is the texture's hits, or the improviser's beat."""
-        bar_step = (beat_index % BEATS_PER_BAR) * STEPS_PER_BEAT + k
+        bar_step = self._bar_step = (beat_index % BEATS_PER_BAR) * STEPS_PER_BEAT + k
         events = self._beat(at, beat_index) if k == 0 and sounds else []
         # The count-in: the first beats (this one is number ``beats_planned``) only listen.
         counting_in = self.config.bpm > 0 and self.beats_planned <= self.count_in_beats
@@ -368,6 +384,30 @@ class Models:
                                           tonic, mode, bar_step)
         return self.harmoniser.step(melody, [melody], bar_step, key=key, forecast=forecast)
 
+    def ahead(self, melody: int | None, bar_step: int, steps: int, key, chord=(None, "none")
+              ) -> tuple[int | None, ...]:
+        """The voices it expects to sound ``steps`` steps on (the first is ``bar_step``), the
+        melody taken as the forecast's likeliest note each step; on copies of the models, so
+        what it will decide is untouched."""
+        harmoniser = _copy_model(self.harmoniser)
+        forecast = None
+        if self.forecast is not None:
+            forecast = copy.copy(self.forecast)
+            forecast.model = _copy_model(self.forecast.model)
+        voices, guess = harmoniser.sounding, melody
+        tonic, mode = key if key is not None else (0, "major")
+        for k in range(steps):
+            chances = None
+            if forecast is not None:
+                chances = forecast.step(guess, chord[0], _QUALITIES.get(chord[1], chord[1]),
+                                        tonic, mode, (bar_step + k) % 16)
+                if guess is not None and chances.any():
+                    pc = int(np.argmax(chances))
+                    guess = guess + ((pc - guess) % 12 + 6) % 12 - 6  # nearest such pitch
+            voices = harmoniser.step(guess, [guess], (bar_step + k) % 16, key=key,
+                                     forecast=chances)
+        return voices
+
     def improvise(self, root, quality, tonic, mode, bar_step, temperature, top_p, rng):
         """The pitch sounding at this step (None: a rest)."""
         quality = _QUALITIES.get(quality, quality)
@@ -401,6 +441,36 @@ def load_models(kind: str = "onnx") -> Models:
     baseline.harmoniser.consonant = True
     return Models(baseline.harmoniser, baseline.improviser, "baseline",
                   models.MelodyForecast(models.load_baseline().improviser))
+
+
+def _copy_model(model):
+    """A copy of a stepping model (harmoniser, improviser or rule) whose running state moves
+    on its own; the network behind it is shared."""
+    clone = copy.copy(model)
+    for name, value in vars(model).items():
+        if isinstance(value, np.ndarray | list | dict) or hasattr(value, "maxlen"):
+            setattr(clone, name, copy.copy(value))
+    return clone
+
+
+def name_chord(voices) -> str | None:
+    """The triad or seventh chord that ``voices`` (MIDI pitches, the bass last, None for a
+    rest) spell best, its root the bass's on a tie: ``"G"``, ``"Em"``, ``"D7"``."""
+    from ai_accompany.vocab import CHORD_TEMPLATES
+
+    pitches = [p for p in voices if p is not None]
+    if not pitches:
+        return None
+    pcs, bass = {p % 12 for p in pitches}, pitches[-1] % 12
+
+    def fit(option):
+        root, quality = option
+        tones = {(root + i) % 12 for i in CHORD_TEMPLATES[quality]}
+        return len(pcs & tones) - 0.5 * len(tones - pcs), root == bass
+
+    root, quality = max(((r, q) for r in range(12) for q in ("maj", "min", "dim", "dom7")),
+                        key=fit)
+    return _chord_name(root, {"dom7": "7"}.get(quality, quality))
 
 
 #: The listener's chord qualities in the models' vocabulary (ai_accompany/vocab.py).

@@ -82,9 +82,10 @@ export class AiPanel {
       h.style && `plays ${h.style} style`].filter(Boolean).join(" · ") : "";
     const waiting = h && WAITING[h.waiting];
     const lead = h && h.lead_ms ? ` It decides each note ${Math.round(h.lead_ms)} ms before it sounds.` : "";
+    const plan = h && h.playing ? ` Playing ${h.playing}${h.coming ? `, next beat ${h.coming}` : ""}.` : "";
     this.el("state").textContent = !this.ai ? "No AI musician in this room."
       : (waiting ? `${waiting} ` : "")
-        + (heard ? `Hears ${heard}.${lead} Drag its marker on the stage to move it.`
+        + (heard ? `Hears ${heard}.${plan}${lead} Drag its marker on the stage to move it.`
           : "Drag its marker on the stage to move it.");
   }
 

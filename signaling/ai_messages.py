@@ -162,11 +162,13 @@ class AiHears(WireMessage):
     (``key``: "D major"; ``chord``: "A7"), each ``null`` until it knows; ``locked`` once it
     follows the players' beat; ``waiting`` what it waits for before it plays (``beat``,
     ``key``, ``players`` while they rest; ``null``: it plays); ``lead_ms`` how long before a
-    note sounds it decides it; ``style`` its texture."""
+    note sounds it decides it; ``style`` its texture; ``playing`` the chord its voices sound
+    and ``coming`` the one it plans for the next beat (an accompanist's; ``null`` while it
+    waits)."""
 
     TYPE: ClassVar[str] = "ai_hears"
     NULLABLE: ClassVar[frozenset[str]] = frozenset({"bpm", "key", "chord", "waiting",
-                                                     "lead_ms", "style"})
+                                                     "lead_ms", "style", "playing", "coming"})
 
     ai: str
     bpm: float | None
@@ -176,3 +178,5 @@ class AiHears(WireMessage):
     waiting: str | None = None
     lead_ms: float | None = None
     style: str | None = None
+    playing: str | None = None
+    coming: str | None = None

@@ -102,7 +102,8 @@ class AiMusicians:
                                  key=text("key"), chord=text("chord"),
                                  locked=bool(status.get("locked")),
                                  waiting=waiting if waiting in AI_WAITING else None,
-                                 lead_ms=number("lead_ms"), style=text("style")))
+                                 lead_ms=number("lead_ms"), style=text("style"),
+                                 playing=text("playing"), coming=text("coming")))
         if message == live.ai_hears_sent:
             return
         live.ai_hears_sent = message

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ai_accompany.brain import BEATS_PER_BAR, DEFAULT_LEAD_MS, Brain, BrainConfig
+from ai_accompany.brain import BEATS_PER_BAR, DEFAULT_LEAD_MS, Brain, BrainConfig, name_chord
 from ai_accompany.ipc import ANALYSIS_RATE
 from ai_accompany.online import BEAT_ZERO, melody_events, step_samples
 from ai_accompany.tunes import Tune
@@ -47,6 +47,17 @@ def run(config: BrainConfig, seconds: float, tune: Tune | None = None
     return out
 
 
+def brain_after(config: BrainConfig, seconds: float, tune: Tune) -> Brain:
+    """A brain that has heard ``tune`` for ``seconds``."""
+    brain = Brain(config)
+    player, downmix = Synth("epiano"), AnalysisDownmix(ANALYSIS_RATE)
+    player.schedule(melody_events(tune))
+    for k in range(int(seconds * 50)):
+        brain.hear(k * ROOM_PER_BLOCK, downmix.process(player.render(k * ROOM_PER_BLOCK,
+                                                                     ROOM_PER_BLOCK)))
+    return brain
+
+
 def pitched(decided) -> list:
     return [e for _, batch in decided for e in batch if e.voice != "metronome"]
 
@@ -80,6 +91,10 @@ def test_it_plays_once_it_knows_the_key_and_decides_each_step_just_before_it_sou
     for when, batch in decided:
         for e in batch:  # never for a step already under way, never a block earlier than need be
             assert when + lead - 1 <= e.start < when + lead + ROOM_PER_BLOCK + 1, (when, e)
+    # It says its plan: the chord its voices sound, and the one it expects on the next beat.
+    status = brain_after(config, 9.0, scale_tune()).status()
+    assert status["waiting"] is None and status["key"] == "C major"
+    assert status["playing"] and status["coming"], status
     # In C major, on the room's grid of 16ths.
     assert all(n.pitch % 12 in (0, 2, 4, 5, 7, 9, 11) for n in notes)
     steps = (np.array([n.start for n in notes]) - BEAT_ZERO) / (BEAT / 4)
@@ -129,3 +144,27 @@ def test_a_style_sets_the_texture_and_a_bass_plays_the_bass_line_alone():
     alone = pitched(run(on_the_grid(BrainConfig(bpm=BPM, instrument="bass")), 12.0, tune))
     assert alone and {n.voice for n in alone} == {"bass"}
     assert BrainConfig.from_dict({"style": "polka"}).style == "chorale"  # unknown: the default
+
+
+def test_saying_its_plan_changes_nothing_it_plays():
+    """The plan is worked out on copies of the models: a brain asked for it every block plays
+    exactly what one never asked plays."""
+    config = on_the_grid(BrainConfig(bpm=BPM))
+    tune = scale_tune(4)
+    asked, quiet = Brain(config), Brain(config)
+    player, downmix = Synth("epiano"), AnalysisDownmix(ANALYSIS_RATE)
+    player.schedule(melody_events(tune))
+    out = {id(asked): [], id(quiet): []}
+    for k in range(int(8.0 * 50)):
+        block = downmix.process(player.render(k * ROOM_PER_BLOCK, ROOM_PER_BLOCK))
+        for brain in (asked, quiet):
+            out[id(brain)] += brain.hear(k * ROOM_PER_BLOCK, block)[0]
+        asked.status()
+    assert out[id(asked)] == out[id(quiet)] and len(out[id(quiet)]) > 10
+
+
+def test_chords_are_named_from_the_voices():
+    assert name_chord((67, 64, 48)) == "C"
+    assert name_chord((72, 64, 57)) == "Am"
+    assert name_chord((65, 59, 43)) == "G7"
+    assert name_chord((None, None, None)) is None
