@@ -139,6 +139,8 @@ class Brain:
         self.missed_steps = 0
         self.blocks = 0
         self.now = 0
+        #: A status is due (after a block heard with ``report=False``).
+        self.status_due = False
         self._heard_onset_at = -(10**12)
         self._voiced_at = -(10**12)
         self._last = None
@@ -155,11 +157,13 @@ class Brain:
             self.models.reset()
         self.config = config
 
-    def hear(self, sample: int, block: np.ndarray, plan: bool = True
+    def hear(self, sample: int, block: np.ndarray, plan: bool = True, report: bool = True
              ) -> tuple[list[NoteEvent], dict | None]:
         """A block of analysis audio starting at room sample ``sample``: the notes decided
         now, and a status now and then. ``plan=False`` only listens: the sidecar passes it for
-        blocks that queued up behind newer ones (deciding from them would be deciding late)."""
+        blocks that queued up behind newer ones (deciding from them would be deciding late).
+        ``report=False`` leaves the status out and sets :attr:`status_due` instead: the
+        sidecar sends the notes first and works the status out after."""
         block = np.nan_to_num(np.asarray(block, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         analysis = self.listener.process(block, sample)
         self._last = analysis
@@ -170,8 +174,9 @@ class Brain:
             self._voiced_at = self.now  # someone plays (a chord, a drum or a tone counts too)
         events = self._plan(analysis, self.now - sample) if plan else []
         self.blocks += 1
-        status = self.status() if self.blocks % STATUS_EVERY == 0 else None
-        return events, status
+        due = self.blocks % STATUS_EVERY == 0
+        self.status_due = due and not report
+        return events, self.status() if due and report else None
 
     def status(self) -> dict:
         a = self._last

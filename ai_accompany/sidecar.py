@@ -79,15 +79,25 @@ class Sidecar:
             brain = self.brains.get(room)
             if brain is None:
                 return []
-            events, status = brain.hear(int(header["sample"]), audio_of(body), plan=latest)
-            out = []
+            events, _ = brain.hear(int(header["sample"]), audio_of(body), plan=latest,
+                                   report=False)
             if events:
-                out.append(encode({"type": "events", "room": room,
-                                   "events": [e.to_tuple() for e in events]}))
-            if status is not None:
-                out.append(encode({"type": "status", "room": room, **status}))
-            return out
+                return [encode({"type": "events", "room": room,
+                                "events": [e.to_tuple() for e in events]})]
         return []
+
+    def statuses(self) -> list[bytes]:
+        """The statuses that came due, after the notes have gone out (working out the plan
+        takes a few milliseconds the notes should not wait for)."""
+        out = []
+        for room, brain in list(self.brains.items()):
+            if brain.status_due:
+                brain.status_due = False
+                try:
+                    out.append(encode({"type": "status", "room": room, **brain.status()}))
+                except Exception:  # a status is not worth a room: logged, and skipped
+                    log.exception("room %s: status failed", room)
+        return out
 
 
 def warm_up() -> None:
@@ -143,6 +153,9 @@ def main() -> int:
             for frame in sidecar.handle_safely(header, body, latest):
                 stdout.write(frame)
         stdout.flush()
+        if statuses := sidecar.statuses():
+            stdout.write(b"".join(statuses))
+            stdout.flush()
 
 
 if __name__ == "__main__":

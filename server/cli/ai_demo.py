@@ -73,7 +73,7 @@ def run_demo_path(bpm: float, role: str, instrument: str, seconds: float,
         # The room's tick: the downmix goes out (as a frame on the wire), whatever comes back
         # is scheduled.
         for header, body in reader.feed(encode_audio(room, start, downmix.process(human))):
-            for out in sidecar.handle(header, body):
+            for out in [*sidecar.handle(header, body), *sidecar.statuses()]:
                 for reply, _ in replies.feed(out):
                     if reply["type"] == "events":
                         voice.deliver(reply["events"], start)
