@@ -30,6 +30,7 @@ from ai_accompany.models import (
 )
 
 log = logging.getLogger("ai_accompany.train")
+FOLK_HELDOUT = "models/heldout_folk.npz"
 
 SPLIT_FILE = MODELS_DIR / "split.json"
 DEFAULT_EPOCHS = 6
@@ -135,6 +136,7 @@ def _train_one(name: str, args, pieces: list[dict], out: Path) -> dict:
                                 **({"lookahead_hidden": "a random suffix, half the steps",
                                     "key_hidden": f"{fit.P_KEY_HIDDEN:.0%} of the windows"}
                                    if name == "harmoniser" else {})},
+            **({"data": args.forecaster_data} if name == "forecaster" else {}),
             "train_seconds": round(history["train_seconds"], 1),
             "train_loss_per_epoch": [round(v, 4) for v in history["train_loss"]],
             "onnx": {"opset": fit.OPSET, "inputs": "x (batch, columns) int64, state "
@@ -164,6 +166,13 @@ def forecaster_pieces(args, chorales: list[dict]) -> list[dict]:
                  "chord_quality": np.full(len(p["tokens"]), none)} for p in chorales]
     log.info("forecaster: %d folk tunes (%d in their keys), %d chorale melodies", len(tunes),
              len(moved), len(melodies))
+    args.forecaster_data = (
+        f"{len(tunes)} reels and hornpipes of Ryan's Mammoth Collection (music21's "
+        "ryansMammoth; 2/2, 2/4 and 4/4 tunes on the 16th grid, the held-out ones of "
+        f"{FOLK_HELDOUT} left out) in up to {args.keys} keys ({len(moved)} pieces), and the "
+        f"training chorales' soprano lines ({len(melodies)} pieces); no chords; a melody "
+        "forecaster: the improviser's network, predicting each step's note from the notes "
+        "before it")
     return moved + melodies
 
 
@@ -212,7 +221,7 @@ def write_readme(card: dict, path: Path) -> None:
              f"- Seed {card['seed']}; versions: "
              + ", ".join(f"{k} {v}" for k, v in card["versions"].items() if v), "",
              "## Models", ""]
-    for name in ("harmoniser", "improviser", "baseline"):
+    for name in ("harmoniser", "improviser", "baseline", "forecaster"):
         m = card["models"].get(name)
         if not m:
             continue
@@ -220,6 +229,8 @@ def write_readme(card: dict, path: Path) -> None:
                   f"{m['train_seconds']:.0f} s, ONNX opset {m['onnx']['opset']}, "
                   f"max |ONNX − torch| {m['onnx']['max_abs_diff_vs_torch']:.1e}"
                   if "onnx" in m else f"{m['kind']}, {m['train_seconds']:.0f} s")
+        if m.get("data"):
+            detail += f"; data: {m['data']}"
         lines.append(f"- `{m['file']}` ({m['bytes'] / 1e6:.2f} MB): {detail}")
     if card.get("metrics"):
         lines += ["", "## Held-out metrics (`spatialjam ai eval`)", "", "```",
