@@ -23,6 +23,7 @@ validates on the way back in, since the other side of an IPC channel is outside 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -89,16 +90,17 @@ class NoteEvent:
         return cls(*data)
 
 
-def cut_lines(events: list[NoteEvent], voices=LINE_VOICES) -> list[NoteEvent]:
+def cut_lines(events: Iterable[NoteEvent], voices: Collection[str] = LINE_VOICES
+              ) -> list[NoteEvent]:
     """``events`` as they sound: in each of ``voices``, a note cut where the voice's next note
     starts (a later note at the same start replaces it)."""
-    out: list[NoteEvent] = []
+    out: list[NoteEvent | None] = []
     last: dict[str, int] = {}  # voice → index in out of its sounding note
     for e in sorted(events, key=lambda e: e.start):
         if e.voice in voices and e.voice in last:
             k = last[e.voice]
             before = out[k]
-            if before.end > e.start:
+            if before is not None and before.end > e.start:
                 if before.start >= e.start:
                     out[k] = None  # replaced at the same start
                 else:
