@@ -255,9 +255,9 @@ class Brain:
                     break
                 if at <= self.decided_through + period / 8:
                     continue  # decided already (the beat estimate may wobble a little)
+                if at < earliest and self.decided_through > -(10**12):
+                    self.missed_steps += 1  # (not those before its first decision)
                 self.decided_through = round(at)
-                if at < earliest:
-                    self.missed_steps += 1
                 events += self._step(round(at), period, index, k, a, sounds=at >= earliest)
             beat += period
             index += 1

@@ -206,11 +206,15 @@ def dissonant_mask(melody: int, holding: int | None) -> np.ndarray:
 CONSONANCE_WEIGHT = 16.0
 
 
+#: Whether each pitch (row, :data:`_PITCHES`) is consonant with each pitch class (column).
+_CONSONANT_WITH = np.isin((_PITCHES[:, None] - np.arange(12)[None, :]) % 12,
+                          CONSONANT_INTERVALS).astype(np.float64)
+
+
 def consonance_bias(forecast: np.ndarray, holding: int | None) -> np.ndarray:
     """``CONSONANCE_WEIGHT · log P(consonant)`` of each token (``(NUM_TOKENS,)``) against a
     melody whose coming pitch class has the probabilities ``forecast`` ``(12,)``."""
-    intervals = (_PITCHES[:, None] - np.arange(12)[None, :]) % 12
-    good = np.isin(intervals, CONSONANT_INTERVALS) @ forecast  # P(consonant) per pitch
+    good = _CONSONANT_WITH @ forecast  # P(consonant) per pitch
     bias = np.zeros(NUM_TOKENS)
     bias[FIRST_PITCH_TOKEN:] = CONSONANCE_WEIGHT * np.log(good + 1e-3)
     if holding is not None:
