@@ -113,8 +113,9 @@ class BrainConfig:
         beat_zero = d.get("beat_zero")
         if isinstance(beat_zero, int) and not isinstance(beat_zero, bool) and beat_zero >= 0:
             config = replace(config, beat_zero=beat_zero)
-        if isinstance(d.get("seed"), int):
-            config = replace(config, seed=d["seed"])
+        seed = d.get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
+            config = replace(config, seed=seed)
         return config
 
 
@@ -175,7 +176,8 @@ class Brain:
         events = self._plan(analysis, self.now - sample) if plan else []
         self.blocks += 1
         due = self.blocks % STATUS_EVERY == 0
-        self.status_due = due and not report
+        if due and not report:
+            self.status_due = True  # cleared by whoever sends it (Sidecar.statuses)
         return events, self.status() if due and report else None
 
     def status(self) -> dict:
@@ -248,6 +250,7 @@ class Brain:
         if self.config.role == "accompany" and self._sounding and self._resting(period):
             events += self._rest(round(earliest))  # at once, not at the next step
         beat, index = float(a.next_beat) - period, int(a.beat_index) - 1
+        first = self.decided_through <= -(10**12)  # steps before its first decision: not missed
         while beat < horizon:
             for k in range(STEPS_PER_BEAT):
                 at = beat + step_offset(k, swing) * period
@@ -255,8 +258,8 @@ class Brain:
                     break
                 if at <= self.decided_through + period / 8:
                     continue  # decided already (the beat estimate may wobble a little)
-                if at < earliest and self.decided_through > -(10**12):
-                    self.missed_steps += 1  # (not those before its first decision)
+                if at < earliest and not first:
+                    self.missed_steps += 1
                 self.decided_through = round(at)
                 events += self._step(round(at), period, index, k, a, sounds=at >= earliest)
             beat += period

@@ -14,8 +14,8 @@ grid (:func:`score`):
 
 - ``harmony``: the share of the AI's sounding notes consonant with the melody's sounding note
   (intervals mod 12 in {0, 3, 4, 5, 7, 8, 9}), wherever both sound;
-- ``chance``: the same for the AI's notes moved by a whole number of bars (random, seeded):
-  what harmony would score if the AI did not listen at all. ``harmony − chance`` is what
+- ``chance``: the same for the AI's notes moved by 5 to 15 beats, never whole bars (random,
+  seeded): what harmony would score if the AI did not listen at all. ``harmony − chance`` is what
   listening buys;
 - ``lag_ms``: how far the AI's notes would have to move earlier to score best (±2 beats,
   16th steps): how far it trails the melody (negative: ahead);
@@ -61,6 +61,10 @@ GRID = 480  # 10 ms
 CONSONANT = np.zeros(12, bool)
 CONSONANT[[0, 3, 4, 5, 7, 8, 9]] = True
 CHANCE_SHIFTS = 16
+#: The chance control moves the AI's notes by this many beats: more than a bar, never a whole
+#: number of bars (a tune's strains and progressions repeat by bars, so a move by bars can
+#: land on the same music and score as if it listened).
+CHANCE_BEATS = (5, 6, 7, 9, 10, 11, 13, 14, 15)
 SEED = 19
 
 
@@ -201,9 +205,9 @@ def score(perf: Performance, rng: np.random.Generator | None = None) -> dict:
     step = step_samples(tune)
     harmony = _consonance(mel, _pitch_classes(ai, n))
     bar = STEPS_PER_BAR * step
-    span_bars = max(2, int((perf.melody[-1].end - perf.melody[0].start) // bar))
-    chance = [_consonance(mel, _pitch_classes(ai, n, round(int(rng.integers(1, span_bars))
-                                                           * bar)))
+    beat = STEPS_PER_BEAT * step
+    chance = [_consonance(mel, _pitch_classes(ai, n, round(int(rng.choice(CHANCE_BEATS))
+                                                           * beat)))
               for _ in range(CHANCE_SHIFTS)]
     lags = list(range(-2 * STEPS_PER_BEAT, 2 * STEPS_PER_BEAT + 1))
     by_lag = [_consonance(mel, _pitch_classes(ai, n, -round(lag * step))) for lag in lags]
@@ -237,7 +241,7 @@ def _rests(melody: list[NoteEvent], n: int, step: float) -> tuple[np.ndarray, bo
     beat = STEPS_PER_BEAT * step
     for before, after in itertools.pairwise(melody):
         if after.start - before.end >= beat:
-            rest[-(-before.end // GRID):after.start // GRID] = True
+            rest[-(-before.end // GRID):-(-after.start // GRID)] = True
     return rest, bool(rest.any())
 
 
@@ -262,7 +266,8 @@ def pool(scores: list[dict]) -> dict:
     return {
         "tunes": len(scores),
         "harmony": harmony, "chance": chance,
-        "over_chance": round(harmony - chance, 3) if harmony is not None and chance else None,
+        "over_chance": (round(harmony - chance, 3)
+                        if harmony is not None and chance is not None else None),
         "lag_ms": round(best * step_ms, 1), "lag_steps": best,
         "in_key": share("in_key"), "rests_filled": share("rests_filled"),
         "notes_per_s": round(sum(s["notes"] for s in scores) / seconds, 2) if seconds else 0.0,
@@ -291,7 +296,7 @@ def evaluate_online(sets=SETS, models=MODEL_KINDS, limit: int | None = None,
 
 def format_online(report: dict) -> str:
     lines = [f"online, {report['role']}: harmony with the melody sounding then, against the "
-             "same notes a few bars off (chance)",
+             "same notes 5 to 15 beats off (chance)",
              f"{'set':8} {'brain':9} {'tunes':>5} {'harmony':>7} {'chance':>6} {'+':>6} "
              f"{'lag ms':>7} {'in key':>6} {'rests':>6} {'notes/s':>7} {'grid':>5} {'late':>4}"]
     for name, brains in report["sets"].items():

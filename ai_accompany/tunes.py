@@ -4,8 +4,9 @@ A :class:`Tune` is a monophonic melody on the 16th-note grid, with its key, temp
 an accompanist should take for it. Three sets, each never trained on:
 
 - ``chorale``: the soprano lines of the held-out Bach chorales (``models/heldout.npz``);
-- ``folk``: held-out folk tunes from music21's corpus, with their chord symbols
-  (``models/heldout_folk.npz``, written by ``python -m ai_accompany.train --folk``);
+- ``folk``: reels and hornpipes from Ryan's Mammoth Collection in music21's corpus, melody
+  only (the corpus has no chord symbols for them; ``models/heldout_folk.npz``, written by
+  ``python -m ai_accompany.train.folk``);
 - ``pop`` and ``blues`` (:func:`generated`): progressions written here (I–V–vi–IV and its
   kin, the 12-bar blues in major and minor, swung), melodies drawn over them from a seed:
   chord tones on the strong beats, steps of the scale between, phrases of two bars that end

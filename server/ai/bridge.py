@@ -252,7 +252,10 @@ class AiVoice:
         #: What it played, for the session's MIDI file.
         self.notes = notes if notes is not None else NoteLog()
         self._pending: deque[list[NoteEvent]] = deque()  # appended on the loop, taken on ticks
-        self._instrument: str | None = None
+        #: Settings changed on the loop, for the tick thread: ("instrument", name) or
+        #: ("bass_on_bass", bool); and what the tick thread plays with.
+        self._changes: deque[tuple[str, str | bool]] = deque()
+        self._instrument = instrument
         self._bass_on_bass = False
         #: How far ahead of the room's clock events arrived (ms; negative: too late).
         self.lead_ms = Recent()
@@ -262,13 +265,12 @@ class AiVoice:
         self.invalid = 0
 
     def set_instrument(self, name: str) -> None:
-        self._instrument = name  # taken up by the next render, on the tick thread
+        self._changes.append(("instrument", name))  # taken up by the next render (tick thread)
 
     def set_style(self, style: str) -> None:
         """Outside the chorale, the bass line plays on the bass and the voices above on the
         AI's instrument (taken up by the next render)."""
-        self._bass_on_bass = style != "chorale"
-        self._instrument = self._instrument or self.synth.instrument
+        self._changes.append(("bass_on_bass", style != "chorale"))
 
     def deliver(self, events: list, now_sample: int) -> None:
         """Raw events from the sidecar, ``now_sample`` the room clock's latest tick."""
@@ -291,11 +293,13 @@ class AiVoice:
             self.notes.add(good)
 
     def render(self, start: int) -> np.ndarray:
-        if self._instrument is not None:
+        if self._changes:
+            while self._changes:  # appended on the loop, taken here: a deque does both safely
+                what, value = self._changes.popleft()
+                setattr(self, f"_{what}", value)
             self.synth.set_instrument(self._instrument)
             self.synth.set_instrument("bass" if self._bass_on_bass else self._instrument,
                                       voice="bass")
-            self._instrument = None
         while self._pending:
             self.synth.schedule(self._pending.popleft())
         return self.synth.render(start, self.frame) * np.float32(self.volume)

@@ -37,7 +37,10 @@ def read_player(path: str) -> np.ndarray:
         raise CliError(f"cannot read {path}: {exc}") from None
     if info.duration > MAX_SECONDS:
         raise CliError(f"{path} is {info.duration:.0f} s long; at most {MAX_SECONDS:.0f} s")
-    data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    try:
+        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
+        raise CliError(f"cannot read {path}: {exc}") from None
     mono = data.mean(axis=1)
     if rate != SAMPLE_RATE:
         g = gcd(rate, SAMPLE_RATE)

@@ -235,9 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default: the sidecar's, 40)")
     ai_demo = ai_sub.add_parser(
         "demo", help="render a melody accompanied by the AI through the whole path to a WAV file",
-        description="A tune on the electric piano goes through listening, the models (a beat "
-                    "ahead), the synthesiser and the binaural engine: the melody 30° left, the "
-                    "AI 30° right.")
+        description="A tune on the electric piano goes through listening, the models (each "
+                    "note decided just before it sounds), the synthesiser and the binaural "
+                    "engine: the melody 30° left, the AI 30° right.")
     ai_demo.add_argument("--out", required=True, metavar="WAV", help="the stereo file to write")
     ai_demo.add_argument("--role", choices=("accompany", "improvise", "call_response"),
                          default="accompany")

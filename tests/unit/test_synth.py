@@ -310,3 +310,24 @@ def test_note_event_wire_round_trip_is_plain_python():
     assert [type(v) for v in wire] == [int, int, int, float, str]
     assert NoteEvent.from_tuple(wire) == event and NoteEvent.from_tuple(wire[:4]).voice == ""
     assert event.end == 48_960
+
+
+def test_outside_the_chorale_the_ais_bass_line_plays_on_the_bass():
+    """The AI's voice (server/ai/bridge.py): a style set on the event loop reaches the tick's
+    synthesiser with its next frame; the bass line moves to the bass and back."""
+    from server.ai.bridge import AiVoice
+
+    bass_line = [NoteEvent(FRAME, 4 * FRAME, 40, 0.8, "bass")]
+
+    def played(style: str | None) -> np.ndarray:
+        voice = AiVoice("organ")
+        if style is not None:
+            voice.set_style(style)
+        voice.deliver([e.to_tuple() for e in bass_line], 0)
+        return np.concatenate([voice.render(k * FRAME) for k in range(6)])
+
+    on_bass = play(Synth("bass"), bass_line, 6 * FRAME)
+    on_organ = play(Synth("organ"), bass_line, 6 * FRAME)
+    np.testing.assert_array_equal(played("folk"), on_bass)
+    np.testing.assert_array_equal(played("chorale"), on_organ)
+    np.testing.assert_array_equal(played(None), on_organ)
