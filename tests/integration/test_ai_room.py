@@ -13,21 +13,17 @@ import os
 import signal
 import time
 import urllib.request
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from ai_accompany.online import BEAT_ZERO, melody_events, step_samples
-from ai_accompany.tunes import Tune
 from bench.bot import Bot, looped
 from bench.gaps import CpuStall
 from bench.serverproc import ServerProcess
-from dsp.synth import Synth
-from hrtf.constants import FRAME
 from tests.helpers.audio import rms_db
 from tests.helpers.hostile import ticks_the_machine_took
 from tests.helpers.live import metrics, metrics_off_loop, sidecar_pids, wait_for
+from tests.helpers.music import c_major_tune
 
 FRAME_S = 0.020
 
@@ -43,23 +39,8 @@ BAR_S = 4 * 60.0 / BPM
 PLAYS_BARS = RESTS_BARS = 4
 
 
-def tune_with_rests() -> np.ndarray:
-    """Four bars of a tune in C major in quarter notes, then four bars of silence (48 kHz)."""
-    line = [60, 62, 64, 65, 67, 69, 71, 72, 71, 69, 67, 65, 64, 62, 60, 67]
-    steps = 16 * (PLAYS_BARS + RESTS_BARS)
-    pitch, onset = np.full(steps, -1), np.zeros(steps, bool)
-    for beat in range(4 * PLAYS_BARS):
-        pitch[4 * beat:4 * beat + 4] = line[beat]
-        onset[4 * beat] = True
-    synth = Synth("epiano")
-    tune = Tune("scale", "chorale", BPM, pitch, onset, 0, "major")
-    synth.schedule([replace(e, start=e.start - BEAT_ZERO) for e in melody_events(tune)])
-    n = round(steps * step_samples(tune) / FRAME) * FRAME  # whole frames: it loops in time
-    return np.concatenate([synth.render(k, FRAME) for k in range(0, n, FRAME)])
-
-
 async def test_an_ai_musician_plays_rests_with_the_player_survives_its_sidecar_dying(server):
-    async with Bot(server.ws, "ai", "A", looped(tune_with_rests())) as a, \
+    async with Bot(server.ws, "ai", "A", looped(c_major_tune(BPM, PLAYS_BARS, RESTS_BARS))) as a, \
             Bot(server.ws, "ai", "B") as b:
         await b.send({"type": "ai_add", "role": "accompany", "instrument": "organ", "bpm": 100})
         ai = await wait_for(lambda: next((m["id"] for m in b.state["members"]

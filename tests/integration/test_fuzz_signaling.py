@@ -264,6 +264,8 @@ def assert_within_limits(message) -> None:
             assert value in AI_ROLES
         elif name == "instrument" and isinstance(message, AiAdd):
             assert value in AI_INSTRUMENTS
+        elif name == "style":
+            assert value in AI_STYLES
         elif name == "hrtf":
             assert limits.HRTF_RE.fullmatch(value), value
         elif name == "preset":

@@ -22,12 +22,13 @@ import urllib.request
 import numpy as np
 import pytest
 
-from bench.bot import Bot, tone
+from bench.bot import Bot, looped, tone
 from bench.gaps import GapBot
 from bench.serverproc import ServerProcess
 from hrtf.constants import frame_samples
 from tests.helpers.audio import band_level_db, rms_db
 from tests.helpers.live import metrics, metrics_off_loop, wait_for
+from tests.helpers.music import c_major_tune
 
 FRAME_MS = 5.0
 SHORT = frame_samples(FRAME_MS)
@@ -116,7 +117,10 @@ async def test_a_5_ms_room_mixes_a_5_ms_sender_and_a_20_ms_media_track_without_a
 
 
 async def test_an_ai_musician_plays_in_a_5_ms_room(server):
-    async with Bot(server.ws, "short-ai", "B") as b:
+    """A plays a tune (the AI plays once it has heard the key); B hears the AI alone."""
+    async with Bot(server.ws, "short-ai", "A", looped(c_major_tune(100.0))) as a, \
+            Bot(server.ws, "short-ai", "B") as b:
+        await b.send({"type": "mix_override", "source": a.participant, "mute": True})
         await b.send({"type": "ai_add", "role": "accompany", "instrument": "organ", "bpm": 100})
         assert await wait_for(lambda: any(m["id"].startswith("ai-")
                                           for m in b.state["members"]), 5.0), b.state
