@@ -127,7 +127,8 @@ class RoomFrames:
             new.attach(room.member(member_id).slot)
         for slot, volume in voices.items():
             if live.ai_config is not None and not room.is_metronome[slot]:
-                new.add_ai(slot, live.ai_config["instrument"], volume)
+                voice = new.add_ai(slot, live.ai_config["instrument"], volume)
+                voice.set_style(live.ai_config.get("style", "chorale"))  # its bass on the bass
         for slot, listener in settings.items():
             new.configure_listener(slot, **listener)
         new.click_slots = click_slots & set(new.tracks)
