@@ -19,10 +19,9 @@ import soundfile
 
 from ai_accompany.brain import BrainConfig
 from ai_accompany.online import BLOCK, listen_along
-from dsp.notes import LINE_VOICES
-from dsp.offline import render_mono
-from dsp.synth import Synth
 from hrtf.constants import SAMPLE_RATE
+from server.ai.bridge import AiVoice
+from server.cli.ai_demo import duet
 from server.errors import CliError
 
 #: Longest recording taken (s): the whole file is held in memory.
@@ -67,17 +66,11 @@ def run_ai_accompany(args: argparse.Namespace) -> int:
         raise CliError("the AI played nothing: it plays once it has found the beat and heard "
                        f"the key (still waiting for the {status['waiting'] or 'beat'}); a "
                        "longer recording, or --bpm, helps")
-    synth = Synth(args.instrument)
-    synth.line_voices = LINE_VOICES
-    if args.style != "chorale" and args.instrument != "bass":
-        synth.set_instrument("bass", voice="bass")
-    synth.schedule(notes)
-    ai = np.concatenate([synth.render(k, BLOCK) for k in range(0, len(padded), BLOCK)])
-    hrirs = load_hrtf(hrtf_spec(args))
-    stereo = (render_mono(padded, hrirs, azimuth_deg=30.0, distance_m=1.5, limit=False)
-              + render_mono(ai * args.ai_gain, hrirs, azimuth_deg=-30.0, distance_m=1.5,
-                            limit=False))
-    stereo *= 0.9 / max(float(np.max(np.abs(stereo))), 0.9)
+    voice = AiVoice(args.instrument, args.ai_gain)  # the room's AI voice, as it plays there
+    voice.set_style(args.style)
+    voice.deliver([e.to_tuple() for e in notes], -BLOCK)
+    ai = np.concatenate([voice.render(k) for k in range(0, len(padded), BLOCK)])
+    stereo = duet(padded, ai, load_hrtf(hrtf_spec(args)))
     try:
         soundfile.write(args.out, stereo, SAMPLE_RATE, subtype="PCM_16")
     except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:

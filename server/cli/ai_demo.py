@@ -87,6 +87,14 @@ def run_demo_path(bpm: float, role: str, instrument: str, seconds: float,
     return melody, ai, report
 
 
+def duet(player: np.ndarray, ai: np.ndarray, hrirs) -> np.ndarray:
+    """The player 30° to the listener's left and the AI 30° to the right, 1.5 m away,
+    binaurally (``(n, 2)``), scaled to peak at 0.9 at most."""
+    stereo = (render_mono(player, hrirs, azimuth_deg=30.0, distance_m=1.5, limit=False)
+              + render_mono(ai, hrirs, azimuth_deg=-30.0, distance_m=1.5, limit=False))
+    return stereo * (0.9 / max(float(np.max(np.abs(stereo))), 0.9))
+
+
 def run_ai_demo(args: argparse.Namespace) -> int:
     from hrtf.library import load_hrtf
     from server.cli.args import hrtf_spec
@@ -96,12 +104,7 @@ def run_ai_demo(args: argparse.Namespace) -> int:
     if report["events"] == 0:
         raise CliError("the AI played nothing: it plays once it has found the beat and heard "
                        "the key (a few seconds of the tune); give it more --seconds")
-    hrirs = load_hrtf(hrtf_spec(args))
-    left = render_mono(melody, hrirs, azimuth_deg=30.0, distance_m=1.5, limit=False)
-    right = render_mono(ai, hrirs, azimuth_deg=-30.0, distance_m=1.5, limit=False)
-    stereo = left + right
-    peak = float(np.max(np.abs(stereo))) or 1.0
-    stereo *= 0.9 / max(peak, 0.9)
+    stereo = duet(melody, ai, load_hrtf(hrtf_spec(args)))
     try:
         scipy.io.wavfile.write(args.out, SAMPLE_RATE, (stereo * 32767).astype(np.int16))
     except OSError as exc:
