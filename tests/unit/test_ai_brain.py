@@ -12,6 +12,7 @@ from ai_accompany.tunes import Tune
 from dsp.downmix import AnalysisDownmix
 from dsp.notes import cut_lines
 from dsp.synth import Synth
+from tests.helpers.music import LINE
 
 BLOCK = ANALYSIS_RATE // 50  # 20 ms
 ROOM_PER_BLOCK = 960
@@ -21,12 +22,11 @@ BEAT = 60 * 48_000 // 120
 
 def scale_tune(bars: int = 4, rest_bars: tuple[int, ...] = ()) -> Tune:
     """C major up and down in quarter notes, ``bars`` bars; the bars in ``rest_bars`` silent."""
-    line = [60, 62, 64, 65, 67, 69, 71, 72, 71, 69, 67, 65, 64, 62, 60, 67]
     pitch, onset = np.full(bars * 16, -1), np.zeros(bars * 16, bool)
     for beat in range(bars * 4):
         if beat // 4 in rest_bars:
             continue
-        pitch[beat * 4:beat * 4 + 4] = line[beat % len(line)]
+        pitch[beat * 4:beat * 4 + 4] = LINE[beat % len(LINE)]
         onset[beat * 4] = True
     return Tune("scale", "chorale", BPM, pitch, onset, 0, "major")
 
