@@ -384,12 +384,8 @@ class Models:
     def harmonise(self, melody: int | None, bar_step: int, key, chord=(None, "none")
                   ) -> tuple[int | None, ...]:
         """The voices at this step; ``melody`` is the newest heard (the step before's)."""
-        forecast = None
-        if self.forecast is not None:
-            tonic, mode = key if key is not None else (0, "major")
-            root, quality = chord
-            forecast = self.forecast.step(melody, root, _QUALITIES.get(quality, quality),
-                                          tonic, mode, bar_step)
+        forecast = (None if self.forecast is None
+                    else _forecast(self.forecast, melody, bar_step, key, chord))
         return self.harmoniser.step(melody, [melody], bar_step, key=key, forecast=forecast)
 
     def ahead(self, melody: int | None, bar_step: int, steps: int, key, chord=(None, "none")
@@ -403,12 +399,10 @@ class Models:
             forecast = copy.copy(self.forecast)
             forecast.model = _copy_model(self.forecast.model)
         voices, guess = harmoniser.sounding, melody
-        tonic, mode = key if key is not None else (0, "major")
         for k in range(steps):
             chances = None
             if forecast is not None:
-                chances = forecast.step(guess, chord[0], _QUALITIES.get(chord[1], chord[1]),
-                                        tonic, mode, (bar_step + k) % 16)
+                chances = _forecast(forecast, guess, (bar_step + k) % 16, key, chord)
                 if guess is not None and chances.any():
                     pc = int(np.argmax(chances))
                     guess = guess + ((pc - guess) % 12 + 6) % 12 - 6  # nearest such pitch
@@ -449,6 +443,14 @@ def load_models(kind: str = "onnx") -> Models:
     baseline.harmoniser.consonant = True
     return Models(baseline.harmoniser, baseline.improviser, "baseline",
                   models.MelodyForecast(models.load_baseline().improviser))
+
+
+def _forecast(forecast, melody: int | None, bar_step: int, key, chord) -> np.ndarray:
+    """One step of a :class:`~ai_accompany.models.MelodyForecast` with what the brain heard
+    (C major until the key is known)."""
+    tonic, mode = key if key is not None else (0, "major")
+    root, quality = chord
+    return forecast.step(melody, root, _QUALITIES.get(quality, quality), tonic, mode, bar_step)
 
 
 def _copy_model(model):
