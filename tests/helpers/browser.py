@@ -146,3 +146,40 @@ def skip_if_starved(page, before: int, what: str) -> None:
     if skipped > STARVED_SKIPPED_TICKS:
         pytest.skip(f"{what}, but the machine was starved of CPU meanwhile ({skipped} ticks "
                     "skipped): not a verdict on the code")
+
+
+#: The page's playout counts that move its audio in time: a frame concealed, skipped or
+#: added, a restart, an overflow. Any of them in a window shifts what follows by up to a frame.
+TIME_MOVES = ("underruns", "concealed", "overflows", "restarts", "shrunk", "skipped", "late")
+#: How long after a window both the page's playout stats (every 0.25 s) and the server's
+#: ``stats`` (every 1 s) have surely reported on it.
+REPORTED_S = 1.3
+
+
+def time_moves(page) -> float:
+    """What has moved the page's received audio in time so far: its playout's counts
+    (:data:`TIME_MOVES`, low-latency transport) plus the ticks the room skipped."""
+    playout = page.evaluate("spatialjam.lowLatency()?.playout") or {}
+    return sum(playout.get(name) or 0 for name in TIME_MOVES) + skipped_ticks(page)
+
+
+def steady_received(page, holds, tries: int = 3) -> tuple[np.ndarray, int]:
+    """The page's last ~0.68 s of received audio (left ear) and its rate, taken when
+    ``holds(samples, rate)`` is true or when nothing moved that audio in time meanwhile.
+
+    A window where the playout concealed or skipped a frame, or the room skipped a tick, is
+    no verdict on timing: it is taken again, up to ``tries`` times, and the test is skipped,
+    saying why, if every window was moved. A window that fails with nothing moved is returned
+    for the caller's assert to fail on."""
+    for _ in range(tries):
+        before = time_moves(page)
+        time.sleep(SETTLE_S)  # the whole window after ``before``'s reports
+        received = page.evaluate("spatialjam.received()")
+        samples, rate = np.array(received["samples"]), int(received["rate"])
+        if holds(samples, rate):
+            return samples, rate
+        time.sleep(REPORTED_S)
+        if time_moves(page) == before:
+            return samples, rate
+    pytest.skip(f"the received audio was moved in time (a frame concealed or skipped, or a "
+                f"tick skipped) in each of {tries} windows: not a verdict on its timing")
