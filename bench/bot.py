@@ -171,6 +171,9 @@ class Bot:
         self.media_restarts = 0
         self.received: list[np.ndarray] = []  # stereo frames (n, 2) float32
         self.received_at: list[float] = []  # time.monotonic() when each frame arrived
+        #: Each frame's place in the sender's stream (samples at 48 kHz, wrapping at 2**32):
+        #: the RTP timestamp, or the data channel packet's room sample.
+        self.received_pts: list[int] = []
         self._ws = None
         self._tasks: list[asyncio.Task] = []
         self._replies: dict[str, asyncio.Future] = {}
@@ -258,12 +261,14 @@ class Bot:
     def mix_message(self, message: bytes | str) -> None:
         """A message of the mix on the data channel: decoded (as it arrives) and recorded."""
         try:
-            stereo = self._decoder.decode(parse(message).opus)
+            packet = parse(message)
+            stereo = self._decoder.decode(packet.opus)
         except (PacketError, OpusError):
             self.bad_packets += 1
             return
         self.received.append(stereo)
         self.received_at.append(time.monotonic())
+        self.received_pts.append(packet.timestamp)
 
     async def _send_channel(self, channel) -> None:
         """The signal, frame by frame in real time (paced by :class:`SignalTrack`), as Opus
@@ -359,6 +364,15 @@ class Bot:
                 stereo = np.repeat(stereo, 2, axis=1)
             self.received.append(stereo[:, :2])
             self.received_at.append(time.monotonic())
+            self.received_pts.append(int(frame.pts or 0))
+
+    def breaks(self, start: int, stop: int) -> int:
+        """Places among received frames ``start:stop`` where a frame does not follow on from
+        the one before in the sender's stream (one lost, late, repeated or reordered): the
+        audio there is not continuous in time."""
+        pts = np.array(self.received_pts[start:stop], dtype=np.int64)
+        lengths = np.array([len(f) for f in self.received[start:stop - 1]], dtype=np.int64)
+        return int(np.count_nonzero((pts[1:] - pts[:-1]) % 2**32 != lengths))
 
     def recording(self) -> np.ndarray:
         return np.concatenate(self.received) if self.received else np.zeros((0, 2), np.float32)

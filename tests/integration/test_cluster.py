@@ -102,13 +102,23 @@ async def test_a_dead_nodes_rooms_are_taken_over(redis_url, prefix):
 
 async def test_new_rooms_go_to_the_least_loaded_node(redis_url, prefix):
     async with running(redis_url, prefix, *"abc", loads=(0.6, 0.1, 0.3)) as (a, b, _):
+        await seen_loads(a, {"a": 0.6, "b": 0.1, "c": 0.3})
         chosen = await a.place("new-room")
         assert chosen.id == "b"
         assert "new-room" not in a.rooms  # b claims it when the join reaches it
         assert (await b.place("new-room")).id == "b" and "new-room" in b.rooms
         b.load = 0.9
-        await asyncio.sleep(2 * BEAT_S)
+        await seen_loads(a, {"a": 0.6, "b": 0.9, "c": 0.3})  # b's next heartbeat says so
         assert (await a.place("another")).id == "c"
+
+
+async def seen_loads(viewer: Cluster, loads: dict[str, float], within_s: float = 10.0) -> None:
+    """Wait until ``viewer`` sees exactly the nodes of ``loads`` with those loads (their
+    heartbeats: a busy machine may hold one back for longer than its beat)."""
+    deadline = time.monotonic() + within_s
+    while (seen := {n.id: n.load for n in await viewer.nodes()}) != loads:
+        assert time.monotonic() < deadline, f"{viewer.id} sees {seen}, not {loads}"
+        await asyncio.sleep(BEAT_S / 4)
 
 
 async def test_unreachable_redis_is_said_plainly():
