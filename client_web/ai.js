@@ -81,11 +81,14 @@ export class AiPanel {
     const heard = h ? [h.key, h.chord && `chord ${h.chord}`, h.bpm && `${h.bpm} bpm`,
       h.style && `plays ${h.style} style`].filter(Boolean).join(" · ") : "";
     const waiting = h && WAITING[h.waiting];
-    const lead = h && h.lead_ms ? ` It decides each note ${Math.round(h.lead_ms)} ms before it sounds.` : "";
+    const lead = h && h.lead_ms ? ` It decides each note ${Math.round(h.lead_ms)} ms before it sounds` : "";
+    const arrives = lead && h.arrives_ms !== null && h.arrives_ms !== undefined
+      ? `; its notes reach the room ${Math.round(h.arrives_ms)} ms early` : "";
+    const late = lead && h.late ? ` (${h.late} came too late and were dropped)` : "";
     const plan = h && h.playing ? ` Playing ${h.playing}${h.coming ? `, next beat ${h.coming}` : ""}.` : "";
     this.el("state").textContent = !this.ai ? "No AI musician in this room."
       : (waiting ? `${waiting} ` : "")
-        + (heard ? `Hears ${heard}.${plan}${lead} Drag its marker on the stage to move it.`
+        + (heard ? `Hears ${heard}.${plan}${lead}${arrives}${late}${lead ? "." : ""} Drag its marker on the stage to move it.`
           : "Drag its marker on the stage to move it.");
   }
 

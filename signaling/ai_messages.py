@@ -164,11 +164,14 @@ class AiHears(WireMessage):
     ``key``, ``players`` while they rest; ``null``: it plays); ``lead_ms`` how long before a
     note sounds it decides it; ``style`` its texture; ``playing`` the chord its voices sound
     and ``coming`` the one it plans for the next beat (an accompanist's; ``null`` while it
-    waits)."""
+    waits); ``arrives_ms``: how long before their time its notes reached the room's clock,
+    the median of its recent notes (``null`` before any), and ``late``: its notes so far that
+    came too late to sound (dropped)."""
 
     TYPE: ClassVar[str] = "ai_hears"
     NULLABLE: ClassVar[frozenset[str]] = frozenset({"bpm", "key", "chord", "waiting",
-                                                     "lead_ms", "style", "playing", "coming"})
+                                                     "lead_ms", "style", "playing", "coming",
+                                                     "arrives_ms"})
 
     ai: str
     bpm: float | None
@@ -180,3 +183,5 @@ class AiHears(WireMessage):
     style: str | None = None
     playing: str | None = None
     coming: str | None = None
+    arrives_ms: float | None = None
+    late: int = 0

@@ -98,12 +98,16 @@ class AiMusicians:
             return float(value) if ok and math.isfinite(value) else None
 
         waiting = text("waiting")
+        voice = live.runner.ai_voices.get(present[0].slot) if live.runner else None
+        arrives = (round(voice.lead_ms.percentile(50), 1)
+                   if voice is not None and len(voice.lead_ms) else None)
         message = encode(AiHears(ai=present[0].id, bpm=number("bpm"),
                                  key=text("key"), chord=text("chord"),
                                  locked=bool(status.get("locked")),
                                  waiting=waiting if waiting in AI_WAITING else None,
                                  lead_ms=number("lead_ms"), style=text("style"),
-                                 playing=text("playing"), coming=text("coming")))
+                                 playing=text("playing"), coming=text("coming"),
+                                 arrives_ms=arrives, late=voice.late if voice else 0))
         if message == live.ai_hears_sent:
             return
         live.ai_hears_sent = message

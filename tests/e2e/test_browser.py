@@ -278,9 +278,11 @@ def test_an_ai_musician_added_from_the_page_is_heard_and_removed(jam):
     heard, levels = settle(b, lambda lv: max(lv["left_db"], lv["right_db"]) > -45,
                            AI_BAND_HZ, wait_s=25.0, settle_s=0)
     assert heard, f"B does not hear the AI musician: {levels}"
-    # The panel says how far ahead it decides (ai_hears), in the style chosen.
+    # The panel says how far ahead it decides and how early its notes arrive (ai_hears), in
+    # the style chosen.
     b.wait_for_function("document.querySelector(\"[data-ai='state']\").textContent"
-                        ".includes('ms before it sounds')", timeout=5_000)
+                        ".includes('ms before it sounds; its notes reach the room')",
+                        timeout=5_000)
     assert "plays folk style" in b.text_content("[data-ai='state']")
     b.click("[data-ai='remove']")
     b.wait_for_function("!document.querySelector(\"[data-ai='add']\").disabled",

@@ -100,7 +100,8 @@ def server_message(d: dict):
         return Levels(d["levels"])
     if kind == "ai_hears":
         return AiHears(d["ai"], d["bpm"], d["key"], d["chord"], d["locked"], d["waiting"],
-                       d["lead_ms"], d["style"], d["playing"], d["coming"])
+                       d["lead_ms"], d["style"], d["playing"], d["coming"], d["arrives_ms"],
+                       d["late"])
     if kind == "frame_changed":
         return FrameChanged(d["frame_ms"], d["by"])
     assert kind == "pong"
