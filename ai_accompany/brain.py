@@ -18,7 +18,8 @@ less. So:
   and keeps quiet while they play.
 
 No pitched note sounds before the key is known: the AI listens first (with a fixed tempo and
-the metronome, it counts in and clicks meanwhile).
+the metronome, it counts in and clicks meanwhile), unless the room declares its key
+(``key_tonic``, ``key_mode``): then it plays in that key from the first beat after the count-in.
 
 With ``metronome`` on, every beat also gets a click (voice ``metronome``, accented on the
 downbeat); with a fixed tempo the first bar is a count-in: clicks alone. With the room's
@@ -87,6 +88,10 @@ class BrainConfig:
     #: The room sample of the room metronome's beat zero (a downbeat), -1 without: with a
     #: fixed tempo the AI's beat grid is the room's.
     beat_zero: int = -1
+    #: The key the room declares (tonic pitch class 0..11, -1: none, and its mode): played in
+    #: from the start instead of the key heard.
+    key_tonic: int = -1
+    key_mode: str = "major"
     seed: int = 0
 
     @classmethod
@@ -113,6 +118,10 @@ class BrainConfig:
         beat_zero = d.get("beat_zero")
         if isinstance(beat_zero, int) and not isinstance(beat_zero, bool) and beat_zero >= 0:
             config = replace(config, beat_zero=beat_zero)
+        tonic = d.get("key_tonic")
+        if isinstance(tonic, int) and not isinstance(tonic, bool) and 0 <= tonic <= 11 \
+                and d.get("key_mode") in ("major", "minor"):
+            config = replace(config, key_tonic=tonic, key_mode=d["key_mode"])
         seed = d.get("seed")
         if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
             config = replace(config, seed=seed)
@@ -188,7 +197,7 @@ class Brain:
             "models": self.models.kind,
             "locked": bool(a and a.locked),
             "bpm": round(a.bpm, 1) if a and a.bpm else None,
-            "key": _key_name(a.key_tonic, a.key_mode) if a and a.key_tonic is not None else None,
+            "key": _key_name(*key) if (key := self._key(a)) is not None else None,
             "chord": (_chord_name(a.chord_root, a.chord_quality)
                       if a and a.chord_root is not None else None),
             "beats_planned": self.beats_planned,
@@ -203,7 +212,7 @@ class Brain:
         An accompanist's only; None while it waits."""
         if self.config.role != "accompany" or a is None or self._waiting(a) is not None:
             return {"playing": None, "coming": None}
-        key = (a.key_tonic, a.key_mode)
+        key = self._key(a)
         steps = STEPS_PER_BEAT - self._bar_step % STEPS_PER_BEAT
         coming = self.models.ahead(self._melody(a), (self._bar_step + 1) % 16, steps, key,
                                    (a.chord_root, a.chord_quality or "none"))
@@ -214,11 +223,20 @@ class Brain:
         """What it waits for before it plays: ``"beat"``, ``"key"``, ``"players"`` or None."""
         if a is None or not (a.locked or self.config.bpm > 0):
             return "beat"
-        if a.key_tonic is None:
+        if self._key(a) is None:
             return "key"
         if self.config.role == "accompany" and self._resting(a.beat_period):
             return "players"
         return None
+
+    def _key(self, a) -> tuple[int, str] | None:
+        """The key it plays in: the room's, if it declares one, else the key heard (None:
+        not yet)."""
+        if self.config.key_tonic >= 0:
+            return self.config.key_tonic, self.config.key_mode
+        if a is None or a.key_tonic is None:
+            return None
+        return a.key_tonic, a.key_mode
 
     # deciding ---------------------------------------------------------------------------------
 
@@ -275,7 +293,7 @@ class Brain:
         # The count-in: the first beats (this one is number ``beats_planned``) only listen.
         counting_in = self.config.bpm > 0 and self.beats_planned <= self.count_in_beats
         if self.config.role == "accompany":
-            key = (a.key_tonic, a.key_mode) if a.key_tonic is not None else None
+            key = self._key(a)
             chord = (a.chord_root, a.chord_quality or "none")
             voices = dict(zip(("alto", "tenor", "bass"),
                               self.models.harmonise(self._melody(a), bar_step, key, chord),
@@ -339,9 +357,10 @@ class Brain:
         if self.config.role == "call_response" and self.now - self._heard_onset_at < period:
             self.models.rest()
             return []  # the players are playing: listen
+        tonic, mode = self._key(a) or (0, "major")
         pitches = [self.models.improvise(
-            a.chord_root if a.chord_root is not None else (a.key_tonic or 0),
-            a.chord_quality or "maj", a.key_tonic or 0, a.key_mode or "major",
+            a.chord_root if a.chord_root is not None else tonic,
+            a.chord_quality or "maj", tonic, mode,
             bar_step + k, self.config.temperature, TOP_P, self.rng)
             for k in range(STEPS_PER_BEAT)]
         return _notes("lead", pitches, start, period / STEPS_PER_BEAT)

@@ -1,9 +1,13 @@
 // The room's metronome (`set_metronome`, `hear_metronome` in docs/PROTOCOL.md): the room's
 // admin sets it for everyone (on, tempo, metre, accent); each player chooses how to hear it
 // (centred, from its place on the stage, or not at all), remembered on this browser and sent
-// again after every join (the server starts each join centred).
+// again after every join (the server starts each join centred). The admin also declares the
+// room's key here: an AI musician plays in it without listening for it first.
 
 const HEAR_KEY = "spatialjam.hearMetronome";
+/** The keys a room may declare, in the server's spelling (`set_metronome`'s `key`). */
+const TONICS = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"];
+const KEYS = ["major", "minor"].flatMap((mode) => TONICS.map((tonic) => `${tonic} ${mode}`));
 
 export class MetronomePanel {
   /**
@@ -25,6 +29,8 @@ export class MetronomePanel {
     this.el("accent").addEventListener("change", () => {
       this.set({ accent: this.el("accent").checked });
     });
+    for (const key of KEYS) this.el("key").add(new Option(key, key));
+    this.el("key").addEventListener("change", () => this.set({ key: this.el("key").value }));
     this.el("hear").value = localStorage.getItem(HEAR_KEY) ?? "centre";
     this.el("hear").addEventListener("change", () => {
       localStorage.setItem(HEAR_KEY, this.el("hear").value);
@@ -46,12 +52,17 @@ export class MetronomePanel {
   update(metronome, joined, admin) {
     this.state = metronome ?? null;
     const m = this.state ?? { on: false, bpm: 100, beats_per_bar: 4, accent: true };
-    for (const name of ["on", "bpm", "metre", "accent"]) this.el(name).disabled = !joined || !admin;
+    for (const name of ["on", "bpm", "metre", "accent", "key"]) {
+      this.el(name).disabled = !joined || !admin;
+    }
     this.el("reason").hidden = admin;
     this.el("on").checked = m.on;
     if (document.activeElement !== this.el("bpm")) this.el("bpm").value = String(m.bpm);
     this.el("metre").value = String(m.beats_per_bar);
     this.el("accent").checked = m.accent;
-    this.el("now").textContent = m.on ? `♩ = ${m.bpm} · ${m.beats_per_bar} beats a bar` : "off";
+    this.el("key").value = m.key ?? "";
+    const key = m.key ? `in ${m.key}` : "";
+    this.el("now").textContent = [m.on ? `♩ = ${m.bpm} · ${m.beats_per_bar} beats a bar` : "off", key]
+      .filter(Boolean).join(" · ");
   }
 }

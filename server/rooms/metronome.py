@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from server.rooms.room import RoomFull
 from server.tick.metronome import Metronome
-from signaling.metronome_messages import HearMetronome, SetMetronome
+from signaling.metronome_messages import HearMetronome, SetMetronome, key_parts
 
 if TYPE_CHECKING:
     from server.rooms.live import LiveRoom, Participant, RoomHost
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: A first metronome's settings, before the admin's message is applied.
-DEFAULTS = {"on": False, "bpm": 100.0, "beats_per_bar": 4, "accent": True, "count_in_bars": 1}
+DEFAULTS = {"on": False, "bpm": 100.0, "beats_per_bar": 4, "accent": True, "count_in_bars": 1,
+            "key": None}
 #: The fastest tempo the AI musician plays at (its ``bpm`` setting's limit).
 AI_MAX_BPM = 240.0
 #: Beat zero is this many frames ahead of the clock when the metronome starts: the tick that
@@ -45,8 +46,10 @@ class RoomMetronomes:
         if live is None:
             return
         changes = {name: getattr(message, name)
-                   for name in ("on", "bpm", "beats_per_bar", "accent", "count_in_bars")
+                   for name in ("on", "bpm", "beats_per_bar", "accent", "count_in_bars", "key")
                    if getattr(message, name) is not None}
+        if changes.get("key") == "":
+            changes["key"] = None  # no key declared: an AI musician listens for it
         settings = {**DEFAULTS, **(live.room.metronome_settings or {}), **changes}
         live.room.metronome_settings = settings
         self.apply(live)
@@ -100,9 +103,13 @@ def ai_config(live: LiveRoom) -> dict:
     """The AI musician's settings as it plays them: at the metronome's tempo while it is on
     (half of it above the AI's 240 bpm: half time) and on its beat grid (from its beat zero),
     after its count-in (whole bars of the room's metre), without a click of its own (the
-    room's metronome clicks)."""
+    room's metronome clicks). The room's key, when it declares one (on or off), is the AI's:
+    it plays in it without listening for it first."""
     config = dict(live.ai_config or {})
     settings = live.room.metronome_settings
+    parts = key_parts(settings["key"]) if settings and settings.get("key") else None
+    if parts is not None:
+        config["key_tonic"], config["key_mode"] = parts
     if settings is not None and settings["on"]:
         bpm = float(settings["bpm"])
         config["bpm"] = bpm / 2 if bpm > AI_MAX_BPM else bpm

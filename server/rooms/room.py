@@ -29,7 +29,7 @@ import numpy as np
 
 from dsp.geometry import EAR_HEIGHT_M, Scene, forward_vectors, yaw_pitch_roll_matrix
 from hrtf.constants import FRAME_CHOICES_MS, FRAME_MS, SAMPLE_RATE
-from signaling.metronome_messages import MetronomeState
+from signaling.metronome_messages import MetronomeState, key_name, key_parts
 from signaling.recording_messages import RecordingNow
 from signaling.render_messages import RoomAcoustics
 from signaling.server_messages import Member as WireMember
@@ -203,8 +203,10 @@ def saved_metronome(settings) -> dict | None:
     if not (isinstance(on, bool) and isinstance(accent, bool) and 30.0 <= bpm <= 300.0
             and 1 <= beats <= 16 and 0 <= count_in <= 4):
         return None
+    key = settings.get("key")
+    parts = key_parts(key) if isinstance(key, str) else None
     return {"on": on, "bpm": bpm, "beats_per_bar": beats, "accent": accent,
-            "count_in_bars": count_in}
+            "count_in_bars": count_in, "key": key_name(*parts) if parts else None}
 
 
 def default_position(slot: int) -> tuple[float, float, float]:
@@ -587,4 +589,5 @@ class Room:
         return MetronomeState(on=bool(m["on"]), bpm=float(m["bpm"]),
                               beats_per_bar=int(m["beats_per_bar"]), accent=bool(m["accent"]),
                               count_in_bars=int(m["count_in_bars"]),
-                              beat_zero_s=round(self.metronome_origin / SAMPLE_RATE, 6))
+                              beat_zero_s=round(self.metronome_origin / SAMPLE_RATE, 6),
+                              key=m.get("key"))

@@ -209,6 +209,10 @@ def test_the_room_metronome_is_set_from_the_page_and_heard_as_each_player_choose
         a.wait_for_function("spatialjam.state.metronome?.on && spatialjam.state.metronome.bpm"
                             " === 120", timeout=5_000)
         assert a.text_content("[data-metro='now']") == "♩ = 120 · 4 beats a bar"
+        b.select_option("[data-metro='key']", "D major")  # the room's key, for an AI musician
+        a.wait_for_function("spatialjam.state.metronome?.key === 'D major'", timeout=5_000)
+        assert a.text_content("[data-metro='now']") == "♩ = 120 · 4 beats a bar · in D major"
+        assert a.input_value("[data-metro='key']") == "D major"
         assert any(s["source"] == "metronome" for s in a.evaluate("spatialjam.state.stage"))
         assert b.text_content("[data-source='metronome'] .mix-who") == "Metronome"
         starved = skipped_ticks(b)
@@ -230,6 +234,7 @@ def test_the_room_metronome_is_set_from_the_page_and_heard_as_each_player_choose
         assert b.evaluate("localStorage.getItem('spatialjam.hearMetronome')") == "off"
     finally:
         b.select_option("[data-metro='hear']", "centre")
+        b.select_option("[data-metro='key']", "")
         b.uncheck("[data-metro='on']")
         b.click(a_mute)
     a.wait_for_function("spatialjam.state.metronome?.on === false", timeout=5_000)

@@ -90,6 +90,16 @@ async def test_an_ai_musician_plays_rests_with_the_player_survives_its_sidecar_d
         await a.send({"type": "ai_add"})
         assert await wait_for(lambda: any(e["code"] == "ai_exists" for e in a.errors), 5.0)
 
+        # The key the room declares is the one it plays in, over the key it hears; none
+        # declared, it goes back to what it hears.
+        await b.send({"type": "set_metronome", "on": False, "key": "g major"})
+        assert await wait_for(lambda: (b.ai_hears or {}).get("key") == "G major", 10.0), \
+            b.ai_hears
+        assert b.state["metronome"]["key"] == "G major"
+        await b.send({"type": "set_metronome", "on": False, "key": ""})
+        assert await wait_for(lambda: (b.ai_hears or {}).get("key") == "C major", 10.0), \
+            b.ai_hears
+
         # Kill the sidecar: another one starts, the AI plays again, B's mix never stops. A new
         # sidecar takes a core for a second or more as it starts (more on a fresh install, its
         # kernels compiling): on 2 cores the server's tick then waits for a CPU now and then,

@@ -154,7 +154,8 @@ SCHEMAS = {
     "mute_self": fields({"muted": st.booleans()}),
     "set_metronome": fields({"on": st.booleans()},
                             {"bpm": number(30.0, 300.0), "beats_per_bar": st.integers(1, 16),
-                             "accent": st.booleans(), "count_in_bars": st.integers(0, 4)}),
+                             "accent": st.booleans(), "count_in_bars": st.integers(0, 4),
+                             "key": st.sampled_from(["", "D major", "bb minor", "F♯ m"])}),
     "hear_metronome": fields({"mode": st.sampled_from(["off", "centre", "stage"])}),
     "set_frame": fields({"frame_ms": st.sampled_from([2.5, 5, 10, 20.0])}),
 }

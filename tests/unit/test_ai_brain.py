@@ -168,3 +168,24 @@ def test_chords_are_named_from_the_voices():
     assert name_chord((72, 64, 57)) == "Am"
     assert name_chord((65, 59, 43)) == "G7"
     assert name_chord((None, None, None)) is None
+
+
+def test_a_key_the_room_declares_is_played_in_from_the_players_first_beat():
+    """Told the key (the room's ``set_metronome`` ``key``), it does not wait to hear it: it
+    joins on the player's second beat (the first is heard before it can answer), in the key
+    told; without, it listens for beats first."""
+    grid = on_the_grid(BrainConfig(bpm=BPM, metronome=True, instrument="organ"))
+    told = BrainConfig.from_dict({**grid.__dict__, "key_tonic": 0, "key_mode": "major"})
+    assert (told.key_tonic, told.key_mode) == (0, "major")
+    melody_starts = BEAT_ZERO + 4 * BEAT
+    first = {}
+    for name, config in (("told", told), ("heard", grid)):
+        notes = pitched(run(config, 9.0, scale_tune()))
+        first[name] = min(n.start for n in notes) - melody_starts
+        assert all(n.pitch % 12 in (0, 2, 4, 5, 7, 9, 11) for n in notes)
+    assert first["told"] <= BEAT < first["heard"], first
+    silent = Brain(told)  # before anything is heard it names the key it was told
+    assert silent.status()["key"] == "C major"
+    for bad in ({"key_tonic": 12, "key_mode": "major"}, {"key_tonic": 2, "key_mode": "lydian"},
+                {"key_tonic": True, "key_mode": "major"}, {"key_tonic": "D"}):
+        assert BrainConfig.from_dict(bad).key_tonic == -1, bad

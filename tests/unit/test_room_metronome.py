@@ -12,7 +12,8 @@ from server.rooms.metronome import LEAD_FRAMES, RoomMetronomes, ai_config, hear
 from server.rooms.room import Room, saved_metronome
 from server.tick.runner import RoomRunner
 
-ON = {"on": True, "bpm": 90.0, "beats_per_bar": 3, "accent": True, "count_in_bars": 2}
+ON = {"on": True, "bpm": 90.0, "beats_per_bar": 3, "accent": True, "count_in_bars": 2,
+      "key": None}
 
 
 @pytest.fixture
@@ -76,7 +77,22 @@ def test_the_ai_plays_at_its_tempo_on_its_grid_after_its_count_in(live):
     assert ai_config(live) == live.ai_config
 
 
+def test_the_ai_takes_the_key_the_room_declares_whether_or_not_it_clicks(live):
+    live.ai_config = {"bpm": 0.0, "role": "accompany"}
+    assert "key_tonic" not in ai_config(live)  # no key declared: it listens for one
+    for on in (True, False):
+        live.room.metronome_settings = {**ON, "on": on, "key": "Bb minor"}
+        config = ai_config(live)
+        assert (config["key_tonic"], config["key_mode"]) == (10, "minor")
+    live.room.metronome_origin = 0
+    assert live.room.describe().metronome.key == "Bb minor"
+
+
 def test_saved_settings_are_checked_and_kept_across_a_restore():
+    assert saved_metronome({**ON, "key": "bb MINOR"})["key"] == "Bb minor"
+    # A room saved before keys, or with a key no longer read: its metronome, without a key.
+    old = {k: v for k, v in ON.items() if k != "key"}
+    assert saved_metronome(old) == ON == saved_metronome({**ON, "key": "Q major"})
     assert saved_metronome(dict(ON)) == ON
     for bad in (None, [], {**ON, "bpm": 500}, {**ON, "on": 1}, {"on": True}):
         assert saved_metronome(bad) is None

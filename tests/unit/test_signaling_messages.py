@@ -119,6 +119,11 @@ VALID = [
      SetMetronome(on=True, bpm=92.5, beats_per_bar=3, accent=False, count_in_bars=2,
                   msg_id="m")),
     (message(type="hear_metronome", mode="stage"), HearMetronome(mode="stage")),
+    # The room's key, in the room's spelling; "" declares none.
+    (message(type="set_metronome", on=False, key="d minor"), SetMetronome(on=False, key="D minor")),
+    (message(type="set_metronome", on=True, key=" A# "), SetMetronome(on=True, key="Bb major")),
+    (message(type="set_metronome", on=True, key="F♯ m"), SetMetronome(on=True, key="F# minor")),
+    (message(type="set_metronome", on=True, key=""), SetMetronome(on=True, key="")),
 ]
 
 
@@ -271,6 +276,9 @@ MALFORMED = [
     (message(type="set_metronome", on=True, beats_per_bar=0), ErrorCode.OUT_OF_RANGE),
     (message(type="set_metronome", on=True, beats_per_bar=3.5), ErrorCode.BAD_TYPE),
     (message(type="set_metronome", on=True, count_in_bars=5), ErrorCode.OUT_OF_RANGE),
+    (message(type="set_metronome", on=True, key="H major"), ErrorCode.BAD_VALUE),
+    (message(type="set_metronome", on=True, key="D dorian"), ErrorCode.BAD_VALUE),
+    (message(type="set_metronome", on=True, key=2), ErrorCode.BAD_TYPE),
     (message(type="hear_metronome", mode="left"), ErrorCode.BAD_VALUE),
     (message(type="hear_metronome", mode="Centre!"), ErrorCode.BAD_VALUE),
     # SDP
