@@ -165,7 +165,7 @@ VALID = st.sampled_from(sorted(SCHEMAS)).flatmap(
 #: The JSON types each field takes, and the numeric range of the numeric ones.
 STRING_FIELDS = {"type", "room", "name", "instrument", "seat", "token", "sdp", "candidate",
                  "sdpMid", "usernameFragment", "source", "ai", "role", "member", "reason",
-                 "hrtf", "preset", "binaural_of", "text", "mode"}
+                 "hrtf", "preset", "binaural_of", "text", "mode", "key", "style"}
 BOOL_FIELDS = {"mute", "metronome", "all", "locked", "acoustics", "reference", "muted", "on",
                "accent"}
 #: Numeric fields that take integers only (1.0 is the wrong type there).
