@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=("harmoniser", "improviser", "baseline", "forecaster",
                                         "all"), default="all",
-                   help="forecaster: the melody forecaster, on folk tunes (Ryan's Mammoth, "
-                        "the held-out ones left out) and the training chorales' melodies")
+                   help="forecaster: the melody forecaster, on folk tunes (Ryan's Mammoth and "
+                        "O'Neill's, the held-out ones left out) and the training chorales' "
+                        "melodies")
     p.add_argument("--folk-tunes", type=_positive, metavar="N",
                    help="the forecaster: the first N folk tunes only (smoke tests)")
     p.add_argument("--epochs", type=_positive, default=DEFAULT_EPOCHS,
@@ -166,10 +167,13 @@ def forecaster_pieces(args, chorales: list[dict]) -> list[dict]:
                  "chord_quality": np.full(len(p["tokens"]), none)} for p in chorales]
     log.info("forecaster: %d folk tunes (%d in their keys), %d chorale melodies", len(tunes),
              len(moved), len(melodies))
+    ryans = sum(p["id"].startswith("ryansMammoth/") for p in tunes)
     args.forecaster_data = (
-        f"{len(tunes)} reels and hornpipes of Ryan's Mammoth Collection (music21's "
-        "ryansMammoth; 2/2, 2/4 and 4/4 tunes on the 16th grid, the held-out ones of "
-        f"{FOLK_HELDOUT} left out) in up to {args.keys} keys ({len(moved)} pieces), and the "
+        f"{len(tunes)} folk tunes: {ryans} of Ryan's Mammoth Collection (music21's "
+        f"ryansMammoth) and {len(tunes) - ryans} of O'Neill's Music of Ireland (oneills1850); "
+        "2/2, 2/4 and 4/4 tunes on the 16th grid, the held-out ones of "
+        f"{FOLK_HELDOUT} left out with every tune of the same title or opening) in up to "
+        f"{args.keys} keys ({len(moved)} pieces), and the "
         f"training chorales' soprano lines ({len(melodies)} pieces); no chords; a melody "
         "forecaster: the improviser's network, predicting each step's note from the notes "
         "before it")

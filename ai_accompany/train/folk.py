@@ -99,21 +99,79 @@ def build(out: Path = MODELS_DIR, count: int = COUNT, every: int = EVERY) -> Pat
     return target
 
 
-def _eligible(exclude: set[str]):
-    """(id, score) of every tune in a duple metre of Ryan's Mammoth not in ``exclude``."""
+#: The collections the forecaster learns from (music21's corpus): Ryan's Mammoth (one tune a
+#: file) and O'Neill's *Music of Ireland* (1903, music21's ``oneills1850``: 50 to 100 tunes a
+#: file). The same tunes go round both, so a tune of either whose title or opening is a
+#: held-out tune's is left out too (:func:`held_marks`).
+COLLECTIONS = ("ryansMammoth", "oneills1850")
+#: Notes of a tune's opening compared (their intervals) to tell the same tune in two books.
+OPENING_NOTES = 12
+
+
+def _scores(collection: str):
+    """(id, score) of every tune music21 reads in ``collection`` (the rest are left out)."""
     from music21 import corpus
 
-    for path in sorted(corpus.getComposer("ryansMammoth")):
-        name = f"ryansMammoth/{path.stem}"
-        if name in exclude:
-            continue
+    for path in sorted(corpus.getComposer(collection)):
         try:
-            score = corpus.parse(path)
+            parsed = corpus.parse(path)
         except Exception:  # unreadable by music21: left out
             continue
-        meters = score.recurse().getElementsByClass("TimeSignature")
-        if meters and meters[0].ratioString in METERS:
-            yield name, score
+        scores = parsed.scores if hasattr(parsed, "scores") and len(parsed.scores) else [parsed]
+        for k, score in enumerate(scores):
+            yield (f"{collection}/{path.stem}" if len(scores) == 1
+                   else f"{collection}/{path.stem}#{k}"), score
+
+
+def title_mark(title: str | None) -> str:
+    """A tune's title reduced to what two books share: its words, no article or kind."""
+    words = "".join(c if c.isalpha() else " " for c in (title or "").upper()).split()
+    kinds = {"THE", "A", "REEL", "HORNPIPE", "JIG", "MARCH", "POLKA", "NO", "OR"}
+    return " ".join(w for w in words if w not in kinds)
+
+
+def opening_mark(tokens: np.ndarray) -> tuple[int, ...]:
+    """The intervals between a melody's first :data:`OPENING_NOTES` notes (transposition-free)."""
+    pitches = [int(t) for t in tokens if t >= pitch_token(PITCH_LO)][:OPENING_NOTES]
+    return tuple(np.diff(pitches).tolist())
+
+
+def held_marks(exclude: set[str]) -> tuple[set[str], set[tuple[int, ...]]]:
+    """The titles and openings of the held-out tunes ``exclude`` (ids of Ryan's Mammoth)."""
+    from music21 import corpus
+
+    titles, openings = set(), set()
+    for path in sorted(corpus.getComposer("ryansMammoth")):
+        if f"ryansMammoth/{path.stem}" in exclude:
+            score = corpus.parse(path)
+            titles.add(title_mark(score.metadata.title if score.metadata else None))
+            line = melody_tokens(score)
+            if line is not None:
+                openings.add(opening_mark(line[0]))
+    titles.discard("")
+    return titles, openings
+
+
+def _eligible(exclude: set[str]):
+    """(id, score, :func:`melody_tokens`) of every tune in a duple metre of :data:`COLLECTIONS`
+    on the 16th grid that is not a held-out one (``exclude``), by id, title or opening."""
+    titles, openings = held_marks(exclude)
+    same = 0
+    for collection in COLLECTIONS:
+        for name, score in _scores(collection):
+            if name in exclude:
+                continue
+            meters = score.recurse().getElementsByClass("TimeSignature")
+            if not meters or meters[0].ratioString not in METERS:
+                continue
+            line = melody_tokens(score)
+            title = title_mark(score.metadata.title if score.metadata else None)
+            if title in titles or (line is not None and opening_mark(line[0]) in openings):
+                same += 1
+                continue
+            if line is not None:
+                yield name, score, line
+    log.info("folk: %d tunes left out as versions of held-out ones", same)
 
 
 def training_pieces(exclude: set[str], limit: int | None = None) -> list[dict]:
@@ -122,18 +180,14 @@ def training_pieces(exclude: set[str], limit: int | None = None) -> list[dict]:
     from ai_accompany.train.data import Chorales, cache_dir, concat, load_npz
     from ai_accompany.vocab import CHORD_QUALITIES, NO_CHORD_ROOT
 
-    cache = cache_dir() / f"folk-train-{len(exclude)}-{limit or 'all'}.npz"
+    cache = cache_dir() / f"folk-train-{len(exclude)}-{limit or 'all'}-{len(COLLECTIONS)}.npz"
     if cache.is_file():
         data = load_npz(cache)
     else:
         pieces = []
-        for name, score in _eligible(exclude):
+        for name, score, (tokens, first) in _eligible(exclude):
             if limit and len(pieces) >= limit:
                 break
-            line = melody_tokens(score)
-            if line is None:
-                continue
-            tokens, first = line
             key = score.analyze("key")
             steps = len(tokens)
             column = np.full((steps, 4), REST, np.int64)
@@ -145,6 +199,7 @@ def training_pieces(exclude: set[str], limit: int | None = None) -> list[dict]:
                            "key_tonic": key.tonic.pitchClass,
                            "key_mode": MODES.index(key.mode if key.mode in MODES else "major")})
         data: Chorales = concat(pieces)
+        cache.parent.mkdir(parents=True, exist_ok=True)
         data.save(cache)
     return [data.chorale(i) for i in range(len(data))]
 
