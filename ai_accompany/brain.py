@@ -12,8 +12,8 @@ less. So:
   bass every step; the ``style``'s texture (:mod:`ai_accompany.texture`) says which of them
   strike at that step and for how long (a ``bass`` instrument plays the bass line alone). It
   rests while the players rest;
-- ``improvise``: the improviser plays a line over the chord and key it hears, a beat at a time
-  (decided as that beat is due);
+- ``improvise``: the improviser plays a line over the chord and key it hears, each step
+  decided as late as the accompanist's (a note sounds until the line's next note or rest);
 - ``call_response``: the improviser answers while the players rest (a beat with no onset),
   and keeps quiet while they play.
 
@@ -46,6 +46,7 @@ from ai_accompany.texture import (
     STYLES,
     step_offset,
 )
+from ai_accompany.vocab import HOLD
 from dsp.notes import NoteEvent
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ MIN_PITCH_CONFIDENCE = 0.5
 VELOCITY = {"bass": 0.8, "tenor": 0.55, "alto": 0.55, "lead": 0.75}
 ROLES = ("accompany", "improvise", "call_response")
 TOP_P = 0.9
+#: The longest an improvised note sounds (beats) unless its line's next note or rest ends it.
+LEAD_NOTE_BEATS = 2.0
 #: A metronome click: 30 ms.
 CLICK_SAMPLES = 1440
 
@@ -303,7 +306,7 @@ class Brain:
                 events += self._hits(at, period, bar_step, voices)
             elif sounds and waiting == "players":
                 events += self._rest(at)
-        elif k == 0 and sounds and not counting_in and self._waiting(a) is None:
+        elif sounds and not counting_in and self._waiting(a) is None:
             events += self._improvise(at, period, bar_step, a)
         return events
 
@@ -352,34 +355,25 @@ class Brain:
         self._sounding.clear()
         return out
 
-    def _improvise(self, start: int, period: float, bar_step: int, a) -> list[NoteEvent]:
-        """The improviser's line for the beat starting at ``start`` (four 16th steps)."""
+    def _improvise(self, at: int, period: float, bar_step: int, a) -> list[NoteEvent]:
+        """The improviser's step at room sample ``at``, decided as late as the accompanist's:
+        a new note sounds until the line's next note or rest ends it (``lead`` is a line
+        voice, :data:`~dsp.notes.LINE_VOICES`), at most :data:`LEAD_NOTE_BEATS`. Answering
+        (``call_response``), it stops at the first step after the players play again."""
         if self.config.role == "call_response" and self.now - self._heard_onset_at < period:
             self.models.rest()
-            return []  # the players are playing: listen
+            return self._rest(at)  # the players are playing: listen
         tonic, mode = self._key(a) or (0, "major")
-        pitches = [self.models.improvise(
-            a.chord_root if a.chord_root is not None else tonic,
-            a.chord_quality or "maj", tonic, mode,
-            bar_step + k, self.config.temperature, TOP_P, self.rng)
-            for k in range(STEPS_PER_BEAT)]
-        return _notes("lead", pitches, start, period / STEPS_PER_BEAT)
-
-
-def _notes(voice: str, pitches: list[int | None], start: int, step: float) -> list[NoteEvent]:
-    """A voice's steps as notes: a pitch held over several steps is one note; None is a rest."""
-    out, k = [], 0
-    while k < len(pitches):
-        pitch = pitches[k]
-        end = k + 1
-        while end < len(pitches) and pitches[end] == pitch:
-            end += 1
-        if pitch is not None and 0 <= pitch <= 127:
-            begin = start + round(k * step)
-            out.append(NoteEvent(begin, max(1, round((end - k) * step * 0.95)), int(pitch),
-                                 VELOCITY.get(voice, 0.7), voice))
-        k = end
-    return out
+        pitch = self.models.improvise(
+            a.chord_root if a.chord_root is not None else tonic, a.chord_quality or "maj",
+            tonic, mode, bar_step, self.config.temperature, TOP_P, self.rng)
+        if pitch is None:
+            return self._rest(at)
+        if self.models.improviser.last_token == HOLD or not 0 <= pitch <= 127:
+            return []
+        end = at + round(LEAD_NOTE_BEATS * period)
+        self._sounding["lead"] = (int(pitch), end)
+        return [NoteEvent(at, end - at, int(pitch), VELOCITY["lead"], "lead")]
 
 
 class Models:

@@ -189,3 +189,18 @@ def test_a_key_the_room_declares_is_played_in_from_the_players_first_beat():
     for bad in ({"key_tonic": 12, "key_mode": "major"}, {"key_tonic": 2, "key_mode": "lydian"},
                 {"key_tonic": True, "key_mode": "major"}, {"key_tonic": "D"}):
         assert BrainConfig.from_dict(bad).key_tonic == -1, bad
+
+
+def test_answering_it_plays_in_the_players_rest_and_stops_a_step_after_they_play_again():
+    """``call_response``: its line sounds only while the players rest, and each step is decided
+    just before it sounds, so its answer ends at the step after the players come back in (a
+    line planned a beat at a time rang on for up to a beat over them)."""
+    config = on_the_grid(BrainConfig(bpm=BPM, role="call_response"))
+    decided = run(config, 14.0, scale_tune(6, rest_bars=(2, 3)))
+    sounded = [n for n in cut_lines(e for _, batch in decided for e in batch
+                                    if e.voice == "lead") if n.velocity > 0]
+    bar = 4 * BEAT
+    rest = (BEAT_ZERO + 3 * bar, BEAT_ZERO + 5 * bar)  # after the count-in and two bars
+    assert len(sounded) >= 4, sounded
+    assert all(rest[0] <= n.start <= rest[1] for n in sounded), [n.start for n in sounded]
+    assert max(n.end for n in sounded) <= rest[1] + BEAT // 2, (rest, sounded[-1])
