@@ -172,8 +172,8 @@ def forecaster_pieces(args, chorales: list[dict]) -> list[dict]:
         f"{len(tunes)} folk tunes: {ryans} of Ryan's Mammoth Collection (music21's "
         f"ryansMammoth) and {len(tunes) - ryans} of O'Neill's Music of Ireland (oneills1850); "
         "2/2, 2/4 and 4/4 tunes on the 16th grid, the held-out ones of "
-        f"{FOLK_HELDOUT} left out with every tune of the same title or opening) in up to "
-        f"{args.keys} keys ({len(moved)} pieces), and the "
+        f"{FOLK_HELDOUT} left out with every tune of the same title or opening, in up to "
+        f"{args.keys} keys ({len(moved)} pieces); and the "
         f"training chorales' soprano lines ({len(melodies)} pieces); no chords; a melody "
         "forecaster: the improviser's network, predicting each step's note from the notes "
         "before it")
