@@ -160,6 +160,7 @@ class Bot:
         #: The ``server_closing`` notice, once the server said it is going away.
         self.server_closing: dict | None = None
         self.stats: dict | None = None
+        self.stats_seen = 0  # ``stats`` messages so far
         self.errors: list[dict] = []
         #: Lines of chat, as they came (``chat_history``'s first, then each ``chat``).
         self.chat: list[dict] = []
@@ -328,6 +329,7 @@ class Bot:
                     self.state = message
                 elif kind == "stats":
                     self.stats = message
+                    self.stats_seen += 1
                 elif kind == "error":
                     self.errors.append(message)
                 elif kind == "chat_history":

@@ -82,8 +82,10 @@ export class AiPanel {
       h.style && `plays ${h.style} style`].filter(Boolean).join(" · ") : "";
     const waiting = h && WAITING[h.waiting];
     const lead = h && h.lead_ms ? ` It decides each note ${Math.round(h.lead_ms)} ms before it sounds` : "";
-    const arrives = lead && h.arrives_ms !== null && h.arrives_ms !== undefined
-      ? `; its notes reach the room ${Math.round(h.arrives_ms)} ms early` : "";
+    const ahead = h?.arrives_ms ?? null;
+    const arrives = !lead || ahead === null ? ""
+      : ahead >= 0 ? `; its notes reach the room ${Math.round(ahead)} ms early`
+        : `; its notes reach the room ${Math.round(-ahead)} ms late`;
     const late = lead && h.late ? ` (${h.late} came too late and were dropped)` : "";
     const plan = h && h.playing ? ` Playing ${h.playing}${h.coming ? `, next beat ${h.coming}` : ""}.` : "";
     this.el("state").textContent = !this.ai ? "No AI musician in this room."

@@ -120,6 +120,7 @@ export class LatencyPanel {
   /** The server's `stats` message. */
   onServerStats(message) {
     this.values.server = message;
+    this.values.server_reports = (this.values.server_reports ?? 0) + 1; // how many so far
     this.render();
   }
 

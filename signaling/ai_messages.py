@@ -164,9 +164,9 @@ class AiHears(WireMessage):
     ``key``, ``players`` while they rest; ``null``: it plays); ``lead_ms`` how long before a
     note sounds it decides it; ``style`` its texture; ``playing`` the chord its voices sound
     and ``coming`` the one it plans for the next beat (an accompanist's; ``null`` while it
-    waits); ``arrives_ms``: how long before their time its notes reached the room's clock,
-    the median of its recent notes (``null`` before any), and ``late``: its notes so far that
-    came too late to sound (dropped)."""
+    waits); ``arrives_ms``: how long before their time its events reached the room's clock,
+    the median of its recent ones in whole ms (negative: late; ``null`` before any), and
+    ``late``: its events so far that came too late to sound (dropped)."""
 
     TYPE: ClassVar[str] = "ai_hears"
     NULLABLE: ClassVar[frozenset[str]] = frozenset({"bpm", "key", "chord", "waiting",

@@ -99,7 +99,7 @@ class AiMusicians:
 
         waiting = text("waiting")
         voice = live.runner.ai_voices.get(present[0].slot) if live.runner else None
-        arrives = (round(voice.lead_ms.percentile(50), 1)
+        arrives = (float(round(voice.lead_ms.percentile(50)))  # whole ms: sent when it moves
                    if voice is not None and len(voice.lead_ms) else None)
         message = encode(AiHears(ai=present[0].id, bpm=number("bpm"),
                                  key=text("key"), chord=text("chord"),

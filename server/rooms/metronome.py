@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 #: A first metronome's settings, before the admin's message is applied.
 DEFAULTS = {"on": False, "bpm": 100.0, "beats_per_bar": 4, "accent": True, "count_in_bars": 1,
             "key": None}
+#: The settings that start the metronome's beat grid afresh when they change (the key does not).
+CLOCK_SETTINGS = ("on", "bpm", "beats_per_bar", "accent", "count_in_bars")
 #: The fastest tempo the AI musician plays at (its ``bpm`` setting's limit).
 AI_MAX_BPM = 240.0
 #: Beat zero is this many frames ahead of the clock when the metronome starts: the tick that
@@ -50,9 +52,15 @@ class RoomMetronomes:
                    if getattr(message, name) is not None}
         if changes.get("key") == "":
             changes["key"] = None  # no key declared: an AI musician listens for it
-        settings = {**DEFAULTS, **(live.room.metronome_settings or {}), **changes}
+        before = {**DEFAULTS, **(live.room.metronome_settings or {})}
+        settings = {**before, **changes}
         live.room.metronome_settings = settings
-        self.apply(live)
+        if any(settings[name] != before[name] for name in CLOCK_SETTINGS):
+            self.apply(live)  # a new beat zero
+        else:  # the key alone (or nothing): the clicks and the AI keep their beat grid
+            live.room.version += 1
+            if live.ai_config is not None:
+                self.hub.ai.configure(live.room.name, ai_config(live))
         log.info("room %s: metronome %s by %s", live.room.name, settings, p.member_id)
         self.hub.broadcast(live)
         self.hub.save_soon(live)

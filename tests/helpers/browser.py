@@ -149,11 +149,14 @@ def skip_if_starved(page, before: int, what: str) -> None:
 
 
 #: The page's playout counts that move its audio in time: a frame concealed, skipped or
-#: added, a restart, an overflow. Any of them in a window shifts what follows by up to a frame.
-TIME_MOVES = ("underruns", "concealed", "overflows", "restarts", "shrunk", "skipped", "late")
-#: How long after a window both the page's playout stats (every 0.25 s) and the server's
-#: ``stats`` (every 1 s) have surely reported on it.
-REPORTED_S = 1.3
+#: added, a restart, an overflow, a clock-drift slip. Any of them in a window shifts what
+#: follows (by up to a frame).
+TIME_MOVES = ("underruns", "concealed", "overflows", "restarts", "shrunk", "skipped", "late",
+              "dropped", "inserted")
+#: How long :func:`steady_received` waits at most for two more of the server's ``stats``
+#: (every second) after a window: the second was made after it, however late it arrives
+#: (the page's playout stats come every 0.25 s).
+REPORTS_WITHIN_S = 15.0
 
 
 def time_moves(page) -> float:
@@ -178,7 +181,10 @@ def steady_received(page, holds, tries: int = 3) -> tuple[np.ndarray, int]:
         samples, rate = np.array(received["samples"]), int(received["rate"])
         if holds(samples, rate):
             return samples, rate
-        time.sleep(REPORTED_S)
+        page.wait_for_function(
+            "n => (spatialjam.latency().server_reports ?? 0) >= n",
+            arg=(page.evaluate("spatialjam.latency().server_reports") or 0) + 2,
+            timeout=REPORTS_WITHIN_S * 1000)
         if time_moves(page) == before:
             return samples, rate
     pytest.skip(f"the received audio was moved in time (a frame concealed or skipped, or a "

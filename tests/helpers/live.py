@@ -87,8 +87,9 @@ async def wait_for(predicate, timeout: float, step: float = 0.1):
         await asyncio.sleep(step)
 
 
-#: How long after a window the server's ``stats`` (every second) have surely reported on it.
-REPORTED_S = 1.3
+#: How long :func:`steady_listen` waits at most for two more of the server's ``stats`` (every
+#: second) after a window: the second was made after it, however late it arrives.
+REPORTS_WITHIN_S = 15.0
 
 
 async def steady_listen(bot: Bot, seconds: float, holds, tries: int = 3) -> np.ndarray:
@@ -107,7 +108,9 @@ async def steady_listen(bot: Bot, seconds: float, holds, tries: int = 3) -> np.n
         stop = len(bot.received)  # no await since listen() took its frames: the same ones
         if holds(got):
             return got
-        await asyncio.sleep(REPORTED_S)
+        # The second report from now was made after the window, however late it arrives.
+        seen = bot.stats_seen
+        await wait_for(lambda seen=seen: bot.stats_seen >= seen + 2, REPORTS_WITHIN_S)
         if bot.breaks(start, stop) == 0 and (bot.stats or {}).get("skipped_ticks", 0) == skipped:
             return got
     pytest.skip(f"{bot.name}'s received audio broke (a frame lost, late or reordered, or a "

@@ -75,8 +75,8 @@ async def test_an_ai_musician_plays_rests_with_the_player_survives_its_sidecar_d
         # How early its notes reach the room's clock, said to all: within its decision lead
         # (a step is decided by the last 20 ms block that can: up to a block more).
         assert 0 < b.ai_hears["arrives_ms"] <= b.ai_hears["lead_ms"] + 20.0, b.ai_hears
-        assert b.ai_hears["late"] >= 0
         m = metrics(server)
+        assert b.ai_hears["late"] <= 0.1 * m["ai_events_total"], (b.ai_hears, m)
         assert m["ai_events_late_total"] <= 0.1 * m["ai_events_total"], m
         assert m["ai_event_lead_ms_p50_min"] > 0, m
         # It rests when A rests: B's mix (A muted) falls silent for most of each rest.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,6 +12,7 @@ from server.rooms.live import LiveRoom
 from server.rooms.metronome import LEAD_FRAMES, RoomMetronomes, ai_config, hear
 from server.rooms.room import Room, saved_metronome
 from server.tick.runner import RoomRunner
+from signaling.metronome_messages import SetMetronome
 
 ON = {"on": True, "bpm": 90.0, "beats_per_bar": 3, "accent": True, "count_in_bars": 2,
       "key": None}
@@ -86,6 +88,28 @@ def test_the_ai_takes_the_key_the_room_declares_whether_or_not_it_clicks(live):
         assert (config["key_tonic"], config["key_mode"]) == (10, "minor")
     live.room.metronome_origin = 0
     assert live.room.describe().metronome.key == "Bb minor"
+
+
+def test_declaring_the_key_keeps_the_beat_grid_a_tempo_change_restarts_it(live):
+    """The key alone changes no click: beat zero stays (the AI keeps counting), and the AI is
+    told the key; a new tempo starts a new beat zero."""
+    told = []
+    hub = SimpleNamespace(ai=SimpleNamespace(configure=lambda room, c: told.append(c)),
+                          broadcast=lambda live: None, save_soon=lambda live: None)
+    admin = SimpleNamespace(live=live, member_id="admin")
+    live.ai_config = {"bpm": 0.0, "role": "accompany"}
+    live.runner.room_sample = 96_000
+    asyncio.run(RoomMetronomes(hub).set(admin, SetMetronome(on=True, bpm=120.0)))
+    origin = live.room.metronome_origin
+    live.runner.room_sample = 200_000
+    version = live.room.version
+    asyncio.run(RoomMetronomes(hub).set(admin, SetMetronome(on=True, key="D major")))
+    assert live.room.metronome_origin == origin and live.room.version > version
+    assert (told[-1]["key_tonic"], told[-1]["beat_zero"]) == (2, origin)
+    asyncio.run(RoomMetronomes(hub).set(admin, SetMetronome(on=True, bpm=90.0)))
+    assert live.room.metronome_origin > origin and live.room.metronome_settings["key"] == "D major"
+    asyncio.run(RoomMetronomes(hub).set(admin, SetMetronome(on=True, key="")))
+    assert live.room.metronome_settings["key"] is None and "key_tonic" not in told[-1]
 
 
 def test_saved_settings_are_checked_and_kept_across_a_restore():
