@@ -98,7 +98,7 @@ class AiMusicians:
             return float(value) if ok and math.isfinite(value) else None
 
         waiting = text("waiting")
-        voice = live.runner.ai_voices.get(present[0].slot) if live.runner else None
+        voice = live.runner.ai_voices.get(present[0].slot)
         arrives = (float(round(voice.lead_ms.percentile(50)))  # whole ms: sent when it moves
                    if voice is not None and len(voice.lead_ms) else None)
         message = encode(AiHears(ai=present[0].id, bpm=number("bpm"),

@@ -48,7 +48,7 @@ class RoomMetronomes:
         if live is None:
             return
         changes = {name: getattr(message, name)
-                   for name in ("on", "bpm", "beats_per_bar", "accent", "count_in_bars", "key")
+                   for name in (*CLOCK_SETTINGS, "key")
                    if getattr(message, name) is not None}
         if changes.get("key") == "":
             changes["key"] = None  # no key declared: an AI musician listens for it

@@ -521,3 +521,15 @@ def test_the_frames_a_room_may_tick_at_are_the_engines():
         with pytest.raises(ProtocolError) as refused:
             parse_message(json.dumps({"type": "set_frame", "frame_ms": bad}))
         assert refused.value.code == code, bad
+
+
+def test_the_room_names_a_key_as_the_ai_says_it_hears_one():
+    """``room_state.metronome.key`` and ``ai_hears.key`` spell a key alike (the sidecar keeps
+    its own names: it imports nothing of signaling)."""
+    from ai_accompany.brain import _key_name
+    from signaling.metronome_messages import key_name, key_parts
+
+    for tonic in range(12):
+        for mode in ("major", "minor"):
+            assert key_name(tonic, mode) == _key_name(tonic, mode)
+            assert key_parts(key_name(tonic, mode)) == (tonic, mode)
